@@ -1,0 +1,102 @@
+"""D-Bus names, paths, limits and timing constants, each named once with its reason."""
+
+from __future__ import annotations
+
+from typing import Final
+
+# --- BlueZ (doc/org.bluez.*.rst; src/error.c) --------------------------------
+
+BLUEZ_SERVICE: Final = "org.bluez"
+BLUEZ_ADAPTER: Final = "org.bluez.Adapter1"
+BLUEZ_DEVICE: Final = "org.bluez.Device1"
+BLUEZ_MONITOR_MANAGER: Final = "org.bluez.AdvertisementMonitorManager1"
+BLUEZ_MONITOR: Final = "org.bluez.AdvertisementMonitor1"
+BLUEZ_ROOT_PATH: Final = "/org/bluez"
+
+BLUEZ_ERROR_IN_PROGRESS: Final = "org.bluez.Error.InProgress"
+BLUEZ_ERROR_NOT_READY: Final = "org.bluez.Error.NotReady"
+BLUEZ_ERROR_FAILED: Final = "org.bluez.Error.Failed"
+BLUEZ_ERROR_INVALID_ARGUMENTS: Final = "org.bluez.Error.InvalidArguments"
+BLUEZ_ERROR_DOES_NOT_EXIST: Final = "org.bluez.Error.DoesNotExist"
+BLUEZ_ERROR_NOT_SUPPORTED: Final = "org.bluez.Error.NotSupported"
+BLUEZ_ERROR_ALREADY_EXISTS: Final = "org.bluez.Error.AlreadyExists"
+
+# --- freedesktop --------------------------------------------------------------
+
+DBUS_SERVICE: Final = "org.freedesktop.DBus"
+DBUS_PATH: Final = "/org/freedesktop/DBus"
+DBUS_INTERFACE: Final = "org.freedesktop.DBus"
+OBJECT_MANAGER: Final = "org.freedesktop.DBus.ObjectManager"
+PROPERTIES: Final = "org.freedesktop.DBus.Properties"
+INTROSPECTABLE: Final = "org.freedesktop.DBus.Introspectable"
+PEER: Final = "org.freedesktop.DBus.Peer"
+
+ERROR_INVALID_ARGS: Final = "org.freedesktop.DBus.Error.InvalidArgs"
+ERROR_LIMITS_EXCEEDED: Final = "org.freedesktop.DBus.Error.LimitsExceeded"
+ERROR_ACCESS_DENIED: Final = "org.freedesktop.DBus.Error.AccessDenied"
+ERROR_UNKNOWN_METHOD: Final = "org.freedesktop.DBus.Error.UnknownMethod"
+ERROR_UNKNOWN_OBJECT: Final = "org.freedesktop.DBus.Error.UnknownObject"
+ERROR_SERVICE_UNKNOWN: Final = "org.freedesktop.DBus.Error.ServiceUnknown"
+ERROR_NAME_HAS_NO_OWNER: Final = "org.freedesktop.DBus.Error.NameHasNoOwner"
+# While bluetoothd is down, Debian's activation file makes the bus try to spawn
+# it; without systemd that fails with this instead of ServiceUnknown
+# (notes/real-bluez-vm.md).
+ERROR_SPAWN_CHILD_EXITED: Final = "org.freedesktop.DBus.Error.Spawn.ChildExited"
+ERROR_NO_REPLY: Final = "org.freedesktop.DBus.Error.NoReply"
+
+# --- our service (SPEC §4) ----------------------------------------------------
+
+SCANNER_SERVICE: Final = "com.victronenergy.ble.scanner"
+SCANNER_INTERFACE: Final = "com.victronenergy.ble.Scanner1"
+SCANNER_PATH: Final = "/"
+SUBSCRIPTION_PATH_PREFIX: Final = "/Subscription/"
+# Error names of our own, for conditions the freedesktop names do not cover.
+SCANNER_ERROR_NOT_OWNER: Final = "com.victronenergy.ble.Error.NotOwner"
+SCANNER_ERROR_UNKNOWN_SUBSCRIPTION: Final = "com.victronenergy.ble.Error.UnknownSubscription"
+
+# --- limits (SPEC §4.1 "Errors and limits") -----------------------------------
+
+MAX_FILTER_LIST_ENTRIES: Final = 64
+MAX_SUBSCRIPTIONS_PER_CONNECTION: Final = 16
+MAX_SUBSCRIPTIONS_TOTAL: Final = 256
+# A Names glob longer than this cannot be a device name pattern (BLE names are
+# at most 248 bytes); it bounds fnmatch's work per report.
+MAX_NAME_PATTERN_LENGTH: Final = 248
+# Any string argument longer than this is rejected before it is looked at.
+MAX_STRING_ARGUMENT: Final = 1024
+
+# --- BLE payload bounds -------------------------------------------------------
+
+# Legacy advertising carries at most 31 bytes, extended advertising at most
+# 1650 (Core spec Vol 6 Part B 2.3.4.9). Anything larger from BlueZ is bogus.
+MAX_PAYLOAD_BYTES: Final = 1650
+# RSSI in dBm as BlueZ reports it (int16, and -127..20 in its filter parser).
+RSSI_MIN: Final = -127
+RSSI_MAX: Final = 20
+
+# --- timing -------------------------------------------------------------------
+
+# A device unheard this long is lost. BlueZ itself drops temporary devices after
+# 30 s (src/main.c DEFAULT_TEMPORARY_TIMEOUT), but many sensors advertise only
+# every 10-60 s, so 180 s keeps them present between reports.
+DEFAULT_LOST_TIMEOUT: Final = 180.0
+# How often the cache looks for lost devices. Loss is reported at most this late.
+LOST_SWEEP_INTERVAL: Final = 1.0
+# Bound on cached devices: ~1 KB each, so 10 000 is ~10 MB on a 1 GB Cerbo GX.
+DEFAULT_CACHE_SIZE: Final = 10_000
+# Broadcast DeviceDiscovered re-sent for an unchanged device this often, so a
+# listener can tell "still there" from "gone quiet" without polling.
+DEFAULT_BROADCAST_KEEPALIVE: Final = 60.0
+# Broadcast RSSI change that counts as news. BlueZ's own threshold is 8 dBm
+# (src/device.c RSSI_THRESHOLD); 8 keeps the broadcast no chattier than BlueZ.
+DEFAULT_BROADCAST_RSSI_DELTA: Final = 8
+# Every call to BlueZ gets an answer or an error within this: dbus-fast and the
+# system bus have no timeout of their own (notes §4.1).
+BLUEZ_CALL_TIMEOUT: Final = 5.0
+# First retry of a failed StartDiscovery, doubled up to the maximum. InProgress
+# from a kernel refusal (another scanner holds the controller) clears only when
+# that scanner stops, so polling faster than every few seconds gains nothing.
+REARM_BACKOFF_INITIAL: Final = 0.25
+REARM_BACKOFF_MAX: Final = 30.0
+# SIGTERM must end in an exit within 2 s (SPEC §6); the cleanup calls get this.
+SHUTDOWN_TIMEOUT: Final = 1.5

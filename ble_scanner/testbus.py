@@ -1,0 +1,175 @@
+"""A private dbus-daemon with a system-like policy, for tests, the demo and benchmarks.
+
+Deny by default like Debian's /usr/share/dbus-1/system.conf, with the policy
+files in a ``system.d`` folder of its own: ``org.bluez`` (BlueZ's
+bluetooth.conf), our service, and localsettings. Readiness is the address the
+daemon prints once its socket listens, so nothing sleeps.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import signal
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from typing import Final
+
+_SYSTEM_CONF: Final = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path={socket}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus"
+           send_interface="org.freedesktop.DBus.Introspectable"/>
+    <allow send_destination="org.freedesktop.DBus"
+           send_interface="org.freedesktop.DBus.Properties"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Peer"/>
+    <deny send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"
+          send_member="UpdateActivationEnvironment"/>
+    <deny send_destination="org.freedesktop.DBus"
+          send_interface="org.freedesktop.DBus.Debug.Stats"/>
+  </policy>
+  <includedir>{confdir}</includedir>
+</busconfig>
+"""
+
+# BlueZ's src/bluetooth.conf: root owns org.bluez and may call back into the
+# interfaces clients export (monitors, agents); everyone may call org.bluez.
+BLUEZ_POLICY: Final = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <policy user="root">
+    <allow own="org.bluez"/>
+    <allow send_destination="org.bluez"/>
+    <allow send_interface="org.bluez.AdvertisementMonitor1"/>
+    <allow send_interface="org.bluez.Agent1"/>
+    <allow send_interface="org.bluez.LEAdvertisement1"/>
+    <allow send_interface="org.freedesktop.DBus.ObjectManager"/>
+    <allow send_interface="org.freedesktop.DBus.Properties"/>
+  </policy>
+  <policy context="default">
+    <allow send_destination="org.bluez"/>
+  </policy>
+</busconfig>
+"""
+
+# Venus's localsettings on a distribution with a policy-enforcing bus.
+SETTINGS_POLICY: Final = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <policy user="root">
+    <allow own="com.victronenergy.settings"/>
+  </policy>
+  <policy context="default">
+    <allow send_destination="com.victronenergy.settings"/>
+  </policy>
+</busconfig>
+"""
+
+
+def scanner_policy() -> str:
+    """Our own policy file, as shipped for /etc/dbus-1/system.d/."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    with open(os.path.join(here, "data", "com.victronenergy.ble.scanner.conf")) as f:
+        return f.read()
+
+
+@dataclass
+class TestBus:
+    """A running private bus; ``address`` goes into DBUS_SYSTEM_BUS_ADDRESS."""
+
+    __test__ = False  # not a pytest test class
+
+    address: str
+    directory: str
+    process: subprocess.Popen[bytes]
+    extra_policies: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def socket_path(self) -> str:
+        return os.path.join(self.directory, "bus")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(3)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> TestBus:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_test_bus(extra_policies: dict[str, str] | None = None, timeout: float = 10.0) -> TestBus:
+    """Start ``dbus-daemon`` with the system-like policy and return once it listens.
+
+    The directory lives in /tmp with a short name: AF_UNIX paths are limited to
+    107 bytes, which pytest's tmp_path can exceed. It is world-readable so that
+    tests running a client as an unprivileged uid can reach the socket.
+    """
+    directory = tempfile.mkdtemp(prefix="blebus-", dir="/tmp")
+    os.chmod(directory, 0o755)
+    confdir = os.path.join(directory, "system.d")
+    os.mkdir(confdir)
+    policies = {
+        "bluetooth.conf": BLUEZ_POLICY,
+        "com.victronenergy.settings.conf": SETTINGS_POLICY,
+        "com.victronenergy.ble.scanner.conf": scanner_policy(),
+    }
+    policies.update(extra_policies or {})
+    for name, text in policies.items():
+        with open(os.path.join(confdir, name), "w") as f:
+            f.write(text)
+    socket_path = os.path.join(directory, "bus")
+    config = os.path.join(directory, "system-like.conf")
+    with open(config, "w") as f:
+        f.write(_SYSTEM_CONF.format(socket=socket_path, confdir=confdir))
+
+    read_fd, write_fd = os.pipe()
+    try:
+        process = subprocess.Popen(
+            [
+                "dbus-daemon",
+                f"--config-file={config}",
+                "--nofork",
+                "--nopidfile",
+                f"--print-address={write_fd}",
+            ],
+            pass_fds=(write_fd,),
+            start_new_session=True,
+        )
+    finally:
+        os.close(write_fd)
+    try:
+        ready, _, _ = select.select([read_fd], [], [], timeout)
+        line = os.read(read_fd, 4096).decode().strip() if ready else ""
+    finally:
+        os.close(read_fd)
+    if not line:
+        process.kill()
+        process.wait()
+        shutil.rmtree(directory, ignore_errors=True)
+        raise RuntimeError(f"dbus-daemon did not print its address within {timeout} s")
+    os.chmod(socket_path, 0o777)
+    return TestBus(address=line, directory=directory, process=process)

@@ -1,0 +1,130 @@
+"""Small test helpers: waiting on conditions with a deadline, never sleeping blind."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from dbus_fast import Message, MessageType
+from dbus_fast.aio import MessageBus
+
+T = TypeVar("T")
+
+
+async def wait_until(
+    predicate: Callable[[], bool | Awaitable[bool]],
+    timeout: float = 5.0,
+    interval: float = 0.01,
+    what: str = "condition",
+) -> float:
+    """Poll ``predicate`` until true; return the seconds it took or fail with ``what``."""
+    start = time.monotonic()
+    deadline = start + timeout
+    while True:
+        result = predicate()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return time.monotonic() - start
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+async def call(
+    bus: MessageBus,
+    destination: str,
+    path: str,
+    interface: str,
+    member: str,
+    signature: str = "",
+    body: list[Any] | None = None,
+    timeout: float = 5.0,
+) -> Message:
+    """One method call with a deadline; returns the reply (which may be an error)."""
+    reply = await asyncio.wait_for(
+        bus.call(
+            Message(
+                destination=destination,
+                path=path,
+                interface=interface,
+                member=member,
+                signature=signature,
+                body=body or [],
+            )
+        ),
+        timeout,
+    )
+    assert reply is not None
+    return reply
+
+
+def assert_error(reply: Message, name: str) -> None:
+    assert reply.message_type == MessageType.ERROR, f"expected {name}, got {reply.body}"
+    assert reply.error_name == name, (reply.error_name, reply.body)
+
+
+def assert_ok(reply: Message) -> list[Any]:
+    assert reply.message_type == MessageType.METHOD_RETURN, (reply.error_name, reply.body)
+    return reply.body
+
+
+class SignalRecorder:
+    """Collects signals matching a filter on one connection, with waits on them."""
+
+    def __init__(self, bus: MessageBus, **match: str) -> None:
+        self.bus = bus
+        self.match = match
+        self.messages: list[Message] = []
+        self._changed = asyncio.Event()
+        bus.add_message_handler(self._on_message)
+
+    def _on_message(self, msg: Message) -> bool:
+        if msg.message_type != MessageType.SIGNAL:
+            return False
+        for key, value in self.match.items():
+            if getattr(msg, key) != value:
+                return False
+        self.messages.append(msg)
+        self._changed.set()
+        return False
+
+    def close(self) -> None:
+        self.bus.remove_message_handler(self._on_message)
+
+    def of(self, member: str) -> list[Message]:
+        return [m for m in self.messages if m.member == member]
+
+    async def wait_for(
+        self, predicate: Callable[[list[Message]], bool], timeout: float = 5.0, what: str = ""
+    ) -> list[Message]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not predicate(self.messages):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise AssertionError(
+                    f"timed out after {timeout} s waiting for {what or 'signals'}; "
+                    f"got {[(m.member, m.body) for m in self.messages][-10:]}"
+                )
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except TimeoutError:
+                pass
+        return self.messages
+
+
+async def add_match(bus: MessageBus, rule: str) -> None:
+    reply = await call(
+        bus,
+        "org.freedesktop.DBus",
+        "/org/freedesktop/DBus",
+        "org.freedesktop.DBus",
+        "AddMatch",
+        "s",
+        [rule],
+    )
+    assert_ok(reply)

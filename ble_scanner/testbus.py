@@ -17,7 +17,8 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Final
 
-_SYSTEM_CONF: Final = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+_SYSTEM_CONF: Final = """<!DOCTYPE busconfig PUBLIC
+ "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
 <busconfig>
   <type>system</type>
@@ -50,7 +51,8 @@ _SYSTEM_CONF: Final = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus B
 
 # BlueZ's src/bluetooth.conf: root owns org.bluez and may call back into the
 # interfaces clients export (monitors, agents); everyone may call org.bluez.
-BLUEZ_POLICY: Final = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+BLUEZ_POLICY: Final = """<!DOCTYPE busconfig PUBLIC
+ "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
 <busconfig>
   <policy user="root">
@@ -69,7 +71,8 @@ BLUEZ_POLICY: Final = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus B
 """
 
 # Venus's localsettings on a distribution with a policy-enforcing bus.
-SETTINGS_POLICY: Final = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+SETTINGS_POLICY: Final = """<!DOCTYPE busconfig PUBLIC
+ "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
 <busconfig>
   <policy user="root">

@@ -41,7 +41,7 @@ async def disconnect(bus: MessageBus) -> None:
         bus.disconnect()
         try:
             await asyncio.wait_for(bus.wait_for_disconnect(), 5)
-        except Exception:  # noqa: BLE001 - the connection may already be gone
+        except Exception:
             pass
 
 

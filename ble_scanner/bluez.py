@@ -1,0 +1,523 @@
+"""The BlueZ side: follow org.bluez, keep every adapter discovering, turn Device1 into reports.
+
+One connection, explicit match rules, one message handler, no proxy objects
+(as bleak's BlueZManager does). D-Bus types are checked here, at the edge;
+anything malformed is counted and logged (rate-limited), never passed on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+from dbus_fast import Message, MessageType, Variant
+from dbus_fast.aio import MessageBus
+
+from .const import (
+    BLUEZ_ADAPTER,
+    BLUEZ_CALL_TIMEOUT,
+    BLUEZ_DEVICE,
+    BLUEZ_ERROR_FAILED,
+    BLUEZ_ERROR_IN_PROGRESS,
+    BLUEZ_ERROR_NOT_READY,
+    BLUEZ_ROOT_PATH,
+    BLUEZ_SERVICE,
+    DBUS_INTERFACE,
+    DBUS_PATH,
+    DBUS_SERVICE,
+    ERROR_NAME_HAS_NO_OWNER,
+    ERROR_SERVICE_UNKNOWN,
+    ERROR_SPAWN_CHILD_EXITED,
+    OBJECT_MANAGER,
+    PROPERTIES,
+    REARM_BACKOFF_INITIAL,
+    REARM_BACKOFF_MAX,
+)
+from .record import DEVICE_SIGNATURES, DeviceView, MalformedData
+from .state import AdapterStatus
+
+_LOGGER = logging.getLogger(__name__)
+
+# The filter we always set (SPEC §6): a real filter so BlueZ neither pauses 5 s
+# between scan rounds nor hides non-discoverable advertisers; DuplicateData so
+# every advertisement reaches us; never a Pattern, which would hide devices
+# from every other BlueZ client (notes §2.3).
+DISCOVERY_FILTER: Final = {"Transport": Variant("s", "le"), "DuplicateData": Variant("b", True)}
+
+# Errors that mean "bluetoothd is not on the bus right now".
+_BLUEZ_ABSENT: Final = frozenset(
+    {ERROR_SERVICE_UNKNOWN, ERROR_NAME_HAS_NO_OWNER, ERROR_SPAWN_CHILD_EXITED}
+)
+# A session that stayed up this long ends the backoff: the adapter works again.
+STABLE_SESSION_SECONDS: Final = 10.0
+# At most one log line per kind of malformed data per this many seconds.
+MALFORMED_LOG_INTERVAL: Final = 60.0
+
+
+class BluezError(Exception):
+    def __init__(self, name: str, text: str) -> None:
+        super().__init__(f"{name}: {text}")
+        self.name = name
+        self.text = text
+
+
+def adapter_name(path: str) -> str:
+    """``/org/bluez/hci0/dev_...`` → ``hci0``."""
+    return path.split("/", 4)[3] if path.startswith("/org/bluez/") else ""
+
+
+def _unwrap_device(props: Mapping[str, Variant]) -> dict[str, Any]:
+    """Check each known property's signature and unwrap it to plain Python values."""
+    out: dict[str, Any] = {}
+    for key, variant in props.items():
+        expected = DEVICE_SIGNATURES.get(key)
+        if expected is None:
+            if key == "AdvertisingFlags":
+                out[key] = None  # only its presence matters: it marks a report
+            continue
+        if not isinstance(variant, Variant) or variant.signature != expected:
+            raise MalformedData(f"{key} has type {getattr(variant, 'signature', '?')}")
+        value = variant.value
+        if expected in ("a{qv}", "a{sv}"):
+            unwrapped = {}
+            for k, v in value.items():
+                if v.signature != "ay":
+                    raise MalformedData(f"{key} value has type {v.signature}, not ay")
+                unwrapped[k] = v.value
+            value = unwrapped
+        out[key] = value
+    return out
+
+
+class RateLimitedLog:
+    """Counts events and logs each kind at most once per interval."""
+
+    def __init__(self, interval: float = MALFORMED_LOG_INTERVAL) -> None:
+        self.interval = interval
+        self.counts: dict[str, int] = {}
+        self._last: dict[str, float] = {}
+
+    def __call__(self, kind: str, message: str) -> None:
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        now = time.monotonic()
+        if now - self._last.get(kind, -self.interval) >= self.interval:
+            self._last[kind] = now
+            _LOGGER.warning("%s (%d so far)", message, self.counts[kind])
+
+
+class AdapterDiscovery:
+    """Our discovery session on one adapter, kept alive by one task.
+
+    We track our own session and never infer it from ``Discovering``, which
+    other clients (or a raw-HCI scanner) also move (SPEC §6).
+    """
+
+    def __init__(self, bluez: Bluez, path: str, props: Mapping[str, Any]) -> None:
+        self.bluez = bluez
+        self.path = path
+        self.name = adapter_name(path + "/")
+        self.address: str = props.get("Address", "")
+        self.powered: bool = bool(props.get("Powered", False))
+        self.discovering: bool = bool(props.get("Discovering", False))
+        self.session = False
+        self.state = "starting"
+        self.failures = 0
+        self.starts = 0
+        self.session_since = 0.0
+        self.stop_first = False
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def enabled(self) -> bool:
+        wanted = self.bluez.adapters_wanted
+        return not wanted or self.name in wanted
+
+    def status(self) -> AdapterStatus:
+        return AdapterStatus(
+            self.name, self.address, self.powered, self.discovering, self.session, self.state
+        )
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"arm-{self.name}")
+        self._wake.set()
+
+    async def close(self, stop_session: bool) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        if stop_session and self.session:
+            self.session = False
+            try:
+                await self.bluez.call_adapter(self.path, "StopDiscovery")
+            except (BluezError, TimeoutError):
+                pass
+
+    def poke(self) -> None:
+        self._wake.set()
+
+    def on_properties(self, changed: Mapping[str, Variant]) -> None:
+        powered = changed.get("Powered")
+        if powered is not None and powered.signature == "b":
+            self.powered = powered.value
+            if not self.powered:
+                # BlueZ drops every session on power-off and does not restore
+                # them on power-on (notes §2.1 adapter_stop).
+                self.session = False
+            self.bluez.status_changed()
+            self.poke()
+        discovering = changed.get("Discovering")
+        if discovering is not None and discovering.signature == "b":
+            was = self.discovering
+            self.discovering = discovering.value
+            if was and not self.discovering and self.session:
+                # The kernel or BlueZ stopped the scan under us; BlueZ may still
+                # count our session, so stop it before starting again.
+                _LOGGER.warning("%s: discovery stopped under us; re-arming", self.name)
+                self.session = False
+                self.stop_first = True
+                self._failed()
+            self.bluez.status_changed()
+            self.poke()
+
+    def _failed(self) -> None:
+        if self.session_since and time.monotonic() - self.session_since >= STABLE_SESSION_SECONDS:
+            self.failures = 0
+        self.session_since = 0.0
+        self.failures += 1
+
+    def backoff(self) -> float:
+        if self.failures <= 1:
+            return 0.0
+        return float(min(REARM_BACKOFF_INITIAL * 2 ** (self.failures - 2), REARM_BACKOFF_MAX))
+
+    def _set_state(self, state: str) -> None:
+        if state != self.state:
+            self.state = state
+            _LOGGER.info("%s: %s", self.name, state)
+            self.bluez.status_changed()
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if not self.enabled:
+                if self.session:
+                    await self.close_session()
+                self._set_state("not used (settings)")
+                continue
+            if not self.powered:
+                self._set_state("powered off")
+                continue
+            if self.session:
+                self._set_state("scanning")
+                continue
+            delay = self.backoff()
+            if delay:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), delay)
+                    # Something changed meanwhile (power, settings): look again,
+                    # but keep the failure count.
+                    continue
+                except TimeoutError:
+                    pass
+            await self._arm()
+
+    async def close_session(self) -> None:
+        self.session = False
+        try:
+            await self.bluez.call_adapter(self.path, "StopDiscovery")
+        except (BluezError, TimeoutError):
+            pass
+
+    async def _arm(self) -> None:
+        self.starts += 1
+        try:
+            if self.stop_first:
+                self.stop_first = False
+                try:
+                    await self.bluez.call_adapter(self.path, "StopDiscovery")
+                except BluezError as exc:
+                    if exc.name == BLUEZ_ERROR_IN_PROGRESS:
+                        # bluez#807: the stop was refused but our session is gone.
+                        _LOGGER.warning("%s: StopDiscovery refused (InProgress)", self.name)
+                    elif exc.name != BLUEZ_ERROR_FAILED:
+                        raise
+            await self.bluez.call_adapter(
+                self.path, "SetDiscoveryFilter", "a{sv}", [DISCOVERY_FILTER]
+            )
+            await self.bluez.call_adapter(self.path, "StartDiscovery")
+        except TimeoutError:
+            self._failed()
+            self._set_state("error: BlueZ did not answer")
+        except BluezError as exc:
+            self._on_start_error(exc)
+        else:
+            self.session = True
+            self.session_since = time.monotonic()
+            self._set_state("scanning")
+            return
+        self.poke()  # try again after the backoff
+
+    def _on_start_error(self, exc: BluezError) -> None:
+        self._failed()
+        if exc.name in _BLUEZ_ABSENT:
+            self._set_state("waiting for bluetoothd")
+            return
+        if exc.name == BLUEZ_ERROR_NOT_READY:
+            self.powered = False
+            self._set_state("powered off")
+            return
+        if exc.name == BLUEZ_ERROR_IN_PROGRESS:
+            if self.discovering:
+                # Either we already hold a session BlueZ knows of and we do
+                # not, or the controller refused: stop ours, then start.
+                self.stop_first = True
+                self._set_state("restarting discovery (InProgress)")
+            else:
+                # The kernel refused while nobody scans through BlueZ: a raw
+                # HCI scanner (dbus-ble-sensors, venus#1597) holds the controller.
+                self._set_state("blocked by another scanner")
+            return
+        self._set_state(f"error: {exc.text or exc.name}")
+
+
+ReportCallback = Callable[[DeviceView], object]
+
+
+class Bluez:
+    """Follows org.bluez on one connection and keeps our discovery running."""
+
+    def __init__(
+        self,
+        bus: MessageBus,
+        on_report: ReportCallback,
+        on_status: Callable[[], None] = lambda: None,
+        adapters_wanted: frozenset[str] = frozenset(),
+        call_timeout: float = BLUEZ_CALL_TIMEOUT,
+    ) -> None:
+        self.bus = bus
+        self.on_report = on_report
+        self.on_status = on_status
+        self.adapters_wanted = adapters_wanted
+        self.call_timeout = call_timeout
+        self.owner: str | None = None
+        self.adapters: dict[str, AdapterDiscovery] = {}  # by object path
+        self.views: dict[str, DeviceView] = {}  # by Device1 object path
+        self.malformed = RateLimitedLog()
+        self._generation = 0
+        self._closing = False
+
+    # --- life cycle --------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.bus.add_message_handler(self._on_message)
+        for rule in (
+            f"type='signal',sender='{DBUS_SERVICE}',interface='{DBUS_INTERFACE}',"
+            f"member='NameOwnerChanged',arg0='{BLUEZ_SERVICE}'",
+            f"type='signal',sender='{BLUEZ_SERVICE}',interface='{OBJECT_MANAGER}',path='/'",
+            f"type='signal',sender='{BLUEZ_SERVICE}',interface='{PROPERTIES}',"
+            f"member='PropertiesChanged',path_namespace='{BLUEZ_ROOT_PATH}'",
+        ):
+            await self._call(DBUS_SERVICE, DBUS_PATH, DBUS_INTERFACE, "AddMatch", "s", [rule])
+        try:
+            owner = await self._call(
+                DBUS_SERVICE, DBUS_PATH, DBUS_INTERFACE, "GetNameOwner", "s", [BLUEZ_SERVICE]
+            )
+        except BluezError:
+            _LOGGER.warning("bluetoothd is not on the bus; waiting for it")
+            return
+        await self._bluez_appeared(owner[0])
+
+    async def close(self, stop_sessions: bool = True) -> None:
+        """Stop our sessions (bounded by the call timeout) and forget everything."""
+        self._closing = True
+        self.bus.remove_message_handler(self._on_message)
+        adapters = list(self.adapters.values())
+        self.adapters.clear()
+        await asyncio.gather(*(a.close(stop_sessions) for a in adapters))
+
+    def set_adapters_wanted(self, wanted: frozenset[str]) -> None:
+        self.adapters_wanted = wanted
+        for adapter in self.adapters.values():
+            adapter.poke()
+
+    def status_changed(self) -> None:
+        self.on_status()
+
+    # --- calls -------------------------------------------------------------------
+
+    async def _call(
+        self,
+        destination: str,
+        path: str,
+        interface: str,
+        member: str,
+        signature: str = "",
+        body: list[Any] | None = None,
+    ) -> list[Any]:
+        message = Message(
+            destination=destination,
+            path=path,
+            interface=interface,
+            member=member,
+            signature=signature,
+            body=body or [],
+        )
+        reply = await asyncio.wait_for(self.bus.call(message), self.call_timeout)
+        assert reply is not None
+        if reply.message_type == MessageType.ERROR:
+            text = reply.body[0] if reply.body and isinstance(reply.body[0], str) else ""
+            raise BluezError(reply.error_name or "", text)
+        return list(reply.body)
+
+    async def call_adapter(
+        self, path: str, member: str, signature: str = "", body: list[Any] | None = None
+    ) -> list[Any]:
+        return await self._call(BLUEZ_SERVICE, path, BLUEZ_ADAPTER, member, signature, body)
+
+    # --- bluetoothd comes and goes -----------------------------------------------
+
+    async def _bluez_appeared(self, owner: str) -> None:
+        self.owner = owner
+        self._generation += 1
+        generation = self._generation
+        try:
+            (objects,) = await self._call(BLUEZ_SERVICE, "/", OBJECT_MANAGER, "GetManagedObjects")
+        except (BluezError, TimeoutError) as exc:
+            _LOGGER.warning("GetManagedObjects failed: %s", exc)
+            return
+        if generation != self._generation or self._closing:
+            return  # bluetoothd went away (or we are stopping) meanwhile
+        _LOGGER.info("bluetoothd is on the bus as %s", owner)
+        for path, interfaces in sorted(objects.items()):
+            self._interfaces_added(path, interfaces, initial=True)
+        self.status_changed()
+
+    def _bluez_vanished(self) -> None:
+        _LOGGER.warning("bluetoothd left the bus; discovery will be re-armed when it returns")
+        self.owner = None
+        self._generation += 1
+        for adapter in self.adapters.values():
+            adapter.session = False
+            if adapter._task is not None:
+                adapter._task.cancel()
+        self.adapters.clear()
+        self.views.clear()
+        self.status_changed()
+
+    # --- signals -----------------------------------------------------------------
+
+    def _on_message(self, msg: Message) -> bool:
+        if msg.message_type != MessageType.SIGNAL:
+            return False
+        member = msg.member
+        try:
+            if member == "PropertiesChanged" and msg.sender == self.owner:
+                self._properties_changed(msg)
+            elif member == "InterfacesAdded" and msg.sender == self.owner and msg.path == "/":
+                if msg.signature == "oa{sa{sv}}":
+                    path, interfaces = msg.body
+                    self._interfaces_added(path, interfaces)
+                else:
+                    self.malformed("signature", f"InterfacesAdded with signature {msg.signature}")
+            elif member == "InterfacesRemoved" and msg.sender == self.owner and msg.path == "/":
+                if msg.signature == "oas":
+                    path, names = msg.body
+                    self._interfaces_removed(path, names)
+            elif (
+                member == "NameOwnerChanged"
+                and msg.sender == DBUS_SERVICE
+                and msg.signature == "sss"
+                and msg.body[0] == BLUEZ_SERVICE
+            ):
+                _, old, new = msg.body
+                if old and self.owner is not None:
+                    self._bluez_vanished()
+                if new and not self._closing:
+                    asyncio.get_running_loop().create_task(self._bluez_appeared(new))
+        except Exception:
+            # Nothing BlueZ sends may take the service down.
+            _LOGGER.exception("error handling %s from %s", member, msg.path)
+        return False
+
+    def _properties_changed(self, msg: Message) -> None:
+        if msg.signature != "sa{sv}as":
+            self.malformed("signature", f"PropertiesChanged with signature {msg.signature}")
+            return
+        interface, changed, invalidated = msg.body
+        path = msg.path or ""
+        if interface == BLUEZ_DEVICE:
+            view = self.views.get(path)
+            if view is not None:
+                self._update_view(view, changed, invalidated)
+        elif interface == BLUEZ_ADAPTER:
+            adapter = self.adapters.get(path)
+            if adapter is not None:
+                adapter.on_properties(changed)
+
+    def _update_view(
+        self, view: DeviceView, changed: Mapping[str, Variant], invalidated: list[str]
+    ) -> None:
+        try:
+            is_report = view.update(_unwrap_device(changed), invalidated)
+        except (MalformedData, AttributeError, TypeError, ValueError) as exc:
+            self.malformed("device", f"malformed Device1 data from {view.path}: {exc}")
+            return
+        if is_report:
+            self.on_report(view)
+
+    def _interfaces_added(
+        self, path: str, interfaces: Mapping[str, Mapping[str, Variant]], initial: bool = False
+    ) -> None:
+        adapter_props = interfaces.get(BLUEZ_ADAPTER)
+        if adapter_props is not None and path not in self.adapters:
+            adapter = AdapterDiscovery(self, path, {k: v.value for k, v in adapter_props.items()})
+            self.adapters[path] = adapter
+            _LOGGER.info("adapter %s (%s) appeared", adapter.name, adapter.address)
+            adapter.start()
+            self.status_changed()
+        device_props = interfaces.get(BLUEZ_DEVICE)
+        if device_props is not None:
+            view = self.views.get(path)
+            if view is None:
+                view = DeviceView(path, adapter_name(path))
+            try:
+                is_report = view.update(_unwrap_device(device_props))
+            except (MalformedData, AttributeError, TypeError, ValueError) as exc:
+                self.malformed("device", f"malformed Device1 data from {path}: {exc}")
+                return
+            if not view.address:
+                self.malformed("device", f"Device1 {path} without an Address")
+                return
+            self.views[path] = view
+            # A new object is a fresh report; one found at start-up is only a
+            # report if it carries an RSSI, i.e. was heard in a running discovery.
+            if is_report and (not initial or view.rssi is not None):
+                self.on_report(view)
+
+    def _interfaces_removed(self, path: str, names: list[str]) -> None:
+        if BLUEZ_DEVICE in names:
+            # Presence is ours to decide (SPEC §6): BlueZ dropping its object
+            # after 30 s says nothing about the device being gone.
+            self.views.pop(path, None)
+        if BLUEZ_ADAPTER in names:
+            adapter = self.adapters.pop(path, None)
+            if adapter is not None:
+                _LOGGER.warning("adapter %s disappeared", adapter.name)
+                adapter.session = False
+                asyncio.get_running_loop().create_task(adapter.close(stop_session=False))
+                prefix = path + "/"
+                for view_path in [p for p in self.views if p.startswith(prefix)]:
+                    del self.views[view_path]
+                self.status_changed()
+
+    def adapter_statuses(self) -> list[AdapterStatus]:
+        return [a.status() for a in sorted(self.adapters.values(), key=lambda a: a.name)]

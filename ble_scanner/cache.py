@@ -1,0 +1,139 @@
+"""The device cache: one entry per address, lost after a timeout, bounded in size.
+
+Pure logic with an injected clock. Entries are kept in least-recently-heard
+order (an OrderedDict moved on every report), so both expiry and eviction
+look only at the front.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import Any
+
+from .record import Content
+
+
+class Device:
+    """A cached device: the latest report and what it advertised.
+
+    ``version`` counts content changes, so listeners compare one integer to
+    know whether the advertised content is news. ``wire`` is a slot for the
+    D-Bus adapter's cached encoding of ``content``; it is cleared whenever the
+    content changes.
+    """
+
+    __slots__ = (
+        "adapter",
+        "address",
+        "address_type",
+        "content",
+        "first_seen",
+        "heard",
+        "last_seen",
+        "path",
+        "rssi",
+        "version",
+        "wire",
+    )
+
+    def __init__(self, address: str, first_seen: float, heard: float) -> None:
+        self.address = address
+        self.address_type = "public"
+        self.adapter = ""
+        self.path = ""
+        self.rssi: int | None = None
+        self.content: Content | None = None
+        self.first_seen = first_seen  # wall clock, for the record
+        self.last_seen = first_seen  # wall clock, for the record
+        self.heard = heard  # monotonic, for expiry
+        self.version = 0
+        self.wire: Any = None
+
+    def __repr__(self) -> str:
+        return f"Device({self.address} {self.adapter} rssi={self.rssi} v{self.version})"
+
+
+class DeviceCache:
+    """Devices currently present, keyed by address."""
+
+    def __init__(self, lost_timeout: float, max_size: int) -> None:
+        self.lost_timeout = lost_timeout
+        self.max_size = max_size
+        self._devices: OrderedDict[str, Device] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._devices)
+
+    def __iter__(self) -> Iterator[Device]:
+        return iter(self._devices.values())
+
+    def __contains__(self, address: object) -> bool:
+        return address in self._devices
+
+    def get(self, address: str) -> Device | None:
+        return self._devices.get(address)
+
+    def report(
+        self,
+        address: str,
+        address_type: str,
+        adapter: str,
+        path: str,
+        rssi: int | None,
+        content: Content,
+        wall: float,
+        now: float,
+    ) -> tuple[Device, bool, bool]:
+        """Record one report; returns (device, is_new, content_changed)."""
+        devices = self._devices
+        device = devices.get(address)
+        is_new = device is None
+        if device is None:
+            device = Device(address, wall, now)
+            devices[address] = device
+        else:
+            devices.move_to_end(address)
+            device.heard = now
+            device.last_seen = wall
+        device.address_type = address_type
+        device.adapter = adapter
+        device.path = path
+        if rssi is not None:
+            device.rssi = rssi
+        changed = content is not device.content and content != device.content
+        if changed:
+            device.content = content
+            device.version += 1
+            device.wire = None
+        return device, is_new, changed
+
+    def expire(self, now: float) -> list[Device]:
+        """Remove and return devices not heard for ``lost_timeout``."""
+        lost: list[Device] = []
+        devices = self._devices
+        limit = now - self.lost_timeout
+        while devices:
+            device = next(iter(devices.values()))
+            if device.heard > limit:
+                break
+            del devices[device.address]
+            lost.append(device)
+        return lost
+
+    def evict_overflow(self) -> list[Device]:
+        """Remove and return the least recently heard devices beyond ``max_size``."""
+        evicted: list[Device] = []
+        devices = self._devices
+        while len(devices) > self.max_size:
+            _, device = devices.popitem(last=False)
+            evicted.append(device)
+        return evicted
+
+    def remove(self, address: str) -> Device | None:
+        return self._devices.pop(address, None)
+
+    def clear(self) -> list[Device]:
+        devices = list(self._devices.values())
+        self._devices.clear()
+        return devices

@@ -1,0 +1,325 @@
+"""The service process: command line, wiring, name, signals, shutdown."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from dbus_fast import BusType, Message, MessageType, NameFlag, RequestNameReply
+from dbus_fast.aio import MessageBus
+
+from . import __version__
+from .bluez import Bluez
+from .const import (
+    DBUS_INTERFACE,
+    DBUS_PATH,
+    DBUS_SERVICE,
+    DEFAULT_BROADCAST_KEEPALIVE,
+    DEFAULT_BROADCAST_RSSI_DELTA,
+    DEFAULT_CACHE_SIZE,
+    DEFAULT_LOST_TIMEOUT,
+    LOST_SWEEP_INTERVAL,
+    SCANNER_SERVICE,
+    SHUTDOWN_TIMEOUT,
+)
+from .record import MalformedData, normalize_address
+from .scanner import Scanner, ScannerConfig
+from .service import ScannerService
+from .state import ServiceStatus
+
+_LOGGER = logging.getLogger("ble_scanner")
+
+# Exit codes a supervisor or script can rely on.
+EXIT_OK = 0
+EXIT_BUS_UNREACHABLE = 1
+EXIT_NAME_TAKEN = 2
+EXIT_USAGE = 64
+
+
+def _company_id(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a company id: {text!r}") from None
+    if not 0 <= value <= 0xFFFF:
+        raise argparse.ArgumentTypeError(f"company id out of range: {text!r}")
+    return value
+
+
+def _address(text: str) -> str:
+    try:
+        return normalize_address(text)
+    except MalformedData as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dbus_ble_scanner.py",
+        description=(
+            "The one BLE scanning service: owns BlueZ discovery on every adapter and serves "
+            f"advertisements as {SCANNER_SERVICE} on the system bus "
+            "(DBUS_SYSTEM_BUS_ADDRESS is honoured)."
+        ),
+    )
+    parser.add_argument(
+        "--adapter",
+        action="append",
+        default=[],
+        metavar="HCI",
+        help="use only this adapter (repeatable; default: every adapter)",
+    )
+    parser.add_argument(
+        "--lost-timeout",
+        type=float,
+        default=DEFAULT_LOST_TIMEOUT,
+        metavar="S",
+        help=f"a device unheard this long is lost (default {DEFAULT_LOST_TIMEOUT:g})",
+    )
+    parser.add_argument(
+        "--cache-size",
+        type=int,
+        default=DEFAULT_CACHE_SIZE,
+        metavar="N",
+        help=f"most devices kept; the least recently heard go first (default {DEFAULT_CACHE_SIZE})",
+    )
+    parser.add_argument(
+        "--keep-alive",
+        type=float,
+        default=DEFAULT_BROADCAST_KEEPALIVE,
+        metavar="S",
+        help="re-broadcast an unchanged device this often while it advertises; 0 = never "
+        f"(default {DEFAULT_BROADCAST_KEEPALIVE:g})",
+    )
+    parser.add_argument(
+        "--rssi-delta",
+        type=int,
+        default=DEFAULT_BROADCAST_RSSI_DELTA,
+        metavar="DBM",
+        help=f"RSSI change that is news to the broadcast (default {DEFAULT_BROADCAST_RSSI_DELTA})",
+    )
+    parser.add_argument(
+        "--ignore-company-id",
+        type=_company_id,
+        action="append",
+        default=[],
+        metavar="ID",
+        help="drop reports whose manufacturer data is only this company's (repeatable; "
+        "e.g. 0x004C for Apple)",
+    )
+    parser.add_argument(
+        "--ignore-address",
+        type=_address,
+        action="append",
+        default=[],
+        metavar="ADDR",
+        help="drop reports from this address (repeatable)",
+    )
+    parser.add_argument(
+        "--min-rssi", type=int, default=None, metavar="DBM", help="drop reports weaker than this"
+    )
+    parser.add_argument("--debug", action="store_true", help="log every decision")
+    parser.add_argument("--version", action="version", version=__version__)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> ScannerConfig:
+    return ScannerConfig(
+        lost_timeout=args.lost_timeout,
+        cache_size=args.cache_size,
+        broadcast_keep_alive=args.keep_alive,
+        broadcast_rssi_delta=args.rssi_delta,
+        ignore_company_ids=frozenset(args.ignore_company_id),
+        ignore_addresses=frozenset(args.ignore_address),
+        min_rssi=args.min_rssi,
+        adapters=frozenset(args.adapter),
+    )
+
+
+def validate_config(config: ScannerConfig) -> list[str]:
+    problems = []
+    if not 1 <= config.lost_timeout <= 86_400:
+        problems.append("lost timeout must be 1..86400 s")
+    if not 1 <= config.cache_size <= 1_000_000:
+        problems.append("cache size must be 1..1000000")
+    if not 0 <= config.broadcast_keep_alive <= 86_400:
+        problems.append("keep-alive must be 0..86400 s")
+    if not 0 <= config.broadcast_rssi_delta <= 147:
+        problems.append("RSSI delta must be 0..147")
+    return problems
+
+
+def _cmdline(pid: object) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+class ScannerApp:
+    """The running service: one connection, the hub, the BlueZ side and the Scanner1 interface."""
+
+    def __init__(self, config: ScannerConfig, bus_address: str | None = None) -> None:
+        self.config = config
+        self.bus_address = bus_address
+        self.bus: MessageBus | None = None
+        self.bluez: Bluez | None = None
+        self.service: ScannerService | None = None
+        self.scanner: Scanner | None = None
+        self.ready = asyncio.Event()
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def status(self) -> ServiceStatus:
+        scanner, bluez = self.scanner, self.bluez
+        assert scanner is not None
+        return ServiceStatus(
+            version=__version__,
+            bluez_present=bluez is not None and bluez.owner is not None,
+            adapters=tuple(bluez.adapter_statuses()) if bluez else (),
+            devices=len(scanner.cache),
+            subscriptions=len(scanner.subscriptions),
+            reports=scanner.stats.reports,
+            ignored=scanner.stats.ignored,
+            malformed=scanner.stats.malformed
+            + (sum(bluez.malformed.counts.values()) if bluez else 0),
+        )
+
+    async def start(self) -> int:
+        """Connect, serve, own the name, start scanning; returns an exit code on failure."""
+        try:
+            self.bus = await asyncio.wait_for(
+                MessageBus(bus_address=self.bus_address, bus_type=BusType.SYSTEM).connect(), 10
+            )
+        except Exception as exc:
+            _LOGGER.error("cannot connect to the system bus: %s", exc)
+            return EXIT_BUS_UNREACHABLE
+        bus = self.bus
+        self.service = ScannerService(bus, self.status)
+        self.scanner = Scanner(self.service, self.config)
+        self.service.attach(self.scanner)
+        # Every path exists before the name is requested (SPEC §4).
+        await self.service.start()
+        reply = await bus.request_name(SCANNER_SERVICE, NameFlag.DO_NOT_QUEUE)
+        if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
+            _LOGGER.error("%s is already taken by %s", SCANNER_SERVICE, await self._who_owns())
+            return EXIT_NAME_TAKEN
+        self.bluez = Bluez(bus, self.scanner.report, adapters_wanted=self.config.adapters)
+        await self.bluez.start()
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="sweep")
+        self.ready.set()
+        _LOGGER.info("%s %s ready", SCANNER_SERVICE, __version__)
+        return EXIT_OK
+
+    async def _who_owns(self) -> str:
+        assert self.bus is not None
+
+        async def ask(member: str, arg: str) -> object:
+            msg = Message(
+                destination=DBUS_SERVICE,
+                path=DBUS_PATH,
+                interface=DBUS_INTERFACE,
+                member=member,
+                signature="s",
+                body=[arg],
+            )
+            reply = await asyncio.wait_for(self.bus.call(msg), 2)  # type: ignore[union-attr]
+            if reply is None or reply.message_type != MessageType.METHOD_RETURN:
+                return None
+            return reply.body[0]
+
+        try:
+            owner = str(await ask("GetNameOwner", SCANNER_SERVICE))
+            pid = await ask("GetConnectionUnixProcessID", owner)
+            uid = await ask("GetConnectionUnixUser", owner)
+        except Exception:
+            return "another connection"
+        cmdline = _cmdline(pid)
+        return f"{owner} (pid {pid}, uid {uid}{', ' + cmdline if cmdline else ''})"
+
+    def configure(self, config: ScannerConfig) -> None:
+        """Apply new settings live."""
+        self.config = config
+        if self.scanner is not None:
+            self.scanner.configure(config)
+        if self.bluez is not None:
+            self.bluez.set_adapters_wanted(config.adapters)
+
+    async def _sweep(self) -> None:
+        assert self.scanner is not None
+        while True:
+            await asyncio.sleep(LOST_SWEEP_INTERVAL)
+            try:
+                self.scanner.sweep()
+            except Exception:
+                _LOGGER.exception("lost-device sweep failed")
+
+    async def stop(self) -> None:
+        """Stop our discovery sessions, release the name, disconnect; bounded in time."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        bus = self.bus
+        if bus is None or not bus.connected:
+            return
+        with contextlib.suppress(Exception):
+            if self.bluez is not None:
+                await asyncio.wait_for(self.bluez.close(stop_sessions=True), SHUTDOWN_TIMEOUT)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(bus.release_name(SCANNER_SERVICE), 0.3)
+        if self.service is not None:
+            self.service.close()
+        bus.disconnect()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(bus.wait_for_disconnect(), 0.3)  # type: ignore[no-untyped-call]
+
+
+async def run(config: ScannerConfig) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    app = ScannerApp(config)
+    starting = loop.create_task(app.start())
+    stopping = loop.create_task(stop.wait())
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():
+        _LOGGER.info("stopped during start-up")
+        starting.cancel()
+        with contextlib.suppress(BaseException):
+            await starting
+        await app.stop()
+        return EXIT_OK
+    stopping.cancel()
+    code = starting.result()
+    if code != EXIT_OK:
+        await app.stop()
+        return code
+    await stop.wait()
+    _LOGGER.info("stopping")
+    await app.stop()
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    config = config_from_args(args)
+    problems = validate_config(config)
+    if problems:
+        for problem in problems:
+            _LOGGER.error("%s", problem)
+        return EXIT_USAGE
+    return asyncio.run(run(config))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""Advertisement content: BlueZ Device1 properties in, validated immutable content out.
+
+Pure logic: no D-Bus library here. The BlueZ adapter hands over plain Python
+values whose D-Bus signature it has already checked against
+``DEVICE_SIGNATURES``; this module checks what signatures cannot (address
+syntax, payload sizes, UUID syntax) so that nothing malformed reaches the
+cache.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from .const import MAX_PAYLOAD_BYTES, RSSI_MAX, RSSI_MIN
+
+# The Device1 properties we read and the D-Bus signature each must have
+# (src/device.c device_properties[]). Anything else is ignored.
+DEVICE_SIGNATURES: Final[Mapping[str, str]] = {
+    "Address": "s",
+    "AddressType": "s",
+    "Adapter": "o",
+    "Name": "s",
+    "RSSI": "n",
+    "TxPower": "n",
+    "ManufacturerData": "a{qv}",
+    "ServiceData": "a{sv}",
+    "UUIDs": "as",
+}
+
+# Properties whose arrival means the adapter heard an advertisement. Others
+# (Connected, ServicesResolved, Paired ...) change without one.
+REPORT_PROPERTIES: Final = frozenset(
+    {"RSSI", "ManufacturerData", "ServiceData", "Name", "UUIDs", "TxPower", "AdvertisingFlags"}
+)
+
+BASE_UUID_SUFFIX: Final = "-0000-1000-8000-00805f9b34fb"
+_ADDRESS_RE: Final = re.compile(r"^[0-9A-F]{2}(?::[0-9A-F]{2}){5}$")
+_UUID128_RE: Final = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_HEX_RE: Final = re.compile(r"^[0-9a-f]+$")
+# A BLE name is at most 248 bytes (Core spec Vol 3 Part C 12.1).
+MAX_NAME_LENGTH: Final = 248
+MAX_UUIDS: Final = 64
+
+
+class MalformedData(ValueError):
+    """BlueZ sent something no real advertisement can contain."""
+
+
+def normalize_address(address: str) -> str:
+    """``aa:bb:...`` or ``AA:BB:...`` → ``AA:BB:...``; anything else is MalformedData."""
+    upper = address.upper()
+    if not _ADDRESS_RE.match(upper):
+        raise MalformedData(f"not a Bluetooth address: {address[:40]!r}")
+    return upper
+
+
+def normalize_uuid(uuid: str) -> str:
+    """16-, 32- or 128-bit UUID text → the 128-bit lower-case form BlueZ uses."""
+    text = uuid.strip().lower()
+    if text.startswith("0x"):
+        text = text[2:]
+    if len(text) in (4, 8) and _HEX_RE.match(text):
+        return text.rjust(8, "0") + BASE_UUID_SUFFIX
+    if _UUID128_RE.match(text):
+        return text
+    raise MalformedData(f"not a UUID: {uuid[:40]!r}")
+
+
+@dataclass(slots=True, frozen=True)
+class Content:
+    """What a device advertises, apart from RSSI: a change here is news to every listener."""
+
+    name: str | None
+    tx_power: int | None
+    manufacturer_data: Mapping[int, bytes]
+    service_data: Mapping[str, bytes]
+    service_uuids: tuple[str, ...]
+
+
+EMPTY_CONTENT: Final = Content(None, None, {}, {}, ())
+
+
+def _payload(value: Any, what: str) -> bytes:
+    data = bytes(value)
+    if len(data) > MAX_PAYLOAD_BYTES:
+        raise MalformedData(f"{what} of {len(data)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+    return data
+
+
+def parse_manufacturer_data(value: Mapping[Any, Any]) -> dict[int, bytes]:
+    """``a{qv}`` of ``ay`` (already unwrapped) → {company id: payload}."""
+    out: dict[int, bytes] = {}
+    for company, payload in value.items():
+        if not isinstance(company, int) or not 0 <= company <= 0xFFFF:
+            raise MalformedData(f"company id {company!r} out of range")
+        out[company] = _payload(payload, f"ManufacturerData[0x{company:04X}]")
+    return out
+
+
+def parse_service_data(value: Mapping[Any, Any]) -> dict[str, bytes]:
+    """``a{sv}`` of ``ay`` (already unwrapped) → {128-bit uuid: payload}."""
+    out: dict[str, bytes] = {}
+    for uuid, payload in value.items():
+        if not isinstance(uuid, str):
+            raise MalformedData(f"service data key {uuid!r} is not a string")
+        out[normalize_uuid(uuid)] = _payload(payload, f"ServiceData[{uuid[:40]}]")
+    return out
+
+
+def parse_uuids(value: Iterable[Any]) -> tuple[str, ...]:
+    uuids = list(value)
+    if len(uuids) > MAX_UUIDS:
+        raise MalformedData(f"{len(uuids)} UUIDs exceed {MAX_UUIDS}")
+    return tuple(sorted({normalize_uuid(u) for u in uuids}))
+
+
+def parse_name(value: Any) -> str:
+    if not isinstance(value, str):
+        raise MalformedData("Name is not a string")
+    if len(value.encode("utf-8", "surrogatepass")) > MAX_NAME_LENGTH:
+        raise MalformedData(f"Name longer than {MAX_NAME_LENGTH} bytes")
+    # dbus-fast decodes invalid UTF-8 with surrogateescape on some versions;
+    # such a name cannot be marshalled again, so it is refused here.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise MalformedData("Name is not valid UTF-8") from exc
+    return value
+
+
+def parse_rssi(value: Any, what: str = "RSSI") -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise MalformedData(f"{what} is not an integer")
+    if not RSSI_MIN <= value <= 127:
+        raise MalformedData(f"{what} {value} out of range")
+    return value
+
+
+class DeviceView:
+    """BlueZ's current view of one Device1 object, kept per object path.
+
+    BlueZ sends only what changed; this accumulates it, as bleak does, so that a
+    record can be built from any single PropertiesChanged.
+    """
+
+    __slots__ = ("adapter", "address", "address_type", "content", "path", "rssi")
+
+    def __init__(self, path: str, adapter: str) -> None:
+        self.path = path
+        self.adapter = adapter
+        self.address = ""
+        self.address_type = "public"
+        self.rssi: int | None = None
+        self.content = EMPTY_CONTENT
+
+    def update(self, changed: Mapping[str, Any], invalidated: Iterable[str] = ()) -> bool:
+        """Apply one InterfacesAdded / PropertiesChanged; True if it carries a report.
+
+        Raises MalformedData (and changes nothing) when a value is impossible.
+        """
+        content = self.content
+        name, tx_power = content.name, content.tx_power
+        mfr, sd, uuids = content.manufacturer_data, content.service_data, content.service_uuids
+        address, address_type, rssi = self.address, self.address_type, self.rssi
+        for key, value in changed.items():
+            if key == "ManufacturerData":
+                new_mfr = parse_manufacturer_data(value)
+                if new_mfr != mfr:
+                    mfr = new_mfr
+            elif key == "RSSI":
+                rssi = parse_rssi(value)
+                # 127 is HCI's "RSSI not available" (btvirt sends it): no reading.
+                if rssi > RSSI_MAX:
+                    rssi = None
+            elif key == "ServiceData":
+                new_sd = parse_service_data(value)
+                if new_sd != sd:
+                    sd = new_sd
+            elif key == "Name":
+                name = parse_name(value)
+            elif key == "UUIDs":
+                new_uuids = parse_uuids(value)
+                if new_uuids != uuids:
+                    uuids = new_uuids
+            elif key == "TxPower":
+                tx_power = parse_rssi(value, "TxPower")
+            elif key == "Address":
+                address = normalize_address(value)
+            elif key == "AddressType":
+                if value not in ("public", "random"):
+                    raise MalformedData(f"AddressType {str(value)[:20]!r}")
+                address_type = value
+        # BlueZ invalidates RSSI and TxPower when discovery ends: that is no
+        # report, and the last reading stays the latest we know.
+        for key in invalidated:
+            if key == "Name":
+                name = None
+        self.address, self.address_type, self.rssi = address, address_type, rssi
+        if (
+            name != content.name
+            or tx_power != content.tx_power
+            or mfr is not content.manufacturer_data
+            or sd is not content.service_data
+            or uuids is not content.service_uuids
+        ):
+            self.content = Content(name, tx_power, mfr, sd, uuids)
+        return not REPORT_PROPERTIES.isdisjoint(changed)

@@ -1,0 +1,215 @@
+"""The hub: reports in, cache, listeners, and what to emit to whom.
+
+Pure logic with an injected clock. The BlueZ side calls ``report``; the D-Bus
+side implements ``Emitter`` and answers clients through ``snapshot``,
+``subscribe`` and ``unsubscribe``. Data flows one way: nothing here calls
+back into BlueZ.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+from .cache import Device, DeviceCache
+from .const import (
+    DEFAULT_BROADCAST_KEEPALIVE,
+    DEFAULT_BROADCAST_RSSI_DELTA,
+    DEFAULT_CACHE_SIZE,
+    DEFAULT_LOST_TIMEOUT,
+)
+from .emission import Listener
+from .filters import EVERYTHING, Filter, SnapshotQuery, SubscriptionOptions
+from .record import DeviceView
+from .subscriptions import Subscription, SubscriptionRegistry
+
+
+@dataclass(slots=True, frozen=True)
+class ScannerConfig:
+    """What the user sets (command line, localsettings); applied live by ``Scanner.configure``."""
+
+    lost_timeout: float = DEFAULT_LOST_TIMEOUT
+    cache_size: int = DEFAULT_CACHE_SIZE
+    broadcast_keep_alive: float = DEFAULT_BROADCAST_KEEPALIVE
+    broadcast_rssi_delta: int = DEFAULT_BROADCAST_RSSI_DELTA
+    # Reports whose manufacturer data carries only these company ids are
+    # dropped before they reach the cache (e.g. 0x004C for Apple's chatter).
+    ignore_company_ids: frozenset[int] = frozenset()
+    ignore_addresses: frozenset[str] = frozenset()
+    min_rssi: int | None = None
+    adapters: frozenset[str] = frozenset()  # empty: every adapter
+
+
+class Emitter(Protocol):
+    """Where the hub's decisions go: the D-Bus service in production, a list in tests."""
+
+    def device_discovered(
+        self, device: Device, broadcast: bool, subscriptions: list[Subscription]
+    ) -> None: ...
+
+    def device_lost(
+        self, address: str, broadcast: bool, subscriptions: list[Subscription]
+    ) -> None: ...
+
+
+@dataclass
+class Stats:
+    reports: int = 0
+    ignored: int = 0
+    malformed: int = 0
+    lost: int = 0
+    evicted: int = 0
+    per_adapter: dict[str, int] = field(default_factory=dict)
+
+
+class Scanner:
+    """Cache, listeners and emission decisions for every report."""
+
+    def __init__(
+        self,
+        emitter: Emitter,
+        config: ScannerConfig | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config or ScannerConfig()
+        self.emitter = emitter
+        self.monotonic = monotonic
+        self.wall = wall
+        self.cache = DeviceCache(self.config.lost_timeout, self.config.cache_size)
+        self.broadcast = Listener(
+            EVERYTHING, self.config.broadcast_rssi_delta, self.config.broadcast_keep_alive
+        )
+        self.subscriptions = SubscriptionRegistry()
+        self.stats = Stats()
+
+    # --- configuration ---------------------------------------------------------
+
+    def configure(self, config: ScannerConfig) -> None:
+        """Apply new settings at once; devices now ignored are reported lost."""
+        self.config = config
+        self.cache.lost_timeout = config.lost_timeout
+        self.cache.max_size = config.cache_size
+        self.broadcast.rssi_delta = config.broadcast_rssi_delta
+        self.broadcast.keep_alive = config.broadcast_keep_alive
+        for device in [d for d in self.cache if self._ignored(d.address, d)]:
+            self.cache.remove(device.address)
+            self._announce_lost(device)
+        self._evict_overflow()
+
+    def _ignored(self, address: str, device: Device | DeviceView) -> bool:
+        config = self.config
+        if config.adapters and device.adapter not in config.adapters:
+            return True
+        if address in config.ignore_addresses:
+            return True
+        if config.min_rssi is not None and (device.rssi is None or device.rssi < config.min_rssi):
+            return True
+        ignore = config.ignore_company_ids
+        content = device.content
+        if ignore and content is not None and content.manufacturer_data:
+            return ignore.issuperset(content.manufacturer_data)
+        return False
+
+    # --- reports in ------------------------------------------------------------
+
+    def report(self, view: DeviceView) -> Device | None:
+        """One advertisement heard by an adapter; returns the cached device, or None if ignored."""
+        stats = self.stats
+        stats.reports += 1
+        per_adapter = stats.per_adapter
+        per_adapter[view.adapter] = per_adapter.get(view.adapter, 0) + 1
+        address = view.address
+        if not address:
+            stats.malformed += 1
+            return None
+        if self._ignored(address, view):
+            stats.ignored += 1
+            return None
+        now = self.monotonic()
+        device, _is_new, _changed = self.cache.report(
+            address,
+            view.address_type,
+            view.adapter,
+            view.path,
+            view.rssi,
+            view.content,
+            self.wall(),
+            now,
+        )
+        broadcast = self.broadcast.consider(device, now)
+        targets = [s for s in self.subscriptions if s.listener.consider(device, now)]
+        if broadcast or targets:
+            self.emitter.device_discovered(device, broadcast, targets)
+        if len(self.cache) > self.config.cache_size:
+            self._evict_overflow()
+        return device
+
+    def sweep(self) -> list[Device]:
+        """Report devices not heard for the lost timeout as lost; call about once a second."""
+        lost = self.cache.expire(self.monotonic())
+        for device in lost:
+            self._announce_lost(device)
+        self.stats.lost += len(lost)
+        return lost
+
+    def _evict_overflow(self) -> None:
+        evicted = self.cache.evict_overflow()
+        for device in evicted:
+            self._announce_lost(device)
+        self.stats.evicted += len(evicted)
+
+    def _announce_lost(self, device: Device) -> None:
+        broadcast = self.broadcast.forget(device.address)
+        targets = [s for s in self.subscriptions if s.listener.forget(device.address)]
+        if broadcast or targets:
+            self.emitter.device_lost(device.address, broadcast, targets)
+
+    # --- clients -----------------------------------------------------------------
+
+    def snapshot(self, query: SnapshotQuery) -> list[Device]:
+        devices: Iterable[Device] = self.cache
+        if query.max_age is not None:
+            limit = self.monotonic() - query.max_age
+            devices = (d for d in devices if d.heard >= limit)
+        flt = query.filter
+        if flt.is_everything:
+            return list(devices)
+        return [d for d in devices if flt.matches(d)]
+
+    def subscribe(
+        self, owner: str, flt: Filter, options: SubscriptionOptions
+    ) -> tuple[Subscription, list[Device]]:
+        """Create a subscription; returns it and the devices to replay (already marked sent)."""
+        resolved = replace(
+            options,
+            rssi_delta=(
+                self.config.broadcast_rssi_delta
+                if options.rssi_delta is None
+                else options.rssi_delta
+            ),
+            keep_alive=(
+                self.config.broadcast_keep_alive
+                if options.keep_alive is None
+                else options.keep_alive
+            ),
+        )
+        assert resolved.rssi_delta is not None and resolved.keep_alive is not None
+        listener = Listener(flt, resolved.rssi_delta, resolved.keep_alive, resolved.all_reports)
+        subscription = self.subscriptions.add(owner, listener, resolved)
+        replay: list[Device] = []
+        if resolved.replay:
+            now = self.monotonic()
+            for device in self.cache:
+                if listener.wants(device):
+                    listener.mark_sent(device, now)
+                    replay.append(device)
+        return subscription, replay
+
+    def unsubscribe(self, path: str, caller: str) -> Subscription:
+        return self.subscriptions.remove(path, caller)
+
+    def owner_left(self, owner: str) -> list[Subscription]:
+        return self.subscriptions.drop_owner(owner)

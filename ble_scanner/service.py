@@ -1,0 +1,320 @@
+"""``com.victronenergy.ble.Scanner1`` on the bus: methods, signals, subscriptions.
+
+Served through one low-level message handler rather than a ServiceInterface,
+because a subscription belongs to the caller's connection and only the raw
+message carries ``sender``. The interface is declared once, in
+``INTROSPECTION``, which is what busctl, gdbus and dbus-spy read.
+"""
+
+from __future__ import annotations
+
+import logging
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from typing import Final
+
+from dbus_fast import Message, MessageType, Variant
+from dbus_fast.aio import MessageBus
+
+from .cache import Device
+from .const import (
+    DBUS_INTERFACE,
+    DBUS_PATH,
+    DBUS_SERVICE,
+    ERROR_INVALID_ARGS,
+    ERROR_LIMITS_EXCEEDED,
+    ERROR_UNKNOWN_METHOD,
+    INTROSPECTABLE,
+    SCANNER_ERROR_NOT_OWNER,
+    SCANNER_ERROR_UNKNOWN_SUBSCRIPTION,
+    SCANNER_INTERFACE,
+    SCANNER_PATH,
+    SUBSCRIPTION_PATH_PREFIX,
+)
+from .filters import FilterTooLarge, InvalidFilter, parse_snapshot_query, parse_subscription
+from .scanner import Scanner
+from .state import ServiceStatus
+from .subscriptions import NotOwner, Subscription, TooManySubscriptions, UnknownSubscription
+
+_LOGGER = logging.getLogger(__name__)
+
+INTROSPECTION: Final = f"""<interface name="{SCANNER_INTERFACE}">
+  <method name="GetDiscoveredDevices">
+    <arg name="filter" type="a{{sv}}" direction="in"/>
+    <arg name="devices" type="a{{sa{{sv}}}}" direction="out"/>
+  </method>
+  <method name="Subscribe">
+    <arg name="filter" type="a{{sv}}" direction="in"/>
+    <arg name="subscription" type="o" direction="out"/>
+  </method>
+  <method name="Unsubscribe">
+    <arg name="subscription" type="o" direction="in"/>
+  </method>
+  <method name="GetStatus">
+    <arg name="status" type="a{{sv}}" direction="out"/>
+  </method>
+  <signal name="DeviceDiscovered">
+    <arg name="address" type="s"/>
+    <arg name="advertisement" type="a{{sv}}"/>
+  </signal>
+  <signal name="DeviceLost">
+    <arg name="address" type="s"/>
+  </signal>
+</interface>"""
+
+_SIGNATURES: Final = {
+    "GetDiscoveredDevices": "a{sv}",
+    "Subscribe": "a{sv}",
+    "Unsubscribe": "o",
+    "GetStatus": "",
+}
+_STANDARD_INTERFACES: Final = """<interface name="org.freedesktop.DBus.Introspectable">
+  <method name="Introspect"><arg name="data" type="s" direction="out"/></method>
+</interface>
+<interface name="org.freedesktop.DBus.Peer">
+  <method name="Ping"/>
+  <method name="GetMachineId"><arg name="machine_uuid" type="s" direction="out"/></method>
+</interface>"""
+
+
+def _content_variants(device: Device) -> dict[str, Variant]:
+    """The advertised part of a record, encoded once per content change."""
+    content = device.content
+    assert content is not None
+    wire: dict[str, Variant] = {
+        "ManufacturerData": Variant("a{qay}", dict(content.manufacturer_data)),
+        "ServiceData": Variant("a{say}", dict(content.service_data)),
+        "ServiceUuids": Variant("as", list(content.service_uuids)),
+    }
+    if content.name is not None:
+        wire["Name"] = Variant("s", content.name)
+    if content.tx_power is not None:
+        wire["TxPower"] = Variant("n", content.tx_power)
+    return wire
+
+
+def record_variants(device: Device) -> dict[str, Variant]:
+    """The SPEC §4.1 advertisement record of a cached device."""
+    wire = device.wire
+    if wire is None:
+        wire = device.wire = _content_variants(device)
+    record = dict(wire)
+    record["Address"] = Variant("s", device.address)
+    record["AddressType"] = Variant("s", device.address_type)
+    record["Adapter"] = Variant("s", device.adapter)
+    record["Path"] = Variant("o", device.path)
+    record["FirstSeen"] = Variant("d", device.first_seen)
+    record["LastSeen"] = Variant("d", device.last_seen)
+    if device.rssi is not None:
+        record["Rssi"] = Variant("n", device.rssi)
+    return record
+
+
+def status_variants(status: ServiceStatus) -> dict[str, Variant]:
+    adapters = {
+        a.name: {
+            "Address": Variant("s", a.address),
+            "Powered": Variant("b", a.powered),
+            "Discovering": Variant("b", a.discovering),
+            "Session": Variant("b", a.session),
+            "State": Variant("s", a.state),
+        }
+        for a in status.adapters
+    }
+    return {
+        "Version": Variant("s", status.version),
+        "BluezPresent": Variant("b", status.bluez_present),
+        "Scanning": Variant("b", status.scanning),
+        "Adapters": Variant("a{sa{sv}}", adapters),
+        "Devices": Variant("u", status.devices),
+        "Subscriptions": Variant("u", status.subscriptions),
+        "Reports": Variant("t", status.reports),
+        "Ignored": Variant("t", status.ignored),
+        "Malformed": Variant("t", status.malformed),
+    }
+
+
+class ScannerService:
+    """Answers Scanner1 calls and sends the hub's emissions; implements ``Emitter``."""
+
+    def __init__(self, bus: MessageBus, status: Callable[[], ServiceStatus]) -> None:
+        self.bus = bus
+        self.status = status
+        self.scanner: Scanner | None = None
+        self.signals_sent = 0
+
+    def attach(self, scanner: Scanner) -> None:
+        self.scanner = scanner
+
+    async def start(self) -> None:
+        """Serve the interface and follow subscription owners leaving the bus."""
+        self.bus.add_message_handler(self._on_message)
+        rule = (
+            f"type='signal',sender='{DBUS_SERVICE}',interface='{DBUS_INTERFACE}',"
+            "member='NameOwnerChanged'"
+        )
+        reply = await self.bus.call(
+            Message(
+                destination=DBUS_SERVICE,
+                path=DBUS_PATH,
+                interface=DBUS_INTERFACE,
+                member="AddMatch",
+                signature="s",
+                body=[rule],
+            )
+        )
+        assert reply is not None and reply.message_type == MessageType.METHOD_RETURN
+
+    def close(self) -> None:
+        self.bus.remove_message_handler(self._on_message)
+
+    # --- Emitter -------------------------------------------------------------------
+
+    def device_discovered(
+        self, device: Device, broadcast: bool, subscriptions: list[Subscription]
+    ) -> None:
+        body = [device.address, record_variants(device)]
+        send = self.bus.send
+        if broadcast:
+            send(
+                Message.new_signal(
+                    SCANNER_PATH, SCANNER_INTERFACE, "DeviceDiscovered", "sa{sv}", body
+                )
+            )
+        for subscription in subscriptions:
+            msg = Message.new_signal(
+                subscription.path, SCANNER_INTERFACE, "DeviceDiscovered", "sa{sv}", body
+            )
+            msg.destination = subscription.owner
+            send(msg)
+        self.signals_sent += broadcast + len(subscriptions)
+
+    def device_lost(self, address: str, broadcast: bool, subscriptions: list[Subscription]) -> None:
+        send = self.bus.send
+        if broadcast:
+            send(Message.new_signal(SCANNER_PATH, SCANNER_INTERFACE, "DeviceLost", "s", [address]))
+        for subscription in subscriptions:
+            msg = Message.new_signal(
+                subscription.path, SCANNER_INTERFACE, "DeviceLost", "s", [address]
+            )
+            msg.destination = subscription.owner
+            send(msg)
+        self.signals_sent += broadcast + len(subscriptions)
+
+    # --- incoming ------------------------------------------------------------------
+
+    def _on_message(self, msg: Message) -> Message | bool:
+        mtype = msg.message_type
+        if mtype == MessageType.SIGNAL:
+            if (
+                msg.member == "NameOwnerChanged"
+                and msg.sender == DBUS_SERVICE
+                and msg.signature == "sss"
+                and not msg.body[2]
+                and msg.body[0].startswith(":")
+            ):
+                self._owner_left(msg.body[0])
+            return False
+        if mtype != MessageType.METHOD_CALL:
+            return False
+        if msg.interface == SCANNER_INTERFACE:
+            if msg.path != SCANNER_PATH:
+                return Message.new_error(
+                    msg, ERROR_UNKNOWN_METHOD, f"{SCANNER_INTERFACE} is served on / only"
+                )
+            return self._call(msg)
+        path = msg.path or ""
+        if (
+            msg.interface == INTROSPECTABLE
+            and msg.member == "Introspect"
+            and (path == SCANNER_PATH or path.startswith(SUBSCRIPTION_PATH_PREFIX[:-1]))
+        ):
+            return Message.new_method_return(msg, "s", [self._introspect(path)])
+        return False
+
+    def _call(self, msg: Message) -> Message | bool:
+        member = msg.member or ""
+        expected = _SIGNATURES.get(member)
+        if expected is None:
+            return Message.new_error(
+                msg, ERROR_UNKNOWN_METHOD, f"{SCANNER_INTERFACE} has no method {member[:64]}"
+            )
+        if msg.signature != expected:
+            return Message.new_error(
+                msg,
+                ERROR_INVALID_ARGS,
+                f"{member} takes '{expected}', not '{msg.signature[:64]}'",
+            )
+        scanner = self.scanner
+        assert scanner is not None
+        try:
+            if member == "GetDiscoveredDevices":
+                query = parse_snapshot_query(msg.body[0])
+                devices = {d.address: record_variants(d) for d in scanner.snapshot(query)}
+                return Message.new_method_return(msg, "a{sa{sv}}", [devices])
+            if member == "Subscribe":
+                return self._subscribe(msg, scanner)
+            if member == "Unsubscribe":
+                scanner.unsubscribe(msg.body[0], msg.sender)
+                return Message.new_method_return(msg)
+            return Message.new_method_return(msg, "a{sv}", [status_variants(self.status())])
+        except InvalidFilter as exc:
+            return Message.new_error(msg, ERROR_INVALID_ARGS, f"{member}: {exc}")
+        except (FilterTooLarge, TooManySubscriptions) as exc:
+            return Message.new_error(msg, ERROR_LIMITS_EXCEEDED, f"{member}: {exc}")
+        except NotOwner as exc:
+            return Message.new_error(msg, SCANNER_ERROR_NOT_OWNER, str(exc))
+        except UnknownSubscription as exc:
+            return Message.new_error(msg, SCANNER_ERROR_UNKNOWN_SUBSCRIPTION, str(exc))
+
+    def _subscribe(self, msg: Message, scanner: Scanner) -> bool:
+        flt, options = parse_subscription(msg.body[0])
+        subscription, replay = scanner.subscribe(msg.sender, flt, options)
+        _LOGGER.debug("%s subscribed as %s", msg.sender, subscription.path)
+        # The reply goes out first, so the client knows the path before the
+        # replayed signals from it arrive (both travel in order on our socket).
+        self.bus.send(Message.new_method_return(msg, "o", [subscription.path]))
+        for device in replay:
+            signal = Message.new_signal(
+                subscription.path,
+                SCANNER_INTERFACE,
+                "DeviceDiscovered",
+                "sa{sv}",
+                [device.address, record_variants(device)],
+            )
+            signal.destination = subscription.owner
+            self.bus.send(signal)
+        self.signals_sent += len(replay)
+        return True
+
+    def _owner_left(self, owner: str) -> None:
+        scanner = self.scanner
+        if scanner is not None:
+            dropped = scanner.owner_left(owner)
+            if dropped:
+                _LOGGER.info("%s left the bus: ended %d subscription(s)", owner, len(dropped))
+
+    def _introspect(self, path: str) -> str:
+        node = ET.Element("node")
+        if path == SCANNER_PATH:
+            # Merge with whatever else is exported on / (the Venus BusItem tree).
+            exported = self.bus._introspect_export_path(path).tostring()
+            node = ET.fromstring(exported)
+            node.append(ET.fromstring(INTROSPECTION))
+            scanner = self.scanner
+            if scanner is not None and len(scanner.subscriptions):
+                children = {c.get("name") for c in node.findall("node")}
+                if "Subscription" not in children:
+                    ET.SubElement(node, "node", name="Subscription")
+        elif path.rstrip("/") == SUBSCRIPTION_PATH_PREFIX.rstrip("/"):
+            for subscription in self.scanner.subscriptions if self.scanner else ():
+                ET.SubElement(node, "node", name=subscription.path.rsplit("/", 1)[1])
+        elif self.scanner is not None and self.scanner.subscriptions.get(path):
+            for text in (_STANDARD_INTERFACES, INTROSPECTION):
+                for element in ET.fromstring(f"<x>{text}</x>"):
+                    node.append(element)
+        return (
+            '<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object Introspection 1.0//EN"\n'
+            ' "http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd">\n'
+            + ET.tostring(node, encoding="unicode")
+        )

@@ -1,0 +1,33 @@
+"""Status snapshots of the service, for the Venus tree, GetStatus and the CLI. Pure data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True, frozen=True)
+class AdapterStatus:
+    """One adapter as a person would want to see it."""
+
+    name: str  # hci0
+    address: str
+    powered: bool
+    discovering: bool  # BlueZ's flag: someone scans (maybe not us)
+    session: bool  # we hold a discovery session
+    state: str  # in words: scanning, powered off, blocked by another scanner ...
+
+
+@dataclass(slots=True, frozen=True)
+class ServiceStatus:
+    version: str
+    bluez_present: bool
+    adapters: tuple[AdapterStatus, ...]
+    devices: int
+    subscriptions: int
+    reports: int
+    ignored: int
+    malformed: int
+
+    @property
+    def scanning(self) -> bool:
+        return any(a.session for a in self.adapters)

@@ -1,0 +1,134 @@
+"""Filters: every key checked, errors name the key, matching is AND across keys, OR within."""
+
+from __future__ import annotations
+
+import pytest
+from dbus_fast import Variant
+
+from ble_scanner.cache import Device
+from ble_scanner.const import MAX_FILTER_LIST_ENTRIES
+from ble_scanner.filters import (
+    FilterTooLarge,
+    InvalidFilter,
+    parse_snapshot_query,
+    parse_subscription,
+)
+from ble_scanner.record import Content
+
+
+def device(
+    address: str = "C0:11:22:33:44:55",
+    rssi: int | None = -60,
+    name: str | None = "Ruuvi 1234",
+    mfr: dict[int, bytes] | None = None,
+    sd: dict[str, bytes] | None = None,
+    uuids: tuple[str, ...] = (),
+) -> Device:
+    d = Device(address, 0.0, 0.0)
+    d.rssi = rssi
+    d.content = Content(name, None, mfr or {0x0499: b"\x05"}, sd or {}, uuids)
+    return d
+
+
+def test_empty_filter_matches_everything() -> None:
+    q = parse_snapshot_query({})
+    assert q.filter.is_everything and q.filter.matches(device())
+
+
+def test_and_across_keys_or_within() -> None:
+    flt = parse_snapshot_query(
+        {
+            "ManufacturerIds": Variant("aq", [0x02E1, 0x0499]),
+            "MinRssi": Variant("n", -70),
+        }
+    ).filter
+    assert flt.matches(device(rssi=-60))
+    assert not flt.matches(device(rssi=-80))
+    assert not flt.matches(device(mfr={0x004C: b""}))
+
+
+def test_addresses_match_case_insensitively() -> None:
+    flt = parse_snapshot_query({"Addresses": Variant("as", ["c0:11:22:33:44:55"])}).filter
+    assert flt.matches(device())
+    assert not flt.matches(device(address="C0:11:22:33:44:56"))
+
+
+def test_service_uuid_short_forms_match_128_bit() -> None:
+    flt = parse_snapshot_query({"ServiceUuids": Variant("as", ["180f"])}).filter
+    assert flt.matches(device(uuids=("0000180f-0000-1000-8000-00805f9b34fb",)))
+    assert not flt.matches(device(uuids=()))
+
+
+def test_service_data_uuids() -> None:
+    flt = parse_snapshot_query({"ServiceDataUuids": Variant("as", ["fcd2"])}).filter
+    assert flt.matches(device(sd={"0000fcd2-0000-1000-8000-00805f9b34fb": b"\x40"}))
+    assert not flt.matches(device())
+
+
+def test_names_are_shell_globs() -> None:
+    flt = parse_snapshot_query({"Names": Variant("as", ["Ruuvi *", "SmartShunt"])}).filter
+    assert flt.matches(device(name="Ruuvi 1234"))
+    assert not flt.matches(device(name="ruuvi 1234"))
+    assert not flt.matches(device(name=None))
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        ({"Bogus": Variant("s", "")}, "Bogus"),
+        ({"MinRssi": Variant("i", -60)}, "MinRssi"),
+        ({"MinRssi": Variant("n", -500)}, "MinRssi"),
+        ({"Addresses": Variant("as", ["nope"])}, "Addresses"),
+        ({"ServiceUuids": Variant("as", ["xyz"])}, "ServiceUuids"),
+        ({"MaxAge": Variant("d", -1.0)}, "MaxAge"),
+        ({"MaxAge": Variant("d", float("nan"))}, "MaxAge"),
+        ({"Names": Variant("as", ["*a*a*a*a*a*a*a*a*a*"])}, "Names"),
+        ({"Names": Variant("as", ["x" * 300])}, "Names"),
+        ({"Replay": Variant("b", True)}, "Replay"),
+    ],
+)
+def test_bad_snapshot_filters_name_the_key(raw: dict[str, Variant], key: str) -> None:
+    with pytest.raises(InvalidFilter) as info:
+        parse_snapshot_query(raw)
+    assert info.value.key == key
+    assert key in str(info.value)
+
+
+def test_too_many_list_entries() -> None:
+    raw = {"ManufacturerIds": Variant("aq", list(range(MAX_FILTER_LIST_ENTRIES + 1)))}
+    with pytest.raises(FilterTooLarge):
+        parse_snapshot_query(raw)
+
+
+def test_subscription_options() -> None:
+    flt, options = parse_subscription(
+        {
+            "AllReports": Variant("b", True),
+            "RssiDelta": Variant("n", 3),
+            "KeepAlive": Variant("d", 10.0),
+            "Replay": Variant("b", False),
+        }
+    )
+    assert flt.is_everything
+    assert options.all_reports and options.rssi_delta == 3
+    assert options.keep_alive == 10.0 and not options.replay
+
+
+def test_subscription_defaults_come_from_the_service() -> None:
+    _, options = parse_subscription({})
+    assert options.rssi_delta is None and options.keep_alive is None and options.replay
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        ({"MaxAge": Variant("d", 5.0)}, "MaxAge"),
+        ({"RssiDelta": Variant("n", -1)}, "RssiDelta"),
+        ({"KeepAlive": Variant("d", -1.0)}, "KeepAlive"),
+        ({"AllReports": Variant("s", "yes")}, "AllReports"),
+    ],
+)
+def test_bad_subscription_options_name_the_key(raw: dict[str, Variant], key: str) -> None:
+    with pytest.raises(InvalidFilter) as info:
+        parse_subscription(raw)
+    assert info.value.key == key

@@ -1,0 +1,1 @@
+"""Real-BlueZ tier: Debian's bluetoothd in a QEMU guest, bridged to a host test bus."""

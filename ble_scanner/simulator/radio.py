@@ -1,0 +1,79 @@
+"""The radio: registered advertisers re-advertise while someone is listening.
+
+bleak's ``discover()`` only sees devices that report *during* its scan, and
+BlueZ drops reports when nobody scans, so advertisers are replayed on a timer
+and only while their adapter is discovering or has an active monitor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from .report import Report
+
+if TYPE_CHECKING:
+    from .simulator import BluezSimulator
+
+ReportFactory = Callable[[], Report]
+# Ticks of the radio loop: fine enough for sub-second advertising periods.
+RADIO_TICK = 0.05
+
+
+class _Advertiser:
+    __slots__ = ("adapter", "factory", "next_due", "period")
+
+    def __init__(self, adapter: str, factory: ReportFactory, period: float, now: float) -> None:
+        self.adapter = adapter
+        self.factory = factory
+        self.period = period
+        # Real advertisers are not in phase: spread the first report over one period.
+        self.next_due = now + random.uniform(0, period)
+
+
+class Radio:
+    """Replays advertisers; started on the first ``add``, stopped by ``stop``."""
+
+    def __init__(self, sim: BluezSimulator) -> None:
+        self.sim = sim
+        self.advertisers: dict[tuple[str, str], _Advertiser] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, adapter: str, address: str, factory: ReportFactory, period: float) -> None:
+        loop = asyncio.get_running_loop()
+        self.advertisers[(adapter, address)] = _Advertiser(adapter, factory, period, loop.time())
+        if self._task is None or self._task.done():
+            self._task = loop.create_task(self._run())
+
+    def remove(self, adapter: str, address: str) -> None:
+        self.advertisers.pop((adapter, address), None)
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def _listening(self, adapter: str) -> bool:
+        target = self.sim.adapters.get(adapter)
+        if target is None or not target.powered:
+            return False
+        return target.discovering or (target.monitors is not None and target.monitors.active)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            now = loop.time()
+            for adv in list(self.advertisers.values()):
+                if adv.next_due > now:
+                    continue
+                adv.next_due = now + adv.period
+                if self.sim._server is not None and self._listening(adv.adapter):
+                    self.sim.advertise_report(adv.adapter, adv.factory())
+            if self.sim._server is not None and self.sim.server.backlog() > 0:
+                await self.sim.server.drain()
+            await asyncio.sleep(RADIO_TICK)

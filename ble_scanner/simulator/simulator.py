@@ -1,0 +1,403 @@
+"""``BluezSimulator``: bluetoothd 5.72 on a real bus, driven by a test or a scene."""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from dbus_fast import BusType, Variant
+from dbus_fast.aio import MessageBus
+from dbus_fast.constants import NameFlag, RequestNameReply
+
+from ble_scanner.const import BLUEZ_DEVICE, BLUEZ_SERVICE, DBUS_INTERFACE, DBUS_PATH, DBUS_SERVICE
+
+from . import wire
+from .adapter import Adapter
+from .const import DEFAULT_TEMPORARY_TIMEOUT, DRAIN_HIGH_WATER, SUPPORTED_VERSIONS
+from .device import device_path
+from .objects import CallRecord, ObjectServer
+from .radio import Radio, ReportFactory
+from .raw import BluezRoot, RawObject
+from .report import Report
+
+# Connecting and owning the name take milliseconds; this bounds a dead bus.
+CONNECT_TIMEOUT = 5.0
+
+
+class SimulatorError(RuntimeError):
+    """The simulator could not start (bus unreachable, org.bluez already owned)."""
+
+
+@dataclass(slots=True)
+class _AdapterConfig:
+    address: str
+    monitor_manager: bool
+    le_only: bool
+
+
+class BluezSimulator:
+    """BlueZ's D-Bus API with scripted adapters, devices and faults. See the package doc."""
+
+    def __init__(
+        self,
+        bus_address: str | None = None,
+        version: str = "5.72",
+        experimental: bool = True,
+        temporary_timeout: float = DEFAULT_TEMPORARY_TIMEOUT,
+        kernel_delay: float = 0.0,
+    ) -> None:
+        if version not in SUPPORTED_VERSIONS:
+            raise ValueError(f"version must be one of {SUPPORTED_VERSIONS}")
+        self.bus_address = bus_address
+        self.version = version
+        self.experimental = experimental
+        self.temporary_timeout = temporary_timeout
+        self.kernel_delay = kernel_delay
+        self.adapters: dict[str, Adapter] = {}
+        self.radio = Radio(self)
+        self._configs: dict[str, _AdapterConfig] = {}
+        self._log: list[CallRecord] = []
+        self._delays: dict[tuple[str | None, str], float] = {}
+        self._bus: MessageBus | None = None
+        self._server: ObjectServer | None = None
+
+    # --- lifetime ------------------------------------------------------------
+
+    async def start(self) -> BluezSimulator:
+        await self._connect()
+        return self
+
+    async def stop(self) -> None:
+        """Release monitors, drop the name and the connection (the next owner can start)."""
+        await self.radio.stop()
+        await self._disconnect(graceful=True)
+
+    async def __aenter__(self) -> BluezSimulator:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    @property
+    def server(self) -> ObjectServer:
+        if self._server is None:
+            raise SimulatorError("simulator is not running")
+        return self._server
+
+    @property
+    def bus(self) -> MessageBus:
+        return self.server.bus
+
+    @property
+    def unique_name(self) -> str:
+        return self.bus.unique_name or ""
+
+    async def _connect(self) -> None:
+        bus = MessageBus(bus_address=self.bus_address, bus_type=BusType.SYSTEM)
+        try:
+            await asyncio.wait_for(bus.connect(), CONNECT_TIMEOUT)
+        except Exception as exc:
+            raise SimulatorError(f"cannot connect to the system bus: {exc}") from exc
+        wire.harden_writer(bus)
+        server = ObjectServer(bus, self._log, self._delays)
+        server.sender_gone.append(self._sender_gone)
+        server.add(BluezRoot(), announce=False)
+        rule = (
+            f"type='signal',sender='{DBUS_SERVICE}',interface='{DBUS_INTERFACE}',"
+            "member='NameOwnerChanged'"
+        )
+        await bus.call(
+            wire.method_call(DBUS_SERVICE, DBUS_PATH, DBUS_INTERFACE, "AddMatch", "s", [rule])
+        )
+        try:
+            reply = await asyncio.wait_for(
+                bus.request_name(BLUEZ_SERVICE, NameFlag.DO_NOT_QUEUE), CONNECT_TIMEOUT
+            )
+        except Exception as exc:
+            bus.disconnect()
+            raise SimulatorError(f"cannot own {BLUEZ_SERVICE}: {exc}") from exc
+        if reply is not RequestNameReply.PRIMARY_OWNER:
+            bus.disconnect()
+            raise SimulatorError(f"{BLUEZ_SERVICE} is already owned ({reply.name})")
+        self._bus = bus
+        self._server = server
+
+    async def _disconnect(self, graceful: bool) -> None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+        adapters, self.adapters = list(self.adapters.values()), {}
+        if graceful:
+            for adapter in adapters:
+                adapter.shutdown(release_monitors=True)
+            server.flush()
+            await server.drain()
+        else:
+            for adapter in adapters:
+                adapter.abandon()
+        server.close()
+        bus = server.bus
+        if bus.connected:
+            if graceful:
+                try:
+                    await asyncio.wait_for(bus.release_name(BLUEZ_SERVICE), CONNECT_TIMEOUT)
+                except Exception:
+                    pass
+            bus.disconnect()
+            try:
+                await asyncio.wait_for(bus.wait_for_disconnect(), CONNECT_TIMEOUT)  # type: ignore[no-untyped-call,unused-ignore]
+            except Exception:
+                pass
+
+    async def restart_bluetoothd(self, downtime: float = 0.0, graceful: bool = True) -> None:
+        """bluetoothd exits and comes back as a new connection with fresh adapters.
+
+        ``graceful`` sends Release to monitors and InterfacesRemoved first (a
+        clean exit); False is a crash: the connection just drops. Adapters come
+        back powered, with no sessions, devices or monitors.
+        """
+        await self._disconnect(graceful)
+        if downtime > 0:
+            await asyncio.sleep(downtime)
+        await self._connect()
+        for name, config in self._configs.items():
+            self._create_adapter(name, config, powered=True)
+
+    # --- adapters ------------------------------------------------------------
+
+    async def add_adapter(
+        self,
+        name: str,
+        address: str | None = None,
+        powered: bool = True,
+        monitor_manager: bool = True,
+        le_only: bool = False,
+    ) -> str:
+        """Hot-plug an adapter (InterfacesAdded from ``/``); returns its object path."""
+        if name in self.adapters:
+            raise ValueError(f"adapter {name} exists")
+        if address is None:
+            crc = zlib.crc32(name.encode())
+            address = "00:1A:7D:" + ":".join(f"{(crc >> s) & 0xFF:02X}" for s in (16, 8, 0))
+        config = _AdapterConfig(address, monitor_manager, le_only)
+        self._configs[name] = config
+        return self._create_adapter(name, config, powered).path
+
+    def _create_adapter(self, name: str, config: _AdapterConfig, powered: bool) -> Adapter:
+        adapter = Adapter(
+            self.server,
+            name,
+            config.address,
+            powered=powered,
+            version=self.version,
+            temporary_timeout=self.temporary_timeout,
+            monitor_manager=self.experimental and config.monitor_manager,
+            le_only=config.le_only,
+            kernel_delay=self.kernel_delay,
+        )
+        self.adapters[name] = adapter
+        self.server.add(adapter)
+        return adapter
+
+    async def remove_adapter(self, name: str) -> None:
+        """Unplug: its devices are removed, then the adapter (monitors get Release)."""
+        self._configs.pop(name, None)
+        self.adapter(name).shutdown()
+        del self.adapters[name]
+
+    async def set_powered(self, name: str, powered: bool) -> None:
+        """Power change from outside D-Bus (rfkill, kernel); off drops every session."""
+        self.adapter(name).set_powered(powered)
+
+    def adapter(self, name: str) -> Adapter:
+        try:
+            return self.adapters[name]
+        except KeyError:
+            raise KeyError(f"no adapter {name}") from None
+
+    # --- advertising ---------------------------------------------------------
+
+    async def advertise(
+        self,
+        adapter: str,
+        address: str,
+        address_type: str = "public",
+        rssi: int = -60,
+        name: str | None = None,
+        manufacturer_data: dict[int, bytes] | None = None,
+        service_data: dict[str, bytes] | None = None,
+        service_uuids: list[str] | None = None,
+        tx_power: int | None = None,
+        flags: int | None = 0x06,
+        connectable: bool = True,
+        scan_response: bool = False,
+    ) -> bool:
+        """One advertising report reaching ``adapter``; True if BlueZ would report it."""
+        report = Report.build(
+            address,
+            address_type=address_type,
+            rssi=rssi,
+            name=name,
+            manufacturer_data=manufacturer_data,
+            service_data=service_data,
+            service_uuids=service_uuids,
+            tx_power=tx_power,
+            flags=flags,
+            connectable=connectable,
+            scan_response=scan_response,
+        )
+        reported = self.advertise_report(adapter, report)
+        if self.server.backlog() > DRAIN_HIGH_WATER:
+            await self.server.drain()
+        return reported
+
+    def advertise_report(self, adapter: str, report: Report) -> bool:
+        """The cheap synchronous path for bulk senders; call ``drain()`` now and then."""
+        target = self.adapters.get(adapter)
+        return target.advertise(report) if target is not None else False
+
+    async def drain(self) -> None:
+        """Wait until every signal emitted so far is on the socket."""
+        self.server.flush()
+        await self.server.drain()
+
+    def add_advertiser(
+        self,
+        adapter: str,
+        address: str,
+        period: float = 1.0,
+        factory: ReportFactory | None = None,
+        **advertise_kwargs: Any,
+    ) -> None:
+        """Re-advertise periodically while ``adapter`` scans (or monitors)."""
+        if factory is None:
+            report = Report.build(address, **advertise_kwargs)
+
+            def factory() -> Report:
+                return report
+
+        self.radio.add(adapter, address.upper(), factory, period)
+
+    def remove_advertiser(self, adapter: str, address: str) -> None:
+        self.radio.remove(adapter, address.upper())
+
+    # --- faults --------------------------------------------------------------
+
+    def refuse_start_discovery(self, adapter: str, count: int = 1) -> None:
+        """The kernel refuses the next ``count`` starts: deferred InProgress, session removed."""
+        self.adapter(adapter).faults.refuse_starts += count
+
+    def set_external_scanner(self, adapter: str, active: bool = True) -> None:
+        """A raw-HCI scanner holds the controller: every start fails until cleared."""
+        self.adapter(adapter).faults.external_scanner = active
+
+    def refuse_stop_discovery(self, adapter: str, count: int = 1) -> None:
+        """bluez#807: InProgress on stop, session removed, Discovering stuck true."""
+        self.adapter(adapter).faults.refuse_stops += count
+
+    def drop_discovering(self, adapter: str, keep_sessions: bool = True) -> None:
+        """The kernel stopped scanning: Discovering false; sessions kept unless told not to."""
+        target = self.adapter(adapter)
+        if keep_sessions:
+            target.drop_discovering()
+        else:
+            target.stop_all_discovery()
+
+    def set_silent(self, adapter: str, silent: bool = True) -> None:
+        """Discovering stays as it is but no report reaches bluetoothd."""
+        self.adapter(adapter).faults.silent = silent
+
+    def set_reply_delay(self, member: str, seconds: float, adapter: str | None = None) -> None:
+        """Hold calls of ``member`` (on one adapter, or any path) this long before handling."""
+        path = self.adapter(adapter).path if adapter is not None else None
+        if seconds > 0:
+            self._delays[(path, member)] = seconds
+        else:
+            self._delays.pop((path, member), None)
+
+    def inject_object(self, path: str, interfaces: dict[str, dict[str, Variant]]) -> None:
+        """Publish any object with any values (InterfacesAdded from ``/``)."""
+        self.server.add(RawObject(path, interfaces))
+
+    def inject_device(self, adapter: str, address: str, properties: dict[str, Variant]) -> str:
+        """A Device1 with exactly ``properties`` (see ``malformed``); returns its path."""
+        path = device_path(self.adapter(adapter).path, address)
+        self.inject_object(path, {BLUEZ_DEVICE: properties})
+        return path
+
+    def inject_properties_changed(
+        self,
+        path: str,
+        changed: dict[str, Variant],
+        invalidated: list[str] | None = None,
+        interface: str = BLUEZ_DEVICE,
+    ) -> None:
+        """Send a PropertiesChanged as given, whether or not it makes sense."""
+        self.server.send(wire.properties_changed(path, interface, changed, invalidated or []))
+
+    def remove_object(self, path: str) -> None:
+        """Unpublish an injected object (InterfacesRemoved from ``/``)."""
+        self.server.remove(path)
+
+    # --- introspection for tests ---------------------------------------------
+
+    def sessions(self, adapter: str) -> dict[str, dict[str, Any]]:
+        """Discovering senders → their filter as Python values (``{}`` = no filter)."""
+        return self.adapter(adapter).sessions()
+
+    def preset_filters(self, adapter: str) -> dict[str, dict[str, Any]]:
+        """Filters set by senders that are not discovering (kept for their next start)."""
+        return self.adapter(adapter).preset_filters()
+
+    def is_discovering(self, adapter: str) -> bool:
+        return self.adapter(adapter).discovering
+
+    def is_powered(self, adapter: str) -> bool:
+        return self.adapter(adapter).powered
+
+    def device_path(self, adapter: str, address: str) -> str | None:
+        target = self.adapters.get(adapter)
+        return target.device_path(address) if target is not None else None
+
+    def devices(self, adapter: str) -> list[str]:
+        return list(self.adapter(adapter).devices)
+
+    def monitors(self, adapter: str) -> list[tuple[str, str]]:
+        """Active monitors as (owner, object path)."""
+        manager = self.adapter(adapter).monitors
+        if manager is None:
+            return []
+        return [(app.owner, path) for app in manager.apps.values() for path in app.monitors]
+
+    def calls(
+        self, member: str | None = None, adapter: str | None = None, sender: str | None = None
+    ) -> list[CallRecord]:
+        path = f"/org/bluez/{adapter}" if adapter is not None else None
+        return [
+            c
+            for c in self._log
+            if (member is None or c.member == member)
+            and (path is None or c.path == path)
+            and (sender is None or c.sender == sender)
+        ]
+
+    def call_count(self, member: str, adapter: str | None = None, sender: str | None = None) -> int:
+        return len(self.calls(member, adapter, sender))
+
+    def clear_calls(self) -> None:
+        self._log.clear()
+
+    def _sender_gone(self, owner: str) -> None:
+        for adapter in list(self.adapters.values()):
+            adapter.disconnect_sender(owner)
+
+
+__all__ = ["BluezSimulator", "SimulatorError"]

@@ -93,10 +93,11 @@ DEFAULT_BROADCAST_RSSI_DELTA: Final = 8
 # Every call to BlueZ gets an answer or an error within this: dbus-fast and the
 # system bus have no timeout of their own (notes §4.1).
 BLUEZ_CALL_TIMEOUT: Final = 5.0
-# First retry of a failed StartDiscovery, doubled up to the maximum. InProgress
-# from a kernel refusal (another scanner holds the controller) clears only when
-# that scanner stops, so polling faster than every few seconds gains nothing.
+# Second retry of a failed StartDiscovery (the first is immediate), doubled up
+# to the maximum. InProgress from a kernel refusal (another scanner holds the
+# controller) clears only when that scanner stops, and BlueZ signals nothing
+# then: polling every 10 s finds it soon enough without loading the adapter.
 REARM_BACKOFF_INITIAL: Final = 0.25
-REARM_BACKOFF_MAX: Final = 30.0
+REARM_BACKOFF_MAX: Final = 10.0
 # SIGTERM must end in an exit within 2 s (SPEC §6); the cleanup calls get this.
 SHUTDOWN_TIMEOUT: Final = 1.5

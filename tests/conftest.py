@@ -11,7 +11,12 @@ import pytest_asyncio
 from dbus_fast import BusType
 from dbus_fast.aio import MessageBus
 
+from ble_scanner.main import ScannerApp
+from ble_scanner.scanner import ScannerConfig
+from ble_scanner.simulator import BluezSimulator
 from ble_scanner.testbus import TestBus, start_test_bus
+
+from .helpers import wait_until
 
 
 @pytest.fixture(scope="session")
@@ -53,3 +58,35 @@ async def bus(test_bus: TestBus) -> AsyncIterator[MessageBus]:
         yield connection
     finally:
         await disconnect(connection)
+
+
+@pytest_asyncio.fixture
+async def bluez(test_bus: TestBus) -> AsyncIterator[BluezSimulator]:
+    """The BlueZ simulator on the test bus with one powered adapter, hci0."""
+    sim = BluezSimulator(bus_address=test_bus.address)
+    await sim.start()
+    await sim.add_adapter("hci0", address="00:1A:7D:DA:71:10")
+    try:
+        yield sim
+    finally:
+        await sim.stop()
+
+
+async def start_scanner(test_bus: TestBus, config: ScannerConfig | None = None) -> ScannerApp:
+    app = ScannerApp(config or ScannerConfig(), bus_address=test_bus.address)
+    assert await asyncio.wait_for(app.start(), 10) == 0
+    return app
+
+
+@pytest_asyncio.fixture
+async def scanner(test_bus: TestBus, bluez: BluezSimulator) -> AsyncIterator[ScannerApp]:
+    """The service, in-process on its own connection, scanning hci0 of the simulator."""
+    app = await start_scanner(test_bus)
+    try:
+        await wait_until(
+            lambda: app.bus is not None and app.bus.unique_name in bluez.sessions("hci0"),
+            what="the service's discovery session on hci0",
+        )
+        yield app
+    finally:
+        await app.stop()

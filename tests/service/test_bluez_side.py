@@ -1,0 +1,191 @@
+"""The service against BlueZ: our filter, our session, and re-arming through what BlueZ does."""
+
+from __future__ import annotations
+
+import asyncio
+
+from dbus_fast.aio import MessageBus
+
+from ble_scanner.main import ScannerApp
+from ble_scanner.scanner import ScannerConfig
+from ble_scanner.simulator import BluezSimulator
+from ble_scanner.testbus import TestBus
+
+from ..conftest import start_scanner
+from ..helpers import wait_until
+from .conftest import get_devices
+
+ADDR = "C0:11:22:33:44:01"
+OBSERVATION_WINDOW = 2.0
+
+
+def our_session(app: ScannerApp, bluez: BluezSimulator, adapter: str = "hci0") -> bool:
+    return app.bus is not None and app.bus.unique_name in bluez.sessions(adapter)
+
+
+def adapter_state(app: ScannerApp, adapter: str = "hci0") -> str:
+    for status in app.status().adapters:
+        if status.name == adapter:
+            return status.state
+    return "absent"
+
+
+async def test_sets_a_real_filter_and_starts_discovery(
+    scanner: ScannerApp, bluez: BluezSimulator
+) -> None:
+    assert scanner.bus is not None
+    flt = bluez.sessions("hci0")[scanner.bus.unique_name]
+    assert flt.get("Transport") == "le"
+    assert flt.get("DuplicateData") is True
+    assert not flt.get("Pattern")
+    assert bluez.is_discovering("hci0")
+    assert adapter_state(scanner) == "scanning"
+
+
+async def test_every_powered_adapter_is_scanned(test_bus: TestBus, bluez: BluezSimulator) -> None:
+    await bluez.add_adapter("hci1", address="00:1A:7D:DA:71:11")
+    app = await start_scanner(test_bus)
+    try:
+        await wait_until(
+            lambda: our_session(app, bluez, "hci0") and our_session(app, bluez, "hci1")
+        )
+    finally:
+        await app.stop()
+
+
+async def test_only_the_configured_adapters_are_scanned(
+    test_bus: TestBus, bluez: BluezSimulator
+) -> None:
+    await bluez.add_adapter("hci1", address="00:1A:7D:DA:71:11")
+    app = await start_scanner(test_bus, ScannerConfig(adapters=frozenset({"hci1"})))
+    try:
+        await wait_until(lambda: our_session(app, bluez, "hci1"))
+        assert not our_session(app, bluez, "hci0")
+        assert adapter_state(app, "hci0") == "not used (settings)"
+        app.configure(ScannerConfig(adapters=frozenset({"hci0"})))
+        await wait_until(
+            lambda: our_session(app, bluez, "hci0") and not our_session(app, bluez, "hci1")
+        )
+    finally:
+        await app.stop()
+
+
+async def test_rearms_within_a_second_of_bluetoothd_returning(
+    scanner: ScannerApp, bluez: BluezSimulator, bus: MessageBus
+) -> None:
+    await bluez.advertise("hci0", ADDR, rssi=-60, manufacturer_data={0x02E1: b"\x10"})
+    await wait_until(lambda: ADDR in scanner.scanner.cache)  # type: ignore[union-attr]
+    await bluez.restart_bluetoothd()
+    took = await wait_until(lambda: our_session(scanner, bluez), what="re-armed session")
+    assert took < 1.0
+    # The cache outlives bluetoothd: no device was lost.
+    assert ADDR in await get_devices(bus)
+    await bluez.advertise("hci0", ADDR, rssi=-60, manufacturer_data={0x02E1: b"\x11"})
+    await wait_until(
+        lambda: scanner.scanner.cache.get(ADDR).content.manufacturer_data == {0x02E1: b"\x11"}  # type: ignore[union-attr]
+    )
+
+
+async def test_waits_for_bluetoothd_when_it_is_absent_at_start(test_bus: TestBus) -> None:
+    app = await start_scanner(test_bus)
+    sim = BluezSimulator(bus_address=test_bus.address)
+    try:
+        assert app.status().bluez_present is False
+        await sim.start()
+        await sim.add_adapter("hci0")
+        took = await wait_until(
+            lambda: our_session(app, sim), what="session once bluetoothd appears"
+        )
+        assert took < 1.0
+    finally:
+        await app.stop()
+        await sim.stop()
+
+
+async def test_adapter_plugged_in_later_is_armed(
+    scanner: ScannerApp, bluez: BluezSimulator
+) -> None:
+    await bluez.add_adapter("hci1", address="00:1A:7D:DA:71:11")
+    took = await wait_until(lambda: our_session(scanner, bluez, "hci1"))
+    assert took < 1.0
+
+
+async def test_adapter_unplugged_and_replugged(scanner: ScannerApp, bluez: BluezSimulator) -> None:
+    await bluez.remove_adapter("hci0")
+    await wait_until(lambda: adapter_state(scanner) == "absent", what="adapter gone from status")
+    await bluez.add_adapter("hci0", address="00:1A:7D:DA:71:10")
+    took = await wait_until(lambda: our_session(scanner, bluez))
+    assert took < 1.0
+
+
+async def test_power_cycle_rearms(scanner: ScannerApp, bluez: BluezSimulator) -> None:
+    await bluez.set_powered("hci0", False)
+    await wait_until(lambda: adapter_state(scanner) == "powered off")
+    assert not our_session(scanner, bluez)
+    await bluez.set_powered("hci0", True)
+    took = await wait_until(lambda: our_session(scanner, bluez))
+    assert took < 1.0
+    assert adapter_state(scanner) == "scanning"
+
+
+async def test_discovering_dropped_under_us_is_rearmed(
+    scanner: ScannerApp, bluez: BluezSimulator
+) -> None:
+    starts = bluez.call_count("StartDiscovery", adapter="hci0")
+    bluez.drop_discovering("hci0")
+    await wait_until(
+        lambda: (
+            bluez.call_count("StartDiscovery", adapter="hci0") > starts
+            and bluez.is_discovering("hci0")
+        ),
+        what="discovery restarted",
+    )
+    assert our_session(scanner, bluez)
+
+
+async def test_external_scanner_is_reported_and_backed_off_from(
+    scanner: ScannerApp, bluez: BluezSimulator
+) -> None:
+    """InProgress with Discovering false: a raw-HCI scanner holds the controller (venus#1597)."""
+    bluez.set_external_scanner("hci0", True)
+    await bluez.set_powered("hci0", False)
+    await bluez.set_powered("hci0", True)
+    await wait_until(lambda: adapter_state(scanner) == "blocked by another scanner")
+    before = bluez.call_count("StartDiscovery", adapter="hci0")
+    # Counting calls over a window is the measurement: the backoff allows only a
+    # handful of attempts in it, not a spin.
+    await asyncio.sleep(OBSERVATION_WINDOW)
+    attempts = bluez.call_count("StartDiscovery", adapter="hci0") - before
+    assert attempts <= 5, attempts
+    bluez.set_external_scanner("hci0", False)
+    await wait_until(lambda: our_session(scanner, bluez), timeout=15, what="recovery")
+    assert adapter_state(scanner) == "scanning"
+
+
+async def test_kernel_refusing_start_once_is_retried(
+    scanner: ScannerApp, bluez: BluezSimulator
+) -> None:
+    bluez.refuse_start_discovery("hci0", count=1)
+    await bluez.set_powered("hci0", False)
+    await bluez.set_powered("hci0", True)
+    await wait_until(lambda: our_session(scanner, bluez), what="session after one refusal")
+
+
+async def test_malformed_device_data_is_counted_not_fatal(
+    scanner: ScannerApp, bluez: BluezSimulator, bus: MessageBus
+) -> None:
+    from dbus_fast import Variant
+
+    bluez.inject_device(
+        "hci0",
+        "C0:11:22:33:44:99",
+        {
+            "Address": Variant("s", "C0:11:22:33:44:99"),
+            "RSSI": Variant("s", "loud"),
+            "ManufacturerData": Variant("a{qv}", {1: Variant("s", "not bytes")}),
+        },
+    )
+    await wait_until(lambda: scanner.status().malformed >= 1)
+    await bluez.advertise("hci0", ADDR, rssi=-60, manufacturer_data={0x02E1: b"\x10"})
+    await wait_until(lambda: ADDR in scanner.scanner.cache)  # type: ignore[union-attr]
+    assert "C0:11:22:33:44:99" not in await get_devices(bus)

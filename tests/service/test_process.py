@@ -1,0 +1,227 @@
+"""The service as a process: started by hand, read by other D-Bus implementations, SIGTERM, name taken."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+from dbus_fast import RequestNameReply
+from dbus_fast.aio import MessageBus
+
+from ble_scanner.const import SCANNER_SERVICE
+from ble_scanner.simulator import BluezSimulator
+from ble_scanner.testbus import TestBus
+
+from ..helpers import wait_until
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ADDR = "C0:11:22:33:44:01"
+
+
+def spawn(args: list[str], test_bus: TestBus, **kwargs: object) -> subprocess.Popen[str]:
+    env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=test_bus.address, PYTHONUNBUFFERED="1")
+    return subprocess.Popen(
+        args,
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kwargs,  # type: ignore[call-overload]
+    )
+
+
+@pytest.fixture
+def service_process(test_bus: TestBus) -> Iterator[subprocess.Popen[str]]:
+    proc = spawn([sys.executable, "dbus_ble_scanner.py", "--lost-timeout", "60"], test_bus)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(5)
+
+
+async def name_has_owner(bus: MessageBus, name: str) -> bool:
+    from ..helpers import call
+
+    reply = await call(
+        bus,
+        "org.freedesktop.DBus",
+        "/org/freedesktop/DBus",
+        "org.freedesktop.DBus",
+        "NameHasOwner",
+        "s",
+        [name],
+    )
+    return bool(reply.body[0])
+
+
+async def session_of_process(bluez: BluezSimulator) -> bool:
+    return bool(bluez.sessions("hci0"))
+
+
+def busctl(test_bus: TestBus, *args: str) -> str:
+    out = subprocess.run(
+        ["busctl", f"--address={test_bus.address}", *args],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=True,
+    )
+    return out.stdout
+
+
+async def test_started_by_hand_and_read_with_busctl(
+    test_bus: TestBus,
+    bluez: BluezSimulator,
+    bus: MessageBus,
+    service_process: subprocess.Popen[str],
+) -> None:
+    """What the README shows: start the script, then ask it with busctl."""
+    await wait_until(lambda: name_has_owner(bus, SCANNER_SERVICE), what="service on the bus")
+    await wait_until(lambda: session_of_process(bluez), what="discovery session")
+    await bluez.advertise(
+        "hci0", ADDR, rssi=-61, manufacturer_data={0x02E1: b"\x10\x02"}, name="SmartShunt"
+    )
+
+    # Plain output: busctl --json cannot render a dict with integer keys (a{qay}).
+    def snapshot() -> str:
+        return busctl(
+            test_bus,
+            "call",
+            SCANNER_SERVICE,
+            "/",
+            "com.victronenergy.ble.Scanner1",
+            "GetDiscoveredDevices",
+            "a{sv}",
+            "0",
+        )
+
+    await wait_until(lambda: ADDR in snapshot(), what="busctl sees the device")
+    reply = snapshot()
+    assert reply.startswith("a{sa{sv}} 1 ")
+    assert '"Name" s "SmartShunt"' in reply
+    assert '"Rssi" n -61' in reply
+    assert '"ManufacturerData" a{qay} 1 737 2 16 2' in reply
+    intro = busctl(test_bus, "introspect", SCANNER_SERVICE, "/")
+    for member in (
+        "GetDiscoveredDevices",
+        "Subscribe",
+        "Unsubscribe",
+        "DeviceDiscovered",
+        "DeviceLost",
+    ):
+        assert member in intro
+
+
+async def test_read_by_dbus_python(
+    test_bus: TestBus,
+    bluez: BluezSimulator,
+    bus: MessageBus,
+    service_process: subprocess.Popen[str],
+) -> None:
+    """Another D-Bus implementation (Debian's dbus-python + GLib) reads the snapshot and a broadcast."""
+    await wait_until(lambda: name_has_owner(bus, SCANNER_SERVICE), what="service on the bus")
+    await wait_until(lambda: session_of_process(bluez), what="discovery session")
+    script = r"""
+import sys, dbus, dbus.mainloop.glib
+from gi.repository import GLib
+dbus.mainloop.glib.DBusGMainLoop(set_as_default=True)
+bus = dbus.SystemBus()
+got = {}
+def discovered(address, record):
+    got["signal"] = (str(address), int(record["Rssi"]), bytes(record["ManufacturerData"][0x02E1]))
+    loop.quit()
+bus.add_signal_receiver(discovered, "DeviceDiscovered", "com.victronenergy.ble.Scanner1",
+                        "com.victronenergy.ble.scanner", "/")
+print("listening", flush=True)
+sys.stdin.readline()
+loop = GLib.MainLoop()
+GLib.timeout_add_seconds(10, loop.quit)
+loop.run()
+proxy = bus.get_object("com.victronenergy.ble.scanner", "/")
+devices = proxy.GetDiscoveredDevices(dbus.Dictionary({}, signature="sv"),
+                                     dbus_interface="com.victronenergy.ble.Scanner1")
+print(repr(got.get("signal")))
+print(sorted(str(a) for a in devices))
+"""
+    proc = subprocess.Popen(
+        ["/usr/bin/python3", "-c", script],
+        env=dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=test_bus.address),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdin is not None
+    loop = asyncio.get_running_loop()
+    assert (await loop.run_in_executor(None, proc.stdout.readline)).strip() == "listening"
+    proc.stdin.write("go\n")
+    proc.stdin.flush()
+    await bluez.advertise("hci0", ADDR, rssi=-61, manufacturer_data={0x02E1: b"\x10\x02"})
+    out, err = await loop.run_in_executor(None, proc.communicate, None, 20)
+    assert proc.returncode == 0, err
+    signal_line, devices_line = out.strip().splitlines()
+    assert signal_line == repr((ADDR, -61, b"\x10\x02"))
+    assert devices_line == repr([ADDR])
+
+
+async def test_sigterm_stops_our_session_releases_the_name_and_exits_0_within_2_s(
+    test_bus: TestBus,
+    bluez: BluezSimulator,
+    bus: MessageBus,
+    service_process: subprocess.Popen[str],
+) -> None:
+    await wait_until(lambda: name_has_owner(bus, SCANNER_SERVICE), what="service on the bus")
+    await wait_until(lambda: session_of_process(bluez), what="discovery session")
+    stops = bluez.call_count("StopDiscovery", adapter="hci0")
+    start = time.monotonic()
+    service_process.send_signal(signal.SIGTERM)
+    loop = asyncio.get_running_loop()
+    code = await loop.run_in_executor(None, service_process.wait, 5)
+    elapsed = time.monotonic() - start
+    assert code == 0
+    assert elapsed < 2.0, elapsed
+    assert bluez.call_count("StopDiscovery", adapter="hci0") == stops + 1
+    assert not bluez.sessions("hci0")
+    assert not await name_has_owner(bus, SCANNER_SERVICE)
+
+
+async def test_sigterm_during_start_up_exits_0(test_bus: TestBus) -> None:
+    """No bluetoothd and a SIGTERM as soon as the process runs: still a clean exit."""
+    proc = spawn([sys.executable, "dbus_ble_scanner.py"], test_bus)
+    try:
+        assert proc.stdout is not None
+        loop = asyncio.get_running_loop()
+        # Python has started once it logs anything; signal it at once.
+        await loop.run_in_executor(None, proc.stdout.readline)
+        start = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert await loop.run_in_executor(None, proc.wait, 5) == 0
+        assert time.monotonic() - start < 2.0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+async def test_name_already_taken_logs_the_owner_and_exits_non_zero(
+    test_bus: TestBus, bus: MessageBus
+) -> None:
+    assert await bus.request_name(SCANNER_SERVICE) == RequestNameReply.PRIMARY_OWNER
+    try:
+        proc = spawn([sys.executable, "dbus_ble_scanner.py"], test_bus)
+        loop = asyncio.get_running_loop()
+        out, _ = await loop.run_in_executor(None, proc.communicate, None, 10)
+        assert proc.returncode == 2
+        assert "already taken" in out
+        assert str(bus.unique_name) in out
+        assert f"pid {os.getpid()}" in out
+    finally:
+        await bus.release_name(SCANNER_SERVICE)

@@ -11,6 +11,7 @@ from dbus_fast.aio import MessageBus
 
 from ble_scanner.testbus import TestBus
 from ble_scanner.venus.busitem import BusItemTree, Value, add_mandatory_paths
+from ble_scanner.venus.localsettings_standin import LocalSettingsStandIn
 
 from ..conftest import connect, disconnect
 
@@ -66,3 +67,13 @@ async def tree_service(test_bus: TestBus) -> AsyncIterator[TreeService]:
     finally:
         await tree.close()
         await disconnect(connection)
+
+
+@pytest_asyncio.fixture
+async def standin(test_bus: TestBus) -> AsyncIterator[LocalSettingsStandIn]:
+    """A fresh localsettings stand-in owning com.victronenergy.settings."""
+    settings = await LocalSettingsStandIn.start(test_bus.address)
+    try:
+        yield settings
+    finally:
+        await settings.stop()

@@ -1,0 +1,239 @@
+"""What a scenario test needs from "a BlueZ": the real bluetoothd in a guest, or the simulator.
+
+Scenario tests talk to ``org.bluez`` over D-Bus only, on ``backend.bus``, and
+use a :class:`Backend` for what D-Bus cannot do: put an advertiser on the air,
+kill or restart bluetoothd. The same test then runs unchanged against
+:class:`GuestBackend` (Debian's bluetoothd 5.66 / 5.82 in QEMU) and against
+the project's simulator, and any difference is a finding.
+
+Seam for the simulator: :func:`simulator_backend` wraps
+``ble_scanner.simulator.BluezSimulator`` once that class exists (API
+``add_adapter``, ``advertise``, ``restart_bluetoothd``); until then the
+``simulator`` backend reports itself unavailable and is skipped loudly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+from ble_scanner.testbus import TestBus
+
+from .vm import Guest
+
+# hci1's address in btvirt (00:AA:01:<index>:00:01-ish); read from the guest at
+# boot, this is only the simulator's stand-in so that both look alike.
+SIM_ADVERTISER_ADDRESS = "00:AA:01:01:00:01"
+SCAN_ADAPTER = "hci0"
+ADVERTISING_ADAPTER = "hci1"
+
+
+def uuid16_to_128(uuid16: int) -> str:
+    return f"0000{uuid16:04x}-0000-1000-8000-00805f9b34fb"
+
+
+@dataclass(frozen=True)
+class Advert:
+    """One legacy advertisement (≤ 31 bytes on air), described by what BlueZ should show."""
+
+    manufacturer_data: dict[int, bytes] = field(default_factory=dict)
+    service_data16: dict[int, bytes] = field(default_factory=dict)
+    name: str | None = None
+    flags: int | None = 0x06  # LE General Discoverable + BR/EDR not supported
+
+    def ad_bytes(self) -> bytes:
+        """The AD structures as the controller sends them."""
+        parts: list[tuple[int, bytes]] = []
+        if self.flags is not None:
+            parts.append((0x01, bytes([self.flags])))
+        if self.name is not None:
+            parts.append((0x09, self.name.encode()))
+        for uuid16, data in self.service_data16.items():
+            parts.append((0x16, uuid16.to_bytes(2, "little") + data))
+        for company, data in self.manufacturer_data.items():
+            parts.append((0xFF, company.to_bytes(2, "little") + data))
+        raw = b"".join(bytes([len(value) + 1, kind]) + value for kind, value in parts)
+        if len(raw) > 31:
+            raise ValueError(f"legacy advertisement is {len(raw)} bytes, more than 31")
+        return raw
+
+    @property
+    def service_data(self) -> dict[str, bytes]:
+        """ServiceData as BlueZ keys it: 128-bit lower-case UUID strings."""
+        return {uuid16_to_128(k): v for k, v in self.service_data16.items()}
+
+
+class Backend(ABC):
+    """A BlueZ to test against, on a private system-like bus."""
+
+    #: "bookworm", "trixie" or "simulator"
+    name: str
+    bus: TestBus
+    #: BlueZ version as (major, minor); the simulator reports the version it models.
+    bluez_version: tuple[int, int]
+    #: True when bluetoothd runs with -E (AdvertisementMonitorManager1 present).
+    experimental: bool = True
+    #: Virtual radio: RSSI is always 127 and reports are few; the first may be missed.
+    virtual_radio: bool = False
+
+    scan_adapter = SCAN_ADAPTER
+
+    @property
+    def scan_adapter_path(self) -> str:
+        return f"/org/bluez/{self.scan_adapter}"
+
+    @property
+    @abstractmethod
+    def advertiser_address(self) -> str:
+        """The address a connectable advertisement from :meth:`advertise` appears with."""
+
+    @abstractmethod
+    async def advertise(self, advert: Advert, *, connectable: bool = True) -> None:
+        """Put ``advert`` on the air (replacing the previous one) where hci0 can hear it."""
+
+    @abstractmethod
+    async def stop_advertising(self) -> None: ...
+
+    @abstractmethod
+    async def kill_bluetoothd(self) -> None:
+        """bluetoothd dies (SIGKILL): its bus connection drops, org.bluez loses its owner."""
+
+    @abstractmethod
+    async def start_bluetoothd(self, experimental: bool = True) -> None:
+        """Start bluetoothd and return once org.bluez has both adapters powered."""
+
+    async def restart_bluetoothd(self, experimental: bool = True) -> None:
+        await self.kill_bluetoothd()
+        await self.start_bluetoothd(experimental)
+
+    @abstractmethod
+    async def reset(self) -> None:
+        """Back to the state every test starts from: bluetoothd -E up, adapters on, silent."""
+
+
+class GuestBackend(Backend):
+    """Debian's bluetoothd in a QEMU guest; its org.bluez lives on the host test bus."""
+
+    virtual_radio = True
+
+    def __init__(self, guest: Guest) -> None:
+        self.guest = guest
+        self.name = guest.suite
+        self.bus = guest.bus
+        self.bluez_version = guest.bluez_version
+        self._advertiser = self._read_advertiser_address()
+        self._dirty = False
+
+    def _read_advertiser_address(self) -> str:
+        out = self.guest.btmgmt("info", index=1).check().out
+        for line in out.splitlines():
+            words = line.split()
+            if words[:1] == ["addr"]:
+                return words[1].upper()
+        raise RuntimeError(f"no address for hci1 in btmgmt info:\n{out}")
+
+    @property
+    def experimental(self) -> bool:  # type: ignore[override]
+        return self.guest.experimental
+
+    @property
+    def advertiser_address(self) -> str:
+        return self._advertiser
+
+    async def advertise(self, advert: Advert, *, connectable: bool = True) -> None:
+        await asyncio.to_thread(self.guest.advertise, advert.ad_bytes(), connectable=connectable)
+
+    async def stop_advertising(self) -> None:
+        await asyncio.to_thread(self.guest.stop_advertising)
+
+    async def kill_bluetoothd(self) -> None:
+        self._dirty = True
+        await asyncio.to_thread(self.guest.kill_bluetoothd)
+
+    async def start_bluetoothd(self, experimental: bool = True) -> None:
+        self._dirty = True
+        await asyncio.to_thread(self.guest.start_bluetoothd, experimental)
+
+    def mark_dirty(self) -> None:
+        """A test changed adapter state by hand (btmgmt): :meth:`reset` restarts bluetoothd."""
+        self._dirty = True
+
+    async def reset(self) -> None:
+        await asyncio.to_thread(self._reset)
+
+    def _reset(self) -> None:
+        self.guest.run("btmgmt", "--index", "1", "clr-adv")
+        status = self.guest.control.request("bluetoothd_status")
+        if self._dirty or not status.get("running") or not self.guest.experimental:
+            self.guest.restart_bluetoothd(experimental=True)
+            self._dirty = False
+        else:
+            import time
+
+            from .vm import BLUETOOTHD_TIMEOUT
+
+            self.guest.wait_for_adapters(deadline=time.monotonic() + BLUETOOTHD_TIMEOUT)
+
+
+def simulator_available() -> str | None:
+    """None if the simulator can be used, else why not."""
+    try:
+        from ble_scanner import simulator
+    except ImportError as exc:
+        return f"ble_scanner.simulator cannot be imported: {exc}"
+    if not hasattr(simulator, "BluezSimulator"):
+        return "ble_scanner.simulator has no BluezSimulator yet"
+    return None
+
+
+class SimulatorBackend(Backend):
+    """The project's simulator on its own test bus (the seam; see module docstring)."""
+
+    def __init__(self, sim: Any, bus: TestBus, version: tuple[int, int]) -> None:
+        self.sim = sim
+        self.bus = bus
+        self.name = "simulator"
+        self.bluez_version = version
+        self._experimental = True
+
+    @property
+    def experimental(self) -> bool:  # type: ignore[override]
+        return self._experimental
+
+    @property
+    def advertiser_address(self) -> str:
+        return SIM_ADVERTISER_ADDRESS
+
+    async def advertise(self, advert: Advert, *, connectable: bool = True) -> None:
+        await self.sim.advertise(
+            SCAN_ADAPTER,
+            SIM_ADVERTISER_ADDRESS,
+            name=advert.name,
+            manufacturer_data=advert.manufacturer_data,
+            service_data=advert.service_data,
+            flags=advert.flags,
+            connectable=connectable,
+        )
+
+    async def stop_advertising(self) -> None:
+        pass  # the simulator only reports when told to
+
+    async def kill_bluetoothd(self) -> None:
+        await self.sim.stop_bluetoothd()
+
+    async def start_bluetoothd(self, experimental: bool = True) -> None:
+        self._experimental = experimental
+        await self.sim.start_bluetoothd(experimental=experimental)
+
+    async def reset(self) -> None:
+        if not self._experimental:
+            await self.start_bluetoothd(True)
+
+
+def selected_backends() -> list[str]:
+    """Backends named in BLE_SCANNER_BLUEZ_SUITES (default: both Debian suites)."""
+    raw = os.environ.get("BLE_SCANNER_BLUEZ_SUITES", "bookworm,trixie")
+    return [name.strip() for name in raw.split(",") if name.strip()]

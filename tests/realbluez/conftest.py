@@ -1,0 +1,80 @@
+"""Fixtures of the real-BlueZ tier: one guest per Debian suite, booted once per session.
+
+``backend`` is parametrized over BLE_SCANNER_BLUEZ_SUITES (default
+``bookworm,trixie``; ``simulator`` may be added once the simulator exists).
+pytest keeps one value of a session fixture at a time, so at most one guest
+runs. ``test_bus`` is overridden to be the backend's bus, so the repository's
+``bus`` fixture and anything reading DBUS_SYSTEM_BUS_ADDRESS (bleak, the
+service) reach the real bluetoothd.
+
+If qemu or the image cannot be had the tests fail with the reason; only
+BLE_SCANNER_SKIP_BLUEZ=1 skips them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import pytest_asyncio
+
+from ble_scanner.testbus import TestBus, start_test_bus
+
+from .backends import Backend, GuestBackend, selected_backends, simulator_available
+from .vm import Guest
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames:
+        metafunc.parametrize("backend", selected_backends(), indirect=True, scope="session")
+
+
+@pytest.fixture(scope="session")
+def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    if os.environ.get("BLE_SCANNER_SKIP_BLUEZ") == "1":
+        pytest.skip("BLE_SCANNER_SKIP_BLUEZ=1: real-BlueZ tier skipped on request")
+    name: str = request.param
+    if name == "simulator":
+        reason = simulator_available()
+        if reason is not None:
+            pytest.fail(f"simulator backend requested but unavailable: {reason}")
+        raise NotImplementedError("wire SimulatorBackend here once BluezSimulator lands")
+    with start_test_bus() as bus:
+        start = time.monotonic()
+        guest = Guest.boot(name, bus)
+        print(
+            f"\n[realbluez] {name}: BlueZ {guest.info['bluez_version']}, kernel {guest.kernel}, "
+            f"ready {time.monotonic() - start:.1f} s after QEMU start",
+            file=sys.stderr,
+        )
+        try:
+            yield GuestBackend(guest)
+        finally:
+            guest.shutdown()
+
+
+@pytest.fixture(scope="session")
+def test_bus(backend: Backend) -> Iterator[TestBus]:
+    """The backend's bus; DBUS_SYSTEM_BUS_ADDRESS points at it for bleak and the service."""
+    old = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS")
+    os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = backend.bus.address
+    try:
+        yield backend.bus
+    finally:
+        if old is None:
+            os.environ.pop("DBUS_SYSTEM_BUS_ADDRESS", None)
+        else:
+            os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = old
+
+
+@pytest_asyncio.fixture
+async def bluez(backend: Backend, test_bus: TestBus) -> AsyncIterator[Backend]:
+    """The backend, reset to: bluetoothd -E running, adapters powered, no advertising."""
+    await backend.reset()
+    try:
+        yield backend
+    finally:
+        await backend.stop_advertising()

@@ -1,0 +1,356 @@
+"""The Scanner1 contract seen from a client: records, filters, and what was delivered.
+
+Pure logic shared by both client transports: ``ble_scanner.client`` (asyncio,
+dbus-fast) and ``ble_scanner.glib_client`` (GLib, dbus-python). It imports no
+D-Bus library and nothing of the service, so either transport can use it on a
+system that has only its own library installed. Values arrive here already
+unwrapped from their variants (plain ``int``, ``str``, ``bytes``, ``dict``...).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Final
+
+from .const import MAX_FILTER_LIST_ENTRIES, RSSI_MAX, RSSI_MIN
+
+_ADDRESS_RE: Final = re.compile(r"^[0-9A-F]{2}(?::[0-9A-F]{2}){5}$")
+_UUID128_RE: Final = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_HEX_RE: Final = re.compile(r"^[0-9a-f]+$")
+_BASE_UUID_SUFFIX: Final = "-0000-1000-8000-00805f9b34fb"
+_EMPTY: Final[Mapping[Any, bytes]] = MappingProxyType({})
+
+
+def normalize_address(address: str) -> str:
+    """``aa:bb:cc:dd:ee:ff`` → ``AA:BB:CC:DD:EE:FF``; ValueError for anything else."""
+    upper = address.strip().upper()
+    if not _ADDRESS_RE.match(upper):
+        raise ValueError(f"not a Bluetooth address: {address[:40]!r}")
+    return upper
+
+
+def normalize_uuid(uuid: str) -> str:
+    """A 16-, 32- or 128-bit UUID → the 128-bit lower-case form the service uses."""
+    text = uuid.strip().lower()
+    if text.startswith("0x"):
+        text = text[2:]
+    if len(text) in (4, 8) and _HEX_RE.match(text):
+        return text.rjust(8, "0") + _BASE_UUID_SUFFIX
+    if _UUID128_RE.match(text):
+        return text
+    raise ValueError(f"not a UUID: {uuid[:40]!r}")
+
+
+@dataclass(slots=True, frozen=True)
+class Advertisement:
+    """One device's latest advertisement, as the service reports it (SPEC §4.1).
+
+    Payloads are the raw bytes from the air; the mappings are read-only.
+    """
+
+    address: str
+    address_type: str
+    adapter: str
+    path: str
+    rssi: int | None
+    name: str | None
+    tx_power: int | None
+    manufacturer_data: Mapping[int, bytes]
+    service_data: Mapping[str, bytes]
+    service_uuids: tuple[str, ...]
+    first_seen: float
+    last_seen: float
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Advertisement:
+        """Build from an ``a{sv}`` record whose values are already unwrapped.
+
+        Unknown keys are ignored (the contract lets the service add keys);
+        a missing mandatory key or a wrong type raises ValueError.
+        """
+        try:
+            mfr = record.get("ManufacturerData")
+            sd = record.get("ServiceData")
+            return cls(
+                address=str(record["Address"]),
+                address_type=str(record.get("AddressType", "public")),
+                adapter=str(record.get("Adapter", "")),
+                path=str(record.get("Path", "")),
+                rssi=_opt_int(record.get("Rssi")),
+                name=None if record.get("Name") is None else str(record["Name"]),
+                tx_power=_opt_int(record.get("TxPower")),
+                manufacturer_data=(
+                    MappingProxyType({int(k): bytes(v) for k, v in mfr.items()}) if mfr else _EMPTY
+                ),
+                service_data=(
+                    MappingProxyType({str(k): bytes(v) for k, v in sd.items()}) if sd else _EMPTY
+                ),
+                service_uuids=tuple(str(u) for u in record.get("ServiceUuids", ())),
+                first_seen=float(record.get("FirstSeen", 0.0)),
+                last_seen=float(record.get("LastSeen", 0.0)),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"malformed advertisement record: {exc!r}") from None
+
+    @property
+    def manufacturer_id(self) -> int | None:
+        """The first company id in the manufacturer data, as HA's ``manufacturer_id``."""
+        return next(iter(self.manufacturer_data), None)
+
+    def same_report(self, other: Advertisement) -> bool:
+        """True when ``other`` tells a listener nothing new: same content and RSSI."""
+        return (
+            self.rssi == other.rssi
+            and self.name == other.name
+            and self.tx_power == other.tx_power
+            and self.manufacturer_data == other.manufacturer_data
+            and self.service_data == other.service_data
+            and self.service_uuids == other.service_uuids
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: payloads as hex strings, company ids as decimal string keys."""
+        return {
+            "address": self.address,
+            "address_type": self.address_type,
+            "adapter": self.adapter,
+            "path": self.path,
+            "rssi": self.rssi,
+            "name": self.name,
+            "tx_power": self.tx_power,
+            "manufacturer_data": {str(k): v.hex() for k, v in self.manufacturer_data.items()},
+            "service_data": {k: v.hex() for k, v in self.service_data.items()},
+            "service_uuids": list(self.service_uuids),
+            "first_seen": self.first_seen,
+            "last_seen": self.last_seen,
+        }
+
+
+@dataclass(slots=True, frozen=True)
+class DeviceLost:
+    """The device has not been heard for the service's lost timeout."""
+
+    address: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"address": self.address}
+
+
+Event = Advertisement | DeviceLost
+
+
+def _opt_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _listed(singular: Any, plural: Iterable[Any] | None) -> list[Any] | None:
+    if singular is None and plural is None:
+        return None
+    if isinstance(plural, str | bytes):
+        raise TypeError("pass a list for the plural form (e.g. addresses=[...])")
+    items = ([] if singular is None else [singular]) + list(plural or ())
+    if len(items) > MAX_FILTER_LIST_ENTRIES:
+        raise ValueError(f"at most {MAX_FILTER_LIST_ENTRIES} entries per filter key")
+    return items
+
+
+@dataclass(slots=True, frozen=True)
+class ScanFilter:
+    """What a caller wants, in HA's matcher vocabulary; AND across keys, OR within one.
+
+    Build it with :func:`make_filter`. ``to_dbus`` gives the ``a{sv}`` keys as
+    ``{key: (signature, value)}`` for whichever D-Bus library wraps them.
+    """
+
+    addresses: tuple[str, ...] | None = None
+    manufacturer_ids: tuple[int, ...] | None = None
+    service_uuids: tuple[str, ...] | None = None
+    service_data_uuids: tuple[str, ...] | None = None
+    local_names: tuple[str, ...] | None = None
+    min_rssi: int | None = None
+    max_age: float | None = None
+    all_reports: bool | None = None
+    rssi_delta: int | None = None
+    keep_alive: float | None = None
+    _name_patterns: tuple[re.Pattern[str], ...] = field(default=(), repr=False, compare=False)
+
+    def to_dbus(self, subscription: bool) -> dict[str, tuple[str, Any]]:
+        out: dict[str, tuple[str, Any]] = {}
+        if self.addresses is not None:
+            out["Addresses"] = ("as", list(self.addresses))
+        if self.manufacturer_ids is not None:
+            out["ManufacturerIds"] = ("aq", list(self.manufacturer_ids))
+        if self.service_uuids is not None:
+            out["ServiceUuids"] = ("as", list(self.service_uuids))
+        if self.service_data_uuids is not None:
+            out["ServiceDataUuids"] = ("as", list(self.service_data_uuids))
+        if self.local_names is not None:
+            out["Names"] = ("as", list(self.local_names))
+        if self.min_rssi is not None:
+            out["MinRssi"] = ("n", self.min_rssi)
+        if subscription:
+            if self.all_reports is not None:
+                out["AllReports"] = ("b", self.all_reports)
+            if self.rssi_delta is not None:
+                out["RssiDelta"] = ("n", self.rssi_delta)
+            if self.keep_alive is not None:
+                out["KeepAlive"] = ("d", float(self.keep_alive))
+        elif self.max_age is not None:
+            out["MaxAge"] = ("d", float(self.max_age))
+        return out
+
+    def matches(self, adv: Advertisement) -> bool:
+        """The service's matching rule, for when the client filters by itself (BlueZ fallback)."""
+        if self.addresses is not None and adv.address not in self.addresses:
+            return False
+        if self.manufacturer_ids is not None and not any(
+            i in adv.manufacturer_data for i in self.manufacturer_ids
+        ):
+            return False
+        if self.service_uuids is not None and not any(
+            u in adv.service_uuids for u in self.service_uuids
+        ):
+            return False
+        if self.service_data_uuids is not None and not any(
+            u in adv.service_data for u in self.service_data_uuids
+        ):
+            return False
+        if self.local_names is not None and (
+            adv.name is None or not any(p.match(adv.name) for p in self._name_patterns)
+        ):
+            return False
+        return self.min_rssi is None or (adv.rssi is not None and adv.rssi >= self.min_rssi)
+
+
+def make_filter(
+    *,
+    address: str | None = None,
+    addresses: Iterable[str] | None = None,
+    manufacturer_id: int | None = None,
+    manufacturer_ids: Iterable[int] | None = None,
+    service_uuid: str | None = None,
+    service_uuids: Iterable[str] | None = None,
+    service_data_uuid: str | None = None,
+    service_data_uuids: Iterable[str] | None = None,
+    local_name: str | None = None,
+    local_names: Iterable[str] | None = None,
+    min_rssi: int | None = None,
+    max_age: float | None = None,
+    all_reports: bool | None = None,
+    rssi_delta: int | None = None,
+    keep_alive: float | None = None,
+) -> ScanFilter:
+    """Check and normalise filter keyword arguments; singular and plural forms combine.
+
+    ``local_name`` is a shell glob (``"SmartShunt*"``). Raises TypeError or
+    ValueError naming the argument, before anything is sent.
+    """
+    addrs = _listed(address, addresses)
+    ids = _listed(manufacturer_id, manufacturer_ids)
+    uuids = _listed(service_uuid, service_uuids)
+    sd_uuids = _listed(service_data_uuid, service_data_uuids)
+    names = _listed(local_name, local_names)
+    for company in ids or ():
+        if not isinstance(company, int) or isinstance(company, bool) or not 0 <= company <= 0xFFFF:
+            raise ValueError(f"manufacturer_id: {company!r} is not a company id (0..0xFFFF)")
+    for name in names or ():
+        if not isinstance(name, str):
+            raise TypeError(f"local_name: {name!r} is not a string")
+    if min_rssi is not None and not RSSI_MIN <= min_rssi <= RSSI_MAX:
+        raise ValueError(f"min_rssi: {min_rssi} is out of range ({RSSI_MIN}..{RSSI_MAX})")
+    if rssi_delta is not None and not 0 <= rssi_delta <= RSSI_MAX - RSSI_MIN:
+        raise ValueError(f"rssi_delta: {rssi_delta} is out of range (0..{RSSI_MAX - RSSI_MIN})")
+    if keep_alive is not None and not keep_alive >= 0:
+        raise ValueError(f"keep_alive: {keep_alive} must be >= 0 (0 = never)")
+    if max_age is not None and not max_age > 0:
+        raise ValueError(f"max_age: {max_age} must be > 0")
+    return ScanFilter(
+        addresses=None if addrs is None else tuple(normalize_address(a) for a in addrs),
+        manufacturer_ids=None if ids is None else tuple(ids),
+        service_uuids=None if uuids is None else tuple(normalize_uuid(u) for u in uuids),
+        service_data_uuids=(
+            None if sd_uuids is None else tuple(normalize_uuid(u) for u in sd_uuids)
+        ),
+        local_names=None if names is None else tuple(names),
+        min_rssi=min_rssi,
+        max_age=max_age,
+        all_reports=all_reports,
+        rssi_delta=rssi_delta,
+        keep_alive=keep_alive,
+        _name_patterns=tuple(re.compile(fnmatch.translate(n)) for n in names or ()),
+    )
+
+
+class DeliveryLedger:
+    """What one subscription has handed to its user, so a change of source adds nothing new.
+
+    When the service restarts (or the client switches between the service and
+    BlueZ) the new source replays what it knows, and goes on to report devices
+    it had not heard yet. Between ``begin_resync`` and ``end_resync``, and for
+    the first report of each device the user knew but the replay lacked
+    ("unconfirmed"), a record identical to the one last delivered (content and
+    RSSI) is swallowed. ``end_resync`` returns the unconfirmed devices so that
+    the caller can time them out: a freshly started service that has not heard
+    a device *yet* does not know it is gone.
+    """
+
+    __slots__ = ("_delivered", "_resync", "_unconfirmed")
+
+    def __init__(self) -> None:
+        self._delivered: dict[str, Advertisement] = {}
+        self._resync: set[str] | None = None
+        self._unconfirmed: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self._delivered)
+
+    def __contains__(self, address: object) -> bool:
+        return address in self._delivered
+
+    def discovered(self, adv: Advertisement) -> bool:
+        """Record ``adv``; True if the user should get it."""
+        address = adv.address
+        last = self._delivered.get(address)
+        # Stored even when swallowed: ``expire`` goes by identity, and the
+        # device has been heard again.
+        self._delivered[address] = adv
+        if self._resync is not None:
+            self._resync.add(address)
+        elif address in self._unconfirmed:
+            self._unconfirmed.discard(address)
+        else:
+            return True
+        return last is None or not last.same_report(adv)
+
+    def lost(self, address: str) -> bool:
+        """Forget ``address``; True if the user knew it (and so should hear it is lost)."""
+        self._unconfirmed.discard(address)
+        return self._delivered.pop(address, None) is not None
+
+    def begin_resync(self) -> None:
+        """A new source is about to replay what it knows."""
+        self._resync = set()
+
+    def end_resync(self) -> list[Advertisement]:
+        """The replay is over; return the delivered devices it did not contain."""
+        replayed, self._resync = self._resync or set(), None
+        missing = [adv for address, adv in self._delivered.items() if address not in replayed]
+        self._unconfirmed = {adv.address for adv in missing}
+        return missing
+
+    def source_lost(self) -> list[Advertisement]:
+        """The source went away: every known device is unconfirmed until heard again."""
+        self._unconfirmed = set(self._delivered)
+        return list(self._delivered.values())
+
+    def expire(self, adv: Advertisement) -> bool:
+        """Forget the device if ``adv`` is still the last record for it; True if forgotten."""
+        if self._delivered.get(adv.address) is adv:
+            del self._delivered[adv.address]
+            self._unconfirmed.discard(adv.address)
+            return True
+        return False

@@ -1,0 +1,662 @@
+"""``ScannerClient``: the asyncio proxy for ``com.victronenergy.ble.scanner`` (dbus-fast).
+
+One connection per client, one message handler, match rules added
+explicitly (only NameOwnerChanged for our name: the service's signals to a
+subscription are unicast and arrive without one). Signals are accepted only
+from the unique name whose owner was checked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from types import TracebackType
+from typing import Any, Final, Literal
+
+from dbus_fast import BusType, Message, MessageType, Variant
+from dbus_fast.aio import MessageBus
+
+from ..advertisement import (
+    Advertisement,
+    DeliveryLedger,
+    DeviceLost,
+    Event,
+    ScanFilter,
+    make_filter,
+)
+from ..const import (
+    DBUS_INTERFACE,
+    DBUS_PATH,
+    DBUS_SERVICE,
+    DEFAULT_LOST_TIMEOUT,
+    ERROR_INVALID_ARGS,
+    ERROR_LIMITS_EXCEEDED,
+    ERROR_NAME_HAS_NO_OWNER,
+    ERROR_SERVICE_UNKNOWN,
+    PEER,
+    SCANNER_INTERFACE,
+    SCANNER_PATH,
+    SCANNER_SERVICE,
+    SUBSCRIPTION_PATH_PREFIX,
+)
+from .errors import (
+    BusUnreachableError,
+    CallTimeoutError,
+    InvalidFilterError,
+    ScannerError,
+    ServiceCallError,
+    ServiceNotRunningError,
+    UntrustedServiceError,
+)
+from .status import ScannerStatus
+
+_LOGGER = logging.getLogger(__name__)
+
+# The service answers every call from memory; no answer in 5 s means it is
+# wedged. dbus-fast and the system bus have no timeout of their own.
+CALL_TIMEOUT: Final = 5.0
+# How long a client waits for a service that is not (yet) running: covers a
+# boot where clients start first, and a daemontools restart (1 s pause).
+DEFAULT_SERVICE_WAIT: Final = 10.0
+# Events held for a stream whose reader is slower than the air; past this the
+# oldest go (counted in ``dropped``). A replay of a full 10 000-device cache fits.
+STREAM_BUFFER: Final = 10_000
+
+Callback = Callable[[Event], Awaitable[None] | None]
+Fallback = Literal["bluez"] | None
+
+
+def _variants(wire: dict[str, tuple[str, Any]]) -> dict[str, Variant]:
+    return {key: Variant(sig, value) for key, (sig, value) in wire.items()}
+
+
+def _record(raw: dict[str, Variant]) -> Advertisement:
+    return Advertisement.from_record({key: v.value for key, v in raw.items()})
+
+
+class Subscription:
+    """A standing request for advertisements; it outlives service restarts.
+
+    Returned by :meth:`ScannerClient.on_advertisement`; end it with
+    :meth:`remove`.
+    """
+
+    def __init__(self, client: ScannerClient, flt: ScanFilter, deliver: Callable[[Event], None]):
+        self.filter = flt
+        self.path: str | None = None  # on the current service; None while it is away
+        self.ledger = DeliveryLedger()
+        self._client = client
+        self._deliver = deliver
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self.active = True
+
+    def _discovered(self, adv: Advertisement) -> None:
+        timer = self._timers.pop(adv.address, None)
+        if timer is not None:
+            timer.cancel()
+        if self.ledger.discovered(adv):
+            self._deliver(adv)
+
+    def _lost(self, address: str) -> None:
+        timer = self._timers.pop(address, None)
+        if timer is not None:
+            timer.cancel()
+        if self.ledger.lost(address):
+            self._deliver(DeviceLost(address))
+
+    def _expire_later(self, adverts: Iterable[Advertisement], lost_timeout: float) -> None:
+        """Deliver DeviceLost for each unless it is heard again before its lost time."""
+        loop = asyncio.get_running_loop()
+        now = time.time()
+        for adv in adverts:
+            old = self._timers.pop(adv.address, None)
+            if old is not None:
+                old.cancel()
+            delay = adv.last_seen + lost_timeout - now
+            if delay <= 0:
+                self._expire(adv)
+            else:
+                self._timers[adv.address] = loop.call_later(delay, self._expire, adv)
+
+    def _expire(self, adv: Advertisement) -> None:
+        self._timers.pop(adv.address, None)
+        if self.active and self.ledger.expire(adv):
+            self._deliver(DeviceLost(adv.address))
+
+    def _cancel_timers(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+
+    async def remove(self) -> None:
+        """End the subscription; nothing more is delivered after this returns."""
+        await self._client._remove(self)
+
+
+class AdvertisementStream:
+    """``async for event in client.subscribe(...)``: Advertisement and DeviceLost events.
+
+    Subscribes on first use (or on ``async with``) and unsubscribes on
+    ``aclose()``/leaving the ``async with``. Raises UntrustedServiceError if
+    the service is taken over by an untrusted process.
+    """
+
+    def __init__(self, client: ScannerClient, flt: ScanFilter) -> None:
+        self._client = client
+        self._filter = flt
+        self._queue: deque[Event] = deque()
+        self._ready = asyncio.Event()
+        self._subscription: Subscription | None = None
+        self._closed = False
+        self.dropped = 0
+
+    def _put(self, event: Event) -> None:
+        if len(self._queue) >= STREAM_BUFFER:
+            self._queue.popleft()
+            self.dropped += 1
+            if self.dropped == 1:
+                _LOGGER.warning("stream reader too slow: dropping the oldest events")
+        self._queue.append(event)
+        self._ready.set()
+
+    async def start(self) -> AdvertisementStream:
+        if self._subscription is None and not self._closed:
+            self._subscription = await self._client._add(self._filter, self._put)
+        return self
+
+    async def aclose(self) -> None:
+        self._closed = True
+        self._ready.set()
+        if self._subscription is not None:
+            await self._subscription.remove()
+
+    async def __aenter__(self) -> AdvertisementStream:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self
+
+    async def __anext__(self) -> Event:
+        await self.start()
+        while not self._queue:
+            if self._closed:
+                raise StopAsyncIteration
+            error = self._client._error
+            if error is not None:
+                raise error
+            self._ready.clear()
+            await self._ready.wait()
+        return self._queue.popleft()
+
+
+class ScannerClient:
+    """A connection to the scanner service.
+
+    Use as ``async with ScannerClient() as client:``. Filters are keyword
+    arguments (see :func:`ble_scanner.advertisement.make_filter`):
+    ``address(es)``, ``manufacturer_id(s)``, ``service_uuid(s)``,
+    ``service_data_uuid(s)``, ``local_name(s)`` (glob), ``min_rssi``; for
+    subscriptions also ``all_reports``, ``rssi_delta``, ``keep_alive``; for
+    snapshots ``max_age``.
+
+    Args:
+        bus_address: a D-Bus address; default: the system bus
+            (``DBUS_SYSTEM_BUS_ADDRESS`` is honoured).
+        timeout: seconds every call may take.
+        service_timeout: seconds to wait for the service when it is not
+            running at start (``None``: forever, 0: fail at once).
+        fallback: ``"bluez"`` to listen to BlueZ's own signals while the
+            service is absent (never starting discovery), switching back
+            when it appears.
+        trusted_uids: users the service may run as; default root and us.
+        lost_timeout: after the service restarts, a device it has not heard
+            again this long after it was last seen is reported lost.
+    """
+
+    def __init__(
+        self,
+        *,
+        bus_address: str | None = None,
+        timeout: float = CALL_TIMEOUT,
+        service_timeout: float | None = DEFAULT_SERVICE_WAIT,
+        fallback: Fallback = None,
+        trusted_uids: Iterable[int] | None = None,
+        lost_timeout: float = DEFAULT_LOST_TIMEOUT,
+    ) -> None:
+        if fallback not in (None, "bluez"):
+            raise ValueError(f"fallback must be None or 'bluez', not {fallback!r}")
+        self.bus_address = bus_address
+        self.timeout = timeout
+        self.service_timeout = service_timeout
+        self.fallback = fallback
+        self.trusted_uids = frozenset((0, os.getuid()) if trusted_uids is None else trusted_uids)
+        self.lost_timeout = lost_timeout
+        self._bus: MessageBus | None = None
+        self._owner: str | None = None  # unique name of the checked service owner
+        self._error: ScannerError | None = None
+        self._changed = asyncio.Event()  # owner, fallback or error changed
+        self._subscriptions: list[Subscription] = []
+        self._by_path: dict[str, Subscription] = {}
+        self._subscribing = 0
+        self._unclaimed: dict[str, list[Message]] = {}
+        self._owner_lock = asyncio.Lock()
+        self._latest_owner: str | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._fallback: Any = None  # a BluezListener while it stands in for the service
+
+    # --- lifecycle -----------------------------------------------------------------
+
+    async def __aenter__(self) -> ScannerClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def connect(self) -> None:
+        """Connect, check the service's owner, or wait for it / fall back as configured."""
+        try:
+            self._bus = await asyncio.wait_for(
+                MessageBus(bus_address=self.bus_address, bus_type=BusType.SYSTEM).connect(),
+                self.timeout,
+            )
+        except Exception as exc:
+            raise BusUnreachableError(f"cannot connect to the system bus: {exc}") from exc
+        self._bus.add_message_handler(self._on_message)
+        try:
+            await self._add_match(
+                f"type='signal',sender='{DBUS_SERVICE}',interface='{DBUS_INTERFACE}',"
+                f"member='NameOwnerChanged',arg0='{SCANNER_SERVICE}'"
+            )
+            owner = await self._name_owner(SCANNER_SERVICE)
+            self._latest_owner = owner
+            if owner is not None:
+                async with self._owner_lock:
+                    await self._adopt(owner)
+                if self._error is not None:
+                    raise self._error
+            elif self.fallback == "bluez":
+                await self._start_fallback()
+            else:
+                await self.wait_for_service(self.service_timeout)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        """Drop every subscription and disconnect (the service frees them with us)."""
+        for subscription in self._subscriptions:
+            subscription.active = False
+            subscription._cancel_timers()
+        self._subscriptions.clear()
+        self._by_path.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        bus, self._bus = self._bus, None
+        if bus is None:
+            return
+        if self._fallback is not None:
+            self._fallback = None
+        bus.remove_message_handler(self._on_message)
+        if bus.connected:
+            bus.disconnect()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(bus.wait_for_disconnect(), self.timeout)  # type: ignore[no-untyped-call]
+
+    @property
+    def mode(self) -> Literal["service", "bluez", "waiting"]:
+        """Where events come from now."""
+        if self._owner is not None:
+            return "service"
+        return "bluez" if self._fallback is not None else "waiting"
+
+    @property
+    def service_owner(self) -> str | None:
+        """The unique bus name of the (checked) service, while it runs."""
+        return self._owner
+
+    async def wait_for_service(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        """Return once a trusted service owns the name; ServiceNotRunningError after ``timeout``."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while self._owner is None:
+            if self._error is not None:
+                raise self._error
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                raise ServiceNotRunningError(
+                    f"{SCANNER_SERVICE} is not running"
+                    + (f" (waited {timeout:g} s)" if timeout else "")
+                )
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), remaining)
+
+    # --- the API -------------------------------------------------------------------
+
+    async def devices(self, **filters: Any) -> dict[str, Advertisement]:
+        """Snapshot: address → latest advertisement, for present devices matching ``filters``."""
+        flt = make_filter(**filters)
+        if self._owner is None and self._fallback is not None:
+            listener = self._fallback
+            cutoff = None if flt.max_age is None else time.time() - flt.max_age
+            return {
+                adv.address: adv
+                for adv in listener.snapshot()
+                if flt.matches(adv) and (cutoff is None or adv.last_seen >= cutoff)
+            }
+        await self._need_service()
+        reply = await self._call_service(
+            "GetDiscoveredDevices", "a{sv}", [_variants(flt.to_dbus(subscription=False))]
+        )
+        out: dict[str, Advertisement] = {}
+        for address, raw in reply.body[0].items():
+            try:
+                out[address] = _record(raw)
+            except ValueError as exc:
+                _LOGGER.warning("ignoring a malformed record for %s: %s", address, exc)
+        return out
+
+    async def status(self) -> ScannerStatus:
+        """The service's own account of itself (adapters, counts, version)."""
+        await self._need_service()
+        reply = await self._call_service("GetStatus", "", [])
+        return ScannerStatus.from_dbus({k: v.value for k, v in reply.body[0].items()})
+
+    def subscribe(self, **filters: Any) -> AdvertisementStream:
+        """Stream of Advertisement / DeviceLost; devices already present come first."""
+        return AdvertisementStream(self, make_filter(**filters))
+
+    async def on_advertisement(self, callback: Callback, **filters: Any) -> Subscription:
+        """Call ``callback(event)`` for each Advertisement / DeviceLost matching ``filters``.
+
+        Devices already present have been delivered when this returns.
+        ``callback`` may be a plain function or a coroutine function.
+        """
+        if inspect.iscoroutinefunction(callback):
+            coroutine_fn = callback
+
+            def deliver(event: Event) -> None:
+                self._spawn(coroutine_fn(event))
+
+        else:
+
+            def deliver(event: Event) -> None:
+                try:
+                    callback(event)
+                except Exception:
+                    _LOGGER.exception("advertisement callback failed")
+
+        return await self._add(make_filter(**filters), deliver)
+
+    # --- subscriptions -------------------------------------------------------------
+
+    async def _add(self, flt: ScanFilter, deliver: Callable[[Event], None]) -> Subscription:
+        subscription = Subscription(self, flt, deliver)
+        if self._owner is None and self._fallback is None:
+            await self._need_service()
+        self._subscriptions.append(subscription)
+        try:
+            if self._owner is not None:
+                await self._subscribe_remote(subscription)
+            elif self._fallback is not None:
+                subscription.ledger.begin_resync()
+                for adv in self._fallback.snapshot():
+                    if flt.matches(adv):
+                        subscription._discovered(adv)
+                subscription.ledger.end_resync()
+        except BaseException:
+            await self._remove(subscription)
+            raise
+        return subscription
+
+    async def _remove(self, subscription: Subscription) -> None:
+        subscription.active = False
+        subscription._cancel_timers()
+        if subscription in self._subscriptions:
+            self._subscriptions.remove(subscription)
+        path, subscription.path = subscription.path, None
+        if path is None:
+            return
+        self._by_path.pop(path, None)
+        if self._owner is not None and self._bus is not None and self._bus.connected:
+            with contextlib.suppress(ScannerError):
+                await self._call_service("Unsubscribe", "o", [path])
+
+    async def _subscribe_remote(self, subscription: Subscription) -> None:
+        """Subscribe on the current service, swallowing what the user already has."""
+        owner = self._owner
+        subscription.ledger.begin_resync()
+        self._subscribing += 1
+        try:
+            reply = await self._call_service(
+                "Subscribe", "a{sv}", [_variants(subscription.filter.to_dbus(subscription=True))]
+            )
+            path = reply.body[0]
+            if reply.sender != owner or not subscription.active:
+                return  # the owner changed under us; adopting the new one re-subscribes
+            subscription.path = path
+            self._by_path[path] = subscription
+            for msg in self._unclaimed.pop(path, ()):
+                self._dispatch(subscription, msg)
+        finally:
+            self._subscribing -= 1
+            if not self._subscribing:
+                self._unclaimed.clear()
+        # The replay follows the reply on the service's socket, so once a Ping
+        # sent after it is answered, the whole replay has been handled.
+        await self._call(SCANNER_SERVICE, SCANNER_PATH, PEER, "Ping", "", [])
+        subscription._expire_later(subscription.ledger.end_resync(), self.lost_timeout)
+
+    # --- incoming ------------------------------------------------------------------
+
+    def _on_message(self, msg: Message) -> None:
+        if msg.message_type != MessageType.SIGNAL:
+            return
+        sender = msg.sender
+        if sender == DBUS_SERVICE:
+            if msg.member == "NameOwnerChanged" and msg.body and msg.body[0] == SCANNER_SERVICE:
+                self._owner_changed(msg.body[2])
+            elif self._fallback is not None:
+                self._fallback.on_message(msg)
+            return
+        if sender != self._owner or sender is None:
+            if self._fallback is not None:
+                self._fallback.on_message(msg)
+            return
+        if msg.interface != SCANNER_INTERFACE:
+            return
+        path = msg.path or ""
+        subscription = self._by_path.get(path)
+        if subscription is not None:
+            self._dispatch(subscription, msg)
+        elif self._subscribing and path.startswith(SUBSCRIPTION_PATH_PREFIX):
+            self._unclaimed.setdefault(path, []).append(msg)
+
+    def _dispatch(self, subscription: Subscription, msg: Message) -> None:
+        member, signature = msg.member, msg.signature
+        if member == "DeviceDiscovered" and signature == "sa{sv}":
+            try:
+                adv = _record(msg.body[1])
+            except ValueError as exc:
+                _LOGGER.warning("ignoring a malformed record from the service: %s", exc)
+                return
+            subscription._discovered(adv)
+        elif member == "DeviceLost" and signature == "s":
+            subscription._lost(msg.body[0])
+
+    def _from_bluez(self, event: Event) -> None:
+        """An event from the BlueZ fallback, filtered here as the service would."""
+        if self._owner is not None:
+            return
+        for subscription in list(self._subscriptions):
+            if isinstance(event, DeviceLost):
+                subscription._lost(event.address)
+            elif subscription.filter.matches(event):
+                subscription._discovered(event)
+
+    # --- the service coming and going ----------------------------------------------
+
+    def _owner_changed(self, new_owner: str) -> None:
+        self._latest_owner = new_owner or None
+        if self._owner is not None and new_owner != self._owner:
+            _LOGGER.info("%s left the bus; waiting for it to return", SCANNER_SERVICE)
+            self._owner = None
+            self._by_path.clear()
+            for subscription in self._subscriptions:
+                subscription.path = None
+                # What the user knows is reported lost if not heard again in time.
+                subscription._expire_later(subscription.ledger.source_lost(), self.lost_timeout)
+            self._changed.set()
+        if new_owner:
+            self._spawn(self._owner_appeared(new_owner))
+        elif self.fallback == "bluez" and self._fallback is None:
+            self._spawn(self._start_fallback())
+
+    async def _owner_appeared(self, owner: str) -> None:
+        async with self._owner_lock:
+            if self._latest_owner != owner or self._owner == owner or self._bus is None:
+                return
+            await self._adopt(owner)
+
+    async def _adopt(self, owner: str) -> None:
+        """Check the new owner, then move every subscription over to it."""
+        try:
+            uid = await self._unix_user(owner)
+        except ScannerError as exc:
+            _LOGGER.warning("cannot check the owner of %s: %s", SCANNER_SERVICE, exc)
+            return
+        if uid not in self.trusted_uids:
+            self._error = UntrustedServiceError(owner, uid)
+            _LOGGER.error("%s", self._error)
+            self._changed.set()
+            return
+        self._error = None
+        self._owner = owner
+        if self._fallback is not None:
+            self._fallback = None  # its signals are ignored from now on
+            self._spawn(self._stop_fallback_rules())
+        _LOGGER.debug("%s is %s (uid %d)", SCANNER_SERVICE, owner, uid)
+        for subscription in list(self._subscriptions):
+            try:
+                await self._subscribe_remote(subscription)
+            except ScannerError as exc:
+                _LOGGER.error("re-subscribing after a service restart failed: %s", exc)
+        self._changed.set()
+
+    async def _start_fallback(self) -> None:
+        from .fallback import BluezListener  # only clients that ask for it pay for it
+
+        bus = self._bus
+        if bus is None or self._fallback is not None or self._owner is not None:
+            return
+        listener = BluezListener(bus, self._from_bluez, self.timeout)
+        self._fallback = listener
+        for subscription in self._subscriptions:
+            subscription.ledger.begin_resync()
+        try:
+            await listener.start()
+        except ScannerError as exc:
+            _LOGGER.warning("BlueZ fallback: %s", exc)
+        for subscription in self._subscriptions:
+            subscription._expire_later(subscription.ledger.end_resync(), self.lost_timeout)
+        _LOGGER.info("%s is not running: listening to BlueZ directly", SCANNER_SERVICE)
+        self._changed.set()
+
+    async def _stop_fallback_rules(self) -> None:
+        from .fallback import remove_rules
+
+        if self._bus is not None:
+            await remove_rules(self._bus, self.timeout)
+
+    def _spawn(self, coroutine: Awaitable[None]) -> None:
+        async def run() -> None:
+            try:
+                await coroutine
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                _LOGGER.exception("scanner client task failed")
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- calls ---------------------------------------------------------------------
+
+    async def _need_service(self) -> None:
+        if self._owner is None:
+            await self.wait_for_service(self.service_timeout)
+
+    async def _call(
+        self,
+        destination: str,
+        path: str,
+        interface: str,
+        member: str,
+        signature: str,
+        body: list[Any],
+    ) -> Message:
+        bus = self._bus
+        if bus is None or not bus.connected:
+            raise BusUnreachableError("not connected to the system bus")
+        msg = Message(
+            destination=destination,
+            path=path,
+            interface=interface,
+            member=member,
+            signature=signature,
+            body=body,
+        )
+        try:
+            reply = await asyncio.wait_for(bus.call(msg), self.timeout)
+        except TimeoutError:
+            raise CallTimeoutError(f"{member}: no answer within {self.timeout:g} s") from None
+        except (EOFError, OSError) as exc:
+            raise BusUnreachableError(f"connection to the system bus lost: {exc}") from exc
+        assert reply is not None
+        if reply.message_type == MessageType.ERROR:
+            name = reply.error_name or ""
+            text = str(reply.body[0]) if reply.body else ""
+            if name in (ERROR_INVALID_ARGS, ERROR_LIMITS_EXCEEDED):
+                raise InvalidFilterError(name, text)
+            if name in (ERROR_SERVICE_UNKNOWN, ERROR_NAME_HAS_NO_OWNER):
+                raise ServiceNotRunningError(f"{SCANNER_SERVICE} is not running")
+            raise ServiceCallError(name, text)
+        return reply
+
+    async def _call_service(self, member: str, signature: str, body: list[Any]) -> Message:
+        return await self._call(
+            SCANNER_SERVICE, SCANNER_PATH, SCANNER_INTERFACE, member, signature, body
+        )
+
+    async def _call_bus(self, member: str, signature: str, body: list[Any]) -> Message:
+        return await self._call(DBUS_SERVICE, DBUS_PATH, DBUS_INTERFACE, member, signature, body)
+
+    async def _add_match(self, rule: str) -> None:
+        await self._call_bus("AddMatch", "s", [rule])
+
+    async def _name_owner(self, name: str) -> str | None:
+        try:
+            reply = await self._call_bus("GetNameOwner", "s", [name])
+        except (ServiceNotRunningError, ServiceCallError):
+            return None
+        return str(reply.body[0])
+
+    async def _unix_user(self, owner: str) -> int:
+        reply = await self._call_bus("GetConnectionUnixUser", "s", [owner])
+        return int(reply.body[0])

@@ -6,10 +6,8 @@ kill or restart bluetoothd. The same test then runs unchanged against
 :class:`GuestBackend` (Debian's bluetoothd 5.66 / 5.82 in QEMU) and against
 the project's simulator, and any difference is a finding.
 
-Seam for the simulator: :func:`simulator_backend` wraps
-``ble_scanner.simulator.BluezSimulator`` once that class exists (API
-``add_adapter``, ``advertise``, ``restart_bluetoothd``); until then the
-``simulator`` backend reports itself unavailable and is skipped loudly.
+:class:`SimulatorBackend` wraps ``ble_scanner.simulator.BluezSimulator``
+(a fresh one per test, because it lives on the test's event loop).
 """
 
 from __future__ import annotations
@@ -113,6 +111,10 @@ class Backend(ABC):
     async def reset(self) -> None:
         """Back to the state every test starts from: bluetoothd -E up, adapters on, silent."""
 
+    async def teardown(self) -> None:
+        """After each test."""
+        await self.stop_advertising()
+
 
 class GuestBackend(Backend):
     """Debian's bluetoothd in a QEMU guest; its org.bluez lives on the host test bus."""
@@ -165,16 +167,16 @@ class GuestBackend(Backend):
         await asyncio.to_thread(self._reset)
 
     def _reset(self) -> None:
+        import time
+
+        from .vm import BLUETOOTHD_TIMEOUT
+
         self.guest.run("btmgmt", "--index", "1", "clr-adv")
         status = self.guest.control.request("bluetoothd_status")
         if self._dirty or not status.get("running") or not self.guest.experimental:
             self.guest.restart_bluetoothd(experimental=True)
             self._dirty = False
         else:
-            import time
-
-            from .vm import BLUETOOTHD_TIMEOUT
-
             self.guest.wait_for_adapters(deadline=time.monotonic() + BLUETOOTHD_TIMEOUT)
 
 
@@ -190,13 +192,18 @@ def simulator_available() -> str | None:
 
 
 class SimulatorBackend(Backend):
-    """The project's simulator on its own test bus (the seam; see module docstring)."""
+    """The project's simulator, a fresh one per test (it lives on the test's event loop).
 
-    def __init__(self, sim: Any, bus: TestBus, version: tuple[int, int]) -> None:
-        self.sim = sim
+    Models the version in BLE_SCANNER_SIM_VERSION (default 5.72, Venus's).
+    """
+
+    def __init__(self, bus: TestBus, version: str) -> None:
         self.bus = bus
-        self.name = "simulator"
-        self.bluez_version = version
+        self.name = f"simulator-{version}"
+        self.version = version
+        major, _, minor = version.partition(".")
+        self.bluez_version = (int(major), int(minor)) if minor.isdigit() else (5, 99)
+        self.sim: Any = None
         self._experimental = True
 
     @property
@@ -208,29 +215,51 @@ class SimulatorBackend(Backend):
         return SIM_ADVERTISER_ADDRESS
 
     async def advertise(self, advert: Advert, *, connectable: bool = True) -> None:
+        if connectable:
+            address, address_type = SIM_ADVERTISER_ADDRESS, "public"
+        else:
+            # Like the kernel: non-connectable advertising gets a fresh random address.
+            raw = bytearray(os.urandom(6))
+            raw[0] |= 0xC0  # static random
+            address, address_type = ":".join(f"{b:02X}" for b in raw), "random"
         await self.sim.advertise(
             SCAN_ADAPTER,
-            SIM_ADVERTISER_ADDRESS,
+            address,
+            address_type=address_type,
             name=advert.name,
-            manufacturer_data=advert.manufacturer_data,
-            service_data=advert.service_data,
+            manufacturer_data=advert.manufacturer_data or None,
+            service_data=advert.service_data or None,
             flags=advert.flags,
             connectable=connectable,
         )
 
     async def stop_advertising(self) -> None:
-        pass  # the simulator only reports when told to
+        pass  # the simulator reports only when told to
 
     async def kill_bluetoothd(self) -> None:
-        await self.sim.stop_bluetoothd()
+        if self.sim is not None:
+            await self.sim._disconnect(graceful=False)  # a crash: the connection just drops
+            await self.sim.radio.stop()
+            self.sim = None
 
     async def start_bluetoothd(self, experimental: bool = True) -> None:
+        from ble_scanner.simulator import BluezSimulator
+
+        await self.kill_bluetoothd()
         self._experimental = experimental
-        await self.sim.start_bluetoothd(experimental=experimental)
+        self.sim = await BluezSimulator(
+            self.bus.address, version=self.version, experimental=experimental
+        ).start()
+        await self.sim.add_adapter(SCAN_ADAPTER, address="00:AA:01:00:00:00")
+        await self.sim.add_adapter(ADVERTISING_ADAPTER, address=SIM_ADVERTISER_ADDRESS)
 
     async def reset(self) -> None:
-        if not self._experimental:
-            await self.start_bluetoothd(True)
+        await self.start_bluetoothd(True)
+
+    async def teardown(self) -> None:
+        if self.sim is not None:
+            await self.sim.stop()
+            self.sim = None
 
 
 def selected_backends() -> list[str]:

@@ -1,7 +1,8 @@
 """Fixtures of the real-BlueZ tier: one guest per Debian suite, booted once per session.
 
 ``backend`` is parametrized over BLE_SCANNER_BLUEZ_SUITES (default
-``bookworm,trixie``; ``simulator`` may be added once the simulator exists).
+``bookworm,trixie``; ``simulator`` runs the same scenarios on the project's
+simulator, modelling BLE_SCANNER_SIM_VERSION, default 5.72).
 pytest keeps one value of a session fixture at a time, so at most one guest
 runs. ``test_bus`` is overridden to be the backend's bus, so the repository's
 ``bus`` fixture and anything reading DBUS_SYSTEM_BUS_ADDRESS (bleak, the
@@ -23,7 +24,13 @@ import pytest_asyncio
 
 from ble_scanner.testbus import TestBus, start_test_bus
 
-from .backends import Backend, GuestBackend, selected_backends, simulator_available
+from .backends import (
+    Backend,
+    GuestBackend,
+    SimulatorBackend,
+    selected_backends,
+    simulator_available,
+)
 from .vm import Guest
 
 
@@ -41,7 +48,9 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
         reason = simulator_available()
         if reason is not None:
             pytest.fail(f"simulator backend requested but unavailable: {reason}")
-        raise NotImplementedError("wire SimulatorBackend here once BluezSimulator lands")
+        with start_test_bus() as bus:
+            yield SimulatorBackend(bus, os.environ.get("BLE_SCANNER_SIM_VERSION", "5.72"))
+        return
     with start_test_bus() as bus:
         start = time.monotonic()
         guest = Guest.boot(name, bus)
@@ -77,4 +86,4 @@ async def bluez(backend: Backend, test_bus: TestBus) -> AsyncIterator[Backend]:
     try:
         yield backend
     finally:
-        await backend.stop_advertising()
+        await backend.teardown()

@@ -38,7 +38,6 @@ class Device:
         "last_seen",
         "legacy_pairing",
         "manufacturer_data",
-        "monitors_found",
         "name",
         "notify",
         "paired",
@@ -79,7 +78,6 @@ class Device:
         self.connected = self.services_resolved = self.legacy_pairing = False
         self.last_seen = 0.0
         self.timer: asyncio.TimerHandle | None = None
-        self.monitors_found: set[str] = set()
 
     # --- reading ------------------------------------------------------------
 

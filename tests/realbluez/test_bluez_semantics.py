@@ -373,3 +373,66 @@ async def test_monitor_manager_is_absent_without_experimental(
         "org.freedesktop.DBus.Error.UnknownMethod",
         "org.freedesktop.DBus.Error.UnknownInterface",
     ), reply.error_name
+
+
+async def test_first_sighting_is_interfaces_added_from_root(
+    bluez: Backend, scanner: MessageBus
+) -> None:
+    data = payload()
+    await add_match(scanner, "type='signal',sender='org.bluez',member='InterfacesAdded'")
+    recorder = SignalRecorder(scanner, member="InterfacesAdded")
+    await start_scan(scanner)
+    path, _ = await wait_for_device(
+        bluez, scanner, Advert(manufacturer_data={VICTRON: data}), manufacturer_is(VICTRON, data)
+    )
+    added = [m for m in recorder.messages if m.body[0] == path]
+    recorder.close()
+    assert len(added) == 1
+    assert added[0].path == "/"
+    assert added[0].interface == "org.freedesktop.DBus.ObjectManager"
+    interfaces = set(added[0].body[1])
+    assert DEVICE in interfaces
+    assert interfaces <= {
+        DEVICE,
+        "org.freedesktop.DBus.Introspectable",
+        "org.freedesktop.DBus.Properties",
+    }
+
+
+async def test_discovering_turns_true_after_the_start_reply(
+    bluez: Backend, scanner: MessageBus
+) -> None:
+    await add_match(scanner, "type='signal',sender='org.bluez',member='PropertiesChanged'")
+    recorder = SignalRecorder(scanner, member="PropertiesChanged", path="/org/bluez/hci0")
+    assert not await discovering(scanner)
+    await start_scan(scanner)
+    await recorder.wait_for(
+        lambda ms: any(m.body[1].get("Discovering") == Variant("b", True) for m in ms),
+        timeout=10,
+        what="Discovering true",
+    )
+    recorder.close()
+
+
+async def test_end_of_discovery_invalidates_rssi_of_kept_devices(
+    bluez: Backend, scanner: MessageBus
+) -> None:
+    data = payload()
+    await start_scan(scanner)
+    path, _ = await wait_for_device(
+        bluez, scanner, Advert(manufacturer_data={VICTRON: data}), manufacturer_is(VICTRON, data)
+    )
+    await bluez.stop_advertising()
+    await add_match(scanner, "type='signal',sender='org.bluez',member='PropertiesChanged'")
+    recorder = SignalRecorder(scanner, member="PropertiesChanged", path=path)
+    assert_ok(await adapter_call(scanner, "StopDiscovery"))
+    await recorder.wait_for(
+        lambda ms: any(m.body[0] == DEVICE and "RSSI" in m.body[2] for m in ms),
+        timeout=10,
+        what="RSSI in the invalidated list",
+    )
+    recorder.close()
+    # A connectable device stays; only its RSSI is gone.
+    props = (await devices(scanner))[path]
+    assert "RSSI" not in props
+    assert props["ManufacturerData"].value == {VICTRON: Variant("ay", data)}

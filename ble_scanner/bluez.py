@@ -8,6 +8,7 @@ anything malformed is counted and logged (rate-limited), never passed on.
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -20,9 +21,11 @@ from .const import (
     BLUEZ_ADAPTER,
     BLUEZ_CALL_TIMEOUT,
     BLUEZ_DEVICE,
+    BLUEZ_ERROR_ALREADY_EXISTS,
     BLUEZ_ERROR_FAILED,
     BLUEZ_ERROR_IN_PROGRESS,
     BLUEZ_ERROR_NOT_READY,
+    BLUEZ_MONITOR_MANAGER,
     BLUEZ_ROOT_PATH,
     BLUEZ_SERVICE,
     DBUS_INTERFACE,
@@ -36,6 +39,8 @@ from .const import (
     REARM_BACKOFF_INITIAL,
     REARM_BACKOFF_MAX,
 )
+from .leases import LeaseKind, LeaseRegistry
+from .monitor import MonitorApp, is_call_for_monitor_app
 from .record import DEVICE_SIGNATURES, DeviceView, MalformedData
 from .state import AdapterStatus
 
@@ -55,6 +60,14 @@ _BLUEZ_ABSENT: Final = frozenset(
 STABLE_SESSION_SECONDS: Final = 10.0
 # At most one log line per kind of malformed data per this many seconds.
 MALFORMED_LOG_INTERVAL: Final = 60.0
+
+
+class ScanMode(enum.Enum):
+    """How an adapter listens (README "Scan modes")."""
+
+    ACTIVE = "active"  # StartDiscovery: scan requests, names from scan responses
+    PASSIVE = "passive"  # AdvertisementMonitor1: no scan requests, needs bluetoothd -E
+    AUTO = "auto"  # passive, with active windows while a client holds a lease
 
 
 class BluezError(Exception):
@@ -128,6 +141,13 @@ class AdapterDiscovery:
         self.starts = 0
         self.session_since = 0.0
         self.stop_first = False
+        # InProgress with Discovering false: another scanner holds the controller.
+        self.blocked = False
+        # Passive scanning through our AdvertisementMonitor1 application.
+        self.monitor_available = bool(props.get("_monitor_manager", False))
+        self.monitor_registered = False
+        self.monitor_active = False
+        self.monitor = MonitorApp(self.name, self._monitor_activated, self._monitor_released)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -154,11 +174,9 @@ class AdapterDiscovery:
                 pass
             self._task = None
         if stop_session and self.session:
-            self.session = False
-            try:
-                await self.bluez.call_adapter(self.path, "StopDiscovery")
-            except (BluezError, TimeoutError):
-                pass
+            await self.close_session()
+        if stop_session and self.monitor_registered:
+            await self._unregister_monitor()
 
     def poke(self) -> None:
         self._wake.set()
@@ -204,31 +222,130 @@ class AdapterDiscovery:
             _LOGGER.info("%s: %s", self.name, state)
             self.bluez.status_changed()
 
+    def wants(self) -> tuple[bool, bool]:
+        """(discovery session, passive monitor) this adapter should have now."""
+        bluez = self.bluez
+        mode = bluez.scan_mode
+        paused = bluez.leases.wants(self.name, LeaseKind.PAUSE)
+        if mode is ScanMode.ACTIVE:
+            session = True
+            monitor = self.blocked and self.monitor_available
+        elif mode is ScanMode.PASSIVE:
+            # Without the monitor manager (bluetoothd without -E) passive is
+            # impossible; scanning actively beats not scanning at all.
+            session = not self.monitor_available
+            monitor = self.monitor_available
+        else:
+            session = not self.monitor_available or bluez.leases.wants(self.name, LeaseKind.ACTIVE)
+            monitor = self.monitor_available
+        return session and not paused, monitor
+
+    def describe(self) -> str:
+        """The adapter's state in words, for /Adapters/<hciN>/State and the CLI."""
+        session, monitor = self.session, self.monitor_registered
+        if self.bluez.leases.wants(self.name, LeaseKind.PAUSE) and not session:
+            return "paused for a connection" + (" (passive scanning)" if monitor else "")
+        if self.blocked and not session:
+            if monitor:
+                return "scanning (passive: another scanner holds the controller)"
+            return "blocked by another scanner"
+        mode = self.bluez.scan_mode
+        if session and monitor:
+            return "scanning (active window)" if mode is not ScanMode.ACTIVE else "scanning"
+        if session:
+            if mode is ScanMode.ACTIVE:
+                return "scanning"
+            return "scanning (active: passive scanning unavailable)"
+        if monitor:
+            return "scanning (passive)"
+        return self.state
+
     async def _run(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            if not self.enabled:
-                if self.session:
-                    await self.close_session()
-                self._set_state("not used (settings)")
-                continue
-            if not self.powered:
-                self._set_state("powered off")
-                continue
+            try:
+                await self._converge()
+            except Exception:
+                # A bug here must not end scanning on this adapter for good.
+                _LOGGER.exception("%s: unexpected error; retrying", self.name)
+                self._failed()
+                self.poke()
+
+    async def _converge(self) -> None:
+        if not self.enabled:
             if self.session:
-                self._set_state("scanning")
-                continue
+                await self.close_session()
+            if self.monitor_registered:
+                await self._unregister_monitor()
+            self._set_state("not used (settings)")
+            return
+        if not self.powered:
+            self._set_state("powered off")
+            return
+        want_session, want_monitor = self.wants()
+        if self.session and not want_session:
+            await self.close_session()
+        if want_monitor and not self.monitor_registered:
+            await self._register_monitor()
+        elif self.monitor_registered and not want_monitor:
+            await self._unregister_monitor()
+        if want_session and not self.session:
             delay = self.backoff()
             if delay:
+                self._set_state(self.describe())
                 try:
                     await asyncio.wait_for(self._wake.wait(), delay)
-                    # Something changed meanwhile (power, settings): look again,
-                    # but keep the failure count.
-                    continue
+                    # Something changed meanwhile (power, settings, leases):
+                    # look again, but keep the failure count.
+                    self._wake.set()
+                    return
                 except TimeoutError:
                     pass
             await self._arm()
+        self._set_state(self.describe())
+
+    async def _register_monitor(self) -> None:
+        try:
+            await self.bluez.call(
+                self.path, BLUEZ_MONITOR_MANAGER, "RegisterMonitor", "o", [self.monitor.root]
+            )
+        except BluezError as exc:
+            if exc.name != BLUEZ_ERROR_ALREADY_EXISTS:
+                # Passive scanning cannot work here (no -E, old kernel, refused):
+                # say so once and let the mode fall back to active discovery.
+                _LOGGER.warning("%s: passive scanning unavailable: %s", self.name, exc)
+                self.monitor_available = False
+                self.poke()
+                return
+        except TimeoutError:
+            self._failed()
+            self.poke()
+            return
+        self.monitor_registered = True
+
+    async def _unregister_monitor(self) -> None:
+        self.monitor_registered = False
+        self.monitor_active = False
+        try:
+            await self.bluez.call(
+                self.path, BLUEZ_MONITOR_MANAGER, "UnregisterMonitor", "o", [self.monitor.root]
+            )
+        except (BluezError, TimeoutError):
+            pass
+
+    def _monitor_activated(self) -> None:
+        self.monitor_active = True
+        self.bluez.status_changed()
+
+    def _monitor_released(self) -> None:
+        # BlueZ dropped our monitors (adapter reset, bluetoothd going away):
+        # register again, with the backoff if it keeps happening.
+        _LOGGER.warning("%s: BlueZ released our advertisement monitor", self.name)
+        self.monitor_registered = False
+        self.monitor_active = False
+        self._failed()
+        self.poke()
 
     async def close_session(self) -> None:
         self.session = False
@@ -261,8 +378,8 @@ class AdapterDiscovery:
             self._on_start_error(exc)
         else:
             self.session = True
+            self.blocked = False
             self.session_since = time.monotonic()
-            self._set_state("scanning")
             return
         self.poke()  # try again after the backoff
 
@@ -284,6 +401,7 @@ class AdapterDiscovery:
             else:
                 # The kernel refused while nobody scans through BlueZ: a raw
                 # HCI scanner (dbus-ble-sensors, venus#1597) holds the controller.
+                self.blocked = True
                 self._set_state("blocked by another scanner")
             return
         self._set_state(f"error: {exc.text or exc.name}")
@@ -302,12 +420,17 @@ class Bluez:
         on_status: Callable[[], None] = lambda: None,
         adapters_wanted: frozenset[str] = frozenset(),
         call_timeout: float = BLUEZ_CALL_TIMEOUT,
+        scan_mode: ScanMode = ScanMode.ACTIVE,
+        leases: LeaseRegistry | None = None,
     ) -> None:
         self.bus = bus
         self.on_report = on_report
         self.on_status = on_status
         self.adapters_wanted = adapters_wanted
         self.call_timeout = call_timeout
+        self.scan_mode = scan_mode
+        self.leases = leases if leases is not None else LeaseRegistry()
+        self._lease_timer: asyncio.TimerHandle | None = None
         self.owner: str | None = None
         self.adapters: dict[str, AdapterDiscovery] = {}  # by object path
         self.views: dict[str, DeviceView] = {}  # by Device1 object path
@@ -319,6 +442,7 @@ class Bluez:
 
     async def start(self) -> None:
         self.bus.add_message_handler(self._on_message)
+        self.bus.add_message_handler(self._on_monitor_call)
         for rule in (
             f"type='signal',sender='{DBUS_SERVICE}',interface='{DBUS_INTERFACE}',"
             f"member='NameOwnerChanged',arg0='{BLUEZ_SERVICE}'",
@@ -339,6 +463,8 @@ class Bluez:
     async def close(self, stop_sessions: bool = True) -> None:
         """Stop our sessions (bounded by the call timeout) and forget everything."""
         self._closing = True
+        if self._lease_timer is not None:
+            self._lease_timer.cancel()
         self.bus.remove_message_handler(self._on_message)
         adapters = list(self.adapters.values())
         self.adapters.clear()
@@ -346,8 +472,40 @@ class Bluez:
 
     def set_adapters_wanted(self, wanted: frozenset[str]) -> None:
         self.adapters_wanted = wanted
+        self._poke_all()
+
+    def set_scan_mode(self, mode: ScanMode) -> None:
+        if mode is not self.scan_mode:
+            _LOGGER.info("scan mode %s", mode.value)
+            self.scan_mode = mode
+            self._poke_all()
+
+    def leases_changed(self) -> None:
+        """A lease was taken, released or dropped: converge, and wake at the next expiry."""
+        self.leases.expire()
+        if self._lease_timer is not None:
+            self._lease_timer.cancel()
+            self._lease_timer = None
+        expiry = self.leases.next_expiry()
+        if expiry is not None and not self._closing:
+            loop = asyncio.get_running_loop()
+            delay = max(0.0, expiry - self.leases.monotonic())
+            self._lease_timer = loop.call_later(delay, self.leases_changed)
+        self._poke_all()
+
+    def _poke_all(self) -> None:
         for adapter in self.adapters.values():
             adapter.poke()
+
+    def _on_monitor_call(self, msg: Message) -> Message | bool:
+        if not is_call_for_monitor_app(msg):
+            return False
+        for adapter in self.adapters.values():
+            if adapter.monitor.owns(msg.path or ""):
+                return adapter.monitor.handle(msg)
+        return Message.new_error(
+            msg, "org.freedesktop.DBus.Error.UnknownObject", f"no object {msg.path}"
+        )
 
     def status_changed(self) -> None:
         self.on_status()
@@ -382,6 +540,16 @@ class Bluez:
         self, path: str, member: str, signature: str = "", body: list[Any] | None = None
     ) -> list[Any]:
         return await self._call(BLUEZ_SERVICE, path, BLUEZ_ADAPTER, member, signature, body)
+
+    async def call(
+        self,
+        path: str,
+        interface: str,
+        member: str,
+        signature: str = "",
+        body: list[Any] | None = None,
+    ) -> list[Any]:
+        return await self._call(BLUEZ_SERVICE, path, interface, member, signature, body)
 
     # --- bluetoothd comes and goes -----------------------------------------------
 
@@ -478,8 +646,13 @@ class Bluez:
         self, path: str, interfaces: Mapping[str, Mapping[str, Variant]], initial: bool = False
     ) -> None:
         adapter_props = interfaces.get(BLUEZ_ADAPTER)
+        if BLUEZ_MONITOR_MANAGER in interfaces and path in self.adapters:
+            self.adapters[path].monitor_available = True
+            self.adapters[path].poke()
         if adapter_props is not None and path not in self.adapters:
-            adapter = AdapterDiscovery(self, path, {k: v.value for k, v in adapter_props.items()})
+            props = {k: v.value for k, v in adapter_props.items()}
+            props["_monitor_manager"] = BLUEZ_MONITOR_MANAGER in interfaces
+            adapter = AdapterDiscovery(self, path, props)
             self.adapters[path] = adapter
             _LOGGER.info("adapter %s (%s) appeared", adapter.name, adapter.address)
             adapter.start()
@@ -508,6 +681,10 @@ class Bluez:
             # Presence is ours to decide (SPEC §6): BlueZ dropping its object
             # after 30 s says nothing about the device being gone.
             self.views.pop(path, None)
+        if BLUEZ_MONITOR_MANAGER in names and path in self.adapters:
+            self.adapters[path].monitor_available = False
+            self.adapters[path].monitor_registered = False
+            self.adapters[path].poke()
         if BLUEZ_ADAPTER in names:
             adapter = self.adapters.pop(path, None)
             if adapter is not None:

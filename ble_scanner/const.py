@@ -53,6 +53,7 @@ SUBSCRIPTION_PATH_PREFIX: Final = "/Subscription/"
 # Error names of our own, for conditions the freedesktop names do not cover.
 SCANNER_ERROR_NOT_OWNER: Final = "com.victronenergy.ble.Error.NotOwner"
 SCANNER_ERROR_UNKNOWN_SUBSCRIPTION: Final = "com.victronenergy.ble.Error.UnknownSubscription"
+SCANNER_ERROR_UNKNOWN_LEASE: Final = "com.victronenergy.ble.Error.UnknownLease"
 
 # --- limits (SPEC §4.1 "Errors and limits") -----------------------------------
 

@@ -14,7 +14,7 @@ from dbus_fast import BusType, Message, MessageType, NameFlag, RequestNameReply
 from dbus_fast.aio import MessageBus
 
 from . import __version__
-from .bluez import Bluez
+from .bluez import Bluez, ScanMode
 from .const import (
     DBUS_INTERFACE,
     DBUS_PATH,
@@ -27,6 +27,7 @@ from .const import (
     SCANNER_SERVICE,
     SHUTDOWN_TIMEOUT,
 )
+from .leases import LeaseRegistry
 from .record import MalformedData, normalize_address
 from .scanner import Scanner, ScannerConfig
 from .service import ScannerService
@@ -123,6 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--min-rssi", type=int, default=None, metavar="DBM", help="drop reports weaker than this"
     )
+    parser.add_argument(
+        "--scan-mode",
+        choices=[m.value for m in ScanMode],
+        default=ScanMode.ACTIVE.value,
+        help="active: BlueZ discovery (names from scan responses); passive: an "
+        "AdvertisementMonitor, no scan requests (needs bluetoothd -E); auto: passive, with "
+        "active windows while a client asks for them (default active)",
+    )
     parser.add_argument("--debug", action="store_true", help="log every decision")
     parser.add_argument("--version", action="version", version=__version__)
     return parser
@@ -138,6 +147,7 @@ def config_from_args(args: argparse.Namespace) -> ScannerConfig:
         ignore_addresses=frozenset(args.ignore_address),
         min_rssi=args.min_rssi,
         adapters=frozenset(args.adapter),
+        scan_mode=args.scan_mode,
     )
 
 
@@ -151,6 +161,8 @@ def validate_config(config: ScannerConfig) -> list[str]:
         problems.append("keep-alive must be 0..86400 s")
     if not 0 <= config.broadcast_rssi_delta <= 147:
         problems.append("RSSI delta must be 0..147")
+    if config.scan_mode not in {mode.value for mode in ScanMode}:
+        problems.append("scan mode must be active, passive or auto")
     return problems
 
 
@@ -173,6 +185,7 @@ class ScannerApp:
         self.service: ScannerService | None = None
         self.scanner: Scanner | None = None
         self.ready = asyncio.Event()
+        self.leases = LeaseRegistry()
         self._sweeper: asyncio.Task[None] | None = None
 
     def status(self) -> ServiceStatus:
@@ -200,7 +213,7 @@ class ScannerApp:
             _LOGGER.error("cannot connect to the system bus: %s", exc)
             return EXIT_BUS_UNREACHABLE
         bus = self.bus
-        self.service = ScannerService(bus, self.status)
+        self.service = ScannerService(bus, self.status, self.leases)
         self.scanner = Scanner(self.service, self.config)
         self.service.attach(self.scanner)
         # Every path exists before the name is requested (SPEC §4).
@@ -209,7 +222,14 @@ class ScannerApp:
         if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
             _LOGGER.error("%s is already taken by %s", SCANNER_SERVICE, await self._who_owns())
             return EXIT_NAME_TAKEN
-        self.bluez = Bluez(bus, self.scanner.report, adapters_wanted=self.config.adapters)
+        self.bluez = Bluez(
+            bus,
+            self.scanner.report,
+            adapters_wanted=self.config.adapters,
+            scan_mode=ScanMode(self.config.scan_mode),
+            leases=self.leases,
+        )
+        self.service.on_leases_changed = self.bluez.leases_changed
         await self.bluez.start()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="sweep")
         self.ready.set()
@@ -249,6 +269,7 @@ class ScannerApp:
             self.scanner.configure(config)
         if self.bluez is not None:
             self.bluez.set_adapters_wanted(config.adapters)
+            self.bluez.set_scan_mode(ScanMode(config.scan_mode))
 
     async def _sweep(self) -> None:
         assert self.scanner is not None

@@ -40,6 +40,7 @@ class ScannerConfig:
     ignore_addresses: frozenset[str] = frozenset()
     min_rssi: int | None = None
     adapters: frozenset[str] = frozenset()  # empty: every adapter
+    scan_mode: str = "active"  # active | passive | auto (bluez.ScanMode)
 
 
 class Emitter(Protocol):

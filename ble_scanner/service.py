@@ -26,12 +26,14 @@ from .const import (
     ERROR_UNKNOWN_METHOD,
     INTROSPECTABLE,
     SCANNER_ERROR_NOT_OWNER,
+    SCANNER_ERROR_UNKNOWN_LEASE,
     SCANNER_ERROR_UNKNOWN_SUBSCRIPTION,
     SCANNER_INTERFACE,
     SCANNER_PATH,
     SUBSCRIPTION_PATH_PREFIX,
 )
 from .filters import FilterTooLarge, InvalidFilter, parse_snapshot_query, parse_subscription
+from .leases import LeaseError, LeaseKind, LeaseRegistry, TooManyLeases
 from .scanner import Scanner
 from .state import ServiceStatus
 from .subscriptions import NotOwner, Subscription, TooManySubscriptions, UnknownSubscription
@@ -50,6 +52,19 @@ INTROSPECTION: Final = f"""<interface name="{SCANNER_INTERFACE}">
   <method name="Unsubscribe">
     <arg name="subscription" type="o" direction="in"/>
   </method>
+  <method name="RequestActiveScan">
+    <arg name="adapter" type="s" direction="in"/>
+    <arg name="seconds" type="d" direction="in"/>
+    <arg name="lease" type="o" direction="out"/>
+  </method>
+  <method name="PauseScan">
+    <arg name="adapter" type="s" direction="in"/>
+    <arg name="seconds" type="d" direction="in"/>
+    <arg name="lease" type="o" direction="out"/>
+  </method>
+  <method name="ReleaseLease">
+    <arg name="lease" type="o" direction="in"/>
+  </method>
   <method name="GetStatus">
     <arg name="status" type="a{{sv}}" direction="out"/>
   </method>
@@ -66,6 +81,9 @@ _SIGNATURES: Final = {
     "GetDiscoveredDevices": "a{sv}",
     "Subscribe": "a{sv}",
     "Unsubscribe": "o",
+    "RequestActiveScan": "sd",
+    "PauseScan": "sd",
+    "ReleaseLease": "o",
     "GetStatus": "",
 }
 _STANDARD_INTERFACES: Final = """<interface name="org.freedesktop.DBus.Introspectable">
@@ -137,9 +155,17 @@ def status_variants(status: ServiceStatus) -> dict[str, Variant]:
 class ScannerService:
     """Answers Scanner1 calls and sends the hub's emissions; implements ``Emitter``."""
 
-    def __init__(self, bus: MessageBus, status: Callable[[], ServiceStatus]) -> None:
+    def __init__(
+        self,
+        bus: MessageBus,
+        status: Callable[[], ServiceStatus],
+        leases: LeaseRegistry | None = None,
+    ) -> None:
         self.bus = bus
         self.status = status
+        self.leases = leases if leases is not None else LeaseRegistry()
+        # Called whenever a lease starts or ends; the BlueZ side converges on it.
+        self.on_leases_changed: Callable[[], None] = lambda: None
         self.scanner: Scanner | None = None
         self.signals_sent = 0
 
@@ -257,7 +283,32 @@ class ScannerService:
             if member == "Unsubscribe":
                 scanner.unsubscribe(msg.body[0], msg.sender)
                 return Message.new_method_return(msg)
+            if member in ("RequestActiveScan", "PauseScan"):
+                kind = LeaseKind.ACTIVE if member == "RequestActiveScan" else LeaseKind.PAUSE
+                lease = self.leases.request(msg.sender or "", kind, msg.body[0], msg.body[1])
+                _LOGGER.info(
+                    "%s: %s lease %s on %s for %g s",
+                    msg.sender,
+                    kind.value,
+                    lease.path,
+                    lease.adapter or "every adapter",
+                    msg.body[1],
+                )
+                self.on_leases_changed()
+                return Message.new_method_return(msg, "o", [lease.path])
+            if member == "ReleaseLease":
+                self.leases.release(msg.body[0], msg.sender or "")
+                self.on_leases_changed()
+                return Message.new_method_return(msg)
             return Message.new_method_return(msg, "a{sv}", [status_variants(self.status())])
+        except LeaseError as exc:
+            return Message.new_error(msg, ERROR_INVALID_ARGS, f"{member}: {exc}")
+        except TooManyLeases as exc:
+            return Message.new_error(msg, ERROR_LIMITS_EXCEEDED, f"{member}: {exc}")
+        except PermissionError as exc:
+            return Message.new_error(msg, SCANNER_ERROR_NOT_OWNER, str(exc))
+        except KeyError as exc:
+            return Message.new_error(msg, SCANNER_ERROR_UNKNOWN_LEASE, f"no lease {exc}")
         except InvalidFilter as exc:
             return Message.new_error(msg, ERROR_INVALID_ARGS, f"{member}: {exc}")
         except (FilterTooLarge, TooManySubscriptions) as exc:
@@ -288,6 +339,8 @@ class ScannerService:
         return True
 
     def _owner_left(self, owner: str) -> None:
+        if self.leases.drop_owner(owner):
+            self.on_leases_changed()
         scanner = self.scanner
         if scanner is not None:
             dropped = scanner.owner_left(owner)

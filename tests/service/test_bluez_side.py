@@ -144,21 +144,53 @@ async def test_discovering_dropped_under_us_is_rearmed(
 
 
 async def test_external_scanner_is_reported_and_backed_off_from(
-    scanner: ScannerApp, bluez: BluezSimulator
+    test_bus: TestBus, bluez: BluezSimulator
 ) -> None:
-    """InProgress with Discovering false: a raw-HCI scanner holds the controller (venus#1597)."""
+    """InProgress with Discovering false: a raw-HCI scanner holds the controller (venus#1597).
+
+    On an adapter without AdvertisementMonitorManager1 (bluetoothd without -E)
+    there is nothing to fall back to: the state says so and the retries back off.
+    """
+    await bluez.add_adapter("hci1", address="00:1A:7D:DA:71:11", monitor_manager=False)
+    bluez.set_external_scanner("hci1", True)
+    app = await start_scanner(test_bus, ScannerConfig(adapters=frozenset({"hci1"})))
+    try:
+        await wait_until(lambda: adapter_state(app, "hci1") == "blocked by another scanner")
+        before = bluez.call_count("StartDiscovery", adapter="hci1")
+        # Counting calls over a window is the measurement: the backoff allows only
+        # a handful of attempts in it, not a spin.
+        await asyncio.sleep(OBSERVATION_WINDOW)
+        attempts = bluez.call_count("StartDiscovery", adapter="hci1") - before
+        assert attempts <= 4, attempts
+        bluez.set_external_scanner("hci1", False)
+        took = await wait_until(
+            lambda: our_session(app, bluez, "hci1"), timeout=15, what="recovery"
+        )
+        assert took <= 11.0  # at most one maximum backoff (10 s)
+        assert adapter_state(app, "hci1") == "scanning"
+    finally:
+        await app.stop()
+
+
+async def test_external_scanner_falls_back_to_passive_and_returns_to_active(
+    scanner: ScannerApp, bluez: BluezSimulator, bus: MessageBus
+) -> None:
     bluez.set_external_scanner("hci0", True)
     await bluez.set_powered("hci0", False)
     await bluez.set_powered("hci0", True)
-    await wait_until(lambda: adapter_state(scanner) == "blocked by another scanner")
-    before = bluez.call_count("StartDiscovery", adapter="hci0")
-    # Counting calls over a window is the measurement: the backoff allows only a
-    # handful of attempts in it, not a spin.
-    await asyncio.sleep(OBSERVATION_WINDOW)
-    attempts = bluez.call_count("StartDiscovery", adapter="hci0") - before
-    assert attempts <= 5, attempts
+    await wait_until(
+        lambda: (
+            adapter_state(scanner) == "scanning (passive: another scanner holds the controller)"
+        ),
+        what="passive fallback",
+    )
+    assert bluez.monitors("hci0"), "our monitor is registered"
+    # Reports still arrive, through the monitor.
+    await bluez.advertise("hci0", ADDR, rssi=-60, manufacturer_data={0x02E1: b"\x10"})
+    await wait_until(lambda: ADDR in scanner.scanner.cache)  # type: ignore[union-attr]
     bluez.set_external_scanner("hci0", False)
-    await wait_until(lambda: our_session(scanner, bluez), timeout=15, what="recovery")
+    await wait_until(lambda: our_session(scanner, bluez), timeout=15, what="back to active")
+    await wait_until(lambda: not bluez.monitors("hci0"), what="monitor unregistered")
     assert adapter_state(scanner) == "scanning"
 
 

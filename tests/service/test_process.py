@@ -22,6 +22,9 @@ from ..helpers import wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ADDR = "C0:11:22:33:44:01"
+# A Python process importing dbus-fast on a loaded 2-core machine can take
+# seconds to start; this bounds it without making a slow start a failure.
+PROCESS_START = 30.0
 
 
 def spawn(args: list[str], test_bus: TestBus, **kwargs: object) -> subprocess.Popen[str]:
@@ -85,8 +88,14 @@ async def test_started_by_hand_and_read_with_busctl(
     service_process: subprocess.Popen[str],
 ) -> None:
     """What the README shows: start the script, then ask it with busctl."""
-    await wait_until(lambda: name_has_owner(bus, SCANNER_SERVICE), what="service on the bus")
-    await wait_until(lambda: session_of_process(bluez), what="discovery session")
+    await wait_until(
+        lambda: name_has_owner(bus, SCANNER_SERVICE),
+        timeout=PROCESS_START,
+        what="service on the bus",
+    )
+    await wait_until(
+        lambda: session_of_process(bluez), timeout=PROCESS_START, what="discovery session"
+    )
     await bluez.advertise(
         "hci0", ADDR, rssi=-61, manufacturer_data={0x02E1: b"\x10\x02"}, name="SmartShunt"
     )
@@ -128,8 +137,14 @@ async def test_read_by_dbus_python(
     service_process: subprocess.Popen[str],
 ) -> None:
     """Another D-Bus implementation (Debian's dbus-python + GLib) reads the snapshot and a broadcast."""
-    await wait_until(lambda: name_has_owner(bus, SCANNER_SERVICE), what="service on the bus")
-    await wait_until(lambda: session_of_process(bluez), what="discovery session")
+    await wait_until(
+        lambda: name_has_owner(bus, SCANNER_SERVICE),
+        timeout=PROCESS_START,
+        what="service on the bus",
+    )
+    await wait_until(
+        lambda: session_of_process(bluez), timeout=PROCESS_START, what="discovery session"
+    )
     script = r"""
 import sys, dbus, dbus.mainloop.glib
 from gi.repository import GLib
@@ -179,8 +194,14 @@ async def test_sigterm_stops_our_session_releases_the_name_and_exits_0_within_2_
     bus: MessageBus,
     service_process: subprocess.Popen[str],
 ) -> None:
-    await wait_until(lambda: name_has_owner(bus, SCANNER_SERVICE), what="service on the bus")
-    await wait_until(lambda: session_of_process(bluez), what="discovery session")
+    await wait_until(
+        lambda: name_has_owner(bus, SCANNER_SERVICE),
+        timeout=PROCESS_START,
+        what="service on the bus",
+    )
+    await wait_until(
+        lambda: session_of_process(bluez), timeout=PROCESS_START, what="discovery session"
+    )
     stops = bluez.call_count("StopDiscovery", adapter="hci0")
     start = time.monotonic()
     service_process.send_signal(signal.SIGTERM)

@@ -1,0 +1,191 @@
+"""Scan modes and leases end to end: passive monitors, auto with active windows, pauses."""
+
+from __future__ import annotations
+
+from dbus_fast.aio import MessageBus
+
+from ble_scanner.const import (
+    ERROR_INVALID_ARGS,
+    ERROR_LIMITS_EXCEEDED,
+    SCANNER_ERROR_NOT_OWNER,
+    SCANNER_ERROR_UNKNOWN_LEASE,
+)
+from ble_scanner.main import ScannerApp
+from ble_scanner.scanner import ScannerConfig
+from ble_scanner.simulator import BluezSimulator
+from ble_scanner.testbus import TestBus
+
+from ..conftest import connect, disconnect, start_scanner
+from ..helpers import assert_error, assert_ok, wait_until
+from .conftest import get_devices, scanner_call
+from .test_bluez_side import adapter_state, our_session
+
+ADDR = "C0:11:22:33:44:01"
+
+
+def our_monitor(app: ScannerApp, bluez: BluezSimulator, adapter: str = "hci0") -> bool:
+    return any(owner == app.bus.unique_name for owner, _ in bluez.monitors(adapter))  # type: ignore[union-attr]
+
+
+async def test_passive_mode_registers_a_monitor_and_never_starts_discovery(
+    test_bus: TestBus, bluez: BluezSimulator, bus: MessageBus
+) -> None:
+    app = await start_scanner(test_bus, ScannerConfig(scan_mode="passive"))
+    try:
+        await wait_until(lambda: our_monitor(app, bluez), what="monitor registered")
+        await wait_until(lambda: adapter_state(app) == "scanning (passive)")
+        await bluez.advertise("hci0", ADDR, rssi=-60, manufacturer_data={0x02E1: b"\x10"})
+
+        async def listed() -> bool:
+            return ADDR in await get_devices(bus)
+
+        await wait_until(listed, what="device reported through the monitor")
+        assert bluez.call_count("StartDiscovery", sender=app.bus.unique_name) == 0  # type: ignore[union-attr]
+        assert not bluez.is_discovering("hci0")
+    finally:
+        await app.stop()
+    await wait_until(lambda: not bluez.monitors("hci0"), what="monitor unregistered at stop")
+
+
+async def test_passive_monitor_is_registered_again_after_bluetoothd_restart(
+    test_bus: TestBus, bluez: BluezSimulator
+) -> None:
+    app = await start_scanner(test_bus, ScannerConfig(scan_mode="passive"))
+    try:
+        await wait_until(lambda: our_monitor(app, bluez))
+        await bluez.restart_bluetoothd()
+        took = await wait_until(lambda: our_monitor(app, bluez), what="monitor re-registered")
+        assert took < 1.0
+    finally:
+        await app.stop()
+
+
+async def test_passive_mode_without_monitor_manager_falls_back_to_active(
+    test_bus: TestBus, bluez: BluezSimulator
+) -> None:
+    await bluez.add_adapter("hci1", address="00:1A:7D:DA:71:11", monitor_manager=False)
+    app = await start_scanner(test_bus, ScannerConfig(scan_mode="passive"))
+    try:
+        await wait_until(
+            lambda: our_session(app, bluez, "hci1") and our_monitor(app, bluez, "hci0")
+        )
+        assert not our_session(app, bluez, "hci0")
+        assert adapter_state(app, "hci1") == "scanning (active: passive scanning unavailable)"
+    finally:
+        await app.stop()
+
+
+async def test_auto_mode_opens_an_active_window_on_request_and_closes_it(
+    test_bus: TestBus, bluez: BluezSimulator, bus: MessageBus
+) -> None:
+    app = await start_scanner(test_bus, ScannerConfig(scan_mode="auto"))
+    try:
+        await wait_until(
+            lambda: our_monitor(app, bluez) and adapter_state(app) == "scanning (passive)"
+        )
+        assert not our_session(app, bluez)
+        (lease,) = assert_ok(await scanner_call(bus, "RequestActiveScan", "sd", ["hci0", 30.0]))
+        assert lease.startswith("/Lease/")
+        await wait_until(lambda: our_session(app, bluez), what="active window")
+        assert adapter_state(app) == "scanning (active window)"
+        assert_ok(await scanner_call(bus, "ReleaseLease", "o", [lease]))
+        await wait_until(lambda: not our_session(app, bluez), what="window closed")
+        assert our_monitor(app, bluez)
+    finally:
+        await app.stop()
+
+
+async def test_active_window_ends_when_the_lease_expires(
+    test_bus: TestBus, bluez: BluezSimulator, bus: MessageBus
+) -> None:
+    app = await start_scanner(test_bus, ScannerConfig(scan_mode="auto"))
+    try:
+        await wait_until(lambda: our_monitor(app, bluez))
+        assert_ok(await scanner_call(bus, "RequestActiveScan", "sd", ["", 0.5]))
+        await wait_until(lambda: our_session(app, bluez), what="active window")
+        took = await wait_until(lambda: not our_session(app, bluez), what="expiry")
+        assert took < 1.5
+    finally:
+        await app.stop()
+
+
+async def test_overlapping_windows_merge_and_end_with_the_owner(
+    test_bus: TestBus, bluez: BluezSimulator, bus: MessageBus
+) -> None:
+    app = await start_scanner(test_bus, ScannerConfig(scan_mode="auto"))
+    client = await connect(test_bus)
+    try:
+        await wait_until(lambda: our_monitor(app, bluez))
+        (mine,) = assert_ok(await scanner_call(bus, "RequestActiveScan", "sd", ["hci0", 60.0]))
+        assert_ok(await scanner_call(client, "RequestActiveScan", "sd", ["hci0", 60.0]))
+        await wait_until(lambda: our_session(app, bluez))
+        assert_ok(await scanner_call(bus, "ReleaseLease", "o", [mine]))
+        # The other client's lease keeps the window open ...
+        assert await get_devices(bus) == {}
+        assert our_session(app, bluez)
+        # ... until that client leaves the bus.
+        await disconnect(client)
+        await wait_until(lambda: not our_session(app, bluez), what="window closed with its owner")
+    finally:
+        await disconnect(client)
+        await app.stop()
+
+
+async def test_pause_stops_our_discovery_for_a_connection_then_resumes(
+    scanner: ScannerApp, bluez: BluezSimulator, bus: MessageBus
+) -> None:
+    (lease,) = assert_ok(await scanner_call(bus, "PauseScan", "sd", ["hci0", 30.0]))
+    await wait_until(lambda: not our_session(scanner, bluez), what="paused")
+    assert adapter_state(scanner) == "paused for a connection"
+    assert_ok(await scanner_call(bus, "ReleaseLease", "o", [lease]))
+    took = await wait_until(lambda: our_session(scanner, bluez), what="resumed")
+    assert took < 1.0
+    assert adapter_state(scanner) == "scanning"
+
+
+async def test_pause_on_one_adapter_leaves_the_others_scanning(
+    scanner: ScannerApp, bluez: BluezSimulator, bus: MessageBus
+) -> None:
+    await bluez.add_adapter("hci1", address="00:1A:7D:DA:71:11")
+    await wait_until(lambda: our_session(scanner, bluez, "hci1"))
+    assert_ok(await scanner_call(bus, "PauseScan", "sd", ["hci1", 30.0]))
+    await wait_until(lambda: not our_session(scanner, bluez, "hci1"))
+    assert our_session(scanner, bluez, "hci0")
+
+
+async def test_lease_errors(scanner: ScannerApp, bus: MessageBus, test_bus: TestBus) -> None:
+    assert_error(
+        await scanner_call(bus, "RequestActiveScan", "sd", ["hci0", 0.0]), ERROR_INVALID_ARGS
+    )
+    assert_error(
+        await scanner_call(bus, "RequestActiveScan", "sd", ["hci0", 3600.0]), ERROR_INVALID_ARGS
+    )
+    assert_error(await scanner_call(bus, "PauseScan", "sd", ["hci0", 600.0]), ERROR_INVALID_ARGS)
+    assert_error(await scanner_call(bus, "PauseScan", "sd", ["eth0", 5.0]), ERROR_INVALID_ARGS)
+    assert_error(await scanner_call(bus, "PauseScan", "s", ["hci0"]), ERROR_INVALID_ARGS)
+    assert_error(
+        await scanner_call(bus, "ReleaseLease", "o", ["/Lease/999"]), SCANNER_ERROR_UNKNOWN_LEASE
+    )
+    other = await connect(test_bus)
+    try:
+        (lease,) = assert_ok(await scanner_call(other, "RequestActiveScan", "sd", ["hci0", 5.0]))
+        assert_error(await scanner_call(bus, "ReleaseLease", "o", [lease]), SCANNER_ERROR_NOT_OWNER)
+    finally:
+        await disconnect(other)
+    for _ in range(8):
+        assert_ok(await scanner_call(bus, "RequestActiveScan", "sd", ["hci0", 5.0]))
+    assert_error(
+        await scanner_call(bus, "RequestActiveScan", "sd", ["hci0", 5.0]), ERROR_LIMITS_EXCEEDED
+    )
+
+
+async def test_scan_mode_changes_live(test_bus: TestBus, bluez: BluezSimulator) -> None:
+    app = await start_scanner(test_bus)
+    try:
+        await wait_until(lambda: our_session(app, bluez))
+        app.configure(ScannerConfig(scan_mode="passive"))
+        await wait_until(lambda: our_monitor(app, bluez) and not our_session(app, bluez))
+        app.configure(ScannerConfig(scan_mode="active"))
+        await wait_until(lambda: our_session(app, bluez) and not our_monitor(app, bluez))
+    finally:
+        await app.stop()

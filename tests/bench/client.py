@@ -1,0 +1,329 @@
+"""A benchmark client process: listens to the service, the relay or BlueZ itself.
+
+Modes (``listen``):
+
+- ``broadcast``: the service's broadcast ``DeviceDiscovered``;
+- ``subscribe``: a ``Subscribe(filter)`` of its own (unicast signals);
+- ``relay``: the bare relay's forwarded ``PropertiesChanged``;
+- ``bluez``: the no-daemon design: BlueZ's own signals and a discovery session
+  of its own, following Device1 objects and filtering itself with the
+  service's own record and filter code (the cheapest client one can write
+  with dbus-fast).
+
+Reports that carry a bench stamp (``common.stamp``) give latency and loss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+from dbus_fast import BusType, Message, MessageType, Variant
+from dbus_fast.aio import MessageBus
+
+from ble_scanner.bluez import _unwrap_device, adapter_name
+from ble_scanner.const import (
+    BLUEZ_ADAPTER,
+    BLUEZ_DEVICE,
+    BLUEZ_ROOT_PATH,
+    BLUEZ_SERVICE,
+    DBUS_INTERFACE,
+    DBUS_PATH,
+    DBUS_SERVICE,
+    OBJECT_MANAGER,
+    PROPERTIES,
+    SCANNER_INTERFACE,
+    SCANNER_PATH,
+    SCANNER_SERVICE,
+)
+from ble_scanner.filters import SUBSCRIPTION_KEYS, Filter, parse_subscription
+from ble_scanner.record import DeviceView, MalformedData
+
+from .common import (
+    ADAPTER_PATH,
+    BENCH_COMPANY,
+    RELAY_NAME,
+    commands,
+    percentiles,
+    reply,
+    unstamp,
+)
+
+
+def variants(spec: dict[str, Any]) -> dict[str, Variant]:
+    """A filter written as plain JSON values → the ``a{sv}`` the service takes."""
+    return {key: Variant(SUBSCRIPTION_KEYS[key], value) for key, value in spec.items()}
+
+
+class Client:
+    def __init__(self, bus: MessageBus) -> None:
+        self.bus = bus
+        self.run = -1
+        self.latencies: list[float] = []
+        self.seen: set[int] = set()
+        self.signals = 0  # every signal handled
+        self.callbacks = 0  # signals that reached the application (after filtering)
+        # bluez mode
+        self.views: dict[str, DeviceView] = {}
+        self.filter: Filter | None = None
+        # watch mode
+        self.name_owned: float | None = None
+        self.discovering: float | None = None
+        self.watched_name = ""
+
+    async def call(
+        self,
+        destination: str,
+        path: str,
+        interface: str,
+        member: str,
+        signature: str = "",
+        body: list[Any] | None = None,
+    ) -> Message:
+        msg = Message(
+            destination=destination,
+            path=path,
+            interface=interface,
+            member=member,
+            signature=signature,
+            body=body or [],
+        )
+        reply_ = await asyncio.wait_for(self.bus.call(msg), 30)
+        assert reply_ is not None
+        if reply_.message_type is MessageType.ERROR:
+            raise RuntimeError(f"{member}: {reply_.error_name} {reply_.body}")
+        return reply_
+
+    async def add_match(self, rule: str) -> None:
+        await self.call(DBUS_SERVICE, DBUS_PATH, DBUS_INTERFACE, "AddMatch", "s", [rule])
+
+    def stamped(self, payload: bytes) -> None:
+        now = time.monotonic()
+        run, seq, t = unstamp(payload)
+        if run == self.run:
+            self.latencies.append(now - t)
+            self.seen.add(seq)
+
+    # --- modes ---------------------------------------------------------------------
+
+    async def listen(self, mode: str, filter: dict[str, Any] | None = None) -> None:
+        if mode == "broadcast":
+            self.bus.add_message_handler(self.on_scanner_signal)
+            await self.add_match(
+                f"type='signal',sender='{SCANNER_SERVICE}',interface='{SCANNER_INTERFACE}',"
+                f"member='DeviceDiscovered',path='{SCANNER_PATH}'"
+            )
+        elif mode == "subscribe":
+            self.bus.add_message_handler(self.on_scanner_signal)
+            await self.call(
+                SCANNER_SERVICE,
+                SCANNER_PATH,
+                SCANNER_INTERFACE,
+                "Subscribe",
+                "a{sv}",
+                [variants(filter or {})],
+            )
+        elif mode == "relay":
+            self.bus.add_message_handler(self.on_relay_signal)
+            await self.add_match(
+                f"type='signal',sender='{RELAY_NAME}',interface='{PROPERTIES}',"
+                "member='PropertiesChanged'"
+            )
+        elif mode == "bluez":
+            self.filter, _ = parse_subscription(variants(filter or {}))
+            self.bus.add_message_handler(self.on_bluez_signal)
+            await self.add_match(
+                f"type='signal',sender='{BLUEZ_SERVICE}',interface='{OBJECT_MANAGER}',path='/'"
+            )
+            await self.add_match(
+                f"type='signal',sender='{BLUEZ_SERVICE}',interface='{PROPERTIES}',"
+                f"member='PropertiesChanged',path_namespace='{BLUEZ_ROOT_PATH}'"
+            )
+            objects = await self.call(BLUEZ_SERVICE, "/", OBJECT_MANAGER, "GetManagedObjects")
+            for path, interfaces in objects.body[0].items():
+                self.device_props(path, interfaces.get(BLUEZ_DEVICE))
+            where = (BLUEZ_SERVICE, ADAPTER_PATH, BLUEZ_ADAPTER)
+            flt = {"Transport": Variant("s", "le"), "DuplicateData": Variant("b", True)}
+            await self.call(*where, "SetDiscoveryFilter", "a{sv}", [flt])
+            await self.call(*where, "StartDiscovery")
+        else:
+            raise ValueError(mode)
+
+    def on_scanner_signal(self, msg: Message) -> bool:
+        if msg.member != "DeviceDiscovered" or msg.message_type is not MessageType.SIGNAL:
+            return False
+        self.signals += 1
+        self.callbacks += 1
+        mfr = msg.body[1].get("ManufacturerData")
+        if mfr is not None:
+            payload = mfr.value.get(BENCH_COMPANY)
+            if payload is not None:
+                self.stamped(payload)
+        return False
+
+    def on_relay_signal(self, msg: Message) -> bool:
+        if msg.member != "PropertiesChanged" or msg.sender == DBUS_SERVICE:
+            return False
+        self.signals += 1
+        self.callbacks += 1
+        mfr = msg.body[1].get("ManufacturerData")
+        if mfr is not None:
+            payload = mfr.value.get(BENCH_COMPANY)
+            if payload is not None:
+                self.stamped(payload.value)
+        return False
+
+    def on_bluez_signal(self, msg: Message) -> bool:
+        if msg.message_type is not MessageType.SIGNAL or msg.sender == DBUS_SERVICE:
+            return False
+        self.signals += 1
+        if msg.member == "PropertiesChanged":
+            interface, changed, invalidated = msg.body
+            if interface != BLUEZ_DEVICE:
+                return False
+            view = self.views.get(msg.path)
+            if view is None:
+                return False
+            try:
+                is_report = view.update(_unwrap_device(changed), invalidated)
+            except MalformedData:
+                return False
+            if is_report:
+                self.report(view)
+        elif msg.member == "InterfacesAdded":
+            path, interfaces = msg.body
+            view = self.device_props(path, interfaces.get(BLUEZ_DEVICE))
+            if view is not None:
+                self.report(view)
+        return False
+
+    def device_props(self, path: str, props: dict[str, Variant] | None) -> DeviceView | None:
+        if props is None:
+            return None
+        view = self.views.get(path) or DeviceView(path, adapter_name(path))
+        try:
+            view.update(_unwrap_device(props))
+        except MalformedData:
+            return None
+        self.views[path] = view
+        return view
+
+    def report(self, view: DeviceView) -> None:
+        assert self.filter is not None
+        if self.filter.is_everything or self.filter.matches(view):  # type: ignore[arg-type]
+            self.callbacks += 1
+            payload = view.content.manufacturer_data.get(BENCH_COMPANY)
+            if payload is not None:
+                self.stamped(payload)
+
+    # --- watching a service start ----------------------------------------------------
+
+    def on_watch_signal(self, msg: Message) -> bool:
+        if msg.message_type is not MessageType.SIGNAL:
+            return False
+        now = time.monotonic()
+        if msg.member == "NameOwnerChanged" and msg.body[0] == self.watched_name:
+            if msg.body[2] and self.name_owned is None:
+                self.name_owned = now
+        elif msg.member == "PropertiesChanged" and msg.body[0] == BLUEZ_ADAPTER:
+            discovering = msg.body[1].get("Discovering")
+            if discovering is not None and discovering.value and self.discovering is None:
+                self.discovering = now
+        return False
+
+    async def watch(self, name: str) -> None:
+        self.watched_name = name
+        self.bus.add_message_handler(self.on_watch_signal)
+        await self.add_match(
+            f"type='signal',sender='{DBUS_SERVICE}',member='NameOwnerChanged',arg0='{name}'"
+        )
+        await self.add_match(
+            f"type='signal',sender='{BLUEZ_SERVICE}',interface='{PROPERTIES}',path='{ADAPTER_PATH}'"
+        )
+
+    # --- calls -------------------------------------------------------------------------
+
+    async def snapshot(self, count: int) -> dict[str, Any]:
+        times: list[float] = []
+        devices = 0
+        for _ in range(count):
+            t0 = time.perf_counter()
+            result = await self.call(
+                SCANNER_SERVICE,
+                SCANNER_PATH,
+                SCANNER_INTERFACE,
+                "GetDiscoveredDevices",
+                "a{sv}",
+                [{}],
+            )
+            times.append(time.perf_counter() - t0)
+            devices = len(result.body[0])
+        return {"devices": devices, **{k: v for k, v in percentiles(times).items()}}
+
+    async def managed_objects(self, count: int) -> dict[str, Any]:
+        times: list[float] = []
+        for _ in range(count):
+            t0 = time.perf_counter()
+            await self.call(BLUEZ_SERVICE, "/", OBJECT_MANAGER, "GetManagedObjects")
+            times.append(time.perf_counter() - t0)
+        return percentiles(times)
+
+    async def status(self) -> dict[str, Any]:
+        result = await self.call(SCANNER_SERVICE, SCANNER_PATH, SCANNER_INTERFACE, "GetStatus")
+        return {k: v.value for k, v in result.body[0].items() if k != "Adapters"}
+
+
+async def main() -> None:
+    bus = await MessageBus(
+        bus_address=os.environ["DBUS_SYSTEM_BUS_ADDRESS"], bus_type=BusType.SYSTEM
+    ).connect()
+    client = Client(bus)
+    reply(ready=True, pid=os.getpid())
+    async for cmd in commands():
+        name = cmd.pop("cmd")
+        try:
+            if name == "quit":
+                break
+            if name == "listen":
+                await client.listen(**cmd)
+                reply(ok=True)
+            elif name == "reset":
+                client.run = cmd["run"]
+                client.latencies = []
+                client.seen = set()
+                client.signals = client.callbacks = 0
+                reply(ok=True)
+            elif name == "count":
+                reply(received=len(client.seen), signals=client.signals)
+            elif name == "stats":
+                reply(
+                    received=len(client.seen),
+                    signals=client.signals,
+                    callbacks=client.callbacks,
+                    latency=percentiles(client.latencies),
+                )
+            elif name == "watch":
+                await client.watch(cmd["name"])
+                reply(ok=True)
+            elif name == "watch_reset":
+                client.name_owned = client.discovering = None
+                reply(ok=True)
+            elif name == "watch_result":
+                reply(name_owned=client.name_owned, discovering=client.discovering)
+            elif name == "snapshot":
+                reply(**await client.snapshot(cmd["count"]))
+            elif name == "managed_objects":
+                reply(**await client.managed_objects(cmd["count"]))
+            elif name == "status":
+                reply(**await client.status())
+            else:
+                reply(error=f"unknown command {name}")
+        except Exception as exc:  # reported to the orchestrator, which fails the scenario
+            reply(error=f"{type(exc).__name__}: {exc}")
+    bus.disconnect()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,756 @@
+"""The orchestrator: starts the bus and the processes, runs each scenario, prints and saves.
+
+Each scenario compares the service with its baseline in the same run; with
+``--repeat N`` every figure is the median of N runs (the machine is shared, so
+single runs are noisy). ``--smoke`` runs each scenario once, small and short,
+to prove the benchmark still works (CI).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.metadata
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from ble_scanner.const import SCANNER_SERVICE
+from ble_scanner.testbus import TestBus, start_test_bus
+
+from .common import RELAY_NAME, RELAY_POLICY, cpu_seconds, rss_bytes
+
+REPO: Final = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SCENARIOS: Final = ("ingest", "latency", "fanout", "memory", "snapshot", "startup")
+
+# SPEC §8 and issue 7: the goals, as same-run ratios or absolute figures.
+GOALS: Final = {
+    "ingest": ">= 0.7x relay",
+    "latency": "p99 <= 1.5x relay",
+    "fanout": "CPU <= 0.5x no-daemon",
+    "memory": "<= 2048 B/device",
+    "snapshot": "p50 <= 20 ms (1 000 devices)",
+    "startup": "<= 1.5 s to discovery started",
+}
+# A rate step passes when every report arrived and the p99 latency stayed under
+# this: a pipeline that keeps up answers in milliseconds, while one that is 10 %
+# short of the offered rate has fallen ~270 ms behind by the end of a 3 s step.
+INGEST_LAG_BOUND: Final = 0.25
+# After the last report, how long the pipeline has to deliver what is in flight.
+DELIVERY_GRACE: Final = 1.0
+# The simulator must offer at least this share of the asked rate, or the step
+# measured the simulator, not the pipeline.
+OFFERED_SHARE: Final = 0.95
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How long and how large each scenario is."""
+
+    repeats: int
+    ingest_start: int
+    ingest_max: int
+    ingest_duration: float
+    ingest_bisections: int
+    ingest_devices: int
+    latency_rates: tuple[int, ...]
+    latency_duration: float
+    scene_devices: int
+    scene_period: float
+    scene_change_every: int
+    scene_duration: float
+    memory_sizes: tuple[int, int]
+    snapshot_calls: int
+    startup_repeats: int
+
+
+FULL: Final = Plan(
+    repeats=3,
+    ingest_start=1000,
+    ingest_max=64000,
+    ingest_duration=3.0,
+    ingest_bisections=2,
+    ingest_devices=50,
+    latency_rates=(100, 1000, 2500),
+    latency_duration=3.0,
+    scene_devices=200,
+    scene_period=0.2,
+    scene_change_every=5,
+    scene_duration=10.0,
+    memory_sizes=(1000, 10000),
+    snapshot_calls=60,
+    startup_repeats=3,
+)
+SMOKE: Final = Plan(
+    repeats=1,
+    ingest_start=500,
+    ingest_max=500,
+    ingest_duration=1.0,
+    ingest_bisections=0,
+    ingest_devices=20,
+    latency_rates=(200,),
+    latency_duration=1.0,
+    scene_devices=200,
+    scene_period=0.5,
+    scene_change_every=2,
+    scene_duration=2.0,
+    memory_sizes=(1000, 2000),
+    snapshot_calls=10,
+    startup_repeats=1,
+)
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+class Proc:
+    """A child process spoken to with JSON lines (see ``common.commands``)."""
+
+    def __init__(self, name: str, process: asyncio.subprocess.Process, log: str) -> None:
+        self.name = name
+        self.process = process
+        self.log = log
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.process.returncode is None
+
+    async def ask(self, cmd: str, timeout: float = 60.0, **args: Any) -> dict[str, Any]:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write((json.dumps({"cmd": cmd, **args}) + "\n").encode())
+        await self.process.stdin.drain()
+        return await self.read(timeout)
+
+    async def read(self, timeout: float = 30.0) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        try:
+            line = await asyncio.wait_for(self.process.stdout.readline(), timeout)
+        except TimeoutError:
+            raise BenchError(f"{self.name} did not answer within {timeout} s") from None
+        if not line:
+            raise BenchError(f"{self.name} exited: {self.tail()}")
+        answer: dict[str, Any] = json.loads(line)
+        if "error" in answer:
+            raise BenchError(f"{self.name}: {answer['error']}")
+        return answer
+
+    def tail(self, lines: int = 6) -> str:
+        try:
+            with open(self.log) as f:
+                return " | ".join(f.read().strip().splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    async def stop(self) -> None:
+        if self.alive:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.process.wait(), 5)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+
+
+class Bench:
+    """One private bus and one simulator process for the whole run."""
+
+    def __init__(self, plan: Plan, workdir: str) -> None:
+        self.plan = plan
+        self.workdir = workdir
+        self.bus: TestBus | None = None
+        self.sim: Proc | None = None
+        self._run = 0
+        self._count = 0
+
+    def next_run(self) -> int:
+        self._run += 1
+        return self._run
+
+    @property
+    def env(self) -> dict[str, str]:
+        assert self.bus is not None
+        return {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": self.bus.address, "PYTHONPATH": REPO}
+
+    async def spawn(self, name: str, argv: Sequence[str], control: bool = True) -> Proc:
+        self._count += 1
+        log = os.path.join(self.workdir, f"{self._count:03d}-{name}.log")
+        with open(log, "wb") as err:
+            process = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=subprocess.PIPE if control else subprocess.DEVNULL,
+                stdout=subprocess.PIPE if control else subprocess.DEVNULL,
+                stderr=err,
+                cwd=REPO,
+                env=self.env,
+                start_new_session=True,
+            )
+        proc = Proc(name, process, log)
+        if control:
+            await proc.read()  # {"ready": true}
+        return proc
+
+    async def client(self, name: str = "client") -> Proc:
+        return await self.spawn(name, [sys.executable, "-m", "tests.bench.client"])
+
+    async def service(self) -> Proc:
+        return await self.spawn("service", [sys.executable, "dbus_ble_scanner.py"], control=False)
+
+    async def relay(self) -> Proc:
+        return await self.spawn("relay", [sys.executable, "-m", "tests.bench.relay"], control=False)
+
+    async def sessions(self, count: int) -> None:
+        assert self.sim is not None
+        if not (await self.sim.ask("wait_sessions", count=count))["ok"]:
+            raise BenchError(f"the adapter did not reach {count} discovery session(s)")
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Bench]:
+        self.bus = start_test_bus({"benchrelay.conf": RELAY_POLICY})
+        try:
+            self.sim = await self.spawn("simulator", [sys.executable, "-m", "tests.bench.simproc"])
+            try:
+                yield self
+            finally:
+                with contextlib.suppress(Exception):
+                    await self.sim.ask("quit", timeout=5)
+                await self.sim.stop()
+        finally:
+            self.bus.stop()
+
+
+@contextlib.asynccontextmanager
+async def target(bench: Bench, kind: str, mode: str) -> AsyncIterator[tuple[Proc, Proc]]:
+    """The service or the relay, scanning, with one listening client."""
+    proc = await (bench.service() if kind == "service" else bench.relay())
+    client: Proc | None = None
+    try:
+        await bench.sessions(1)
+        client = await bench.client(f"{kind}-client")
+        await client.ask("listen", mode=mode)
+        yield proc, client
+    finally:
+        if client is not None:
+            await client.stop()
+        await proc.stop()
+        await bench.sessions(0)
+
+
+async def rate_step(
+    bench: Bench, proc: Proc, client: Proc, rate: float, duration: float
+) -> dict[str, Any]:
+    """Offer ``rate`` reports/s for ``duration``; what arrived, and how late."""
+    assert bench.sim is not None
+    run = bench.next_run()
+    await client.ask("reset", run=run)
+    offered = await bench.sim.ask(
+        "ingest",
+        rate=rate,
+        duration=duration,
+        run=run,
+        devices=bench.plan.ingest_devices,
+        timeout=duration * 4 + 30,
+    )
+    deadline = time.monotonic() + DELIVERY_GRACE
+    received = 0
+    while time.monotonic() < deadline and proc.alive:
+        received = (await client.ask("count"))["received"]
+        if received >= offered["sent"]:
+            break
+        await asyncio.sleep(0.05)
+    stats = await client.ask("stats")
+    latency = {k: v * 1000 if k != "n" else v for k, v in stats["latency"].items()}
+    ok = (
+        proc.alive
+        and stats["received"] == offered["sent"]
+        and latency["p99"] <= INGEST_LAG_BOUND * 1000
+        and offered["achieved"] >= OFFERED_SHARE * rate
+    )
+    return {
+        "rate": rate,
+        "sent": offered["sent"],
+        "received": stats["received"],
+        "offered": round(offered["achieved"]),
+        "latency_ms": latency,
+        "ok": ok,
+        "died": None if proc.alive else proc.tail(),
+    }
+
+
+async def ingest_ladder(bench: Bench, proc: Proc, client: Proc) -> dict[str, Any]:
+    """Double the rate until a step fails, then bisect: the highest rate with no loss."""
+    plan = bench.plan
+    assert bench.sim is not None
+    await bench.sim.ask("warm", devices=plan.ingest_devices)
+    await asyncio.sleep(0.3)
+    steps: list[dict[str, Any]] = []
+    best, worst = 0.0, 0.0
+    rate = float(plan.ingest_start)
+    while rate <= plan.ingest_max:
+        step = await rate_step(bench, proc, client, rate, plan.ingest_duration)
+        steps.append(step)
+        if not step["ok"]:
+            worst = rate
+            break
+        best = rate
+        rate *= 2
+    for _ in range(plan.ingest_bisections if worst and best else 0):
+        if not proc.alive:
+            break
+        rate = (best + worst) / 2
+        step = await rate_step(bench, proc, client, rate, plan.ingest_duration)
+        steps.append(step)
+        if step["ok"]:
+            best = rate
+        else:
+            worst = rate
+    limited_by = "pipeline" if worst else "ladder top"
+    if steps and not steps[-1]["ok"] and steps[-1]["offered"] < OFFERED_SHARE * steps[-1]["rate"]:
+        limited_by = "simulator"
+    died = next((s["died"] for s in steps if s["died"]), None)
+    return {"rate": best, "limited_by": limited_by, "died": died, "steps": steps}
+
+
+async def ingest_and_latency(bench: Bench) -> tuple[dict[str, Any], dict[str, Any]]:
+    plan = bench.plan
+    results: dict[str, dict[str, Any]] = {}
+    for kind in ("relay", "service"):
+        mode = "relay" if kind == "relay" else "broadcast"
+        async with target(bench, kind, mode) as (proc, client):
+            assert bench.sim is not None
+            await bench.sim.ask("warm", devices=plan.ingest_devices)
+            await asyncio.sleep(0.3)
+            latency = {}
+            for rate in plan.latency_rates:
+                step = await rate_step(bench, proc, client, rate, plan.latency_duration)
+                latency[str(rate)] = {**step["latency_ms"], "lost": step["sent"] - step["received"]}
+            results[kind] = {"latency": latency, "ingest": await ingest_ladder(bench, proc, client)}
+    ingest = {
+        "service_rate": results["service"]["ingest"]["rate"],
+        "relay_rate": results["relay"]["ingest"]["rate"],
+        "detail": {k: results[k]["ingest"] for k in results},
+    }
+    ingest["ratio"] = _ratio(ingest["service_rate"], ingest["relay_rate"])
+    latency = {
+        rate: {
+            "service": results["service"]["latency"][rate],
+            "relay": results["relay"]["latency"][rate],
+            "p99_ratio": _ratio(
+                results["service"]["latency"][rate]["p99"],
+                results["relay"]["latency"][rate]["p99"],
+            ),
+        }
+        for rate in results["service"]["latency"]
+    }
+    return ingest, latency
+
+
+# Five clients, each wanting a different slice of the scene (simproc.scene_report).
+FANOUT_SLICES: Final = (
+    {"ManufacturerIds": [0x02E1]},  # Victron
+    {"ManufacturerIds": [0x0499]},  # Ruuvi
+    {"Addresses": [f"D0:00:00:00:00:{i:02X}" for i in range(0, 200, 20)]},
+    {"ServiceUuids": ["0000181a-0000-1000-8000-00805f9b34fb"]},  # environmental sensing
+    {"ServiceDataUuids": ["0000fcd2-0000-1000-8000-00805f9b34fb"]},  # BTHome
+)
+
+
+async def fanout_once(bench: Bench, design: str) -> dict[str, Any]:
+    plan = bench.plan
+    assert bench.sim is not None and bench.bus is not None
+    service = await bench.service() if design == "service" else None
+    clients: list[Proc] = []
+    try:
+        if service is not None:
+            await bench.sessions(1)
+        for i, slice_ in enumerate(FANOUT_SLICES):
+            client = await bench.client(f"{design}-fanout-{i}")
+            clients.append(client)
+            await client.ask(
+                "listen", mode="subscribe" if service is not None else "bluez", filter=slice_
+            )
+        await bench.sessions(1 if service is not None else len(clients))
+        await asyncio.sleep(0.3)
+        for client in clients:
+            await client.ask("reset", run=bench.next_run())
+        measured = [p.pid for p in ([service] if service else []) + clients]
+        daemon, sim = bench.bus.process.pid, bench.sim.pid
+        before = {pid: cpu_seconds(pid) for pid in [*measured, daemon, sim]}
+        scene = await bench.sim.ask(
+            "scene",
+            devices=plan.scene_devices,
+            period=plan.scene_period,
+            change_every=plan.scene_change_every,
+            duration=plan.scene_duration,
+            timeout=plan.scene_duration + 30,
+        )
+        await asyncio.sleep(0.3)  # let the last reports through
+        after = {pid: cpu_seconds(pid) for pid in before}
+        used = {pid: after[pid] - before[pid] for pid in before}
+        stats = [await c.ask("stats") for c in clients]
+        return {
+            "cpu_s": sum(used[pid] for pid in measured),
+            "service_cpu_s": used[service.pid] if service else 0.0,
+            "clients_cpu_s": sum(used[c.pid] for c in clients),
+            "daemon_cpu_s": used[daemon],
+            "simulator_cpu_s": used[sim],
+            "reports": scene["reports"],
+            "callbacks": [s["callbacks"] for s in stats],
+            "signals": [s["signals"] for s in stats],
+        }
+    finally:
+        for client in clients:
+            await client.stop()
+        if service is not None:
+            await service.stop()
+        await bench.sessions(0)
+
+
+async def fanout(bench: Bench) -> dict[str, Any]:
+    service = await fanout_once(bench, "service")
+    direct = await fanout_once(bench, "bluez")
+    return {
+        "service": service,
+        "no_daemon": direct,
+        "ratio": _ratio(service["cpu_s"], direct["cpu_s"]),
+        "with_daemon_ratio": _ratio(
+            service["cpu_s"] + service["daemon_cpu_s"], direct["cpu_s"] + direct["daemon_cpu_s"]
+        ),
+    }
+
+
+async def wait_devices(client: Proc, count: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (await client.ask("status"))["Devices"] >= count:
+            return
+        await asyncio.sleep(0.1)
+    raise BenchError(f"the service did not cache {count} devices within {timeout} s")
+
+
+async def memory_and_snapshot(bench: Bench) -> tuple[dict[str, Any], dict[str, Any]]:
+    """RSS growth per cached device, and GetDiscoveredDevices at the smaller size."""
+    plan = bench.plan
+    assert bench.sim is not None
+    small, large = plan.memory_sizes
+    warm = 100  # first reports allocate once-only state; measure growth after them
+    service = await bench.service()
+    client = await bench.client("snapshot-client")
+    try:
+        await bench.sessions(1)
+        base = (await client.ask("status"))["Devices"]
+        await bench.sim.ask("populate", start=0, count=warm)
+        await wait_devices(client, base + warm)
+        await asyncio.sleep(0.3)
+        rss0 = rss_bytes(service.pid)
+        await bench.sim.ask("populate", start=warm, count=small - warm)
+        await wait_devices(client, base + small)
+        await asyncio.sleep(0.3)
+        rss_small = rss_bytes(service.pid)
+        snap = await client.ask("snapshot", count=plan.snapshot_calls, timeout=120)
+        managed = await client.ask("managed_objects", count=plan.snapshot_calls, timeout=120)
+        await bench.sim.ask("populate", start=small, count=large - small, timeout=120)
+        await wait_devices(client, base + large, timeout=120)
+        await asyncio.sleep(0.3)
+        rss_large = rss_bytes(service.pid)
+    finally:
+        await client.stop()
+        await service.stop()
+        await bench.sessions(0)
+    memory = {
+        "rss_mb": {
+            "warm": rss0 / 2**20,
+            str(small): rss_small / 2**20,
+            str(large): rss_large / 2**20,
+        },
+        "bytes_per_device": {
+            str(small): (rss_small - rss0) / (small - warm),
+            str(large): (rss_large - rss0) / (large - warm),
+        },
+    }
+    ms = {k: (v * 1000 if k not in ("n", "devices") else v) for k, v in snap.items()}
+    ref = {k: (v * 1000 if k != "n" else v) for k, v in managed.items()}
+    snapshot = {
+        "devices": snap["devices"],
+        "p50_ms": ms["p50"],
+        "p99_ms": ms["p99"],
+        "bluez_get_managed_objects_ms": {"p50": ref["p50"], "p99": ref["p99"]},
+        "ratio_to_bluez": _ratio(ms["p50"], ref["p50"]),
+    }
+    return memory, snapshot
+
+
+async def startup(bench: Bench) -> dict[str, Any]:
+    """Process start → name owned, and → discovery started (Discovering true)."""
+    out: dict[str, Any] = {}
+    for kind, name in (("relay", RELAY_NAME), ("service", SCANNER_SERVICE)):
+        watcher = await bench.client("startup-watcher")
+        named: list[float] = []
+        discovering: list[float] = []
+        try:
+            await watcher.ask("watch", name=name)
+            for _ in range(bench.plan.startup_repeats):
+                await watcher.ask("watch_reset")
+                t0 = time.monotonic()
+                proc = await (bench.service() if kind == "service" else bench.relay())
+                try:
+                    deadline = t0 + 15
+                    while time.monotonic() < deadline:
+                        seen = await watcher.ask("watch_result")
+                        if seen["name_owned"] and seen["discovering"]:
+                            break
+                        await asyncio.sleep(0.01)
+                    else:
+                        raise BenchError(f"{kind} did not start within 15 s: {proc.tail()}")
+                    named.append(seen["name_owned"] - t0)
+                    discovering.append(seen["discovering"] - t0)
+                finally:
+                    await proc.stop()
+                    await bench.sessions(0)
+        finally:
+            await watcher.stop()
+        out[kind] = {
+            "name_owned_s": statistics.median(named),
+            "discovering_s": statistics.median(discovering),
+        }
+    out["ratio"] = _ratio(out["service"]["discovering_s"], out["relay"]["discovering_s"])
+    return out
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
+def _median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Element-wise median of numeric leaves; the first run's value for anything else."""
+    first = runs[0]
+    out: dict[str, Any] = {}
+    for key, value in first.items():
+        values = [r.get(key) for r in runs]
+        if isinstance(value, dict):
+            out[key] = _median_of([v for v in values if isinstance(v, dict)])
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            numbers = [v for v in values if isinstance(v, (int, float))]
+            out[key] = statistics.median(numbers)
+        else:
+            out[key] = value
+    return out
+
+
+def goal_met(name: str, result: dict[str, Any]) -> bool:
+    if name == "ingest":
+        return bool(result["ratio"] >= 0.7)
+    if name == "latency":
+        return all(r["p99_ratio"] <= 1.5 for r in result.values() if isinstance(r, dict))
+    if name == "fanout":
+        return bool(result["ratio"] <= 0.5)
+    if name == "memory":
+        return all(v <= 2048 for v in result["bytes_per_device"].values())
+    if name == "snapshot":
+        return bool(result["p50_ms"] <= 20)
+    if name == "startup":
+        return bool(result["service"]["discovering_s"] <= 1.5)
+    raise KeyError(name)
+
+
+async def run_all(plan: Plan, only: Sequence[str], progress: Callable[[str], None]) -> dict:
+    workdir = tempfile.mkdtemp(prefix="ble-bench-")
+    bench = Bench(plan, workdir)
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in SCENARIOS if name in only}
+    load_before = os.getloadavg()
+    started = time.time()
+    async with bench.running():
+        for i in range(plan.repeats):
+            progress(f"run {i + 1}/{plan.repeats}")
+            if "ingest" in only or "latency" in only:
+                progress("  ingest + latency")
+                ingest, latency = await ingest_and_latency(bench)
+                if "ingest" in runs:
+                    runs["ingest"].append(ingest)
+                if "latency" in runs:
+                    runs["latency"].append(latency)
+            if "fanout" in only:
+                progress("  fan-out")
+                runs["fanout"].append(await fanout(bench))
+            if "memory" in only or "snapshot" in only:
+                progress("  memory + snapshot")
+                memory, snapshot = await memory_and_snapshot(bench)
+                if "memory" in runs:
+                    runs["memory"].append(memory)
+                if "snapshot" in runs:
+                    runs["snapshot"].append(snapshot)
+            if "startup" in only:
+                progress("  start-up")
+                runs["startup"].append(await startup(bench))
+    scenarios: dict[str, Any] = {}
+    for name, results in runs.items():
+        merged = _median_of(results)
+        merged["goal"] = GOALS[name]
+        merged["met"] = goal_met(name, merged)
+        if len(results) > 1:
+            merged["runs"] = results
+        scenarios[name] = merged
+    return {
+        "meta": {
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(started)),
+            "duration_s": round(time.time() - started, 1),
+            "mode": "smoke" if plan is SMOKE else "full",
+            "repeats": plan.repeats,
+            "python": platform.python_version(),
+            "dbus_fast": importlib.metadata.version("dbus-fast"),
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+            "loadavg_before": load_before,
+            "loadavg_after": os.getloadavg(),
+            "commit": _git_commit(),
+            "logs": workdir,
+        },
+        "scenarios": scenarios,
+    }
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except Exception:
+        return "unknown"
+
+
+def table(result: dict[str, Any]) -> str:
+    """The figures as a Markdown table: what the README quotes."""
+    s = result["scenarios"]
+    rows: list[tuple[str, str, str, str, str]] = []
+
+    def mark(name: str) -> str:
+        return "yes" if s[name]["met"] else "**no**"
+
+    if "ingest" in s:
+        i = s["ingest"]
+        rows.append(
+            (
+                "Ingest, reports/s with no loss",
+                f"{i['service_rate']:,.0f}",
+                f"{i['relay_rate']:,.0f}",
+                f"{i['ratio']:.2f}x (goal >= 0.7)",
+                mark("ingest"),
+            )
+        )
+    if "latency" in s:
+        for rate, r in s["latency"].items():
+            if not isinstance(r, dict):
+                continue
+            sv, rl = r["service"], r["relay"]
+            rows.append(
+                (
+                    f"Latency at {rate}/s, p50 / p99 / max ms",
+                    f"{sv['p50']:.2f} / {sv['p99']:.2f} / {sv['max']:.1f}",
+                    f"{rl['p50']:.2f} / {rl['p99']:.2f} / {rl['max']:.1f}",
+                    f"p99 {r['p99_ratio']:.2f}x (goal <= 1.5)",
+                    mark("latency"),
+                )
+            )
+    if "fanout" in s:
+        f = s["fanout"]
+        rows.append(
+            (
+                "Fan-out 5 clients, 200 devices: CPU s (service+clients)",
+                f"{f['service']['cpu_s']:.2f} ({f['service']['service_cpu_s']:.2f}"
+                f"+{f['service']['clients_cpu_s']:.2f})",
+                f"{f['no_daemon']['cpu_s']:.2f} (clients)",
+                f"{f['ratio']:.2f}x (goal <= 0.5); with dbus-daemon {f['with_daemon_ratio']:.2f}x",
+                mark("fanout"),
+            )
+        )
+    if "memory" in s:
+        m = s["memory"]
+        for size, per in m["bytes_per_device"].items():
+            rows.append(
+                (
+                    f"Memory at {int(size):,} devices: RSS MB, bytes/device",
+                    f"{m['rss_mb'][size]:.1f} MB, {per:,.0f} B",
+                    "-",
+                    "goal <= 2048 B/device",
+                    mark("memory"),
+                )
+            )
+    if "snapshot" in s:
+        n = s["snapshot"]
+        ref = n["bluez_get_managed_objects_ms"]
+        rows.append(
+            (
+                f"GetDiscoveredDevices, {n['devices']:,.0f} devices: p50 / p99 ms",
+                f"{n['p50_ms']:.1f} / {n['p99_ms']:.1f}",
+                f"{ref['p50']:.1f} / {ref['p99']:.1f} (BlueZ GetManagedObjects)",
+                "goal p50 <= 20 ms",
+                mark("snapshot"),
+            )
+        )
+    if "startup" in s:
+        u = s["startup"]
+        rows.append(
+            (
+                "Start-up: name owned / discovery started, s",
+                f"{u['service']['name_owned_s']:.2f} / {u['service']['discovering_s']:.2f}",
+                f"{u['relay']['name_owned_s']:.2f} / {u['relay']['discovering_s']:.2f}",
+                "goal <= 1.5 s",
+                mark("startup"),
+            )
+        )
+    header = ("scenario", "service", "baseline (relay / no-daemon)", "ratio / goal", "met")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    meta = result["meta"]
+    lines.append("")
+    lines.append(
+        f"{meta['mode']} run, median of {meta['repeats']}, {meta['date']}, commit {meta['commit']}, "
+        f"Python {meta['python']}, dbus-fast {meta['dbus_fast']}, {meta['machine']}, "
+        f"load {meta['loadavg_before'][0]:.2f} before / {meta['loadavg_after'][0]:.2f} after"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__)
+    parser.add_argument("--smoke", action="store_true", help="each scenario once, small and short")
+    parser.add_argument("--json", metavar="FILE", help="write the results here as JSON")
+    parser.add_argument("--repeat", type=int, help="runs per figure (median); default 3, smoke 1")
+    parser.add_argument(
+        "--only", action="append", choices=SCENARIOS, help="run only this scenario (repeatable)"
+    )
+    args = parser.parse_args(argv)
+    plan = SMOKE if args.smoke else FULL
+    if args.repeat:
+        plan = Plan(**{**plan.__dict__, "repeats": args.repeat})
+    only = args.only or list(SCENARIOS)
+
+    def progress(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    result = asyncio.run(run_all(plan, only, progress))
+    if plan is not SMOKE and args.smoke:
+        result["meta"]["mode"] = "smoke"
+    print(table(result))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return 0

@@ -1,0 +1,32 @@
+"""The benchmark's smoke mode still runs and reports every scenario (so it cannot rot)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from .runner import REPO, SCENARIOS
+
+# The smoke run takes ~17 s on the 2-vCPU development VM; this leaves room for load.
+SMOKE_TIMEOUT = 90
+
+
+def test_smoke_run_reports_every_scenario(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.bench", "--smoke", "--json", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=SMOKE_TIMEOUT,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert set(result["scenarios"]) == set(SCENARIOS)
+    for name, figures in result["scenarios"].items():
+        assert isinstance(figures["met"], bool), name
+    assert result["scenarios"]["ingest"]["service_rate"] > 0
+    assert result["scenarios"]["memory"]["bytes_per_device"]
+    assert "| scenario |" in done.stdout

@@ -105,7 +105,8 @@ kver=$(ls "$root/lib/modules" | sort -V | tail -1)
 cp "$root/boot/vmlinuz-$kver" "$image.tmp/vmlinuz"
 cp "$root/boot/initrd.img-$kver" "$image.tmp/initrd.img"
 # Our guest agent goes into the disk image only, so the base root stays as Debian made it.
-mkfs.ext4 -q -F -L realbluez -d "$root" "$image.tmp/disk.img" 2G
+truncate -s 2G "$image.tmp/disk.img"
+mkfs.ext4 -q -F -L realbluez -d "$root" "$image.tmp/disk.img"
 debugfs -w "$image.tmp/disk.img" -f - >/dev/null 2>"$image.tmp/debugfs.log" <<DEBUGFS
 mkdir /opt/realbluez
 write $here/guest/init /opt/realbluez/init

@@ -252,9 +252,11 @@ class Guest:
 
     @classmethod
     def boot(cls, suite: str, bus: TestBus, timeout: float = BOOT_TIMEOUT) -> Guest:
+        image = build_guest(suite)  # also installs qemu and friends when missing
         if shutil.which("qemu-system-x86_64") is None:
-            raise GuestError("qemu-system-x86_64 is not installed (build-guest.sh installs it)")
-        image = build_guest(suite)
+            raise GuestError(
+                "qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)"
+            )
         start = time.monotonic()
         directory = tempfile.mkdtemp(prefix="realbluez-", dir="/tmp")  # 0700: the relay is root
         bus_sock = os.path.join(directory, "bus.sock")

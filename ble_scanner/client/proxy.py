@@ -95,6 +95,7 @@ class Subscription:
         self._deliver = deliver
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self.active = True
+        self.on_error: Callable[[ScannerError], None] | None = None
 
     def _discovered(self, adv: Advertisement) -> None:
         timer = self._timers.pop(adv.address, None)
@@ -168,6 +169,7 @@ class AdvertisementStream:
     async def start(self) -> AdvertisementStream:
         if self._subscription is None and not self._closed:
             self._subscription = await self._client._add(self._filter, self._put)
+            self._subscription.on_error = lambda error: self._ready.set()
         return self
 
     async def aclose(self) -> None:
@@ -541,9 +543,12 @@ class ScannerClient:
             _LOGGER.warning("cannot check the owner of %s: %s", SCANNER_SERVICE, exc)
             return
         if uid not in self.trusted_uids:
-            self._error = UntrustedServiceError(owner, uid)
-            _LOGGER.error("%s", self._error)
+            error = self._error = UntrustedServiceError(owner, uid)
+            _LOGGER.error("%s", error)
             self._changed.set()
+            for subscription in self._subscriptions:
+                if subscription.on_error is not None:
+                    subscription.on_error(error)
             return
         self._error = None
         self._owner = owner

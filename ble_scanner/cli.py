@@ -1,0 +1,412 @@
+"""``ble-scanner``: look at what the BLE scanner service sees, from a shell.
+
+A client like any other (``ble_scanner.client``); it never touches BlueZ.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Final, NoReturn, TextIO
+
+from . import __version__
+from .advertisement import Advertisement, DeviceLost, Event, make_filter
+from .client import (
+    BusUnreachableError,
+    ScannerClient,
+    ScannerError,
+    ServiceNotRunningError,
+    UntrustedServiceError,
+)
+from .const import SCANNER_SERVICE
+
+# Exit codes scripts can rely on (documented in --help and the README).
+EXIT_OK: Final = 0
+EXIT_BUS_UNREACHABLE: Final = 1
+EXIT_SERVICE_NOT_RUNNING: Final = 2
+EXIT_UNTRUSTED: Final = 3
+EXIT_SERVICE_ERROR: Final = 4  # the service refused the request or did not answer
+EXIT_USAGE: Final = 64  # sysexits.h EX_USAGE
+
+# Company identifiers people meet on a Venus device (Bluetooth SIG assigned numbers).
+COMPANIES: Final = {
+    0x0006: "Microsoft",
+    0x004C: "Apple",
+    0x0059: "Nordic Semiconductor",
+    0x0075: "Samsung",
+    0x0087: "Garmin",
+    0x00E0: "Google",
+    0x0131: "Cypress",
+    0x0157: "Anhui Huami",
+    0x02E1: "Victron Energy",
+    0x038F: "Xiaomi",
+    0x0499: "Ruuvi Innovations",
+    0x0822: "adafruit",
+    0x0969: "Woan (SwitchBot)",
+    0x09AC: "Mopeka",
+    0x0A12: "Renogy",
+}
+
+_EXIT_CODES_HELP: Final = f"""\
+exit codes:
+  {EXIT_OK:<3} success (watch: stopped by Ctrl-C, --count or --duration)
+  {EXIT_BUS_UNREACHABLE:<3} the system bus cannot be reached
+  {EXIT_SERVICE_NOT_RUNNING:<3} the scanner service is not running
+  {EXIT_UNTRUSTED:<3} the service's name is held by a process that is neither root nor you
+  {EXIT_SERVICE_ERROR:<3} the service refused the request (e.g. a bad filter) or did not answer
+  {EXIT_USAGE:<3} usage error
+
+The bus is the system bus; DBUS_SYSTEM_BUS_ADDRESS (or --bus) points elsewhere."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _company(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a company id: {text!r} (e.g. 0x02E1)") from None
+    if not 0 <= value <= 0xFFFF:
+        raise argparse.ArgumentTypeError(f"company id out of range (0..0xFFFF): {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="ble-scanner",
+        description=f"Show what the BLE scanner service ({SCANNER_SERVICE}) sees.",
+        epilog=_EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--bus", metavar="ADDRESS", help="D-Bus address (default: system bus)")
+    parser.add_argument(
+        "--timeout", type=_seconds, default=5.0, metavar="S", help="per call (default 5)"
+    )
+    parser.add_argument(
+        "--wait",
+        type=_seconds,
+        default=0.0,
+        metavar="S",
+        help="wait this long for the service to start (default: fail at once)",
+    )
+
+    filters = _Parser(add_help=False)
+    group = filters.add_argument_group("filters (AND across options, OR within a repeated one)")
+    group.add_argument(
+        "-a", "--address", action="append", metavar="ADDR", help="device address (repeatable)"
+    )
+    group.add_argument(
+        "-c",
+        "--company",
+        action="append",
+        type=_company,
+        metavar="ID",
+        help="manufacturer data company id, e.g. 0x02E1 for Victron (repeatable)",
+    )
+    group.add_argument(
+        "-u", "--service-uuid", action="append", metavar="UUID", help="advertised service UUID"
+    )
+    group.add_argument(
+        "--service-data-uuid", action="append", metavar="UUID", help="service data UUID, e.g. fcd2"
+    )
+    group.add_argument(
+        "-n", "--name", action="append", metavar="GLOB", help="device name, shell glob: 'Ruuvi*'"
+    )
+    group.add_argument("--min-rssi", type=int, metavar="DBM", help="at least this strong, e.g. -80")
+
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands.add_parser(
+        "status",
+        help="the service, its adapters and counters",
+        description="Show the service's version, its adapters and what they are doing.",
+        epilog=_EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    ).add_argument("--json", action="store_true", help="one JSON object")
+
+    devices = commands.add_parser(
+        "devices",
+        parents=[filters],
+        help="the devices present now",
+        description="List the devices present now: address, name, RSSI, age of the last "
+        "report, company and adapter.",
+        epilog=_EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    devices.add_argument("--max-age", type=_seconds, metavar="S", help="heard in the last S s")
+    devices.add_argument(
+        "--sort",
+        choices=("rssi", "address", "name", "age"),
+        default="rssi",
+        help="row order (default: strongest first)",
+    )
+    devices.add_argument("--json", action="store_true", help="a JSON array of records")
+
+    watch = commands.add_parser(
+        "watch",
+        parents=[filters],
+        help="follow advertisements live",
+        description="Print the devices present, then every report the service sends, "
+        "until Ctrl-C. A report is sent when content changes, RSSI moves by the delta, "
+        "or the keep-alive passes.",
+        epilog=_EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    watch.add_argument("--json", action="store_true", help="one JSON object per line")
+    watch.add_argument("--all-reports", action="store_true", help="every report, unthrottled")
+    watch.add_argument("--rssi-delta", type=int, metavar="DBM", help="RSSI change worth a line")
+    watch.add_argument(
+        "--keep-alive", type=_seconds, metavar="S", help="repeat unchanged devices every S s"
+    )
+    watch.add_argument("--count", type=int, metavar="N", help="stop after N events")
+    watch.add_argument("--duration", type=_seconds, metavar="S", help="stop after S seconds")
+    return parser
+
+
+def _filters(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for option, key in (
+        ("address", "addresses"),
+        ("company", "manufacturer_ids"),
+        ("service_uuid", "service_uuids"),
+        ("service_data_uuid", "service_data_uuids"),
+        ("name", "local_names"),
+    ):
+        value = getattr(args, option, None)
+        if value:
+            out[key] = value
+    if getattr(args, "min_rssi", None) is not None:
+        out["min_rssi"] = args.min_rssi
+    return out
+
+
+def company_text(adv: Advertisement) -> str:
+    ids = list(adv.manufacturer_data)
+    if not ids:
+        return ""
+    first = COMPANIES.get(ids[0], f"0x{ids[0]:04X}")
+    return first + (f" +{len(ids) - 1}" if len(ids) > 1 else "")
+
+
+def age_text(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def table(rows: list[list[str]], right: frozenset[int] = frozenset()) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for row in rows:
+        cells = [
+            cell.rjust(widths[i]) if i in right else cell.ljust(widths[i])
+            for i, cell in enumerate(row)
+        ]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def devices_table(devices: list[Advertisement], now: float) -> str:
+    rows = [["ADDRESS", "NAME", "RSSI", "AGE", "COMPANY", "ADAPTER"]]
+    for adv in devices:
+        rows.append(
+            [
+                adv.address,
+                adv.name or "",
+                "" if adv.rssi is None else str(adv.rssi),
+                age_text(now - adv.last_seen),
+                company_text(adv),
+                adv.adapter,
+            ]
+        )
+    return table(rows, right=frozenset({2, 3}))
+
+
+def event_line(event: Event) -> str:
+    stamp = time.strftime("%H:%M:%S")
+    if isinstance(event, DeviceLost):
+        return f"{stamp}  {event.address}  lost"
+    parts = [stamp, event.address, "    " if event.rssi is None else f"{event.rssi:4d}"]
+    parts.append(event.name or "-")
+    company = company_text(event)
+    if company:
+        parts.append(company)
+    parts += [f"{k:04x}:{v.hex()}" for k, v in event.manufacturer_data.items()]
+    parts += [
+        f"{k[4:8] if k.endswith('-0000-1000-8000-00805f9b34fb') else k}:{v.hex()}"
+        for k, v in event.service_data.items()
+    ]
+    return "  ".join(parts)
+
+
+def _sort_key(order: str, now: float) -> Callable[[Advertisement], Any]:
+    if order == "address":
+        return lambda a: a.address
+    if order == "name":
+        return lambda a: (a.name is None, a.name or "", a.address)
+    if order == "age":
+        return lambda a: (now - a.last_seen, a.address)
+    return lambda a: (a.rssi is None, -(a.rssi or 0), a.address)
+
+
+async def _status(client: ScannerClient, args: argparse.Namespace, out: TextIO) -> int:
+    status = await client.status()
+    if args.json:
+        out.write(json.dumps(status.as_dict(), sort_keys=True) + "\n")
+        return EXIT_OK
+    yes = {True: "yes", False: "no"}
+    out.write(
+        f"Service        {SCANNER_SERVICE} {status.version} ({client.service_owner})\n"
+        f"BlueZ          {'present' if status.bluez_present else 'not running'}\n"
+        f"Scanning       {yes[status.scanning]}\n"
+        f"Devices        {status.devices}\n"
+        f"Subscriptions  {status.subscriptions}\n"
+        f"Reports        {status.reports}\n"
+    )
+    if status.adapters:
+        rows = [["ADAPTER", "ADDRESS", "POWERED", "DISCOVERING", "OURS", "STATE"]]
+        for a in status.adapters.values():
+            rows.append(
+                [a.name, a.address, yes[a.powered], yes[a.discovering], yes[a.session], a.state]
+            )
+        out.write("\n" + table(rows) + "\n")
+    else:
+        out.write("\nNo adapters.\n")
+    return EXIT_OK
+
+
+async def _devices(client: ScannerClient, args: argparse.Namespace, out: TextIO) -> int:
+    found = await client.devices(max_age=args.max_age, **_filters(args))
+    now = time.time()
+    ordered = sorted(found.values(), key=_sort_key(args.sort, now))
+    if args.json:
+        out.write(json.dumps([a.as_dict() for a in ordered], indent=1) + "\n")
+    elif ordered:
+        out.write(devices_table(ordered, now) + "\n")
+    else:
+        out.write("No devices.\n")
+    return EXIT_OK
+
+
+async def _watch(client: ScannerClient, args: argparse.Namespace, out: TextIO) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+    if args.duration is not None:
+        loop.call_later(args.duration, stop.set)
+    options = _filters(args)
+    if args.all_reports:
+        options["all_reports"] = True
+    if args.rssi_delta is not None:
+        options["rssi_delta"] = args.rssi_delta
+    if args.keep_alive is not None:
+        options["keep_alive"] = args.keep_alive
+    count = 0
+    async with client.subscribe(**options) as stream:
+        stopping = loop.create_task(stop.wait())
+        try:
+            while args.count is None or count < args.count:
+                nxt = loop.create_task(anext(stream))
+                await asyncio.wait({nxt, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if not nxt.done():
+                    nxt.cancel()
+                    break
+                event = nxt.result()
+                if args.json:
+                    kind = "lost" if isinstance(event, DeviceLost) else "discovered"
+                    line = json.dumps({"event": kind, **event.as_dict()})
+                else:
+                    line = event_line(event)
+                out.write(line + "\n")
+                out.flush()
+                count += 1
+        finally:
+            stopping.cancel()
+    return EXIT_OK
+
+
+_COMMANDS: Final = {"status": _status, "devices": _devices, "watch": _watch}
+
+
+async def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    client = ScannerClient(bus_address=args.bus, timeout=args.timeout, service_timeout=args.wait)
+    try:
+        await client.connect()
+    except BusUnreachableError as exc:
+        print(f"ble-scanner: {exc}", file=sys.stderr)
+        return EXIT_BUS_UNREACHABLE
+    except ServiceNotRunningError as exc:
+        print(
+            f"ble-scanner: {exc}. Is dbus-ble-scanner installed and started "
+            "(svstat /service/dbus-ble-scanner)?",
+            file=sys.stderr,
+        )
+        return EXIT_SERVICE_NOT_RUNNING
+    except UntrustedServiceError as exc:
+        print(f"ble-scanner: {exc}", file=sys.stderr)
+        return EXIT_UNTRUSTED
+    try:
+        return await _COMMANDS[args.command](client, args, out)
+    except ServiceNotRunningError as exc:
+        print(f"ble-scanner: {exc}", file=sys.stderr)
+        return EXIT_SERVICE_NOT_RUNNING
+    except UntrustedServiceError as exc:
+        print(f"ble-scanner: {exc}", file=sys.stderr)
+        return EXIT_UNTRUSTED
+    except BusUnreachableError as exc:
+        print(f"ble-scanner: {exc}", file=sys.stderr)
+        return EXIT_BUS_UNREACHABLE
+    except ScannerError as exc:
+        print(f"ble-scanner: {exc}", file=sys.stderr)
+        return EXIT_SERVICE_ERROR
+    finally:
+        await client.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        make_filter(**_filters(args))
+    except ValueError as exc:
+        parser.error(str(exc))
+    try:
+        return asyncio.run(run(args))
+    except ValueError as exc:  # a filter the client refuses before sending it
+        print(f"ble-scanner: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:  # `ble-scanner watch | head`
+        with contextlib.suppress(OSError):
+            sys.stdout.close()
+        return EXIT_OK
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""A velib-style consumer, run by the test under the system python (dbus-python + GLib).
+
+Prints JSON lines: the snapshot, "subscribed", then each event; exits after
+``count`` events or ``timeout`` seconds (exit 3).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from dbus.mainloop.glib import DBusGMainLoop
+from gi.repository import GLib
+
+from ble_scanner.advertisement import DeviceLost, Event
+from ble_scanner.glib_client import GlibScannerClient
+
+
+def main() -> int:
+    count, timeout = int(sys.argv[1]), float(sys.argv[2])
+    DBusGMainLoop(set_as_default=True)
+    loop = GLib.MainLoop()
+    client = GlibScannerClient()
+    result = {"code": 3}
+
+    def emit(obj: dict[str, object]) -> None:
+        print(json.dumps(obj), flush=True)
+
+    emit({"snapshot": {a: r.as_dict() for a, r in client.devices().items()}})
+    events: list[Event] = []
+
+    def on_event(event: Event) -> None:
+        events.append(event)
+        kind = "lost" if isinstance(event, DeviceLost) else "discovered"
+        emit({"event": kind, **event.as_dict()})
+        if len(events) >= count:
+            result["code"] = 0
+            loop.quit()
+
+    client.subscribe(on_event, manufacturer_id=0x02E1)
+    emit({"subscribed": True})  # the replay arrives once the loop runs
+    GLib.timeout_add(int(timeout * 1000), loop.quit)
+    loop.run()
+    client.close()
+    return result["code"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""A GLib/dbus-python consumer on the system python reads the service: snapshot and signals."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+
+import pytest
+
+from ble_scanner.main import ScannerApp
+from ble_scanner.simulator import BluezSimulator
+from ble_scanner.testbus import TestBus
+
+from ..conftest import start_scanner
+from ..helpers import wait_until
+from .conftest import ROOT, VICTRON, advertise_scene
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+CONSUMER = os.path.join(os.path.dirname(__file__), "glib_consumer.py")
+LATE = "C0:11:22:33:44:0E"
+
+pytestmark = pytest.mark.skipif(
+    shutil.which(SYSTEM_PYTHON) is None, reason="needs the system python with dbus-python"
+)
+
+
+async def start_consumer(test_bus: TestBus, count: int) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        SYSTEM_PYTHON,
+        CONSUMER,
+        str(count),
+        "20",
+        env={
+            "PATH": "/usr/bin:/bin",
+            "PYTHONPATH": ROOT,
+            "DBUS_SYSTEM_BUS_ADDRESS": test_bus.address,
+        },
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def read_json(proc: asyncio.subprocess.Process) -> dict[str, object]:
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), 20)
+    if not line:
+        assert proc.stderr is not None
+        raise AssertionError((await proc.stderr.read()).decode())
+    result: dict[str, object] = json.loads(line)
+    return result
+
+
+async def test_glib_consumer_gets_snapshot_replay_and_signals(
+    test_bus: TestBus, scanner: ScannerApp, bluez: BluezSimulator
+) -> None:
+    await advertise_scene(bluez)
+    await wait_until(lambda: len(scanner.scanner.cache) == 3, what="the scene")  # type: ignore[union-attr]
+    proc = await start_consumer(test_bus, count=2)
+    snapshot = await read_json(proc)
+    victron = snapshot["snapshot"][VICTRON]  # type: ignore[index]
+    assert victron["manufacturer_data"] == {str(0x02E1): "1002a3"}
+    assert len(snapshot["snapshot"]) == 3  # type: ignore[arg-type]
+    assert await read_json(proc) == {"subscribed": True}
+    replay = await read_json(proc)
+    assert (replay["event"], replay["address"]) == ("discovered", VICTRON)
+    await bluez.advertise("hci0", LATE, rssi=-50, manufacturer_data={0x02E1: b"\x10\x07"})
+    live = await read_json(proc)
+    assert (live["address"], live["manufacturer_data"]) == (LATE, {str(0x02E1): "1007"})
+    assert await asyncio.wait_for(proc.wait(), 20) == 0, await proc.stderr.read()  # type: ignore[union-attr]
+
+
+async def test_glib_consumer_survives_a_service_restart(
+    test_bus: TestBus, bluez: BluezSimulator
+) -> None:
+    app = await start_scanner(test_bus)
+    proc = await start_consumer(test_bus, count=2)
+    try:
+        assert (await read_json(proc))["snapshot"] == {}
+        assert await read_json(proc) == {"subscribed": True}
+        await bluez.advertise("hci0", VICTRON, rssi=-60, manufacturer_data={0x02E1: b"\x01"})
+        assert (await read_json(proc))["address"] == VICTRON
+        await app.stop()
+        app = await start_scanner(test_bus)
+        await wait_until(lambda: bluez.is_discovering("hci0"), what="discovery re-armed")
+        # Unchanged: swallowed. Changed: delivered on the new subscription.
+        await bluez.advertise("hci0", VICTRON, rssi=-60, manufacturer_data={0x02E1: b"\x01"})
+        await bluez.advertise("hci0", VICTRON, rssi=-60, manufacturer_data={0x02E1: b"\x02"})
+        event = await read_json(proc)
+        assert event["manufacturer_data"] == {str(0x02E1): "02"}
+        assert await asyncio.wait_for(proc.wait(), 20) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await app.stop()

@@ -68,6 +68,11 @@ DEFAULT_SERVICE_WAIT: Final = 10.0
 # oldest go (counted in ``dropped``). A replay of a full 10 000-device cache fits.
 STREAM_BUFFER: Final = 10_000
 
+# Retry of a re-subscription the new service did not accept (busy starting,
+# or at its subscription limit): soon at first, then no more than every 30 s.
+RESUBSCRIBE_BACKOFF_INITIAL: Final = 0.5
+RESUBSCRIBE_BACKOFF_MAX: Final = 30.0
+
 Callback = Callable[[Event], Awaitable[None] | None]
 Fallback = Literal["bluez"] | None
 
@@ -560,8 +565,22 @@ class ScannerClient:
             try:
                 await self._subscribe_remote(subscription)
             except ScannerError as exc:
-                _LOGGER.error("re-subscribing after a service restart failed: %s", exc)
+                _LOGGER.warning("re-subscribing failed (%s); retrying", exc)
+                self._spawn(self._resubscribe_later(subscription, owner))
         self._changed.set()
+
+    async def _resubscribe_later(self, subscription: Subscription, owner: str) -> None:
+        """Retry a failed re-subscription while the same service runs (it may be busy starting)."""
+        delay = RESUBSCRIBE_BACKOFF_INITIAL
+        while subscription.active and self._owner == owner and subscription.path is None:
+            await asyncio.sleep(delay)
+            if not (subscription.active and self._owner == owner):
+                return
+            try:
+                await self._subscribe_remote(subscription)
+            except ScannerError as exc:
+                _LOGGER.warning("re-subscribing failed again: %s", exc)
+                delay = min(delay * 2, RESUBSCRIBE_BACKOFF_MAX)
 
     async def _start_fallback(self) -> None:
         from .fallback import BluezListener  # only clients that ask for it pay for it

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 import pytest_asyncio
 
 from ble_scanner.advertisement import Advertisement, DeviceLost, Event
 from ble_scanner.client import ScannerClient
+from ble_scanner.main import ScannerApp
+from ble_scanner.scanner import ScannerConfig
 from ble_scanner.simulator import BluezSimulator
 from ble_scanner.testbus import TestBus
 
@@ -69,17 +73,45 @@ class Collector:
 
 
 @pytest_asyncio.fixture
-async def client(test_bus: TestBus, scanner: object) -> AsyncIterator[ScannerClient]:
+async def scanner(test_bus: TestBus, bluez: BluezSimulator) -> AsyncIterator[ScannerApp]:
+    """As the root fixture, but without waiting for localsettings."""
+    app = await start_service(test_bus)
+    try:
+        await wait_until(
+            lambda: app.bus is not None and app.bus.unique_name in bluez.sessions("hci0"),
+            what="the service's discovery session on hci0",
+        )
+        yield app
+    finally:
+        await app.stop()
+
+
+@pytest_asyncio.fixture
+async def client(test_bus: TestBus, scanner: ScannerApp) -> AsyncIterator[ScannerClient]:
     """A connected client of the running service."""
     async with ScannerClient(bus_address=test_bus.address, service_timeout=5) as c:
         yield c
 
 
+# Where the service can do without localsettings, tests say so: it then starts
+# at once instead of waiting for a localsettings that is not on the test bus.
+_NO_SETTINGS = "use_settings" in inspect.signature(ScannerApp.__init__).parameters
+
+
+async def start_service(test_bus: TestBus, config: ScannerConfig | None = None) -> ScannerApp:
+    """The service in-process on its own connection; stop it with ``await app.stop()``."""
+    options: dict[str, Any] = {"use_settings": False} if _NO_SETTINGS else {}
+    app = ScannerApp(config or ScannerConfig(), bus_address=test_bus.address, **options)
+    assert await asyncio.wait_for(app.start(), 10) == 0
+    return app
+
+
 def spawn_service(test_bus: TestBus, *args: str) -> subprocess.Popen[str]:
     """The service as its own process (for crash and restart scenarios)."""
     env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=test_bus.address, PYTHONUNBUFFERED="1")
+    extra = ["--no-settings"] if _NO_SETTINGS else []
     return subprocess.Popen(
-        [sys.executable, "dbus_ble_scanner.py", *args],
+        [sys.executable, "dbus_ble_scanner.py", *extra, *args],
         env=env,
         cwd=ROOT,
         stdout=subprocess.DEVNULL,

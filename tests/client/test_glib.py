@@ -13,9 +13,8 @@ from ble_scanner.main import ScannerApp
 from ble_scanner.simulator import BluezSimulator
 from ble_scanner.testbus import TestBus
 
-from ..conftest import start_scanner
 from ..helpers import wait_until
-from .conftest import ROOT, VICTRON, advertise_scene
+from .conftest import ROOT, VICTRON, advertise_scene, start_service
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 CONSUMER = os.path.join(os.path.dirname(__file__), "glib_consumer.py")
@@ -74,7 +73,7 @@ async def test_glib_consumer_gets_snapshot_replay_and_signals(
 async def test_glib_consumer_survives_a_service_restart(
     test_bus: TestBus, bluez: BluezSimulator
 ) -> None:
-    app = await start_scanner(test_bus)
+    app = await start_service(test_bus)
     proc = await start_consumer(test_bus, count=2)
     try:
         assert (await read_json(proc))["snapshot"] == {}
@@ -82,7 +81,7 @@ async def test_glib_consumer_survives_a_service_restart(
         await bluez.advertise("hci0", VICTRON, rssi=-60, manufacturer_data={0x02E1: b"\x01"})
         assert (await read_json(proc))["address"] == VICTRON
         await app.stop()
-        app = await start_scanner(test_bus)
+        app = await start_service(test_bus)
         await wait_until(lambda: bluez.is_discovering("hci0"), what="discovery re-armed")
         # Unchanged: swallowed. Changed: delivered on the new subscription.
         await bluez.advertise("hci0", VICTRON, rssi=-60, manufacturer_data={0x02E1: b"\x01"})

@@ -15,11 +15,10 @@ from dbus_fast.aio import MessageBus
 
 from ble_scanner.client import ScannerClient, UntrustedServiceError
 from ble_scanner.const import SCANNER_SERVICE
-from ble_scanner.main import ScannerApp
-from ble_scanner.scanner import ScannerConfig
 from ble_scanner.testbus import TestBus, start_test_bus
 
 from ..helpers import wait_until
+from .conftest import start_service
 
 NOBODY = 65534
 # The shipped policy lets only root own the name; this bus also lets nobody
@@ -139,8 +138,7 @@ async def test_trusting_that_user_explicitly_is_possible(
 async def test_a_takeover_by_another_user_ends_the_stream_with_an_error(
     nobody_bus: TestBus, impostor: Impostor
 ) -> None:
-    app = ScannerApp(ScannerConfig(), bus_address=nobody_bus.address)
-    assert await asyncio.wait_for(app.start(), 10) == 0
+    app = await start_service(nobody_bus)
     client = ScannerClient(bus_address=nobody_bus.address)
     await client.connect()
     try:

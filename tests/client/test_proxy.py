@@ -20,9 +20,8 @@ from ble_scanner.scanner import ScannerConfig
 from ble_scanner.simulator import BluezSimulator
 from ble_scanner.testbus import TestBus
 
-from ..conftest import start_scanner
 from ..helpers import wait_until
-from .conftest import BTHOME, BTHOME_UUID, RUUVI, VICTRON, Collector, advertise_scene
+from .conftest import BTHOME, BTHOME_UUID, RUUVI, VICTRON, Collector, advertise_scene, start_service
 
 NEW = "C0:11:22:33:44:0A"
 
@@ -88,7 +87,7 @@ async def test_stream_replays_present_devices_then_follows_changes(
 
 
 async def test_stream_reports_lost_devices(test_bus: TestBus, bluez: BluezSimulator) -> None:
-    app = await start_scanner(test_bus, ScannerConfig(lost_timeout=1.0))
+    app = await start_service(test_bus, ScannerConfig(lost_timeout=1.0))
     try:
         async with ScannerClient(bus_address=test_bus.address) as client:
             stream = client.subscribe(address=NEW)
@@ -181,7 +180,7 @@ async def test_client_waits_for_a_service_that_starts_late(
     connecting = asyncio.create_task(client.connect())
     await wait_until(lambda: client._bus is not None and client.mode == "waiting")
     assert not connecting.done()
-    app = await start_scanner(test_bus)
+    app = await start_service(test_bus)
     try:
         await asyncio.wait_for(connecting, 10)
         assert client.mode == "service"

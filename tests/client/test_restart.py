@@ -13,9 +13,8 @@ from ble_scanner.client import ScannerClient
 from ble_scanner.simulator import BluezSimulator
 from ble_scanner.testbus import TestBus
 
-from ..conftest import start_scanner
 from ..helpers import call, wait_until
-from .conftest import RUUVI, VICTRON, Collector, spawn_service
+from .conftest import RUUVI, VICTRON, Collector, spawn_service, start_service
 
 GONE = "C0:11:22:33:44:0B"
 NEW = "C0:11:22:33:44:0C"
@@ -25,7 +24,7 @@ VICTRON_DATA = {0x02E1: b"\x10\x02\xa3"}
 async def test_subscription_survives_a_service_restart_without_duplicates(
     test_bus: TestBus, bluez: BluezSimulator
 ) -> None:
-    app = await start_scanner(test_bus)
+    app = await start_service(test_bus)
     async with ScannerClient(bus_address=test_bus.address, lost_timeout=1.0) as client:
         seen = Collector()
         await client.on_advertisement(seen)
@@ -36,7 +35,7 @@ async def test_subscription_survives_a_service_restart_without_duplicates(
 
         await app.stop()
         await wait_until(lambda: client.mode == "waiting", what="the client to notice")
-        app = await start_scanner(test_bus)
+        app = await start_service(test_bus)
         await wait_until(lambda: client.mode == "service", what="the client to re-subscribe")
         assert client.service_owner != first_owner
 
@@ -53,13 +52,13 @@ async def test_subscription_survives_a_service_restart_without_duplicates(
 async def test_a_changed_device_is_delivered_after_the_restart(
     test_bus: TestBus, bluez: BluezSimulator
 ) -> None:
-    app = await start_scanner(test_bus)
+    app = await start_service(test_bus)
     async with ScannerClient(bus_address=test_bus.address) as client:
         stream = await client.subscribe(address=VICTRON).start()
         await bluez.advertise("hci0", VICTRON, rssi=-60, manufacturer_data=VICTRON_DATA)
         assert isinstance(await asyncio.wait_for(anext(stream), 5), Advertisement)
         await app.stop()
-        app = await start_scanner(test_bus)
+        app = await start_service(test_bus)
         await wait_until(lambda: bluez.is_discovering("hci0"), what="discovery re-armed")
         await bluez.advertise("hci0", VICTRON, rssi=-60, manufacturer_data={0x02E1: b"\x10\x02"})
         event = await asyncio.wait_for(anext(stream), 5)
@@ -107,7 +106,7 @@ async def test_fallback_listens_to_bluez_without_scanning_then_switches_back(
         assert snapshot[VICTRON].manufacturer_data == VICTRON_DATA
         assert snapshot[VICTRON].path == bluez.device_path("hci0", VICTRON)
 
-        app = await start_scanner(test_bus)
+        app = await start_service(test_bus)
         try:
             await wait_until(lambda: client.mode == "service", what="the switch to the service")
             await bluez.advertise("hci0", VICTRON, rssi=-60, manufacturer_data=VICTRON_DATA)

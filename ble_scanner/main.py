@@ -9,8 +9,9 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 
-from dbus_fast import BusType, Message, MessageType, NameFlag, RequestNameReply
+from dbus_fast import BusType, Message, MessageType, RequestNameReply
 from dbus_fast.aio import MessageBus
 
 from . import __version__
@@ -32,6 +33,10 @@ from .record import MalformedData, normalize_address
 from .scanner import Scanner, ScannerConfig
 from .service import ScannerService
 from .state import ServiceStatus
+from .venus.busitem import BusItemTree
+from .venus.const import PREFERRED_DEVICE_INSTANCE
+from .venus.settings import ScannerSettings, SettingsClient
+from .venus.tree import ScannerTree
 
 _LOGGER = logging.getLogger("ble_scanner")
 
@@ -40,6 +45,8 @@ EXIT_OK = 0
 EXIT_BUS_UNREACHABLE = 1
 EXIT_NAME_TAKEN = 2
 EXIT_USAGE = 64
+# service/run's softlimit allows 150 MB; at ~1 KB a device this leaves room.
+MAX_CACHE_SIZE = 50_000
 
 
 def _company_id(text: str) -> int:
@@ -132,6 +139,19 @@ def build_parser() -> argparse.ArgumentParser:
         "AdvertisementMonitor, no scan requests (needs bluetoothd -E); auto: passive, with "
         "active windows while a client asks for them (default active)",
     )
+    parser.add_argument(
+        "--no-settings",
+        action="store_true",
+        help="do not use localsettings (com.victronenergy.settings); the options here apply",
+    )
+    parser.add_argument(
+        "--settings-wait",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="how long to wait for localsettings before scanning with the defaults "
+        "(default 0: settings are applied live whenever localsettings appears)",
+    )
     parser.add_argument("--debug", action="store_true", help="log every decision")
     parser.add_argument("--version", action="version", version=__version__)
     return parser
@@ -155,8 +175,8 @@ def validate_config(config: ScannerConfig) -> list[str]:
     problems = []
     if not 1 <= config.lost_timeout <= 86_400:
         problems.append("lost timeout must be 1..86400 s")
-    if not 1 <= config.cache_size <= 1_000_000:
-        problems.append("cache size must be 1..1000000")
+    if not 1 <= config.cache_size <= MAX_CACHE_SIZE:
+        problems.append(f"cache size must be 1..{MAX_CACHE_SIZE}")
     if not 0 <= config.broadcast_keep_alive <= 86_400:
         problems.append("keep-alive must be 0..86400 s")
     if not 0 <= config.broadcast_rssi_delta <= 147:
@@ -174,11 +194,48 @@ def _cmdline(pid: object) -> str:
         return ""
 
 
-class ScannerApp:
-    """The running service: one connection, the hub, the BlueZ side and the Scanner1 interface."""
+def settings_from_config(config: ScannerConfig) -> ScannerSettings:
+    """Command-line values become the defaults localsettings is created with."""
+    return ScannerSettings(
+        adapters=tuple(sorted(config.adapters)),
+        lost_timeout=config.lost_timeout,
+        cache_size=config.cache_size,
+        broadcast_keepalive=config.broadcast_keep_alive,
+        broadcast_rssi_delta=config.broadcast_rssi_delta,
+        ignore_company_ids=config.ignore_company_ids,
+        scan_mode=config.scan_mode,
+    )
 
-    def __init__(self, config: ScannerConfig, bus_address: str | None = None) -> None:
+
+def config_from_settings(settings: ScannerSettings, base: ScannerConfig) -> ScannerConfig:
+    """localsettings wins where it has a value; the rest stays as the command line said."""
+    return replace(
+        base,
+        adapters=frozenset(settings.adapters),
+        lost_timeout=settings.lost_timeout,
+        cache_size=settings.cache_size,
+        broadcast_keep_alive=settings.broadcast_keepalive,
+        broadcast_rssi_delta=settings.broadcast_rssi_delta,
+        ignore_company_ids=settings.ignore_company_ids,
+        scan_mode=settings.scan_mode,
+    )
+
+
+class ScannerApp:
+    """The running service: one connection, the hub, the BlueZ side, Scanner1 and the Venus tree."""
+
+    def __init__(
+        self,
+        config: ScannerConfig,
+        bus_address: str | None = None,
+        use_settings: bool = True,
+        settings_wait: float = 0.0,
+    ) -> None:
         self.config = config
+        self.use_settings = use_settings
+        self.settings_wait = settings_wait
+        self.settings: SettingsClient | None = None
+        self.tree: ScannerTree | None = None
         self.bus_address = bus_address
         self.bus: MessageBus | None = None
         self.bluez: Bluez | None = None
@@ -186,6 +243,7 @@ class ScannerApp:
         self.scanner: Scanner | None = None
         self.ready = asyncio.Event()
         self.leases = LeaseRegistry()
+        self._background: set[asyncio.Task[bool]] = set()
         self._sweeper: asyncio.Task[None] | None = None
 
     def status(self) -> ServiceStatus:
@@ -199,6 +257,7 @@ class ScannerApp:
             subscriptions=len(scanner.subscriptions),
             reports=scanner.stats.reports,
             ignored=scanner.stats.ignored,
+            lost_timeout=scanner.config.lost_timeout,
             malformed=scanner.stats.malformed
             + (sum(bluez.malformed.counts.values()) if bluez else 0),
         )
@@ -216,9 +275,23 @@ class ScannerApp:
         self.service = ScannerService(bus, self.status, self.leases)
         self.scanner = Scanner(self.service, self.config)
         self.service.attach(self.scanner)
+        device_instance, custom_name = await self._start_settings(bus)
+        busitems = BusItemTree(bus)
+        self.tree = ScannerTree(
+            busitems,
+            self.status,
+            lambda: list(self.scanner.cache) if self.scanner else [],
+            device_instance,
+            custom_name,
+            self._custom_name_set,
+        )
+        if self.settings is not None:
+            self.tree.publish_devices = self.settings.values.publish_devices
+            self.tree.publish_devices_max = self.settings.values.publish_devices_max
+        self.tree.refresh()
         # Every path exists before the name is requested (SPEC §4).
         await self.service.start()
-        reply = await bus.request_name(SCANNER_SERVICE, NameFlag.DO_NOT_QUEUE)
+        reply = await busitems.register(SCANNER_SERVICE)
         if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
             _LOGGER.error("%s is already taken by %s", SCANNER_SERVICE, await self._who_owns())
             return EXIT_NAME_TAKEN
@@ -232,9 +305,44 @@ class ScannerApp:
         self.service.on_leases_changed = self.bluez.leases_changed
         await self.bluez.start()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="sweep")
+        self.tree.start()
         self.ready.set()
         _LOGGER.info("%s %s ready", SCANNER_SERVICE, __version__)
         return EXIT_OK
+
+    async def _start_settings(self, bus: MessageBus) -> tuple[int, str]:
+        """localsettings: our settings (applied now and live) and the VRM device instance."""
+        if not self.use_settings:
+            _LOGGER.info("localsettings not used (--no-settings); command-line options apply")
+            return PREFERRED_DEVICE_INSTANCE, ""
+        self.settings = SettingsClient(
+            bus,
+            on_change=self._settings_changed,
+            defaults=settings_from_config(self.config),
+            on_device_instance=self._device_instance_changed,
+        )
+        if await self.settings.start(wait=self.settings_wait):
+            self.configure(config_from_settings(self.settings.values, self.config))
+        instance = await self.settings.allocate_device_instance()
+        return instance, self.settings.values.custom_name
+
+    def _settings_changed(self, values: ScannerSettings, changed: object) -> None:
+        self.configure(config_from_settings(values, self.config))
+        if self.tree is not None:
+            self.tree.publish_devices = values.publish_devices
+            self.tree.publish_devices_max = values.publish_devices_max
+            self.tree.set_custom_name(values.custom_name)
+
+    def _device_instance_changed(self, instance: int) -> None:
+        if self.tree is not None:
+            self.tree.tree["/DeviceInstance"] = instance
+
+    def _custom_name_set(self, name: str) -> None:
+        """A client wrote /CustomName: persist it in localsettings."""
+        if self.settings is not None and self.settings.present:
+            task = asyncio.get_running_loop().create_task(self.settings.set_custom_name(name))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     async def _who_owns(self) -> str:
         assert self.bus is not None
@@ -284,6 +392,11 @@ class ScannerApp:
         """Stop our discovery sessions, release the name, disconnect; bounded in time."""
         if self._sweeper is not None:
             self._sweeper.cancel()
+        if self.tree is not None:
+            await self.tree.stop()
+        if self.settings is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.settings.close(), 0.3)
         bus = self.bus
         if bus is None or not bus.connected:
             return
@@ -299,12 +412,12 @@ class ScannerApp:
             await asyncio.wait_for(bus.wait_for_disconnect(), 0.3)  # type: ignore[no-untyped-call]
 
 
-async def run(config: ScannerConfig) -> int:
+async def run(config: ScannerConfig, use_settings: bool = True, settings_wait: float = 0.0) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    app = ScannerApp(config)
+    app = ScannerApp(config, use_settings=use_settings, settings_wait=settings_wait)
     starting = loop.create_task(app.start())
     stopping = loop.create_task(stop.wait())
     await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -339,7 +452,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in problems:
             _LOGGER.error("%s", problem)
         return EXIT_USAGE
-    return asyncio.run(run(config))
+    return asyncio.run(run(config, not args.no_settings, args.settings_wait))
 
 
 if __name__ == "__main__":

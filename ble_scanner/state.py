@@ -27,6 +27,7 @@ class ServiceStatus:
     reports: int
     ignored: int
     malformed: int
+    lost_timeout: float = 0.0
 
     @property
     def scanning(self) -> bool:

@@ -25,6 +25,7 @@ _SYSTEM_CONF: Final = """<!DOCTYPE busconfig PUBLIC
   <listen>unix:path={socket}</listen>
   <auth>EXTERNAL</auth>
   <policy context="default">
+    <allow user="*"/>
     <deny own="*"/>
     <deny send_type="method_call"/>
     <allow send_type="signal"/>

@@ -38,6 +38,8 @@ from .const import (
     PROPERTIES,
     REARM_BACKOFF_INITIAL,
     REARM_BACKOFF_MAX,
+    WATCHDOG_MAX_POWER_CYCLES_PER_HOUR,
+    WATCHDOG_SILENCE,
 )
 from .leases import LeaseKind, LeaseRegistry
 from .monitor import MonitorApp, is_call_for_monitor_app
@@ -148,6 +150,13 @@ class AdapterDiscovery:
         self.monitor_registered = False
         self.monitor_active = False
         self.monitor = MonitorApp(self.name, self._monitor_activated, self._monitor_released)
+        # Watchdog: the report count last seen, when it last moved, how far the
+        # recovery ladder has gone, and when power cycles happened.
+        self.heard_count = -1
+        self.heard_at = time.monotonic()
+        self.watchdog_step = 0
+        self.watchdog_armed = False
+        self.power_cycles: list[float] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -334,6 +343,58 @@ class AdapterDiscovery:
         except (BluezError, TimeoutError):
             pass
 
+    def watch(self, count: int, now: float, silence: float) -> str | None:
+        """One watchdog look at this adapter's report count; returns the action due.
+
+        The watchdog arms only once the adapter has heard something, so an
+        empty neighbourhood is not mistaken for a stuck adapter.
+        """
+        self.watchdog_armed = count > 0
+        if not (self.enabled and self.powered and (self.session or self.monitor_registered)):
+            self.heard_count, self.heard_at, self.watchdog_step = count, now, 0
+            return None
+        if count != self.heard_count:
+            self.heard_count, self.heard_at, self.watchdog_step = count, now, 0
+            return None
+        if not self.watchdog_armed or now - self.heard_at < silence:
+            return None
+        self.heard_at = now  # give the next step a full period
+        self.watchdog_step += 1
+        hour_ago = now - 3600.0
+        self.power_cycles = [t for t in self.power_cycles if t > hour_ago]
+        if self.watchdog_step >= 2 and len(self.power_cycles) < WATCHDOG_MAX_POWER_CYCLES_PER_HOUR:
+            self.power_cycles.append(now)
+            return "power-cycle"
+        return "restart"
+
+    async def restart_discovery(self) -> None:
+        """Watchdog step 1: stop and start our session (and monitor) again."""
+        _LOGGER.warning("%s: no reports for a while; restarting discovery", self.name)
+        self._set_state("restarting discovery (adapter went silent)")
+        if self.session:
+            self.session = False
+            self.stop_first = True
+        if self.monitor_registered:
+            await self._unregister_monitor()
+        self.poke()
+
+    async def power_cycle(self) -> None:
+        """Watchdog step 2: power the adapter off and on; BlueZ then needs us to re-arm."""
+        _LOGGER.warning("%s: still silent after a restart; power-cycling the adapter", self.name)
+        self._set_state("power-cycling (adapter went silent)")
+        for value in (False, True):
+            try:
+                await self.bluez.call(
+                    self.path,
+                    PROPERTIES,
+                    "Set",
+                    "ssv",
+                    [BLUEZ_ADAPTER, "Powered", Variant("b", value)],
+                )
+            except (BluezError, TimeoutError) as exc:
+                _LOGGER.warning("%s: power cycle failed: %s", self.name, exc)
+                return
+
     def _monitor_activated(self) -> None:
         self.monitor_active = True
         self.bluez.status_changed()
@@ -422,6 +483,8 @@ class Bluez:
         call_timeout: float = BLUEZ_CALL_TIMEOUT,
         scan_mode: ScanMode = ScanMode.ACTIVE,
         leases: LeaseRegistry | None = None,
+        report_counts: Callable[[], Mapping[str, int]] | None = None,
+        watchdog_silence: float = WATCHDOG_SILENCE,
     ) -> None:
         self.bus = bus
         self.on_report = on_report
@@ -431,6 +494,9 @@ class Bluez:
         self.scan_mode = scan_mode
         self.leases = leases if leases is not None else LeaseRegistry()
         self._lease_timer: asyncio.TimerHandle | None = None
+        self.report_counts = report_counts
+        self.watchdog_silence = watchdog_silence
+        self._watchdog: asyncio.Task[None] | None = None
         self.owner: str | None = None
         self.adapters: dict[str, AdapterDiscovery] = {}  # by object path
         self.views: dict[str, DeviceView] = {}  # by Device1 object path
@@ -443,6 +509,10 @@ class Bluez:
     async def start(self) -> None:
         self.bus.add_message_handler(self._on_message)
         self.bus.add_message_handler(self._on_monitor_call)
+        if self.report_counts is not None:
+            self._watchdog = asyncio.get_running_loop().create_task(
+                self._run_watchdog(), name="watchdog"
+            )
         for rule in (
             f"type='signal',sender='{DBUS_SERVICE}',interface='{DBUS_INTERFACE}',"
             f"member='NameOwnerChanged',arg0='{BLUEZ_SERVICE}'",
@@ -465,6 +535,8 @@ class Bluez:
         self._closing = True
         if self._lease_timer is not None:
             self._lease_timer.cancel()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         self.bus.remove_message_handler(self._on_message)
         adapters = list(self.adapters.values())
         self.adapters.clear()
@@ -492,6 +564,23 @@ class Bluez:
             delay = max(0.0, expiry - self.leases.monotonic())
             self._lease_timer = loop.call_later(delay, self.leases_changed)
         self._poke_all()
+
+    async def _run_watchdog(self) -> None:
+        assert self.report_counts is not None
+        interval = min(5.0, self.watchdog_silence / 4)
+        while True:
+            await asyncio.sleep(interval)
+            counts = self.report_counts()
+            now = time.monotonic()
+            for adapter in list(self.adapters.values()):
+                action = adapter.watch(counts.get(adapter.name, 0), now, self.watchdog_silence)
+                try:
+                    if action == "restart":
+                        await adapter.restart_discovery()
+                    elif action == "power-cycle":
+                        await adapter.power_cycle()
+                except Exception:
+                    _LOGGER.exception("%s: watchdog action failed", adapter.name)
 
     def _poke_all(self) -> None:
         for adapter in self.adapters.values():

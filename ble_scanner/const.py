@@ -100,5 +100,11 @@ BLUEZ_CALL_TIMEOUT: Final = 5.0
 # then: polling every 10 s finds it soon enough without loading the adapter.
 REARM_BACKOFF_INITIAL: Final = 0.25
 REARM_BACKOFF_MAX: Final = 10.0
+# An adapter that was hearing advertisements and then hears nothing for this
+# long, while we scan, is stuck (HA's SCANNER_WATCHDOG_TIMEOUT is 90 s too).
+WATCHDOG_SILENCE: Final = 90.0
+# A power cycle disturbs every connection on the adapter: at most this many an
+# hour; after that the watchdog only restarts discovery.
+WATCHDOG_MAX_POWER_CYCLES_PER_HOUR: Final = 3
 # SIGTERM must end in an exit within 2 s (SPEC §6); the cleanup calls get this.
 SHUTDOWN_TIMEOUT: Final = 1.5

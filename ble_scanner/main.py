@@ -27,6 +27,7 @@ from .const import (
     LOST_SWEEP_INTERVAL,
     SCANNER_SERVICE,
     SHUTDOWN_TIMEOUT,
+    WATCHDOG_SILENCE,
 )
 from .leases import LeaseRegistry
 from .record import MalformedData, normalize_address
@@ -230,8 +231,10 @@ class ScannerApp:
         bus_address: str | None = None,
         use_settings: bool = True,
         settings_wait: float = 0.0,
+        watchdog_silence: float = WATCHDOG_SILENCE,
     ) -> None:
         self.config = config
+        self.watchdog_silence = watchdog_silence
         self.use_settings = use_settings
         self.settings_wait = settings_wait
         self.settings: SettingsClient | None = None
@@ -301,6 +304,8 @@ class ScannerApp:
             adapters_wanted=self.config.adapters,
             scan_mode=ScanMode(self.config.scan_mode),
             leases=self.leases,
+            report_counts=lambda: self.scanner.stats.per_adapter if self.scanner else {},
+            watchdog_silence=self.watchdog_silence,
         )
         self.service.on_leases_changed = self.bluez.leases_changed
         await self.bluez.start()

@@ -17,6 +17,7 @@ from .conftest import get_devices
 
 ADDR = "C0:11:22:33:44:01"
 OBSERVATION_WINDOW = 2.0
+SILENCE = 0.8
 
 
 def our_session(app: ScannerApp, bluez: BluezSimulator, adapter: str = "hci0") -> bool:
@@ -221,3 +222,38 @@ async def test_malformed_device_data_is_counted_not_fatal(
     await bluez.advertise("hci0", ADDR, rssi=-60, manufacturer_data={0x02E1: b"\x10"})
     await wait_until(lambda: ADDR in scanner.scanner.cache)  # type: ignore[union-attr]
     assert "C0:11:22:33:44:99" not in await get_devices(bus)
+
+
+async def test_watchdog_restarts_a_silent_adapter_then_power_cycles_it(
+    test_bus: TestBus, bluez: BluezSimulator
+) -> None:
+    """Discovering stays true but nothing arrives: stop/start first, then a power cycle."""
+    app = ScannerApp(
+        ScannerConfig(), bus_address=test_bus.address, use_settings=False, watchdog_silence=SILENCE
+    )
+    assert await app.start() == 0
+    try:
+        await wait_until(lambda: our_session(app, bluez))
+        # The watchdog arms once the adapter has been heard.
+        await bluez.advertise("hci0", ADDR, rssi=-60, manufacturer_data={0x02E1: b"\x01"})
+        await wait_until(lambda: app.bluez.adapters["/org/bluez/hci0"].watchdog_armed, timeout=5)  # type: ignore[union-attr]
+        starts = bluez.call_count("StartDiscovery", adapter="hci0")
+        bluez.set_silent("hci0", True)
+        took = await wait_until(
+            lambda: bluez.call_count("StartDiscovery", adapter="hci0") > starts,
+            timeout=10,
+            what="discovery restarted by the watchdog",
+        )
+        assert took < SILENCE * 3
+        sets = bluez.call_count("Set", adapter="hci0")
+        await wait_until(
+            lambda: bluez.call_count("Set", adapter="hci0") >= sets + 2,
+            timeout=10,
+            what="power cycle",
+        )
+        await wait_until(lambda: our_session(app, bluez), what="re-armed after the power cycle")
+        bluez.set_silent("hci0", False)
+        await bluez.advertise("hci0", ADDR, rssi=-60, manufacturer_data={0x02E1: b"\xff"})
+        await wait_until(lambda: app.bluez.adapters["/org/bluez/hci0"].watchdog_step == 0)  # type: ignore[union-attr]
+    finally:
+        await app.stop()

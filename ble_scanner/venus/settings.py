@@ -142,8 +142,8 @@ def parse_company_ids(raw: object) -> frozenset[int]:
 
 def parse_scan_mode(raw: object) -> str:
     mode = _text(raw).strip().lower()
-    if mode not in ("active", "passive"):
-        raise ValueError("not 'active' or 'passive'")
+    if mode not in ("active", "passive", "auto"):
+        raise ValueError("not 'active', 'passive' or 'auto'")
     return mode
 
 
@@ -212,7 +212,8 @@ SETTINGS: Final[tuple[SettingSpec, ...]] = (
     ),
     SettingSpec(
         "scan_mode", "ScanMode", "active", None, None, parse_scan_mode,
-        "active (asks for scan responses, which carry most names) or passive",
+        "active (asks for scan responses, which carry most names), passive, or auto "
+        "(passive with active windows on request)",
     ),
     SettingSpec(
         "publish_devices", "PublishDevices", 0, 0, 1, parse_flag,

@@ -28,5 +28,19 @@ test-venus: setup
 # Everything: lint, types, and the suite on the newest dbus-fast and on Venus's 2.21.1.
 test: setup lint typecheck test-newest test-venus
 
+# The real-BlueZ tier: Debian's bluetoothd 5.66 and 5.82 in QEMU guests (root;
+# builds the guest images first, cached outside the repository).
+test-bluez: setup
+	tests/realbluez/build-guest.sh bookworm
+	tests/realbluez/build-guest.sh trixie
+	$(VENV)/bin/python -m pytest -m bluez tests/realbluez $(PYTEST_ARGS)
+
+# Benchmarks against same-run baselines; figures on stdout and in bench-results.json.
+bench: setup
+	$(VENV)/bin/python -m tests.bench --json bench-results.json
+
+bench-smoke: setup
+	$(VENV)/bin/python -m tests.bench --smoke --json bench-results-smoke.json
+
 clean:
 	rm -rf $(VENV) $(VENUS) dist build *.egg-info

@@ -45,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    bus = start_test_bus()
+    bus = start_test_bus(quiet=True)
     env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=bus.address, PYTHONUNBUFFERED="1")
     procs: list[subprocess.Popen[str]] = []
 

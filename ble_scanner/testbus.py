@@ -125,7 +125,9 @@ class TestBus:
         self.stop()
 
 
-def start_test_bus(extra_policies: dict[str, str] | None = None, timeout: float = 10.0) -> TestBus:
+def start_test_bus(
+    extra_policies: dict[str, str] | None = None, timeout: float = 10.0, quiet: bool = False
+) -> TestBus:
     """Start ``dbus-daemon`` with the system-like policy and return once it listens.
 
     The directory lives in /tmp with a short name: AF_UNIX paths are limited to
@@ -162,6 +164,8 @@ def start_test_bus(extra_policies: dict[str, str] | None = None, timeout: float 
             ],
             pass_fds=(write_fd,),
             start_new_session=True,
+            # Unprivileged, the daemon warns that it cannot raise its fd limit.
+            stderr=subprocess.DEVNULL if quiet else None,
         )
     finally:
         os.close(write_fd)
@@ -177,3 +181,19 @@ def start_test_bus(extra_policies: dict[str, str] | None = None, timeout: float 
         raise RuntimeError(f"dbus-daemon did not print its address within {timeout} s")
     os.chmod(socket_path, 0o777)
     return TestBus(address=line, directory=directory, process=process)
+
+
+def main() -> int:
+    """``python -m ble_scanner.testbus``: a private bus for trying things by hand."""
+    bus = start_test_bus()
+    print(f"export DBUS_SYSTEM_BUS_ADDRESS={bus.address}", flush=True)
+    try:
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    finally:
+        bus.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    raise SystemExit(main())

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterator
-from typing import Any
 
 from .record import Content
 
@@ -19,8 +18,9 @@ class Device:
 
     ``version`` counts content changes, so listeners compare one integer to
     know whether the advertised content is news. ``wire`` is a slot for the
-    D-Bus adapter's cached encoding of ``content``; it is cleared whenever the
-    content changes.
+    D-Bus adapter's cached encoding of the record (all of it but LastSeen and
+    Rssi); it is cleared whenever the content or the identity (address type,
+    adapter, path) changes.
     """
 
     __slots__ = (
@@ -48,7 +48,7 @@ class Device:
         self.last_seen = first_seen  # wall clock, for the record
         self.heard = heard  # monotonic, for expiry
         self.version = 0
-        self.wire: Any = None
+        self.wire: bytes | None = None
 
     def __repr__(self) -> str:
         return f"Device({self.address} {self.adapter} rssi={self.rssi} v{self.version})"
@@ -96,9 +96,12 @@ class DeviceCache:
             devices.move_to_end(address)
             device.heard = now
             device.last_seen = wall
-        device.address_type = address_type
-        device.adapter = adapter
-        device.path = path
+        if device.path != path or device.address_type != address_type or device.adapter != adapter:
+            # Heard by another adapter, or a new address type: the record changes.
+            device.address_type = address_type
+            device.adapter = adapter
+            device.path = path
+            device.wire = None
         if rssi is not None:
             device.rssi = rssi
         changed = content is not device.content and content != device.content

@@ -13,7 +13,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from typing import Final
 
-from dbus_fast import Message, MessageType, Variant
+from dbus_fast import Message, MessageFlag, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
 from .cache import Device
@@ -34,6 +34,15 @@ from .const import (
 )
 from .filters import FilterTooLarge, InvalidFilter, parse_snapshot_query, parse_subscription
 from .leases import LeaseError, LeaseKind, LeaseRegistry, TooManyLeases
+from .marshal import (
+    MESSAGE_METHOD_RETURN,
+    MESSAGE_SIGNAL,
+    header_fields,
+    record_entry,
+    snapshot_body,
+    string_body,
+)
+from .outbox import Outbox
 from .scanner import Scanner
 from .state import ServiceStatus
 from .subscriptions import NotOwner, Subscription, TooManySubscriptions, UnknownSubscription
@@ -86,6 +95,11 @@ _SIGNATURES: Final = {
     "ReleaseLease": "o",
     "GetStatus": "",
 }
+_SIGNAL_SIGNATURES: Final = {"DeviceDiscovered": "sa{sv}", "DeviceLost": "s"}
+# Signal headers are cached per (path, member, destination): at most two members
+# for the broadcast and for each of MAX_SUBSCRIPTIONS_TOTAL subscriptions; past
+# this (subscriptions come and go) the cache starts over.
+_HEADER_CACHE_SIZE: Final = 1024
 _STANDARD_INTERFACES: Final = """<interface name="org.freedesktop.DBus.Introspectable">
   <method name="Introspect"><arg name="data" type="s" direction="out"/></method>
 </interface>
@@ -95,28 +109,23 @@ _STANDARD_INTERFACES: Final = """<interface name="org.freedesktop.DBus.Introspec
 </interface>"""
 
 
-def _content_variants(device: Device) -> dict[str, Variant]:
-    """The advertised part of a record, encoded once per content change."""
+def record_variants(device: Device) -> dict[str, Variant]:
+    """The SPEC §4.1 advertisement record of a cached device, as dbus-fast values.
+
+    The service sends records through ``marshal.record_entry``, which encodes
+    this same dict (tests/unit/test_marshal.py holds the two equal).
+    """
     content = device.content
     assert content is not None
-    wire: dict[str, Variant] = {
+    record: dict[str, Variant] = {
         "ManufacturerData": Variant("a{qay}", dict(content.manufacturer_data)),
         "ServiceData": Variant("a{say}", dict(content.service_data)),
         "ServiceUuids": Variant("as", list(content.service_uuids)),
     }
     if content.name is not None:
-        wire["Name"] = Variant("s", content.name)
+        record["Name"] = Variant("s", content.name)
     if content.tx_power is not None:
-        wire["TxPower"] = Variant("n", content.tx_power)
-    return wire
-
-
-def record_variants(device: Device) -> dict[str, Variant]:
-    """The SPEC §4.1 advertisement record of a cached device."""
-    wire = device.wire
-    if wire is None:
-        wire = device.wire = _content_variants(device)
-    record = dict(wire)
+        record["TxPower"] = Variant("n", content.tx_power)
     record["Address"] = Variant("s", device.address)
     record["AddressType"] = Variant("s", device.address_type)
     record["Adapter"] = Variant("s", device.adapter)
@@ -168,6 +177,9 @@ class ScannerService:
         self.on_leases_changed: Callable[[], None] = lambda: None
         self.scanner: Scanner | None = None
         self.signals_sent = 0
+        # Our signals and snapshot replies, marshalled from cached record parts.
+        self.outbox = Outbox(bus)
+        self._signal_fields: dict[tuple[str, str, str | None], bytes] = {}
 
     def attach(self, scanner: Scanner) -> None:
         self.scanner = scanner
@@ -199,33 +211,37 @@ class ScannerService:
     def device_discovered(
         self, device: Device, broadcast: bool, subscriptions: list[Subscription]
     ) -> None:
-        body = [device.address, record_variants(device)]
-        send = self.bus.send
-        if broadcast:
-            send(
-                Message.new_signal(
-                    SCANNER_PATH, SCANNER_INTERFACE, "DeviceDiscovered", "sa{sv}", body
-                )
-            )
-        for subscription in subscriptions:
-            msg = Message.new_signal(
-                subscription.path, SCANNER_INTERFACE, "DeviceDiscovered", "sa{sv}", body
-            )
-            msg.destination = subscription.owner
-            send(msg)
-        self.signals_sent += broadcast + len(subscriptions)
+        self._emit("DeviceDiscovered", record_entry(device), broadcast, subscriptions)
 
     def device_lost(self, address: str, broadcast: bool, subscriptions: list[Subscription]) -> None:
-        send = self.bus.send
+        self._emit("DeviceLost", string_body(address), broadcast, subscriptions)
+
+    def _emit(
+        self, member: str, body: bytes, broadcast: bool, subscriptions: list[Subscription]
+    ) -> None:
+        """One body, to the broadcast and to each subscription (unicast, from its path)."""
+        send, fields = self.outbox.send, self._fields
         if broadcast:
-            send(Message.new_signal(SCANNER_PATH, SCANNER_INTERFACE, "DeviceLost", "s", [address]))
+            send(MESSAGE_SIGNAL, fields(SCANNER_PATH, member, None), body)
         for subscription in subscriptions:
-            msg = Message.new_signal(
-                subscription.path, SCANNER_INTERFACE, "DeviceLost", "s", [address]
-            )
-            msg.destination = subscription.owner
-            send(msg)
+            send(MESSAGE_SIGNAL, fields(subscription.path, member, subscription.owner), body)
         self.signals_sent += broadcast + len(subscriptions)
+
+    def _fields(self, path: str, member: str, destination: str | None) -> bytes:
+        """The header fields of one of our signals, built once per path and destination."""
+        key = (path, member, destination)
+        fields = self._signal_fields.get(key)
+        if fields is None:
+            if len(self._signal_fields) >= _HEADER_CACHE_SIZE:
+                self._signal_fields.clear()
+            fields = self._signal_fields[key] = header_fields(
+                _SIGNAL_SIGNATURES[member],
+                path=path,
+                interface=SCANNER_INTERFACE,
+                member=member,
+                destination=destination,
+            )
+        return fields
 
     # --- incoming ------------------------------------------------------------------
 
@@ -243,6 +259,8 @@ class ScannerService:
             return False
         if mtype != MessageType.METHOD_CALL:
             return False
+        # Whatever we emitted before this call goes out before its reply.
+        self.outbox.flush()
         if msg.interface == SCANNER_INTERFACE:
             if msg.path != SCANNER_PATH:
                 return Message.new_error(
@@ -276,8 +294,14 @@ class ScannerService:
         try:
             if member == "GetDiscoveredDevices":
                 query = parse_snapshot_query(msg.body[0])
-                devices = {d.address: record_variants(d) for d in scanner.snapshot(query)}
-                return Message.new_method_return(msg, "a{sa{sv}}", [devices])
+                body = snapshot_body(record_entry(d) for d in scanner.snapshot(query))
+                if not msg.flags & MessageFlag.NO_REPLY_EXPECTED:
+                    fields = header_fields(
+                        "a{sa{sv}}", reply_serial=msg.serial, destination=msg.sender
+                    )
+                    self.outbox.send(MESSAGE_METHOD_RETURN, fields, body)
+                    self.outbox.flush()
+                return True
             if member == "Subscribe":
                 return self._subscribe(msg, scanner)
             if member == "Unsubscribe":
@@ -326,16 +350,7 @@ class ScannerService:
         # replayed signals from it arrive (both travel in order on our socket).
         self.bus.send(Message.new_method_return(msg, "o", [subscription.path]))
         for device in replay:
-            signal = Message.new_signal(
-                subscription.path,
-                SCANNER_INTERFACE,
-                "DeviceDiscovered",
-                "sa{sv}",
-                [device.address, record_variants(device)],
-            )
-            signal.destination = subscription.owner
-            self.bus.send(signal)
-        self.signals_sent += len(replay)
+            self._emit("DeviceDiscovered", record_entry(device), False, [subscription])
         return True
 
     def _owner_left(self, owner: str) -> None:

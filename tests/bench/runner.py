@@ -149,6 +149,17 @@ class Proc:
             raise BenchError(f"{self.name}: {answer['error']}")
         return answer
 
+    @property
+    def connection_lost(self) -> bool:
+        """dbus-fast closed this process's bus (EAGAIN, python-dbus-next#153), or it exited."""
+        if not self.alive:
+            return True
+        try:
+            with open(self.log) as f:
+                return "BlockingIOError" in f.read()
+        except OSError:
+            return False
+
     def tail(self, lines: int = 6) -> str:
         try:
             with open(self.log) as f:
@@ -170,9 +181,14 @@ class Proc:
 class Bench:
     """One private bus and one simulator process for the whole run."""
 
-    def __init__(self, plan: Plan, workdir: str) -> None:
+    def __init__(
+        self, plan: Plan, workdir: str, harden: bool = True, profile: bool = False
+    ) -> None:
         self.plan = plan
         self.workdir = workdir
+        self.harden = harden
+        self.profile = profile
+        self.py_spy = ""  # the py-spy command, when sampling the service in fan-out
         self.bus: TestBus | None = None
         self.sim: Proc | None = None
         self._run = 0
@@ -208,11 +224,24 @@ class Bench:
     async def client(self, name: str = "client") -> Proc:
         return await self.spawn(name, [sys.executable, "-m", "tests.bench.client"])
 
-    async def service(self) -> Proc:
-        return await self.spawn("service", [sys.executable, "dbus_ble_scanner.py"], control=False)
+    def launcher(self, name: str) -> list[str]:
+        """``tests.bench.launch`` with this run's instruments (hardened writer, cProfile)."""
+        argv = [sys.executable, "-m", "tests.bench.launch"]
+        if self.harden:
+            argv.append("--harden")
+        if self.profile:
+            argv += ["--profile", os.path.join(self.workdir, f"{self._count + 1:03d}-{name}.prof")]
+        return argv
 
-    async def relay(self) -> Proc:
-        return await self.spawn("relay", [sys.executable, "-m", "tests.bench.relay"], control=False)
+    async def service(self, direct: bool = False) -> Proc:
+        """The service process; ``direct`` starts it exactly as Venus does, with no launcher."""
+        argv = [sys.executable] if direct else self.launcher("service")
+        # No localsettings on the bench bus: do not wait for it (on a GX it is up first).
+        return await self.spawn("service", [*argv, "dbus_ble_scanner.py", "--no-settings"], False)
+
+    async def relay(self, direct: bool = False) -> Proc:
+        argv = [sys.executable] if direct else self.launcher("relay")
+        return await self.spawn("relay", [*argv, "-m", "tests.bench.relay"], control=False)
 
     async def sessions(self, count: int) -> None:
         assert self.sim is not None
@@ -268,15 +297,16 @@ async def rate_step(
     )
     deadline = time.monotonic() + DELIVERY_GRACE
     received = 0
-    while time.monotonic() < deadline and proc.alive:
+    while time.monotonic() < deadline and not proc.connection_lost:
         received = (await client.ask("count"))["received"]
         if received >= offered["sent"]:
             break
         await asyncio.sleep(0.05)
     stats = await client.ask("stats")
     latency = {k: v * 1000 if k != "n" else v for k, v in stats["latency"].items()}
+    lost = proc.connection_lost
     ok = (
-        proc.alive
+        not lost
         and stats["received"] == offered["sent"]
         and latency["p99"] <= INGEST_LAG_BOUND * 1000
         and offered["achieved"] >= OFFERED_SHARE * rate
@@ -288,7 +318,7 @@ async def rate_step(
         "offered": round(offered["achieved"]),
         "latency_ms": latency,
         "ok": ok,
-        "died": None if proc.alive else proc.tail(),
+        "died": proc.tail() if lost else None,
     }
 
 
@@ -310,7 +340,7 @@ async def ingest_ladder(bench: Bench, proc: Proc, client: Proc) -> dict[str, Any
         best = rate
         rate *= 2
     for _ in range(plan.ingest_bisections if worst and best else 0):
-        if not proc.alive:
+        if proc.connection_lost:
             break
         rate = (best + worst) / 2
         step = await rate_step(bench, proc, client, rate, plan.ingest_duration)
@@ -391,6 +421,7 @@ async def fanout_once(bench: Bench, design: str) -> dict[str, Any]:
         measured = [p.pid for p in ([service] if service else []) + clients]
         daemon, sim = bench.bus.process.pid, bench.sim.pid
         before = {pid: cpu_seconds(pid) for pid in [*measured, daemon, sim]}
+        spy = await _py_spy(bench, service, plan.scene_duration) if service else None
         scene = await bench.sim.ask(
             "scene",
             devices=plan.scene_devices,
@@ -401,6 +432,8 @@ async def fanout_once(bench: Bench, design: str) -> dict[str, Any]:
         )
         await asyncio.sleep(0.3)  # let the last reports through
         after = {pid: cpu_seconds(pid) for pid in before}
+        if spy is not None:
+            await spy.wait()
         used = {pid: after[pid] - before[pid] for pid in before}
         stats = [await c.ask("stats") for c in clients]
         return {
@@ -419,6 +452,30 @@ async def fanout_once(bench: Bench, design: str) -> dict[str, Any]:
         if service is not None:
             await service.stop()
         await bench.sessions(0)
+
+
+async def _py_spy(bench: Bench, proc: Proc, duration: float) -> asyncio.subprocess.Process | None:
+    """With ``--py-spy``, sample ``proc`` (native frames too) for ``duration`` seconds."""
+    if not bench.py_spy:
+        return None
+    out = os.path.join(bench.workdir, f"{proc.name}-{proc.pid}.pyspy.txt")
+    return await asyncio.create_subprocess_exec(
+        *bench.py_spy.split(),
+        "record",
+        "--pid",
+        str(proc.pid),
+        "--duration",
+        str(int(duration)),
+        "--rate",
+        "500",
+        "--native",
+        "--format",
+        "raw",
+        "-o",
+        out,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 async def fanout(bench: Bench) -> dict[str, Any]:
@@ -507,7 +564,9 @@ async def startup(bench: Bench) -> dict[str, Any]:
             for _ in range(bench.plan.startup_repeats):
                 await watcher.ask("watch_reset")
                 t0 = time.monotonic()
-                proc = await (bench.service() if kind == "service" else bench.relay())
+                proc = await (
+                    bench.service(direct=True) if kind == "service" else bench.relay(direct=True)
+                )
                 try:
                     deadline = t0 + 15
                     while time.monotonic() < deadline:
@@ -568,9 +627,17 @@ def goal_met(name: str, result: dict[str, Any]) -> bool:
     raise KeyError(name)
 
 
-async def run_all(plan: Plan, only: Sequence[str], progress: Callable[[str], None]) -> dict:
+async def run_all(
+    plan: Plan,
+    only: Sequence[str],
+    progress: Callable[[str], None],
+    harden: bool = True,
+    profile: bool = False,
+    py_spy: str = "",
+) -> dict[str, Any]:
     workdir = tempfile.mkdtemp(prefix="ble-bench-")
-    bench = Bench(plan, workdir)
+    bench = Bench(plan, workdir, harden, profile)
+    bench.py_spy = py_spy
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in SCENARIOS if name in only}
     load_before = os.getloadavg()
     started = time.time()
@@ -618,6 +685,7 @@ async def run_all(plan: Plan, only: Sequence[str], progress: Callable[[str], Non
             "loadavg_after": os.getloadavg(),
             "commit": _git_commit(),
             "logs": workdir,
+            "hardened_writer": harden,
         },
         "scenarios": scenarios,
     }
@@ -737,6 +805,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--only", action="append", choices=SCENARIOS, help="run only this scenario (repeatable)"
     )
+    parser.add_argument(
+        "--no-harden",
+        action="store_true",
+        help="run the service and the relay with dbus-fast's stock writer, which dies on EAGAIN",
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="cProfile the service and the relay (see the logs)"
+    )
+    parser.add_argument(
+        "--py-spy",
+        metavar="CMD",
+        default="",
+        help="sample the service with this py-spy during fan-out (folded stacks in the logs)",
+    )
     args = parser.parse_args(argv)
     plan = SMOKE if args.smoke else FULL
     if args.repeat:
@@ -746,7 +828,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     def progress(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
-    result = asyncio.run(run_all(plan, only, progress))
+    result = asyncio.run(
+        run_all(plan, only, progress, not args.no_harden, args.profile, args.py_spy)
+    )
     if plan is not SMOKE and args.smoke:
         result["meta"]["mode"] = "smoke"
     print(table(result))

@@ -1,0 +1,70 @@
+"""Messages we marshal ourselves, written to the bus socket once per loop iteration.
+
+dbus-fast reads every message buffered on its socket in one go, so a burst of
+BlueZ reports becomes a burst of our signals within one loop iteration.
+``bus.send`` would marshal each, make a Future for each and write each with a
+``send()`` of its own; the outbox takes ``marshal`` bytes, joins what one
+iteration produced and hands it to dbus-fast's writer as one buffer: one
+system call instead of one per signal (tests/bench: ~15 µs each on the dev VM).
+
+The bytes go through dbus-fast's own writer queue, so whatever that writer
+does about a full socket (and its EAGAIN bug, notes §4.3) applies unchanged,
+and the order with messages sent by ``bus.send`` is kept as long as
+``flush()`` runs before them: the service flushes before answering a call.
+This reaches into the writer (``_writer``, as the simulator's
+``wire.harden_writer`` does); the layout is the same in dbus-fast 2.21 to 5.x.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from dbus_fast.aio import MessageBus
+
+from . import marshal
+
+
+class Outbox:
+    """Collects marshalled messages; ``flush`` runs at the end of the loop iteration."""
+
+    __slots__ = ("_loop", "_parts", "_scheduled", "bus")
+
+    def __init__(self, bus: MessageBus) -> None:
+        self.bus = bus
+        self._parts: list[bytes] = []
+        self._scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def __len__(self) -> int:
+        return len(self._parts)
+
+    def send(self, message_type: int, fields: bytes, body: bytes) -> None:
+        """Queue one message (``marshal.header_fields`` + body); it gets the next serial."""
+        self._parts.append(marshal.message(message_type, self.bus.next_serial(), fields, body))
+        if not self._scheduled:
+            self._scheduled = True
+            if self._loop is None:
+                self._loop = asyncio.get_running_loop()
+            self._loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Hand everything queued to the socket now (it keeps order with later sends)."""
+        self._scheduled = False
+        parts = self._parts
+        if not parts:
+            return
+        data = b"".join(parts)
+        parts.clear()
+        bus = self.bus
+        if not bus.connected:
+            return
+        writer: Any = bus._writer  # private: see the module docstring
+        idle = not writer.messages and writer.buf is None
+        writer.messages.append((data, None, None))
+        if idle:
+            # What dbus-fast's schedule_write does: try the socket at once ...
+            writer._write_without_remove_writer()
+        if writer.buf is not None or writer.messages:
+            # ... and let the loop finish what the socket did not take.
+            writer.loop.add_writer(writer.fd, writer.write_callback)

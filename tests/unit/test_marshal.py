@@ -1,0 +1,103 @@
+"""The hand-built Scanner1 messages are byte for byte what dbus-fast would send."""
+
+from __future__ import annotations
+
+import pytest
+from dbus_fast import Message, MessageType
+
+from ble_scanner.cache import Device
+from ble_scanner.marshal import (
+    MESSAGE_METHOD_RETURN,
+    MESSAGE_SIGNAL,
+    header_fields,
+    message,
+    record_entry,
+    snapshot_body,
+    string_body,
+)
+from ble_scanner.record import Content
+from ble_scanner.service import record_variants
+
+UUID = "0000181a-0000-1000-8000-00805f9b34fb"
+CONTENTS = [
+    Content(None, None, {}, {}, ()),
+    Content("Sensor", -4, {0x02E1: bytes(range(20))}, {}, ()),
+    Content("é ünïcode", None, {1: b"", 0xFFFF: b"\x01" * 31}, {UUID: b"\x02\x03"}, (UUID,)),
+    Content("x" * 248, 20, {}, {UUID: b"", "0000fcd2" + UUID[8:]: b"\x40" * 13}, (UUID, "a" * 36)),
+]
+
+
+def device(content: Content, rssi: int | None, address: str = "C0:11:22:33:44:55") -> Device:
+    d = Device(address, 1_700_000_000.25, 12.0)
+    d.adapter = "hci0"
+    d.address_type = "random"
+    d.path = "/org/bluez/hci0/dev_" + address.replace(":", "_")
+    d.content = content
+    d.rssi = rssi
+    d.last_seen = 1_700_000_123.5
+    return d
+
+
+def dbus_fast_bytes(msg: Message, serial: int) -> bytes:
+    msg.serial = serial
+    return bytes(msg._marshall(False))
+
+
+@pytest.mark.parametrize("content", CONTENTS)
+@pytest.mark.parametrize("rssi", [None, -127, -60, 20])
+@pytest.mark.parametrize("destination", [None, ":1.42"])
+def test_device_discovered_is_what_dbus_fast_marshals(
+    content: Content, rssi: int | None, destination: str | None
+) -> None:
+    d = device(content, rssi)
+    expected = Message.new_signal(
+        "/Subscription/7" if destination else "/",
+        "com.victronenergy.ble.Scanner1",
+        "DeviceDiscovered",
+        "sa{sv}",
+        [d.address, record_variants(d)],
+    )
+    expected.destination = destination
+    fields = header_fields(
+        "sa{sv}",
+        path="/Subscription/7" if destination else "/",
+        interface="com.victronenergy.ble.Scanner1",
+        member="DeviceDiscovered",
+        destination=destination,
+    )
+    ours = message(MESSAGE_SIGNAL, 99, fields, record_entry(d))
+    assert ours == dbus_fast_bytes(expected, 99)
+    # and again from the cached block
+    assert message(MESSAGE_SIGNAL, 99, fields, record_entry(d)) == ours
+
+
+@pytest.mark.parametrize("count", [0, 1, 3])
+def test_snapshot_reply_is_what_dbus_fast_marshals(count: int) -> None:
+    devices = [
+        device(CONTENTS[i % len(CONTENTS)], -50 - i if i % 2 else None, f"C0:00:00:00:00:{i:02X}")
+        for i in range(count)
+    ]
+    call = Message(
+        destination=":1.1", path="/", interface="x.y", member="GetDiscoveredDevices", serial=17
+    )
+    call.sender = ":1.9"
+    expected = Message.new_method_return(
+        call, "a{sa{sv}}", [{d.address: record_variants(d) for d in devices}]
+    )
+    fields = header_fields("a{sa{sv}}", reply_serial=17, destination=":1.9")
+    ours = message(
+        MESSAGE_METHOD_RETURN, 5, fields, snapshot_body(record_entry(d) for d in devices)
+    )
+    assert expected.message_type is MessageType.METHOD_RETURN
+    assert ours == dbus_fast_bytes(expected, 5)
+
+
+def test_device_lost_is_what_dbus_fast_marshals() -> None:
+    expected = Message.new_signal(
+        "/", "com.victronenergy.ble.Scanner1", "DeviceLost", "s", ["C0:11:22:33:44:55"]
+    )
+    fields = header_fields(
+        "s", path="/", interface="com.victronenergy.ble.Scanner1", member="DeviceLost"
+    )
+    ours = message(MESSAGE_SIGNAL, 3, fields, string_body("C0:11:22:33:44:55"))
+    assert ours == dbus_fast_bytes(expected, 3)

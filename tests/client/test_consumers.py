@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
+# Both are in the test extra: a missing one is a failed install, not a reason to skip.
+import ruuvitag_sensor.decoder as ruuvi_decoder
 from bleak import BleakScanner
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
+from victron_ble.devices import detect_device_type
+from victron_ble.scanner import BaseScanner
 
 from ble_scanner.advertisement import Advertisement
 from ble_scanner.client import ScannerClient
 from ble_scanner.client.bleak import ScannerServiceBackend
 from ble_scanner.simulator import BluezSimulator
-
-victron_ble = pytest.importorskip("victron_ble", reason="pip install victron-ble (test extra)")
-ruuvi_decoder = pytest.importorskip(
-    "ruuvitag_sensor.decoder", reason="pip install ruuvitag-sensor (test extra)"
-)
-from victron_ble.devices import detect_device_type  # noqa: E402
-from victron_ble.scanner import BaseScanner  # noqa: E402
 
 SHUNT = "C0:11:22:33:44:21"
 RUUVI = "CB:B8:33:4C:88:4F"

@@ -289,8 +289,8 @@ class ScannerApp:
             self._custom_name_set,
         )
         if self.settings is not None:
-            self.tree.publish_devices = self.settings.values.publish_devices
-            self.tree.publish_devices_max = self.settings.values.publish_devices_max
+            values = self.settings.values
+            self.tree.set_publish(values.publish_devices, values.publish_devices_max)
         self.tree.refresh()
         # Every path exists before the name is requested (SPEC §4).
         await self.service.start()
@@ -334,8 +334,7 @@ class ScannerApp:
     def _settings_changed(self, values: ScannerSettings, changed: object) -> None:
         self.configure(config_from_settings(values, self.config))
         if self.tree is not None:
-            self.tree.publish_devices = values.publish_devices
-            self.tree.publish_devices_max = values.publish_devices_max
+            self.tree.set_publish(values.publish_devices, values.publish_devices_max)
             self.tree.set_custom_name(values.custom_name)
 
     def _device_instance_changed(self, instance: int) -> None:

@@ -82,6 +82,12 @@ class ScannerTree:
         self._on_custom_name(value)
         return True
 
+    def set_publish(self, enabled: bool, most: int) -> None:
+        """The opt-in device list setting changed: apply it at the next refresh."""
+        if (enabled, most) != (self.publish_devices, self.publish_devices_max):
+            self.publish_devices, self.publish_devices_max = enabled, most
+            self._last_device_list = -DEVICE_LIST_INTERVAL
+
     def set_custom_name(self, name: str) -> None:
         self.tree["/CustomName"] = name
 
@@ -119,9 +125,7 @@ class ScannerTree:
                 )
         self._last_reports = (now, status.reports)
         self._refresh_adapters(status.adapters)
-        if now - self._last_device_list >= DEVICE_LIST_INTERVAL or (
-            not self.publish_devices and self._published
-        ):
+        if now - self._last_device_list >= DEVICE_LIST_INTERVAL:
             self._last_device_list = now
             self._refresh_device_list()
 

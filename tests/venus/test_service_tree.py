@@ -171,3 +171,37 @@ async def test_without_localsettings_the_defaults_apply_and_it_says_so_once(
             await app.stop()
     absent = [r for r in caplog.records if "localsettings" in r.getMessage()]  # type: ignore[attr-defined]
     assert len(absent) == 1, [r.getMessage() for r in absent]
+
+
+async def test_opt_in_device_list_is_capped_and_withdrawn(
+    test_bus: TestBus, bluez: BluezSimulator, localsettings: LocalSettingsStandIn, bus: MessageBus
+) -> None:
+    app = await start(test_bus)
+    try:
+        await wait_until(lambda: app.status().scanning)
+        for i in range(3):
+            await bluez.advertise(
+                "hci0", f"C0:11:22:33:44:0{i}", rssi=-60, manufacturer_data={0x02E1: bytes([i])}
+            )
+        await wait_until(lambda: app.status().devices == 3)
+        assert not any(p.startswith("/Devices/0") for p in await items(bus))
+        assert localsettings.set_value("/Settings/BleScanner/PublishDevicesMax", 2) == 0
+        assert localsettings.set_value("/Settings/BleScanner/PublishDevices", 1) == 0
+
+        async def published() -> set[str]:
+            return {
+                p for p in await items(bus) if p.startswith("/Devices/") and p.endswith("/Address")
+            }
+
+        async def two() -> bool:
+            return await published() == {"/Devices/0/Address", "/Devices/1/Address"}
+
+        await wait_until(two, what="two devices published")
+        assert localsettings.set_value("/Settings/BleScanner/PublishDevices", 0) == 0
+
+        async def none() -> bool:
+            return not await published()
+
+        await wait_until(none, what="the list withdrawn")
+    finally:
+        await app.stop()

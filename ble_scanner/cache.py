@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterator
+from typing import Any
 
 from .record import Content
 
@@ -17,7 +18,8 @@ class Device:
     """A cached device: the latest report and what it advertised.
 
     ``version`` counts content changes, so listeners compare one integer to
-    know whether the advertised content is news. ``wire`` is a slot for the
+    know whether the advertised content is news; ``interest`` caches which
+    subscriptions want this content. ``wire`` is a slot for the
     D-Bus adapter's cached encoding of the record (all of it but LastSeen and
     Rssi); it is cleared whenever the content or the identity (address type,
     adapter, path) changes.
@@ -30,6 +32,8 @@ class Device:
         "content",
         "first_seen",
         "heard",
+        "interest",
+        "interest_generation",
         "last_seen",
         "path",
         "rssi",
@@ -49,6 +53,10 @@ class Device:
         self.heard = heard  # monotonic, for expiry
         self.version = 0
         self.wire: bytes | None = None
+        # The subscriptions whose filter matches this content (``Scanner``'s
+        # cache, valid for one generation of the subscription set).
+        self.interest: tuple[Any, ...] | None = None
+        self.interest_generation = -1
 
     def __repr__(self) -> str:
         return f"Device({self.address} {self.adapter} rssi={self.rssi} v{self.version})"
@@ -109,6 +117,7 @@ class DeviceCache:
             device.content = content
             device.version += 1
             device.wire = None
+            device.interest = None
         return device, is_new, changed
 
     def expire(self, now: float) -> list[Device]:

@@ -33,6 +33,15 @@ class Listener:
         """True if this report of ``device`` must be sent to this listener (and note it)."""
         if not (self.match_all or self.filter.matches(device)):
             return False
+        return self._news(device, now)
+
+    def consider_matching(self, device: Device, now: float) -> bool:
+        """``consider`` for a device whose content is known to match (see ``Scanner``)."""
+        if not self.filter.rssi_ok(device):
+            return False
+        return self._news(device, now)
+
+    def _news(self, device: Device, now: float) -> bool:
         previous = self.sent.get(device.address)
         if not (
             previous is None

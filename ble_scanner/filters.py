@@ -96,6 +96,14 @@ class Filter:
         )
 
     def matches(self, device: Device) -> bool:
+        return self.matches_content(device) and self.rssi_ok(device)
+
+    def rssi_ok(self, device: Device) -> bool:
+        min_rssi = self.min_rssi
+        return min_rssi is None or (device.rssi is not None and device.rssi >= min_rssi)
+
+    def matches_content(self, device: Device) -> bool:
+        """Everything but MinRssi: the verdict holds until the device's content changes."""
         if self.addresses is not None and device.address not in self.addresses:
             return False
         content = device.content
@@ -114,10 +122,6 @@ class Filter:
         if self.names is not None:
             name = content.name
             if name is None or not any(p.match(name) for p in self.names):
-                return False
-        if self.min_rssi is not None:
-            rssi = device.rssi
-            if rssi is None or rssi < self.min_rssi:
                 return False
         return True
 

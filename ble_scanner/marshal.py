@@ -85,55 +85,94 @@ class _Encoder:
         self.signature(sig)
 
 
-def _content_and_identity(device: Device) -> bytes:
-    """Every record entry but LastSeen and Rssi, in ``record_variants`` order, padded to 8."""
-    content = device.content
-    assert content is not None
-    enc = _Encoder()
-    enc.entry("ManufacturerData", "a{qay}")
-    mark = enc.begin_array(8)
-    for company, payload in content.manufacturer_data.items():
-        enc.align(8)
-        enc.pack("H", company)
-        enc.byte_array(payload)
-    enc.end_array(mark)
-    enc.entry("ServiceData", "a{say}")
-    mark = enc.begin_array(8)
-    for uuid, payload in content.service_data.items():
-        enc.align(8)
-        enc.string(uuid)
-        enc.byte_array(payload)
-    enc.end_array(mark)
-    enc.entry("ServiceUuids", "as")
-    mark = enc.begin_array(4)
-    for uuid in content.service_uuids:
-        enc.string(uuid)
-    enc.end_array(mark)
-    if content.name is not None:
-        enc.entry("Name", "s")
-        enc.string(content.name)
-    if content.tx_power is not None:
-        enc.entry("TxPower", "n")
-        enc.pack("h", content.tx_power)
-    for key, sig, text in (
-        ("Address", "s", device.address),
-        ("AddressType", "s", device.address_type),
-        ("Adapter", "s", device.adapter),
-        ("Path", "o", device.path),
-    ):
-        enc.entry(key, sig)
-        enc.string(text)
-    enc.entry("FirstSeen", "d")
-    enc.pack("d", device.first_seen)
-    enc.align(8)
-    return bytes(enc.buf)
-
-
 def _entry_prefix(key: str, sig: str, alignment: int) -> bytes:
+    """A ``{sv}`` entry up to its value: key, variant signature, padding to the value."""
     enc = _Encoder()
     enc.entry(key, sig)
     enc.align(alignment)
     return bytes(enc.buf)
+
+
+def _pad8(size: int) -> bytes:
+    return _ZEROS[: -size % 8]
+
+
+_ZEROS: Final = bytes(8)
+# Entry prefixes: arrays and strings start with a 4-aligned length, which the
+# 8-aligned entry start makes a constant offset.
+_MANUFACTURER_DATA: Final = _entry_prefix("ManufacturerData", "a{qay}", 4)
+_SERVICE_DATA: Final = _entry_prefix("ServiceData", "a{say}", 4)
+_SERVICE_UUIDS: Final = _entry_prefix("ServiceUuids", "as", 4)
+_NAME: Final = _entry_prefix("Name", "s", 4)
+_TX_POWER_PREFIX: Final = _entry_prefix("TxPower", "n", 2)
+_TX_POWER: Final = struct.Struct(f"<{len(_TX_POWER_PREFIX)}sh6x")  # 16 + 2 + padding
+_ADDRESS: Final = _entry_prefix("Address", "s", 4)
+_ADDRESS_TYPE: Final = _entry_prefix("AddressType", "s", 4)
+_ADAPTER: Final = _entry_prefix("Adapter", "s", 4)
+_PATH_ENTRY: Final = _entry_prefix("Path", "o", 4)
+_FIRST_SEEN_PREFIX: Final = _entry_prefix("FirstSeen", "d", 8)
+_FIRST_SEEN: Final = struct.Struct(f"<{len(_FIRST_SEEN_PREFIX)}sd")
+_COMPANY: Final = struct.Struct("<H2xI")  # {qay} head: company, padding, payload length
+
+
+def _string(text: str) -> bytes:
+    data = text.encode()
+    return _U32.pack(len(data)) + data + b"\0"
+
+
+def _string_entry(prefix: bytes, text: str) -> bytes:
+    entry = prefix + _string(text)
+    return entry + _pad8(len(entry))
+
+
+def _array_entry(prefix: bytes, elements: list[bytes], alignment: int) -> bytes:
+    """An array-valued entry, padded to 8; ``elements`` are already marshalled.
+
+    Elements are padded to ``alignment`` between each other; the array's
+    length counts from its first element to the end of its last.
+    """
+    padded = [e + _ZEROS[: -len(e) % alignment] for e in elements]
+    body = b"".join(padded)
+    length = len(body) - (len(padded[-1]) - len(elements[-1]) if elements else 0)
+    head = prefix + _U32.pack(length)
+    head += _ZEROS[: -len(head) % alignment]
+    entry = head + body
+    return entry + _pad8(len(entry))
+
+
+def _content_and_identity(device: Device) -> bytes:
+    """Every record entry but LastSeen and Rssi, in ``record_variants`` order, padded to 8."""
+    content = device.content
+    assert content is not None
+    parts = [
+        _array_entry(
+            _MANUFACTURER_DATA,
+            [_COMPANY.pack(k, len(v)) + v for k, v in content.manufacturer_data.items()],
+            8,
+        ),
+        _array_entry(
+            _SERVICE_DATA,
+            [_padded_string(k) + _U32.pack(len(v)) + v for k, v in content.service_data.items()],
+            8,
+        ),
+        _array_entry(_SERVICE_UUIDS, [_string(u) for u in content.service_uuids], 4),
+    ]
+    if content.name is not None:
+        parts.append(_string_entry(_NAME, content.name))
+    if content.tx_power is not None:
+        parts.append(_TX_POWER.pack(_TX_POWER_PREFIX, content.tx_power))
+    parts.append(_string_entry(_ADDRESS, device.address))
+    parts.append(_string_entry(_ADDRESS_TYPE, device.address_type))
+    parts.append(_string_entry(_ADAPTER, device.adapter))
+    parts.append(_string_entry(_PATH_ENTRY, device.path))
+    parts.append(_FIRST_SEEN.pack(_FIRST_SEEN_PREFIX, device.first_seen))
+    return b"".join(parts)
+
+
+def _padded_string(text: str) -> bytes:
+    """A string followed by padding to 4, as before an ``ay`` in ``{say}``."""
+    data = _string(text)
+    return data + _ZEROS[: -len(data) % 4]
 
 
 # The two entries that change with every report: LastSeen (24 bytes, so Rssi

@@ -166,19 +166,23 @@ class DeviceView:
         mfr, sd, uuids = content.manufacturer_data, content.service_data, content.service_uuids
         address, address_type, rssi = self.address, self.address_type, self.rssi
         for key, value in changed.items():
+            # With DuplicateData, most reports repeat the payload we hold: equal to
+            # what was checked before, it needs no parsing and makes no new object.
             if key == "ManufacturerData":
-                new_mfr = parse_manufacturer_data(value)
-                if new_mfr != mfr:
-                    mfr = new_mfr
+                if value != mfr:
+                    new_mfr = parse_manufacturer_data(value)
+                    if new_mfr != mfr:
+                        mfr = new_mfr
             elif key == "RSSI":
                 rssi = parse_rssi(value)
                 # 127 is HCI's "RSSI not available" (btvirt sends it): no reading.
                 if rssi > RSSI_MAX:
                     rssi = None
             elif key == "ServiceData":
-                new_sd = parse_service_data(value)
-                if new_sd != sd:
-                    sd = new_sd
+                if value != sd:
+                    new_sd = parse_service_data(value)
+                    if new_sd != sd:
+                        sd = new_sd
             elif key == "Name":
                 name = parse_name(value)
             elif key == "UUIDs":

@@ -84,6 +84,9 @@ class Scanner:
             EVERYTHING, self.config.broadcast_rssi_delta, self.config.broadcast_keep_alive
         )
         self.subscriptions = SubscriptionRegistry()
+        # Bumped whenever a subscription starts or ends: it invalidates Device.interest.
+        self._generation = 0
+        self._interest_sets: dict[tuple[Subscription, ...], tuple[Subscription, ...]] = {}
         self.stats = Stats()
 
     # --- configuration ---------------------------------------------------------
@@ -141,12 +144,39 @@ class Scanner:
             now,
         )
         broadcast = self.broadcast.consider(device, now)
-        targets = [s for s in self.subscriptions if s.listener.consider(device, now)]
+        interest = device.interest
+        if interest is None or device.interest_generation != self._generation:
+            interest = self._interest(device)
+        targets = [s for s in interest if s.listener.consider_matching(device, now)]
         if broadcast or targets:
             self.emitter.device_discovered(device, broadcast, targets)
         if len(self.cache) > self.config.cache_size:
             self._evict_overflow()
         return device
+
+    def _interest(self, device: Device) -> tuple[Subscription, ...]:
+        """The subscriptions whose filter matches this device's content; kept on the device.
+
+        Filtering runs once per content change instead of once per report: most
+        reports repeat what a device said before (Apple devices, sensors between
+        readings), and most subscriptions want few devices.
+        """
+        interest = tuple(
+            [
+                s
+                for s in self.subscriptions
+                if s.listener.match_all or s.listener.filter.matches_content(device)
+            ]
+        )
+        # Devices share the tuple (there are few distinct sets), so the cache costs a pointer.
+        interest = self._interest_sets.setdefault(interest, interest)
+        device.interest = interest
+        device.interest_generation = self._generation
+        return interest
+
+    def _subscriptions_changed(self) -> None:
+        self._generation += 1
+        self._interest_sets.clear()
 
     def sweep(self) -> list[Device]:
         """Report devices not heard for the lost timeout as lost; call about once a second."""
@@ -200,6 +230,7 @@ class Scanner:
         assert resolved.rssi_delta is not None and resolved.keep_alive is not None
         listener = Listener(flt, resolved.rssi_delta, resolved.keep_alive, resolved.all_reports)
         subscription = self.subscriptions.add(owner, listener, resolved)
+        self._subscriptions_changed()
         replay: list[Device] = []
         if resolved.replay:
             now = self.monotonic()
@@ -210,7 +241,12 @@ class Scanner:
         return subscription, replay
 
     def unsubscribe(self, path: str, caller: str) -> Subscription:
-        return self.subscriptions.remove(path, caller)
+        subscription = self.subscriptions.remove(path, caller)
+        self._subscriptions_changed()
+        return subscription
 
     def owner_left(self, owner: str) -> list[Subscription]:
-        return self.subscriptions.drop_owner(owner)
+        dropped = self.subscriptions.drop_owner(owner)
+        if dropped:
+            self._subscriptions_changed()
+        return dropped

@@ -38,6 +38,7 @@ from .venus.busitem import BusItemTree
 from .venus.const import PREFERRED_DEVICE_INSTANCE
 from .venus.settings import ScannerSettings, SettingsClient
 from .venus.tree import ScannerTree
+from .writer import WriterGuard, guard_writer
 
 _LOGGER = logging.getLogger("ble_scanner")
 
@@ -241,6 +242,7 @@ class ScannerApp:
         self.tree: ScannerTree | None = None
         self.bus_address = bus_address
         self.bus: MessageBus | None = None
+        self.writer: WriterGuard | None = None
         self.bluez: Bluez | None = None
         self.service: ScannerService | None = None
         self.scanner: Scanner | None = None
@@ -275,6 +277,7 @@ class ScannerApp:
             _LOGGER.error("cannot connect to the system bus: %s", exc)
             return EXIT_BUS_UNREACHABLE
         bus = self.bus
+        self.writer = guard_writer(bus)  # EAGAIN waits; overload sheds news (writer.py)
         self.service = ScannerService(bus, self.status, self.leases)
         self.scanner = Scanner(self.service, self.config)
         self.service.attach(self.scanner)

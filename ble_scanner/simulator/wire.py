@@ -1,4 +1,4 @@
-"""Hand-built D-Bus messages, and a writer that survives a full socket buffer.
+"""Hand-built D-Bus messages; the EAGAIN-proof writer comes from ``ble_scanner.writer``.
 
 BlueZ emits ``InterfacesAdded``/``InterfacesRemoved`` from ``/``, which
 dbus-fast's ``bus.export`` cannot do, so the simulator builds its messages here.
@@ -10,13 +10,24 @@ import logging
 from typing import Any
 
 from dbus_fast import Message, MessageFlag, MessageType, Variant
-from dbus_fast.aio import MessageBus
 
 from ble_scanner.const import OBJECT_MANAGER, PROPERTIES
+from ble_scanner.writer import harden_writer, writer_backlog
 
 from .const import ErrorSpec
 
 _LOG = logging.getLogger(__name__)
+
+__all__ = [
+    "error",
+    "harden_writer",
+    "interfaces_added",
+    "interfaces_removed",
+    "method_call",
+    "no_reply_call",
+    "properties_changed",
+    "writer_backlog",
+]
 
 
 def error(msg: Message, spec: ErrorSpec) -> Message:
@@ -68,62 +79,3 @@ def no_reply_call(
         flags=MessageFlag.NO_REPLY_EXPECTED,
         message_type=MessageType.METHOD_CALL,
     )
-
-
-def harden_writer(bus: MessageBus) -> bool:
-    """Make this connection's writer wait on EAGAIN instead of closing the bus.
-
-    dbus-fast 2.x-5.x treat ``BlockingIOError`` from ``sock.send`` as fatal
-    (python-dbus-next#153), which kills a simulator that bursts thousands of
-    signals. The writer is replaced on this one instance only; returns False
-    (and changes nothing) if dbus-fast's private layout is not the expected one.
-    """
-    writer = getattr(bus, "_writer", None)
-    needed = ("messages", "sock", "loop", "fd", "buf", "offset", "fut", "bus")
-    if writer is None or not all(hasattr(writer, name) for name in needed):
-        return False
-
-    def write_callback(remove_writer: bool = True) -> None:
-        sock = writer.sock
-        try:
-            while True:
-                if writer.buf is None:
-                    if not writer.messages:
-                        if remove_writer:
-                            writer.loop.remove_writer(writer.fd)
-                        return
-                    buf, _fds, fut = writer.messages.popleft()
-                    writer.buf = memoryview(buf)
-                    writer.offset = 0
-                    writer.fut = fut
-                try:
-                    writer.offset += sock.send(writer.buf[writer.offset :])
-                except BlockingIOError:
-                    writer.loop.add_writer(writer.fd, write_callback)
-                    return
-                if writer.offset < len(writer.buf):
-                    writer.loop.add_writer(writer.fd, write_callback)
-                    return
-                writer.buf = None
-                fut = writer.fut
-                if fut is not None and not fut.done():
-                    fut.set_result(None)
-        except Exception as exc:
-            fut = writer.fut
-            if fut is not None and not fut.done():
-                if writer.bus._user_disconnect:
-                    fut.set_result(None)
-                else:
-                    fut.set_exception(exc)
-            writer.bus._finalize(exc)
-
-    writer.write_callback = write_callback
-    writer._write_without_remove_writer = lambda: write_callback(False)
-    return True
-
-
-def writer_backlog(bus: MessageBus) -> int:
-    """Messages queued in dbus-fast's writer, not yet on the socket."""
-    writer = getattr(bus, "_writer", None)
-    messages = getattr(writer, "messages", None)
-    return len(messages) if messages is not None else 0

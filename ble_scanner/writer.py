@@ -1,0 +1,237 @@
+"""One connection's outgoing side, fixed: a full socket waits, an overload sheds news.
+
+dbus-fast's asyncio ``_MessageWriter`` (2.x to 5.x) catches ``BlockingIOError``
+from ``sock.send`` with every other exception and closes the bus
+(python-dbus-next#153, notes §4.3): a burst that fills the kernel's socket
+buffer kills the connection. ``harden_writer`` replaces the writer's callback on
+one connection so that EAGAIN means "wait until writable", as it should.
+
+``guard_writer`` adds a budget: once more than ``max_backlog`` bytes wait for
+the socket (the daemon is not keeping up), DeviceDiscovered signals are shed
+instead of queued, so the service's memory stays bounded. Method replies, errors
+and every other message are always queued: they are bounded by what clients ask.
+A shed DeviceDiscovered is news a later report repeats; the count is kept.
+
+Both reach into dbus-fast's private writer (``bus._writer``: ``messages``,
+``buf``, ``offset``, ``fut``, ``sock``, ``loop``, ``fd``), whose layout is the
+same in 2.21.1 and 5.x; they change nothing and return None/False otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from dbus_fast.aio import MessageBus
+
+_LOGGER = logging.getLogger(__name__)
+
+# Bytes waiting for the socket above which DeviceDiscovered is shed. A signal is
+# ~250 bytes, so this is ~16 000 signals: over a second of what the daemon takes
+# from us at full rate on the dev VM (tests/bench), and 4 MB of a GX's memory.
+MAX_WRITE_BACKLOG: Final = 4 * 1024 * 1024
+# Members shed under overload: news that the next report of the device repeats.
+SHED_MEMBERS: Final = frozenset({b"DeviceDiscovered"})
+# At most one "shedding" log line per this many seconds.
+SHED_LOG_INTERVAL: Final = 60.0
+
+_WRITER_LAYOUT: Final = ("messages", "sock", "loop", "fd", "buf", "offset", "fut", "bus")
+_MESSAGE_SIGNAL: Final = 4
+_HEADER_FIELD_MEMBER: Final = 3
+_FIXED_HEADER: Final = 16
+
+
+def _writer_of(bus: MessageBus) -> Any:
+    writer = getattr(bus, "_writer", None)
+    if writer is None or not all(hasattr(writer, name) for name in _WRITER_LAYOUT):
+        return None
+    return writer
+
+
+def harden_writer(bus: MessageBus) -> bool:
+    """Make this connection's writer wait on EAGAIN instead of closing the bus.
+
+    The writer is changed on this one instance only; returns False (and changes
+    nothing) if dbus-fast's private layout is not the expected one.
+    """
+    writer = _writer_of(bus)
+    if writer is None:
+        return False
+
+    def write_callback(remove_writer: bool = True) -> None:
+        sock = writer.sock
+        try:
+            while True:
+                if writer.buf is None:
+                    if not writer.messages:
+                        if remove_writer:
+                            writer.loop.remove_writer(writer.fd)
+                        return
+                    buf, _fds, fut = writer.messages.popleft()
+                    writer.buf = memoryview(buf)
+                    writer.offset = 0
+                    writer.fut = fut
+                try:
+                    writer.offset += sock.send(writer.buf[writer.offset :])
+                except BlockingIOError:
+                    writer.loop.add_writer(writer.fd, write_callback)
+                    return
+                if writer.offset < len(writer.buf):
+                    writer.loop.add_writer(writer.fd, write_callback)
+                    return
+                writer.buf = None
+                fut = writer.fut
+                if fut is not None and not fut.done():
+                    fut.set_result(None)
+        except Exception as exc:
+            fut = writer.fut
+            if fut is not None and not fut.done():
+                if writer.bus._user_disconnect:
+                    fut.set_result(None)
+                else:
+                    fut.set_exception(exc)
+            writer.bus._finalize(exc)
+
+    writer.write_callback = write_callback
+    writer._write_without_remove_writer = lambda: write_callback(False)
+    return True
+
+
+def writer_backlog(bus: MessageBus) -> int:
+    """Messages queued in dbus-fast's writer, not yet on the socket."""
+    writer = getattr(bus, "_writer", None)
+    messages = getattr(writer, "messages", None)
+    return len(messages) if messages is not None else 0
+
+
+@dataclass
+class WriterGuard:
+    """What the guard did on one connection; ``backlog_bytes`` is live."""
+
+    max_backlog: int
+    shed: int = 0
+    peak_backlog: int = 0
+    _queue: _BudgetQueue | None = field(default=None, repr=False)
+    _logged_at: float = field(default=-SHED_LOG_INTERVAL, repr=False)
+
+    @property
+    def backlog_bytes(self) -> int:
+        return self._queue.nbytes if self._queue is not None else 0
+
+    def _note_shed(self, count: int) -> None:
+        self.shed += count
+        now = time.monotonic()
+        if now - self._logged_at >= SHED_LOG_INTERVAL:
+            self._logged_at = now
+            _LOGGER.warning(
+                "the bus is not keeping up (%d bytes queued): shedding DeviceDiscovered "
+                "signals (%d so far)",
+                self.backlog_bytes,
+                self.shed,
+            )
+
+
+class _BudgetQueue(deque[tuple[Any, Any, Any]]):
+    """dbus-fast's writer queue with a byte count, shedding news over the budget."""
+
+    def __init__(self, items: Iterable[tuple[Any, Any, Any]], guard: WriterGuard) -> None:
+        super().__init__(items)
+        self.guard = guard
+        self.nbytes = sum(len(item[0]) for item in self)
+
+    def append(self, item: tuple[Any, Any, Any]) -> None:
+        guard = self.guard
+        if self.nbytes + len(item[0]) > guard.max_backlog and item[1] is None:
+            item = self._shed(item)
+            if not item[0] and item[2] is None:
+                return
+        self.nbytes += len(item[0])
+        if self.nbytes > guard.peak_backlog:
+            guard.peak_backlog = self.nbytes
+        super().append(item)
+
+    def popleft(self) -> tuple[Any, Any, Any]:
+        item = super().popleft()
+        self.nbytes -= len(item[0])
+        return item
+
+    def clear(self) -> None:
+        super().clear()
+        self.nbytes = 0
+
+    def _shed(self, item: tuple[Any, Any, Any]) -> tuple[Any, Any, Any]:
+        buf, fds, fut = item
+        kept: list[bytes] = []
+        dropped = 0
+        data = bytes(buf)
+        for start, end, sheddable in split_messages(data):
+            if sheddable:
+                dropped += 1
+            else:
+                kept.append(data[start:end])
+        if dropped:
+            self.guard._note_shed(dropped)
+            buf = b"".join(kept)
+        # An emptied buffer with a future is still queued: the future resolves when reached.
+        return (buf, fds, fut)
+
+
+def split_messages(
+    data: bytes, shed_members: frozenset[bytes] = SHED_MEMBERS
+) -> Iterable[tuple[int, int, bool]]:
+    """(start, end, sheddable) of each marshalled D-Bus message in ``data``, back to back."""
+    offset, size = 0, len(data)
+    while offset < size:
+        fmt = "<" if data[offset] == 0x6C else ">"
+        body_length, _serial, fields_length = struct.unpack_from(fmt + "III", data, offset + 4)
+        header_end = offset + _FIXED_HEADER + fields_length
+        header_end += -(header_end - offset) % 8
+        end = header_end + body_length
+        sheddable = (
+            data[offset + 1] == _MESSAGE_SIGNAL
+            and _member(data, offset, fields_length, fmt) in shed_members
+        )
+        yield offset, end, sheddable
+        offset = end
+
+
+def _member(data: bytes, start: int, fields_length: int, fmt: str) -> bytes | None:
+    """The MEMBER header field of the message at ``start``, or None."""
+    pos = start + _FIXED_HEADER
+    stop = pos + fields_length
+    while pos < stop:
+        pos += -(pos - start) % 8
+        code, sig_length = data[pos], data[pos + 1]
+        signature = data[pos + 2 : pos + 2 + sig_length]
+        pos += 3 + sig_length
+        if signature in (b"s", b"o"):
+            pos += -(pos - start) % 4
+            (length,) = struct.unpack_from(fmt + "I", data, pos)
+            pos += 4
+            if code == _HEADER_FIELD_MEMBER:
+                return data[pos : pos + length]
+            pos += length + 1
+        elif signature == b"g":
+            pos += data[pos] + 2
+        elif signature == b"u":
+            pos += -(pos - start) % 4 + 4
+        else:
+            return None
+    return None
+
+
+def guard_writer(bus: MessageBus, max_backlog: int = MAX_WRITE_BACKLOG) -> WriterGuard | None:
+    """Harden this connection's writer and give its queue a budget; None if dbus-fast differs."""
+    writer = _writer_of(bus)
+    if writer is None or not harden_writer(bus):
+        _LOGGER.warning("dbus-fast's writer is not the expected one; running without the guard")
+        return None
+    guard = WriterGuard(max_backlog)
+    guard._queue = _BudgetQueue(writer.messages, guard)
+    writer.messages = guard._queue
+    return guard

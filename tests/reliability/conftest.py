@@ -1,0 +1,120 @@
+"""Reliability fixtures: process readings, the service as a process, hypothesis profiles."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+
+import pytest
+from dbus_fast import Message, Variant
+from dbus_fast.aio import MessageBus
+from hypothesis import settings
+
+from ble_scanner.const import SCANNER_INTERFACE, SCANNER_SERVICE
+from ble_scanner.main import ScannerApp
+from ble_scanner.simulator import BluezSimulator
+from ble_scanner.testbus import TestBus
+
+from ..helpers import call
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The issue asks for 10 000 fuzz cases in CI; a local run stays quick.
+settings.register_profile("ci", max_examples=10_000, deadline=None)
+settings.register_profile("dev", max_examples=500, deadline=None)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
+# Importing dbus-fast on a loaded 2-core machine can take seconds; this bounds a
+# process start without making a slow one a failure.
+PROCESS_START = 30.0
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def rss_bytes(pid: int | None = None) -> int:
+    with open(f"/proc/{pid or 'self'}/statm", "rb") as f:
+        return int(f.read().split()[1]) * _PAGE
+
+
+def open_fds(pid: int | None = None) -> int:
+    return len(os.listdir(f"/proc/{pid or 'self'}/fd"))
+
+
+def our_session(app: ScannerApp, bluez: BluezSimulator, adapter: str = "hci0") -> bool:
+    return app.bus is not None and app.bus.unique_name in bluez.sessions(adapter)
+
+
+def adapter_state(app: ScannerApp, adapter: str = "hci0") -> str:
+    for status in app.status().adapters:
+        if status.name == adapter:
+            return status.state
+    return "absent"
+
+
+async def scanner_call(
+    bus: MessageBus, member: str, signature: str = "", body: list[object] | None = None
+) -> Message:
+    return await call(bus, SCANNER_SERVICE, "/", SCANNER_INTERFACE, member, signature, body)
+
+
+async def status_of(bus: MessageBus) -> dict[str, Variant]:
+    reply = await scanner_call(bus, "GetStatus")
+    assert reply.error_name is None, reply.body
+    status: dict[str, Variant] = reply.body[0]
+    return status
+
+
+async def name_owner(bus: MessageBus, name: str = SCANNER_SERVICE) -> str | None:
+    reply = await call(
+        bus,
+        "org.freedesktop.DBus",
+        "/org/freedesktop/DBus",
+        "org.freedesktop.DBus",
+        "GetNameOwner",
+        "s",
+        [name],
+    )
+    return None if reply.error_name else str(reply.body[0])
+
+
+def spawn_service(test_bus: TestBus, *args: str) -> subprocess.Popen[str]:
+    """``dbus_ble_scanner.py --no-settings``; its output goes to a file (a pipe could fill)."""
+    env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=test_bus.address, PYTHONUNBUFFERED="1")
+    log = tempfile.TemporaryFile(mode="w+", prefix="ble-scanner-", dir="/tmp")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "dbus_ble_scanner.py", "--no-settings", *args],
+        env=env,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    proc.stdout = log
+    return proc
+
+
+def output_of(proc: subprocess.Popen[str]) -> str:
+    assert proc.stdout is not None
+    proc.stdout.seek(0)
+    return proc.stdout.read()
+
+
+@pytest.fixture
+def service_processes() -> Iterator[list[subprocess.Popen[str]]]:
+    """Service processes a test starts; killed at the end whatever happened."""
+    processes: list[subprocess.Popen[str]] = []
+    try:
+        yield processes
+    finally:
+        for proc in processes:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(5)
+            if proc.stdout is not None:
+                proc.stdout.close()
+
+
+async def wait_exit(proc: subprocess.Popen[str], timeout: float) -> int:
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, proc.wait, timeout)

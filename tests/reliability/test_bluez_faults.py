@@ -1,0 +1,279 @@
+"""Faults 1-6: what bluetoothd, the adapter and the kernel do to our discovery, with figures."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+from dbus_fast.aio import MessageBus
+
+from ble_scanner import bluez as bluez_side
+from ble_scanner.const import REARM_BACKOFF_INITIAL
+from ble_scanner.main import ScannerApp
+from ble_scanner.scanner import ScannerConfig
+from ble_scanner.simulator import BluezSimulator
+from ble_scanner.testbus import TestBus
+
+from ..helpers import SignalRecorder, add_match, assert_ok, wait_until
+from .conftest import adapter_state, our_session, scanner_call
+
+ADAPTER = "hci0"
+ADAPTER_ADDRESS = "00:1A:7D:DA:71:10"
+ADDRESSES = [f"C0:11:22:33:44:{i:02X}" for i in range(10)]
+# SPEC §9 / issue 5: discovery is re-armed within this of the cause going away.
+REARM_BUDGET = 1.0
+PLUG_CYCLES = 100
+# Counting calls over a window is the measurement in the InProgress tests.
+OBSERVATION_WINDOW = 3.0
+# Backoff after failures 1, 2, 3, ... is 0, 0.25, 0.5, 1, 2 s: in the window at
+# most this many attempts; a spin would make hundreds.
+MAX_ATTEMPTS_IN_WINDOW = 6
+WATCHDOG_SILENCE = 0.6
+WATCHDOG_POWER_CYCLE_LIMIT = 2
+
+
+@pytest_asyncio.fixture
+async def app(test_bus: TestBus, bluez: BluezSimulator) -> AsyncIterator[ScannerApp]:
+    """The service in-process (its tasks and handlers are counted), scanning hci0."""
+    service = ScannerApp(ScannerConfig(), bus_address=test_bus.address, use_settings=False)
+    assert await service.start() == 0
+    try:
+        await wait_until(lambda: our_session(service, bluez), what="discovery session")
+        yield service
+    finally:
+        await service.stop()
+
+
+async def advertise_all(bluez: BluezSimulator, tag: int = 0) -> None:
+    for i, address in enumerate(ADDRESSES):
+        await bluez.advertise(
+            ADAPTER, address, rssi=-60 - i, manufacturer_data={0x02E1: bytes([tag])}
+        )
+
+
+def cached(app: ScannerApp) -> set[str]:
+    assert app.scanner is not None
+    return {d.address for d in app.scanner.cache}
+
+
+def handler_count(bus: MessageBus) -> int:
+    return len(bus._user_message_handlers)
+
+
+@pytest.mark.parametrize("graceful", [True, False], ids=["clean-exit", "crash"])
+async def test_bluetoothd_restart_rearms_within_1_s_keeps_cache_and_subscriptions(
+    app: ScannerApp, bluez: BluezSimulator, bus: MessageBus, graceful: bool
+) -> None:
+    await add_match(bus, "type='signal',interface='com.victronenergy.ble.Scanner1'")
+    recorder = SignalRecorder(bus, interface="com.victronenergy.ble.Scanner1")
+    assert_ok(await scanner_call(bus, "Subscribe", "a{sv}", [{}]))
+    await advertise_all(bluez)
+    await wait_until(lambda: cached(app) == set(ADDRESSES), what="every device cached")
+    subscriptions = app.status().subscriptions
+    assert subscriptions == 1
+
+    await bluez.restart_bluetoothd(graceful=graceful)  # returns once org.bluez is back
+    took = await wait_until(lambda: our_session(app, bluez), what="re-armed session")
+    assert took < REARM_BUDGET, f"re-armed {took:.2f} s after org.bluez returned"
+    assert cached(app) == set(ADDRESSES)
+    assert app.status().subscriptions == subscriptions
+    # Reports flow again, to the same subscription.
+    await advertise_all(bluez, tag=1)
+    await wait_until(
+        lambda: all(
+            d.content is not None and d.content.manufacturer_data == {0x02E1: b"\x01"}
+            for d in app.scanner.cache  # type: ignore[union-attr]
+        ),
+        what="new reports after the restart",
+    )
+    assert recorder.of("DeviceLost") == [], "a restart of bluetoothd lost devices"
+
+
+async def test_adapter_unplugged_and_replugged_100_times_leaks_nothing(
+    app: ScannerApp, bluez: BluezSimulator
+) -> None:
+    assert app.bus is not None and app.bluez is not None
+    # One cycle first, so that everything created lazily exists before counting.
+    await bluez.remove_adapter(ADAPTER)
+    await wait_until(lambda: adapter_state(app) == "absent")
+    await bluez.add_adapter(ADAPTER, address=ADAPTER_ADDRESS)
+    await wait_until(lambda: our_session(app, bluez))
+    tasks, handlers = len(asyncio.all_tasks()), handler_count(app.bus)
+    worst = 0.0
+    for _ in range(PLUG_CYCLES):
+        await bluez.remove_adapter(ADAPTER)
+        await wait_until(lambda: adapter_state(app) == "absent", what="adapter gone from status")
+        await bluez.add_adapter(ADAPTER, address=ADAPTER_ADDRESS)
+        worst = max(worst, await wait_until(lambda: our_session(app, bluez), what="re-armed"))
+    assert worst < REARM_BUDGET, f"slowest re-arm {worst:.2f} s"
+    await wait_until(lambda: len(asyncio.all_tasks()) == tasks, what=f"{tasks} tasks")
+    assert handler_count(app.bus) == handlers
+    assert len(app.bluez.adapters) == 1
+    assert adapter_state(app) == "scanning"
+
+
+async def test_power_off_waits_quietly_and_power_on_rearms_within_1_s(
+    app: ScannerApp, bluez: BluezSimulator
+) -> None:
+    await bluez.set_powered(ADAPTER, False)
+    await wait_until(lambda: adapter_state(app) == "powered off")
+    starts = bluez.call_count("StartDiscovery", adapter=ADAPTER)
+    await bluez.set_powered(ADAPTER, True)
+    took = await wait_until(lambda: our_session(app, bluez), what="re-armed after power-on")
+    assert took < REARM_BUDGET
+    # Nothing was tried while off; one start after power-on did it.
+    assert bluez.call_count("StartDiscovery", adapter=ADAPTER) == starts + 1
+
+
+async def test_discovering_dropped_repeatedly_is_rearmed_with_growing_backoff(
+    app: ScannerApp, bluez: BluezSimulator
+) -> None:
+    """The kernel keeps stopping the scan: each re-arm waits longer, none spins."""
+    delays = []
+    for _ in range(5):
+        starts = bluez.call_count("StartDiscovery", adapter=ADAPTER)
+        bluez.drop_discovering(ADAPTER)
+        dropped = time.monotonic()
+        await wait_until(
+            lambda n=starts: (  # type: ignore[misc]
+                bluez.call_count("StartDiscovery", adapter=ADAPTER) > n
+                and our_session(app, bluez)
+                and bluez.is_discovering(ADAPTER)
+            ),
+            timeout=10,
+            what="re-armed",
+        )
+        delays.append(time.monotonic() - dropped)
+        assert bluez.call_count("StartDiscovery", adapter=ADAPTER) == starts + 1
+    assert delays[0] < REARM_BUDGET
+    # 0, 0.25, 0.5, 1, 2 s: each at least the backoff it is due.
+    for n, delay in enumerate(delays[1:], start=0):
+        assert delay >= REARM_BACKOFF_INITIAL * 2**n * 0.9, delays
+
+
+async def test_start_in_progress_for_our_own_lost_session_is_stopped_and_restarted(
+    app: ScannerApp, bluez: BluezSimulator
+) -> None:
+    """BlueZ holds a session of ours we lost track of: the retry gets InProgress.
+
+    That is where a StartDiscovery that timed out at our end but ran in BlueZ
+    leaves us; its timing is a race, so the test puts the adapter there directly.
+    """
+    assert app.bluez is not None
+    adapter = app.bluez.adapters["/org/bluez/hci0"]
+    starts, stops = (
+        bluez.call_count(m, adapter=ADAPTER) for m in ("StartDiscovery", "StopDiscovery")
+    )
+    adapter.session = False
+    adapter.poke()
+    took = await wait_until(
+        lambda: adapter.session and our_session(app, bluez), what="session after InProgress"
+    )
+    assert took < REARM_BUDGET
+    # The start that got InProgress, the stop of the lost session, the start again.
+    assert bluez.call_count("StartDiscovery", adapter=ADAPTER) - starts == 2
+    assert bluez.call_count("StopDiscovery", adapter=ADAPTER) - stops == 1
+    assert adapter_state(app) == "scanning"
+
+
+async def test_kernel_refusal_is_reported_and_retried_without_a_tight_loop(
+    test_bus: TestBus, bluez: BluezSimulator
+) -> None:
+    """InProgress with Discovering false on an adapter with no passive fallback."""
+    await bluez.add_adapter("hci1", address="00:1A:7D:DA:71:11", monitor_manager=False)
+    bluez.set_external_scanner("hci1", True)
+    app = ScannerApp(
+        ScannerConfig(adapters=frozenset({"hci1"})),
+        bus_address=test_bus.address,
+        use_settings=False,
+    )
+    assert await app.start() == 0
+    try:
+        await wait_until(lambda: adapter_state(app, "hci1") == "blocked by another scanner")
+        before = bluez.call_count("StartDiscovery", adapter="hci1")
+        await asyncio.sleep(OBSERVATION_WINDOW)
+        attempts = bluez.call_count("StartDiscovery", adapter="hci1") - before
+        assert attempts <= MAX_ATTEMPTS_IN_WINDOW, attempts
+        assert adapter_state(app, "hci1") == "blocked by another scanner"
+    finally:
+        await app.stop()
+
+
+async def test_stop_in_progress_bluez_807_is_survived_with_one_stop_and_one_start(
+    app: ScannerApp, bluez: BluezSimulator
+) -> None:
+    """StopDiscovery answers InProgress, drops our session and leaves Discovering stuck."""
+    bluez.refuse_stop_discovery(ADAPTER, count=1)
+    starts, stops = (
+        bluez.call_count(m, adapter=ADAPTER) for m in ("StartDiscovery", "StopDiscovery")
+    )
+    bluez.drop_discovering(ADAPTER)  # we stop before starting again: the stop is refused
+    took = await wait_until(
+        lambda: (
+            bluez.call_count("StartDiscovery", adapter=ADAPTER) > starts and our_session(app, bluez)
+        ),
+        what="session after the refused stop",
+    )
+    assert took < REARM_BUDGET
+    await asyncio.sleep(OBSERVATION_WINDOW / 3)  # the measurement: nothing more happens
+    assert bluez.call_count("StopDiscovery", adapter=ADAPTER) - stops == 1
+    assert bluez.call_count("StartDiscovery", adapter=ADAPTER) - starts == 1
+    assert adapter_state(app) == "scanning"
+
+
+async def test_silent_adapter_watchdog_restarts_then_power_cycles_within_its_limit(
+    test_bus: TestBus, bluez: BluezSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stop/start after one silence, a power cycle after the next, never more than the limit."""
+    monkeypatch.setattr(
+        bluez_side, "WATCHDOG_MAX_POWER_CYCLES_PER_HOUR", WATCHDOG_POWER_CYCLE_LIMIT
+    )
+    app = ScannerApp(
+        ScannerConfig(),
+        bus_address=test_bus.address,
+        use_settings=False,
+        watchdog_silence=WATCHDOG_SILENCE,
+    )
+    assert await app.start() == 0
+    try:
+        assert app.bluez is not None
+        await wait_until(lambda: our_session(app, bluez))
+        await bluez.advertise(ADAPTER, ADDRESSES[0], manufacturer_data={0x02E1: b"\x01"})
+        adapter = app.bluez.adapters["/org/bluez/hci0"]
+        await wait_until(lambda: adapter.watchdog_armed, what="watchdog armed")
+        bluez.set_silent(ADAPTER, True)
+        silent_since = time.monotonic()
+        starts = bluez.call_count("StartDiscovery", adapter=ADAPTER)
+        sets = bluez.call_count("Set", adapter=ADAPTER)
+        took = await wait_until(
+            lambda: bluez.call_count("StartDiscovery", adapter=ADAPTER) > starts,
+            timeout=10,
+            what="step 1: discovery restarted",
+        )
+        # Found within the silence and one look of the watchdog (a quarter of it).
+        assert took < WATCHDOG_SILENCE * 1.25 + 0.5, took
+        assert bluez.call_count("Set", adapter=ADAPTER) == sets, "power cycled before restarting"
+        await wait_until(
+            lambda: (
+                bluez.call_count("Set", adapter=ADAPTER) >= sets + 2 * WATCHDOG_POWER_CYCLE_LIMIT
+            ),
+            timeout=20,
+            what=f"{WATCHDOG_POWER_CYCLE_LIMIT} power cycles",
+        )
+        cycles_at = time.monotonic()
+        restarts = bluez.call_count("StartDiscovery", adapter=ADAPTER)
+        # The measurement: the limit holds while silence goes on, restarts continue.
+        await asyncio.sleep(WATCHDOG_SILENCE * 4)
+        assert bluez.call_count("Set", adapter=ADAPTER) == sets + 2 * WATCHDOG_POWER_CYCLE_LIMIT
+        assert bluez.call_count("StartDiscovery", adapter=ADAPTER) > restarts
+        assert cycles_at - silent_since > WATCHDOG_SILENCE * WATCHDOG_POWER_CYCLE_LIMIT
+        # Reports return: the ladder resets and scanning goes on.
+        bluez.set_silent(ADAPTER, False)
+        await wait_until(lambda: our_session(app, bluez), what="scanning")
+        await bluez.advertise(ADAPTER, ADDRESSES[0], manufacturer_data={0x02E1: b"\x02"})
+        await wait_until(lambda: adapter.watchdog_step == 0, what="ladder reset")
+    finally:
+        await app.stop()

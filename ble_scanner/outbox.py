@@ -40,21 +40,30 @@ class Outbox:
         return len(self._parts)
 
     def send(self, message_type: int, fields: bytes, body: bytes) -> None:
-        """Queue one message (``marshal.header_fields`` + body); it gets the next serial."""
+        """Queue one message (``marshal.header_fields`` + body); it gets the next serial.
+
+        The first message of a loop iteration is written at once, as dbus-fast
+        does, so a lone report costs no latency; the rest of a burst waits for
+        the end of the iteration and goes out in one write.
+        """
         self._parts.append(marshal.message(message_type, self.bus.next_serial(), fields, body))
         if not self._scheduled:
             self._scheduled = True
             if self._loop is None:
                 self._loop = asyncio.get_running_loop()
             self._loop.call_soon(self.flush)
+            self._write()
 
     def flush(self) -> None:
         """Hand everything queued to the socket now (it keeps order with later sends)."""
         self._scheduled = False
+        self._write()
+
+    def _write(self) -> None:
         parts = self._parts
         if not parts:
             return
-        data = b"".join(parts)
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
         parts.clear()
         bus = self.bus
         if not bus.connected:

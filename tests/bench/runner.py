@@ -79,10 +79,10 @@ FULL: Final = Plan(
     ingest_start=1000,
     ingest_max=64000,
     ingest_duration=3.0,
-    ingest_bisections=2,
+    ingest_bisections=3,
     ingest_devices=50,
-    latency_rates=(100, 1000, 2500),
-    latency_duration=3.0,
+    latency_rates=(200, 1000, 2500),
+    latency_duration=4.0,
     scene_devices=200,
     scene_period=0.2,
     scene_change_every=5,
@@ -281,12 +281,17 @@ async def target(bench: Bench, kind: str, mode: str) -> AsyncIterator[tuple[Proc
 
 
 async def rate_step(
-    bench: Bench, proc: Proc, client: Proc, rate: float, duration: float
-) -> dict[str, Any]:
-    """Offer ``rate`` reports/s for ``duration``; what arrived, and how late."""
+    bench: Bench, targets: dict[str, tuple[Proc, Proc]], rate: float, duration: float
+) -> dict[str, dict[str, Any]]:
+    """Offer ``rate`` reports/s for ``duration``; what arrived at each target's client, and how late.
+
+    ``targets`` maps a name to (the process under test, its listening client);
+    with more than one, they hear the same reports at the same time.
+    """
     assert bench.sim is not None
     run = bench.next_run()
-    await client.ask("reset", run=run)
+    for _, client in targets.values():
+        await client.ask("reset", run=run)
     offered = await bench.sim.ask(
         "ingest",
         rate=rate,
@@ -296,30 +301,32 @@ async def rate_step(
         timeout=duration * 4 + 30,
     )
     deadline = time.monotonic() + DELIVERY_GRACE
-    received = 0
-    while time.monotonic() < deadline and not proc.connection_lost:
-        received = (await client.ask("count"))["received"]
-        if received >= offered["sent"]:
-            break
+    waiting = dict(targets)
+    while waiting and time.monotonic() < deadline:
+        for name, (proc, client) in list(waiting.items()):
+            if proc.connection_lost or (await client.ask("count"))["received"] >= offered["sent"]:
+                del waiting[name]
         await asyncio.sleep(0.05)
-    stats = await client.ask("stats")
-    latency = {k: v * 1000 if k != "n" else v for k, v in stats["latency"].items()}
-    lost = proc.connection_lost
-    ok = (
-        not lost
-        and stats["received"] == offered["sent"]
-        and latency["p99"] <= INGEST_LAG_BOUND * 1000
-        and offered["achieved"] >= OFFERED_SHARE * rate
-    )
-    return {
-        "rate": rate,
-        "sent": offered["sent"],
-        "received": stats["received"],
-        "offered": round(offered["achieved"]),
-        "latency_ms": latency,
-        "ok": ok,
-        "died": proc.tail() if lost else None,
-    }
+    steps = {}
+    for name, (proc, client) in targets.items():
+        stats = await client.ask("stats")
+        latency = {k: v * 1000 if k != "n" else v for k, v in stats["latency"].items()}
+        lost = proc.connection_lost
+        steps[name] = {
+            "rate": rate,
+            "sent": offered["sent"],
+            "received": stats["received"],
+            "offered": round(offered["achieved"]),
+            "latency_ms": latency,
+            "ok": (
+                not lost
+                and stats["received"] == offered["sent"]
+                and latency["p99"] <= INGEST_LAG_BOUND * 1000
+                and offered["achieved"] >= OFFERED_SHARE * rate
+            ),
+            "died": proc.tail() if lost else None,
+        }
+    return steps
 
 
 async def ingest_ladder(bench: Bench, proc: Proc, client: Proc) -> dict[str, Any]:
@@ -332,7 +339,7 @@ async def ingest_ladder(bench: Bench, proc: Proc, client: Proc) -> dict[str, Any
     best, worst = 0.0, 0.0
     rate = float(plan.ingest_start)
     while rate <= plan.ingest_max:
-        step = await rate_step(bench, proc, client, rate, plan.ingest_duration)
+        step = (await rate_step(bench, {"x": (proc, client)}, rate, plan.ingest_duration))["x"]
         steps.append(step)
         if not step["ok"]:
             worst = rate
@@ -343,7 +350,7 @@ async def ingest_ladder(bench: Bench, proc: Proc, client: Proc) -> dict[str, Any
         if proc.connection_lost:
             break
         rate = (best + worst) / 2
-        step = await rate_step(bench, proc, client, rate, plan.ingest_duration)
+        step = (await rate_step(bench, {"x": (proc, client)}, rate, plan.ingest_duration))["x"]
         steps.append(step)
         if step["ok"]:
             best = rate
@@ -356,38 +363,65 @@ async def ingest_ladder(bench: Bench, proc: Proc, client: Proc) -> dict[str, Any
     return {"rate": best, "limited_by": limited_by, "died": died, "steps": steps}
 
 
-async def ingest_and_latency(bench: Bench) -> tuple[dict[str, Any], dict[str, Any]]:
-    plan = bench.plan
+async def ingest(bench: Bench) -> dict[str, Any]:
+    """The rate ladder, for the relay and then the service (each alone on the machine)."""
     results: dict[str, dict[str, Any]] = {}
     for kind in ("relay", "service"):
         mode = "relay" if kind == "relay" else "broadcast"
         async with target(bench, kind, mode) as (proc, client):
-            assert bench.sim is not None
-            await bench.sim.ask("warm", devices=plan.ingest_devices)
-            await asyncio.sleep(0.3)
-            latency = {}
-            for rate in plan.latency_rates:
-                step = await rate_step(bench, proc, client, rate, plan.latency_duration)
-                latency[str(rate)] = {**step["latency_ms"], "lost": step["sent"] - step["received"]}
-            results[kind] = {"latency": latency, "ingest": await ingest_ladder(bench, proc, client)}
-    ingest = {
-        "service_rate": results["service"]["ingest"]["rate"],
-        "relay_rate": results["relay"]["ingest"]["rate"],
-        "detail": {k: results[k]["ingest"] for k in results},
+            results[kind] = await ingest_ladder(bench, proc, client)
+    out = {
+        "service_rate": results["service"]["rate"],
+        "relay_rate": results["relay"]["rate"],
+        "detail": results,
     }
-    ingest["ratio"] = _ratio(ingest["service_rate"], ingest["relay_rate"])
-    latency = {
-        rate: {
-            "service": results["service"]["latency"][rate],
-            "relay": results["relay"]["latency"][rate],
-            "p99_ratio": _ratio(
-                results["service"]["latency"][rate]["p99"],
-                results["relay"]["latency"][rate]["p99"],
-            ),
-        }
-        for rate in results["service"]["latency"]
-    }
-    return ingest, latency
+    out["ratio"] = _ratio(out["service_rate"], out["relay_rate"])
+    return out
+
+
+async def latency(bench: Bench) -> dict[str, Any]:
+    """Emit → callback through the service and through the relay, on the same reports.
+
+    Both run at once, each with its own client, so that both paths see the
+    same reports under the same load; the machine is shared, and separate runs
+    would compare two different moments of other people's work as much as the
+    two designs.
+    """
+    plan = bench.plan
+    assert bench.sim is not None
+    relay, service = await bench.relay(), await bench.service()
+    clients: list[Proc] = []
+    try:
+        await bench.sessions(2)
+        relay_client = await bench.client("relay-client")
+        clients.append(relay_client)
+        await relay_client.ask("listen", mode="relay")
+        service_client = await bench.client("service-client")
+        clients.append(service_client)
+        await service_client.ask("listen", mode="broadcast")
+        await bench.sim.ask("warm", devices=plan.ingest_devices)
+        await asyncio.sleep(0.3)
+        out: dict[str, Any] = {}
+        for rate in plan.latency_rates:
+            steps = await rate_step(
+                bench,
+                {"service": (service, service_client), "relay": (relay, relay_client)},
+                rate,
+                plan.latency_duration,
+            )
+            figures = {
+                name: {**step["latency_ms"], "lost": step["sent"] - step["received"]}
+                for name, step in steps.items()
+            }
+            figures["p99_ratio"] = _ratio(figures["service"]["p99"], figures["relay"]["p99"])
+            out[str(rate)] = figures
+        return out
+    finally:
+        for client in clients:
+            await client.stop()
+        await service.stop()
+        await relay.stop()
+        await bench.sessions(0)
 
 
 # Five clients, each wanting a different slice of the scene (simproc.scene_report).
@@ -644,13 +678,12 @@ async def run_all(
     async with bench.running():
         for i in range(plan.repeats):
             progress(f"run {i + 1}/{plan.repeats}")
-            if "ingest" in only or "latency" in only:
-                progress("  ingest + latency")
-                ingest, latency = await ingest_and_latency(bench)
-                if "ingest" in runs:
-                    runs["ingest"].append(ingest)
-                if "latency" in runs:
-                    runs["latency"].append(latency)
+            if "ingest" in only:
+                progress("  ingest")
+                runs["ingest"].append(await ingest(bench))
+            if "latency" in only:
+                progress("  latency")
+                runs["latency"].append(await latency(bench))
             if "fanout" in only:
                 progress("  fan-out")
                 runs["fanout"].append(await fanout(bench))

@@ -60,6 +60,13 @@ _BLUEZ_ABSENT: Final = frozenset(
 )
 # A session that stayed up this long ends the backoff: the adapter works again.
 STABLE_SESSION_SECONDS: Final = 10.0
+# After bluetoothd (re)appears the kernel may still run the dead daemon's LE
+# discovery and refuse ours with InProgress until it times out (DISCOV_LE_TIMEOUT
+# 10.24 s; measured 10.0-10.4 s on 5.66 and 5.82, tests/realbluez): for this
+# long after an adapter appears, InProgress is retried at a steady pace.
+ORPHAN_SCAN_WINDOW: Final = 12.0
+# The failure count whose backoff() is that pace: 0.5 s.
+ORPHAN_SCAN_RETRY_FAILURES: Final = 3
 # At most one log line per kind of malformed data per this many seconds.
 MALFORMED_LOG_INTERVAL: Final = 60.0
 
@@ -139,6 +146,7 @@ class AdapterDiscovery:
         self.discovering: bool = bool(props.get("Discovering", False))
         self.session = False
         self.state = "starting"
+        self.appeared = time.monotonic()
         self.failures = 0
         self.starts = 0
         self.session_since = 0.0
@@ -461,8 +469,11 @@ class AdapterDiscovery:
                 self._set_state("restarting discovery (InProgress)")
             else:
                 # The kernel refused while nobody scans through BlueZ: a raw
-                # HCI scanner (dbus-ble-sensors, venus#1597) holds the controller.
+                # HCI scanner (dbus-ble-sensors, venus#1597) holds the controller,
+                # or, just after bluetoothd appeared, a crashed one's scan does.
                 self.blocked = True
+                if time.monotonic() - self.appeared < ORPHAN_SCAN_WINDOW:
+                    self.failures = min(self.failures, ORPHAN_SCAN_RETRY_FAILURES)
                 self._set_state("blocked by another scanner")
             return
         self._set_state(f"error: {exc.text or exc.name}")

@@ -19,7 +19,8 @@ Use::
 Scripting the world (all on ``BluezSimulator``):
 
 - ``add_adapter`` / ``remove_adapter`` (hot-plug), ``set_powered`` (off drops
-  every session), ``restart_bluetoothd(downtime=0, graceful=True)``;
+  every session), ``restart_bluetoothd(downtime=0, graceful=True)``, or its two
+  halves ``stop_bluetoothd(graceful)`` / ``start_bluetoothd(experimental)``;
 - ``advertise`` (async, applies back-pressure) and ``advertise_report`` (sync
   bulk path, then ``await drain()``); ``add_advertiser`` / ``remove_advertiser``
   replay a device while its adapter listens (the radio); ``scene.load_scene``
@@ -32,6 +33,11 @@ Fault injection:
   Discovering stays false;
 - ``set_external_scanner(adapter, active=True)``: a raw-HCI scanner holds the
   controller; every start is refused that way until cleared (venus#1597);
+- ``BluezSimulator(orphan_scan=S)``: after a crash the kernel still runs the
+  dead bluetoothd's scan; the next one's starts get InProgress for S seconds
+  (the real kernel: up to 10.24 s, ``const.KERNEL_LE_DISCOVERY_TIMEOUT``);
+- ``BluezSimulator(monitor_crash_patterns=8)``: bluetoothd crashes reading a
+  monitor with that many patterns, as 5.66 and 5.82 do;
 - ``refuse_stop_discovery(adapter, count=1)``: bluez#807: StopDiscovery gets
   InProgress, the session is removed and Discovering stays true;
 - ``drop_discovering(adapter, keep_sessions=True)``: the kernel stopped the
@@ -41,6 +47,10 @@ Fault injection:
   being handled;
 - ``inject_device`` / ``inject_object`` / ``inject_properties_changed`` /
   ``remove_object``: raw, possibly malformed data (samples in ``malformed``).
+
+Modelled per ``version``: filter keys (``head`` adds AutoConnect), the
+Discoverable filter (5.66), connected devices kept at the end of discovery
+(``head``), service-data UUIDs in ``Device1.UUIDs`` (not in 5.66).
 
 Introspection: ``sessions``, ``preset_filters``, ``is_discovering``,
 ``is_powered``, ``devices``, ``device_path``, ``monitors``, ``calls``,

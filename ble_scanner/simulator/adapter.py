@@ -26,6 +26,7 @@ from .const import (
     FILTER_KEYS_572,
     FILTER_KEYS_HEAD,
     RSSI_THRESHOLD,
+    SERVICE_DATA_UUIDS_NOT_IN_UUIDS,
 )
 from .device import Device
 from .faults import Faults
@@ -92,6 +93,7 @@ class Adapter:
         self._filters: list[Any] = []
         self._duplicate = False
         self._rssi_delta = RSSI_THRESHOLD
+        self._service_data_uuids = version not in SERVICE_DATA_UUIDS_NOT_IN_UUIDS
 
     # --- the D-Bus face (objects.SimObject) ---------------------------------
 
@@ -239,7 +241,7 @@ class Adapter:
         if not self.alive or not self.powered:
             return
         waiting = [s for s in self.discovery.values() if s.pending is not None]
-        if self.faults.take_start_refusal():
+        if self.faults.take_start_refusal(self.loop.time()):
             # The kernel said busy: the client gets btd_error_busy and its
             # session is removed; Discovering does not change.
             for session in waiting:
@@ -448,11 +450,11 @@ class Adapter:
             if report.scan_response:
                 return False
             dev = Device(self.path, report.address, report.address_type, self._device_notify)
-            dev.apply(report, self._duplicate, self._rssi_delta)
+            dev.apply(report, self._duplicate, self._rssi_delta, self._service_data_uuids)
             self.devices[report.address] = dev
             self.server.add(dev)
         else:
-            changed = dev.apply(report, self._duplicate, self._rssi_delta)
+            changed = dev.apply(report, self._duplicate, self._rssi_delta, self._service_data_uuids)
             if changed:
                 self.server.emit_now(dev, BLUEZ_DEVICE, changed)
         dev.last_seen = self.loop.time()

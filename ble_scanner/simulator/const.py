@@ -57,6 +57,21 @@ FILTER_KEYS_572: Final = (
 )
 FILTER_KEYS_HEAD: Final = (*FILTER_KEYS_572, "AutoConnect")
 SUPPORTED_VERSIONS: Final = ("5.66", "5.72", "head")
+# Versions whose Device1.UUIDs leave out the UUIDs of service data: measured on
+# Debian's 5.66 (tests/realbluez). add_service_data() has called
+# device_add_eir_uuids() since the probe_on_discover change of August 2023
+# (after 5.66, before 5.72); 5.82 measured adding them.
+SERVICE_DATA_UUIDS_NOT_IN_UUIDS: Final = frozenset({"5.66"})
+# net/bluetooth DISCOV_LE_TIMEOUT (10240 ms): a crashed bluetoothd's LE
+# discovery keeps the controller busy this long; the next bluetoothd's
+# StartDiscovery gets InProgress meanwhile (measured 10.0-10.4 s on 5.66 and
+# 5.82 in tests/realbluez).
+KERNEL_LE_DISCOVERY_TIMEOUT: Final = 10.24
+# bluetoothd 5.66 and 5.82 die of heap corruption ("malloc(): invalid size")
+# reading an or_patterns monitor with 8 or more patterns; 7 work, and so do
+# 8 monitors of 4 (measured in tests/realbluez; kernel 6.1 also refused 8
+# with MGMT status 0x0d once).
+MONITOR_CRASH_PATTERNS: Final = 8
 BASE_UUID_SUFFIX: Final = "-0000-1000-8000-00805f9b34fb"
 # Monitor RSSI thresholds: 127 means "unset" (doc/org.bluez.AdvertisementMonitor.rst).
 MONITOR_RSSI_UNSET: Final = 127

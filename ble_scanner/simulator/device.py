@@ -177,8 +177,14 @@ class Device:
 
     # --- a report -----------------------------------------------------------
 
-    def apply(self, report: Report, duplicate: bool, rssi_delta: int) -> list[str]:
-        """Fold one report in; return the names BlueZ would emit PropertiesChanged for."""
+    def apply(
+        self, report: Report, duplicate: bool, rssi_delta: int, service_data_uuids: bool = True
+    ) -> list[str]:
+        """Fold one report in; return the names BlueZ would emit PropertiesChanged for.
+
+        ``service_data_uuids``: whether the UUIDs of service data join ``UUIDs``
+        (not in 5.66; see ``const.SERVICE_DATA_UUIDS_NOT_IN_UUIDS``).
+        """
         changed: list[str] = []
         self.connectable = report.connectable
         if report.address_type != self.address_type:
@@ -196,7 +202,7 @@ class Device:
         if report.flags is not None and report.flags != self.flags:
             self.flags = report.flags
             changed.append("AdvertisingFlags")
-        uuids = report.all_uuids()
+        uuids = report.all_uuids() if service_data_uuids else report.service_uuids
         if uuids:
             known = self.uuids
             added = False

@@ -18,9 +18,12 @@ class Faults:
     refuse_stops: int = 0
     # Discovering stays true but no report reaches bluetoothd.
     silent: bool = False
+    # Loop time until which the kernel still runs a crashed bluetoothd's
+    # discovery and refuses every start (see BluezSimulator orphan_scan).
+    busy_until: float = 0.0
 
-    def take_start_refusal(self) -> bool:
-        if self.external_scanner:
+    def take_start_refusal(self, now: float) -> bool:
+        if self.external_scanner or now < self.busy_until:
             return True
         if self.refuse_starts > 0:
             self.refuse_starts -= 1

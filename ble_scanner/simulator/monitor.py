@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from dbus_fast import Message, MessageType, Variant
@@ -98,6 +99,10 @@ class MonitorManager:
         self.active = False
         self._tasks: set[asyncio.Task[None]] = set()
         self.server.signal_hooks.append(self._on_signal)
+        # bluetoothd dies reading a monitor with this many patterns or more
+        # (None: never); set with ``on_crash`` by BluezSimulator(monitor_crash_patterns=).
+        self.crash_patterns: int | None = None
+        self.on_crash: Callable[[], None] = lambda: None
 
     def properties(self) -> dict[str, Variant]:
         return {
@@ -144,10 +149,22 @@ class MonitorManager:
             _LOG.debug("reading monitor app %s %s failed: %s", app.owner, app.root, exc)
         if self.apps.get((app.owner, app.root)) is not app:
             return
+        if self._would_crash(objects):
+            self.on_crash()  # no reply: the caller sees bluetoothd leave the bus
+            return
         self.server.send(Message.new_method_return(msg))
         for path, interfaces in objects.items():
             if BLUEZ_MONITOR in interfaces:
                 self._add_monitor(app, path, interfaces[BLUEZ_MONITOR])
+
+    def _would_crash(self, objects: dict[str, Any]) -> bool:
+        if self.crash_patterns is None:
+            return False
+        for interfaces in objects.values():
+            patterns = interfaces.get(BLUEZ_MONITOR, {}).get("Patterns")
+            if isinstance(patterns, Variant) and len(patterns.value) >= self.crash_patterns:
+                return True
+        return False
 
     def _add_monitor(self, app: MonitorApp, path: str, props: dict[str, Variant]) -> None:
         if path in app.monitors:

@@ -48,7 +48,19 @@ class BluezSimulator:
         experimental: bool = True,
         temporary_timeout: float = DEFAULT_TEMPORARY_TIMEOUT,
         kernel_delay: float = 0.0,
+        orphan_scan: float = 0.0,
+        monitor_crash_patterns: int | None = None,
     ) -> None:
+        """``orphan_scan``: after a crash (``graceful=False``), an adapter that was
+        discovering stays busy in the "kernel" this long and the next bluetoothd's
+        starts get InProgress, as the real kernel does for up to
+        ``const.KERNEL_LE_DISCOVERY_TIMEOUT`` (10.24 s). 0 leaves it out, so that
+        tests not about it need not wait.
+
+        ``monitor_crash_patterns``: bluetoothd crashes (as with ``graceful=False``)
+        when RegisterMonitor finds a monitor with this many patterns or more, as
+        5.66 and 5.82 do from ``const.MONITOR_CRASH_PATTERNS`` (8) on. None: off.
+        """
         if version not in SUPPORTED_VERSIONS:
             raise ValueError(f"version must be one of {SUPPORTED_VERSIONS}")
         self.bus_address = bus_address
@@ -56,6 +68,10 @@ class BluezSimulator:
         self.experimental = experimental
         self.temporary_timeout = temporary_timeout
         self.kernel_delay = kernel_delay
+        self.orphan_scan = orphan_scan
+        self.monitor_crash_patterns = monitor_crash_patterns
+        self._crashing: set[asyncio.Task[None]] = set()
+        self._orphaned: dict[str, float] = {}  # adapter → loop time its orphan scan ends
         self.adapters: dict[str, Adapter] = {}
         self.radio = Radio(self)
         self._configs: dict[str, _AdapterConfig] = {}
@@ -164,12 +180,38 @@ class BluezSimulator:
         clean exit); False is a crash: the connection just drops. Adapters come
         back powered, with no sessions, devices or monitors.
         """
-        await self._disconnect(graceful)
+        await self.stop_bluetoothd(graceful)
         if downtime > 0:
             await asyncio.sleep(downtime)
+        await self.start_bluetoothd()
+
+    async def stop_bluetoothd(self, graceful: bool = True) -> None:
+        """bluetoothd exits (``graceful``) or crashes; ``org.bluez`` loses its owner.
+
+        The adapters stay known, to come back with :meth:`start_bluetoothd`. A
+        crash leaves each discovering adapter's kernel scan running for
+        ``orphan_scan`` seconds.
+        """
+        if not graceful and self.orphan_scan > 0:
+            ends = asyncio.get_running_loop().time() + self.orphan_scan
+            for name, adapter in self.adapters.items():
+                if adapter.discovering:
+                    self._orphaned[name] = ends
+        await self._disconnect(graceful)
+
+    async def start_bluetoothd(self, experimental: bool | None = None) -> None:
+        """bluetoothd starts (with ``-E`` if ``experimental``, default: as before).
+
+        Every known adapter appears powered, with no sessions, devices or monitors.
+        """
+        if self._server is not None:
+            raise SimulatorError("bluetoothd is already running")
+        if experimental is not None:
+            self.experimental = experimental
         await self._connect()
         for name, config in self._configs.items():
-            self._create_adapter(name, config, powered=True)
+            adapter = self._create_adapter(name, config, powered=True)
+            adapter.faults.busy_until = self._orphaned.pop(name, 0.0)
 
     # --- adapters ------------------------------------------------------------
 
@@ -205,7 +247,15 @@ class BluezSimulator:
         )
         self.adapters[name] = adapter
         self.server.add(adapter)
+        if adapter.monitors is not None and self.monitor_crash_patterns is not None:
+            adapter.monitors.crash_patterns = self.monitor_crash_patterns
+            adapter.monitors.on_crash = self._crash_soon
         return adapter
+
+    def _crash_soon(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.stop_bluetoothd(graceful=False))
+        self._crashing.add(task)
+        task.add_done_callback(self._crashing.discard)
 
     async def remove_adapter(self, name: str) -> None:
         """Unplug: its devices are removed, then the adapter (monitors get Release)."""

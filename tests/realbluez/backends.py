@@ -22,6 +22,8 @@ from ble_scanner.testbus import TestBus
 
 from .vm import Guest
 
+# The kernel's LE discovery timeout (10.24 s) plus margin for TCG.
+ORPHAN_SCAN_LIMIT = 20.0
 # hci1's address in btvirt (00:AA:01:<index>:00:01-ish); read from the guest at
 # boot, this is only the simulator's stand-in so that both look alike.
 SIM_ADVERTISER_ADDRESS = "00:AA:01:01:00:01"
@@ -164,9 +166,11 @@ class GuestBackend(Backend):
         self._dirty = True
 
     async def reset(self) -> None:
-        await asyncio.to_thread(self._reset)
+        if await asyncio.to_thread(self._reset):
+            await self._wait_until_scanning_is_possible()
 
-    def _reset(self) -> None:
+    def _reset(self) -> bool:
+        """True if bluetoothd was restarted."""
         import time
 
         from .vm import BLUETOOTHD_TIMEOUT
@@ -176,8 +180,42 @@ class GuestBackend(Backend):
         if self._dirty or not status.get("running") or not self.guest.experimental:
             self.guest.restart_bluetoothd(experimental=True)
             self._dirty = False
-        else:
-            self.guest.wait_for_adapters(deadline=time.monotonic() + BLUETOOTHD_TIMEOUT)
+            return True
+        self.guest.wait_for_adapters(deadline=time.monotonic() + BLUETOOTHD_TIMEOUT)
+        return False
+
+    async def _wait_until_scanning_is_possible(self) -> None:
+        """A crashed bluetoothd leaves the kernel scanning for up to 10.24 s (InProgress)."""
+        import time
+
+        from dbus_fast import BusType, Message, MessageType
+        from dbus_fast.aio import MessageBus
+
+        bus = await asyncio.wait_for(
+            MessageBus(bus_address=self.bus.address, bus_type=BusType.SYSTEM).connect(), 10
+        )
+        deadline = time.monotonic() + ORPHAN_SCAN_LIMIT
+        try:
+            while True:
+                reply = await asyncio.wait_for(
+                    bus.call(
+                        Message(
+                            destination="org.bluez",
+                            path=f"/org/bluez/{SCAN_ADAPTER}",
+                            interface="org.bluez.Adapter1",
+                            member="StartDiscovery",
+                        )
+                    ),
+                    10,
+                )
+                if reply is not None and reply.message_type == MessageType.METHOD_RETURN:
+                    return  # our disconnect ends this session
+                error = reply.error_name if reply is not None else None
+                if error != "org.bluez.Error.InProgress" or time.monotonic() > deadline:
+                    raise RuntimeError(f"hci0 cannot scan after a bluetoothd restart: {error}")
+                await asyncio.sleep(0.5)
+        finally:
+            bus.disconnect()
 
 
 def simulator_available() -> str | None:
@@ -194,7 +232,10 @@ def simulator_available() -> str | None:
 class SimulatorBackend(Backend):
     """The project's simulator, a fresh one per test (it lives on the test's event loop).
 
-    Models the version in BLE_SCANNER_SIM_VERSION (default 5.72, Venus's).
+    Models BlueZ ``version`` ("5.66", "5.72", "head"). A crash leaves the
+    kernel busy for :data:`SIM_ORPHAN_SCAN` seconds, as the real kernel does
+    for up to 10.24 s (shortened so that the default suite stays fast), and a
+    monitor with 8 or more patterns crashes it, as it crashes 5.66 and 5.82.
     """
 
     def __init__(self, bus: TestBus, version: str) -> None:
@@ -204,11 +245,10 @@ class SimulatorBackend(Backend):
         major, _, minor = version.partition(".")
         self.bluez_version = (int(major), int(minor)) if minor.isdigit() else (5, 99)
         self.sim: Any = None
-        self._experimental = True
 
     @property
     def experimental(self) -> bool:  # type: ignore[override]
-        return self._experimental
+        return bool(self.sim is not None and self.sim.experimental)
 
     @property
     def advertiser_address(self) -> str:
@@ -222,6 +262,8 @@ class SimulatorBackend(Backend):
             raw = bytearray(os.urandom(6))
             raw[0] |= 0xC0  # static random
             address, address_type = ":".join(f"{b:02X}" for b in raw), "random"
+        if self.sim._server is None:
+            return  # bluetoothd is down: nobody hears it
         await self.sim.advertise(
             SCAN_ADAPTER,
             address,
@@ -237,24 +279,29 @@ class SimulatorBackend(Backend):
         pass  # the simulator reports only when told to
 
     async def kill_bluetoothd(self) -> None:
-        if self.sim is not None:
-            await self.sim._disconnect(graceful=False)  # a crash: the connection just drops
-            await self.sim.radio.stop()
-            self.sim = None
+        await self.sim.stop_bluetoothd(graceful=False)  # a crash: the connection just drops
 
     async def start_bluetoothd(self, experimental: bool = True) -> None:
-        from ble_scanner.simulator import BluezSimulator
+        await self.sim.start_bluetoothd(experimental)
 
-        await self.kill_bluetoothd()
-        self._experimental = experimental
-        self.sim = await BluezSimulator(
-            self.bus.address, version=self.version, experimental=experimental
-        ).start()
-        await self.sim.add_adapter(SCAN_ADAPTER, address="00:AA:01:00:00:00")
-        await self.sim.add_adapter(ADVERTISING_ADAPTER, address=SIM_ADVERTISER_ADDRESS)
+    async def restart_bluetoothd(self, experimental: bool = True) -> None:
+        await self.sim.stop_bluetoothd(graceful=True)
+        await self.sim.start_bluetoothd(experimental)
 
     async def reset(self) -> None:
-        await self.start_bluetoothd(True)
+        from ble_scanner.simulator import BluezSimulator
+        from ble_scanner.simulator.const import MONITOR_CRASH_PATTERNS
+
+        await self.teardown()
+        self.sim = BluezSimulator(
+            self.bus.address,
+            version=self.version,
+            orphan_scan=SIM_ORPHAN_SCAN,
+            monitor_crash_patterns=MONITOR_CRASH_PATTERNS,
+        )
+        await self.sim.start()
+        await self.sim.add_adapter(SCAN_ADAPTER, address="00:AA:01:00:00:00")
+        await self.sim.add_adapter(ADVERTISING_ADAPTER, address=SIM_ADVERTISER_ADDRESS)
 
     async def teardown(self) -> None:
         if self.sim is not None:
@@ -262,7 +309,42 @@ class SimulatorBackend(Backend):
             self.sim = None
 
 
-def selected_backends() -> list[str]:
-    """Backends named in BLE_SCANNER_BLUEZ_SUITES (default: both Debian suites)."""
-    raw = os.environ.get("BLE_SCANNER_BLUEZ_SUITES", "bookworm,trixie")
-    return [name.strip() for name in raw.split(",") if name.strip()]
+# The real kernel keeps a crashed bluetoothd's scan for up to 10.24 s; the
+# simulator backends use a second, enough to take the same InProgress path.
+SIM_ORPHAN_SCAN = 1.0
+GUEST_SUITES = ("bookworm", "trixie")
+# Always part of the default (non-bluez) run: Debian's bookworm version and Venus's.
+DEFAULT_SIMULATOR_VERSIONS = ("5.66", "5.72")
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    """One value of the ``backend`` parameter: which backend, and whether it needs a guest."""
+
+    name: str  # "bookworm", "trixie", "simulator-5.66", ...
+    guest: bool
+
+    @property
+    def simulator_version(self) -> str:
+        return self.name.removeprefix("simulator-")
+
+
+def selected_backends() -> list[BackendChoice]:
+    """The backends this run parametrizes over.
+
+    Guests come from BLE_SCANNER_BLUEZ_SUITES (default ``bookworm,trixie``) and
+    carry the ``bluez`` marker. The simulator modelling 5.66 and 5.72 is always
+    there, unmarked, so the scenarios run in the default suite too. Naming
+    ``simulator`` (BLE_SCANNER_SIM_VERSION, default 5.72) or ``simulator-<version>``
+    in BLE_SCANNER_BLUEZ_SUITES adds it to ``-m bluez`` runs as well.
+    """
+    raw = os.environ.get("BLE_SCANNER_BLUEZ_SUITES", ",".join(GUEST_SUITES))
+    names = [name.strip() for name in raw.split(",") if name.strip()]
+    chosen: list[BackendChoice] = []
+    for name in names:
+        if name == "simulator":
+            name = "simulator-" + os.environ.get("BLE_SCANNER_SIM_VERSION", "5.72")
+        if not name.startswith("simulator-") and name not in GUEST_SUITES:
+            raise ValueError(f"BLE_SCANNER_BLUEZ_SUITES: unknown backend {name!r}")
+        chosen.append(BackendChoice(name, guest=not name.startswith("simulator-")))
+    return chosen

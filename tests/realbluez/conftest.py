@@ -1,8 +1,10 @@
 """Fixtures of the real-BlueZ tier: one guest per Debian suite, booted once per session.
 
-``backend`` is parametrized over BLE_SCANNER_BLUEZ_SUITES (default
-``bookworm,trixie``; ``simulator`` runs the same scenarios on the project's
-simulator, modelling BLE_SCANNER_SIM_VERSION, default 5.72).
+``backend`` is parametrized over the guests in BLE_SCANNER_BLUEZ_SUITES
+(default ``bookworm,trixie``; marked ``bluez``, so only ``-m bluez`` runs
+them) and over the project's simulator modelling BlueZ 5.66 and 5.72
+(unmarked: every scenario also runs in the default suite, in about a second
+per version). See ``backends.selected_backends``.
 pytest keeps one value of a session fixture at a time, so at most one guest
 runs. ``test_bus`` is overridden to be the backend's bus, so the repository's
 ``bus`` fixture and anything reading DBUS_SYSTEM_BUS_ADDRESS (bleak, the
@@ -25,7 +27,9 @@ import pytest_asyncio
 from ble_scanner.testbus import TestBus, start_test_bus
 
 from .backends import (
+    DEFAULT_SIMULATOR_VERSIONS,
     Backend,
+    BackendChoice,
     GuestBackend,
     SimulatorBackend,
     selected_backends,
@@ -34,29 +38,42 @@ from .backends import (
 from .vm import Guest
 
 
+def backend_params() -> list[object]:
+    chosen = selected_backends()
+    explicit = {choice.name for choice in chosen}
+    params: list[object] = [
+        pytest.param(choice, id=choice.name, marks=pytest.mark.bluez) for choice in chosen
+    ]
+    for version in DEFAULT_SIMULATOR_VERSIONS:
+        name = f"simulator-{version}"
+        if name not in explicit:
+            params.append(pytest.param(BackendChoice(name, guest=False), id=name))
+    return params
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend" in metafunc.fixturenames:
-        metafunc.parametrize("backend", selected_backends(), indirect=True, scope="session")
+        metafunc.parametrize("backend", backend_params(), indirect=True, scope="session")
 
 
 @pytest.fixture(scope="session")
 def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
-    if os.environ.get("BLE_SCANNER_SKIP_BLUEZ") == "1":
-        pytest.skip("BLE_SCANNER_SKIP_BLUEZ=1: real-BlueZ tier skipped on request")
-    name: str = request.param
-    if name == "simulator":
+    choice: BackendChoice = request.param
+    if not choice.guest:
         reason = simulator_available()
         if reason is not None:
             pytest.fail(f"simulator backend requested but unavailable: {reason}")
         with start_test_bus() as bus:
-            yield SimulatorBackend(bus, os.environ.get("BLE_SCANNER_SIM_VERSION", "5.72"))
+            yield SimulatorBackend(bus, choice.simulator_version)
         return
+    if os.environ.get("BLE_SCANNER_SKIP_BLUEZ") == "1":
+        pytest.skip("BLE_SCANNER_SKIP_BLUEZ=1: real-BlueZ tier skipped on request")
     with start_test_bus() as bus:
         start = time.monotonic()
-        guest = Guest.boot(name, bus)
+        guest = Guest.boot(choice.name, bus)
         print(
-            f"\n[realbluez] {name}: BlueZ {guest.info['bluez_version']}, kernel {guest.kernel}, "
-            f"ready {time.monotonic() - start:.1f} s after QEMU start",
+            f"\n[realbluez] {choice.name}: BlueZ {guest.info['bluez_version']}, "
+            f"kernel {guest.kernel}, ready {time.monotonic() - start:.1f} s after QEMU start",
             file=sys.stderr,
         )
         try:

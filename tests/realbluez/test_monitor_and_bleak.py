@@ -27,8 +27,6 @@ from .bluez import (
 )
 from .monitor import OrPatternsMonitor
 
-pytestmark = pytest.mark.bluez
-
 VICTRON = 0x02E1
 APP = "/rbz/monitors"
 

@@ -60,6 +60,10 @@ async def status_of(bus: MessageBus) -> dict[str, Variant]:
     return status
 
 
+async def has_owner(bus: MessageBus, name: str = SCANNER_SERVICE) -> bool:
+    return await name_owner(bus, name) is not None
+
+
 async def name_owner(bus: MessageBus, name: str = SCANNER_SERVICE) -> str | None:
     reply = await call(
         bus,

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-from dbus_fast import Message, MessageType, Variant
+from dbus_fast import Message, MessageFlag, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
 from .const import (
@@ -148,7 +148,7 @@ class AdapterDiscovery:
         self.state = "starting"
         self.appeared = time.monotonic()
         self.failures = 0
-        self.starts = 0
+        self.starts = 0  # StartDiscovery attempts, for the status and the tests
         self.session_since = 0.0
         self.stop_first = False
         # InProgress with Discovering false: another scanner holds the controller.
@@ -408,6 +408,10 @@ class AdapterDiscovery:
         self.bluez.status_changed()
 
     def _monitor_released(self) -> None:
+        # BlueZ calls Release on each monitor, also when we unregistered them:
+        # only the first Release of a registration we still hold is news.
+        if not self.monitor_registered:
+            return
         # BlueZ dropped our monitors (adapter reset, bluetoothd going away):
         # register again, with the backoff if it keeps happening.
         _LOGGER.warning("%s: BlueZ released our advertisement monitor", self.name)
@@ -603,6 +607,8 @@ class Bluez:
         for adapter in self.adapters.values():
             if adapter.monitor.owns(msg.path or ""):
                 return adapter.monitor.handle(msg)
+        if msg.flags & MessageFlag.NO_REPLY_EXPECTED:
+            return True  # e.g. BlueZ's Release after we dropped the adapter
         return Message.new_error(
             msg, "org.freedesktop.DBus.Error.UnknownObject", f"no object {msg.path}"
         )

@@ -16,22 +16,24 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from typing import Final
 
-from dbus_fast import Message, MessageType, Variant
+from dbus_fast import Message, MessageFlag, MessageType, Variant
 
 from .const import BLUEZ_MONITOR, INTROSPECTABLE, OBJECT_MANAGER, PROPERTIES
 
 MONITOR_APP_ROOT: Final = "/com/victronenergy/ble/scanner/monitor"
 AD_TYPE_FLAGS: Final = 0x01
-# The kernel takes at most 16 patterns per monitor
-# (HCI_MAX_ADV_MONITOR_NUM_PATTERNS). Two monitors cover every combination of
-# the five defined Flags bits (Core spec Supplement Part A 1.3), so every
-# advertiser that sends a Flags AD structure matches. Advertisers without one
-# (some non-connectable beacons) are not seen passively; HA's passive scanner
-# has the same limit with its three Flags values.
-PATTERNS_PER_MONITOR: Final = 16
+# bluetoothd 5.66 and 5.82 die of heap corruption reading a monitor with 8 or
+# more patterns (measured in tests/realbluez; the kernel itself would take 16,
+# HCI_MAX_ADV_MONITOR_NUM_PATTERNS), so each monitor carries 4. Eight monitors
+# (of the kernel's 32 per controller) cover every combination of the five
+# defined Flags bits (Core spec Supplement Part A 1.3): every advertiser that
+# sends a Flags AD structure matches. Advertisers without one (some
+# non-connectable beacons) are not seen passively; HA's passive scanner has the
+# same limit with its three Flags values.
+PATTERNS_PER_MONITOR: Final = 4
 PASSIVE_PATTERNS: Final = [
     [(0, AD_TYPE_FLAGS, bytes([flags])) for flags in range(start, start + PATTERNS_PER_MONITOR)]
-    for start in (0x00, 0x10)
+    for start in range(0x00, 0x20, PATTERNS_PER_MONITOR)
 ]
 
 _MONITOR_XML: Final = f"""<interface name="{BLUEZ_MONITOR}">
@@ -106,7 +108,7 @@ class MonitorApp:
                 self.released += 1
                 self.on_release()
             # DeviceFound / DeviceLost need no work: the Device1 updates carry the data.
-            if msg.flags & 0x1:  # NO_REPLY_EXPECTED
+            if msg.flags & MessageFlag.NO_REPLY_EXPECTED:
                 return True
             return Message.new_method_return(msg)
         return Message.new_error(

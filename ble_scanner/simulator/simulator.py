@@ -16,7 +16,12 @@ from ble_scanner.const import BLUEZ_DEVICE, BLUEZ_SERVICE, DBUS_INTERFACE, DBUS_
 
 from . import wire
 from .adapter import Adapter
-from .const import DEFAULT_TEMPORARY_TIMEOUT, DRAIN_HIGH_WATER, SUPPORTED_VERSIONS
+from .const import (
+    DEFAULT_TEMPORARY_TIMEOUT,
+    DRAIN_HIGH_WATER,
+    MONITOR_CRASH_PATTERNS,
+    SUPPORTED_VERSIONS,
+)
 from .device import device_path
 from .objects import CallRecord, ObjectServer
 from .radio import Radio, ReportFactory
@@ -49,7 +54,7 @@ class BluezSimulator:
         temporary_timeout: float = DEFAULT_TEMPORARY_TIMEOUT,
         kernel_delay: float = 0.0,
         orphan_scan: float = 0.0,
-        monitor_crash_patterns: int | None = None,
+        monitor_crash_patterns: int | None = MONITOR_CRASH_PATTERNS,
     ) -> None:
         """``orphan_scan``: after a crash (``graceful=False``), an adapter that was
         discovering stays busy in the "kernel" this long and the next bluetoothd's
@@ -59,7 +64,8 @@ class BluezSimulator:
 
         ``monitor_crash_patterns``: bluetoothd crashes (as with ``graceful=False``)
         when RegisterMonitor finds a monitor with this many patterns or more, as
-        5.66 and 5.82 do from ``const.MONITOR_CRASH_PATTERNS`` (8) on. None: off.
+        5.66 and 5.82 do from ``const.MONITOR_CRASH_PATTERNS`` (8, the default) on.
+        None: off.
         """
         if version not in SUPPORTED_VERSIONS:
             raise ValueError(f"version must be one of {SUPPORTED_VERSIONS}")

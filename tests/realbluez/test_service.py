@@ -308,18 +308,6 @@ async def test_service_recovers_when_its_own_start_is_in_progress(
 # --- re-arming ---------------------------------------------------------------------
 
 
-# The service falls back to its passive monitor while the kernel refuses the
-# start (InProgress with Discovering false looks like another scanner), and
-# its monitors of 16 patterns crash bluetoothd: see the passive test below.
-MONITOR_CRASH = pytest.mark.xfail(
-    strict=True,
-    reason="ble_scanner/monitor.py PASSIVE_PATTERNS: a monitor with 16 patterns crashes "
-    "bluetoothd 5.66 and 5.82 (heap corruption from 8 patterns on); fix: monitors of at "
-    "most 7 patterns, e.g. 8 monitors of 4",
-)
-
-
-@MONITOR_CRASH
 async def test_service_rearms_after_bluetoothd_is_killed_and_restarted(
     clean: Backend, service: ScannerApp, bus: MessageBus
 ) -> None:
@@ -401,7 +389,6 @@ async def not_discovering(bus: MessageBus) -> bool:
 # --- passive scanning ----------------------------------------------------------------
 
 
-@MONITOR_CRASH
 async def test_passive_mode_serves_the_advertiser_through_the_monitor_alone(
     clean: Backend, bus: MessageBus
 ) -> None:

@@ -158,6 +158,7 @@ def status_variants(status: ServiceStatus) -> dict[str, Variant]:
         "Reports": Variant("t", status.reports),
         "Ignored": Variant("t", status.ignored),
         "Malformed": Variant("t", status.malformed),
+        "LostTimeout": Variant("d", status.lost_timeout),
     }
 
 

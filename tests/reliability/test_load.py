@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 
 import pytest
@@ -121,7 +122,11 @@ async def test_unguarded_dbus_fast_writer_dies_of_eagain_under_a_burst(
     finally:
         await app.stop()
         if app.bus is not None and app.bus._sock is not None:
-            app.bus._sock.close()  # dbus-fast 2.21 leaves the dead connection's socket open
+            # dbus-fast 2.21 leaves the dead connection open (its makefile() stream
+            # keeps the fd): shut it down, or the name stays taken for later tests.
+            with contextlib.suppress(OSError):
+                app.bus._sock.shutdown(socket.SHUT_RDWR)
+            app.bus._sock.close()
 
         async def name_released() -> bool:
             return await name_owner(bus) is None

@@ -329,6 +329,23 @@ async def rate_step(
     return steps
 
 
+async def _ingest_step(
+    bench: Bench, proc: Proc, client: Proc, rate: float, steps: list[dict[str, Any]]
+) -> bool:
+    """One rung of the ladder; a failure is tried once more before it counts.
+
+    The machine is shared: one burst of someone else's work can push a p99 past
+    the bound at a rate the pipeline otherwise sustains.
+    """
+    for _ in range(2):
+        targets = {"x": (proc, client)}
+        step = (await rate_step(bench, targets, rate, bench.plan.ingest_duration))["x"]
+        steps.append(step)
+        if step["ok"] or step["died"]:
+            return bool(step["ok"])
+    return False
+
+
 async def ingest_ladder(bench: Bench, proc: Proc, client: Proc) -> dict[str, Any]:
     """Double the rate until a step fails, then bisect: the highest rate with no loss."""
     plan = bench.plan
@@ -339,9 +356,7 @@ async def ingest_ladder(bench: Bench, proc: Proc, client: Proc) -> dict[str, Any
     best, worst = 0.0, 0.0
     rate = float(plan.ingest_start)
     while rate <= plan.ingest_max:
-        step = (await rate_step(bench, {"x": (proc, client)}, rate, plan.ingest_duration))["x"]
-        steps.append(step)
-        if not step["ok"]:
+        if not await _ingest_step(bench, proc, client, rate, steps):
             worst = rate
             break
         best = rate
@@ -350,9 +365,7 @@ async def ingest_ladder(bench: Bench, proc: Proc, client: Proc) -> dict[str, Any
         if proc.connection_lost:
             break
         rate = (best + worst) / 2
-        step = (await rate_step(bench, {"x": (proc, client)}, rate, plan.ingest_duration))["x"]
-        steps.append(step)
-        if step["ok"]:
+        if await _ingest_step(bench, proc, client, rate, steps):
             best = rate
         else:
             worst = rate

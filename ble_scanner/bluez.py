@@ -151,6 +151,8 @@ class AdapterDiscovery:
         self.starts = 0  # StartDiscovery attempts, for the status and the tests
         self.session_since = 0.0
         self.stop_first = False
+        # Discovering fell while our StartDiscovery was in flight (see _arm).
+        self.dropped_while_starting = False
         # InProgress with Discovering false: another scanner holds the controller.
         self.blocked = False
         # Passive scanning through our AdvertisementMonitor1 application.
@@ -212,6 +214,8 @@ class AdapterDiscovery:
         if discovering is not None and discovering.signature == "b":
             was = self.discovering
             self.discovering = discovering.value
+            if was and not self.discovering:
+                self.dropped_while_starting = True
             if was and not self.discovering and self.session:
                 # The kernel or BlueZ stopped the scan under us; BlueZ may still
                 # count our session, so stop it before starting again.
@@ -443,6 +447,7 @@ class AdapterDiscovery:
             await self.bluez.call_adapter(
                 self.path, "SetDiscoveryFilter", "a{sv}", [DISCOVERY_FILTER]
             )
+            self.dropped_while_starting = False
             await self.bluez.call_adapter(self.path, "StartDiscovery")
         except TimeoutError:
             self._failed()
@@ -450,10 +455,17 @@ class AdapterDiscovery:
         except BluezError as exc:
             self._on_start_error(exc)
         else:
-            self.session = True
-            self.blocked = False
-            self.session_since = time.monotonic()
-            return
+            if self.dropped_while_starting and not self.discovering:
+                # BlueZ replied, Discovering rose and fell again before this task
+                # resumed, so on_properties could not tell the session was ours.
+                _LOGGER.warning("%s: discovery stopped as it started; re-arming", self.name)
+                self.stop_first = True
+                self._failed()
+            else:
+                self.session = True
+                self.blocked = False
+                self.session_since = time.monotonic()
+                return
         self.poke()  # try again after the backoff
 
     def _on_start_error(self, exc: BluezError) -> None:

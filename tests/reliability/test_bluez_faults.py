@@ -277,3 +277,33 @@ async def test_silent_adapter_watchdog_restarts_then_power_cycles_within_its_lim
         await wait_until(lambda: adapter.watchdog_step == 0, what="ladder reset")
     finally:
         await app.stop()
+
+
+async def test_discovering_falling_as_our_start_returns_is_rearmed(
+    app: ScannerApp, bluez: BluezSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kernel stops the scan in the very iteration BlueZ answers our StartDiscovery.
+
+    Reply, Discovering true and Discovering false reach the service together,
+    before its start task resumes: the drop must still be seen as ours.
+    """
+    target = bluez.adapter(ADAPTER)
+    started = target._kernel_started
+
+    def start_then_stop() -> None:
+        started()
+        bluez.server.flush()
+        if target.discovering:
+            target.drop_discovering()
+            bluez.server.flush()
+            monkeypatch.setattr(target, "_kernel_started", started)  # once
+
+    monkeypatch.setattr(target, "_kernel_started", start_then_stop)
+    await bluez.set_powered(ADAPTER, False)
+    await bluez.set_powered(ADAPTER, True)
+    took = await wait_until(
+        lambda: our_session(app, bluez) and bluez.is_discovering(ADAPTER),
+        what="scanning after the early drop",
+    )
+    assert took < REARM_BUDGET
+    assert adapter_state(app) == "scanning"

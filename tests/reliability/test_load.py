@@ -215,7 +215,7 @@ async def test_burst_of_100000_reports_is_caught_up_with_memory_bounded(
         assert guard.peak_backlog < MAX_WRITE_BACKLOG + 1024 * 1024, guard.peak_backlog
         growth = rss_bytes() - rss_before
         assert growth < BURST_RSS_GROWTH, f"RSS grew {growth / 1e6:.1f} MB over the burst"
-        assert open_fds() == fds_before
+        assert open_fds() <= fds_before  # other tests' sockets may close meanwhile
         assert len(asyncio.all_tasks()) == tasks_before
         print(
             f"100 000 reports: caught up {took:.1f} s after the last was sent; "

@@ -263,6 +263,7 @@ class ScannerApp:
             reports=scanner.stats.reports,
             ignored=scanner.stats.ignored,
             lost_timeout=scanner.config.lost_timeout,
+            shed=self.writer.shed if self.writer is not None else 0,
             malformed=scanner.stats.malformed
             + (sum(bluez.malformed.counts.values()) if bluez else 0),
         )

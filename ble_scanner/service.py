@@ -159,6 +159,7 @@ def status_variants(status: ServiceStatus) -> dict[str, Variant]:
         "Ignored": Variant("t", status.ignored),
         "Malformed": Variant("t", status.malformed),
         "LostTimeout": Variant("d", status.lost_timeout),
+        "Shed": Variant("t", status.shed),
     }
 
 

@@ -28,6 +28,7 @@ class ServiceStatus:
     ignored: int
     malformed: int
     lost_timeout: float = 0.0
+    shed: int = 0  # DeviceDiscovered dropped because the bus was not keeping up
 
     @property
     def scanning(self) -> bool:

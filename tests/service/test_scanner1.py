@@ -524,6 +524,8 @@ async def test_get_status(scanner: ScannerApp, bluez: BluezSimulator, bus: Messa
     (status,) = assert_ok(await scanner_call(bus, "GetStatus"))
     assert status["Scanning"].value is True
     assert status["Devices"].value == 1
+    assert status["Shed"].value == 0
+    assert status["LostTimeout"].value == 180.0
     hci0 = status["Adapters"].value["hci0"]
     assert hci0["State"].value == "scanning"
     assert hci0["Session"].value is True

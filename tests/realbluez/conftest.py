@@ -83,17 +83,19 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
 
 
 @pytest.fixture(scope="session")
-def test_bus(backend: Backend) -> Iterator[TestBus]:
-    """The backend's bus; DBUS_SYSTEM_BUS_ADDRESS points at it for bleak and the service."""
-    old = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS")
-    os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = backend.bus.address
-    try:
-        yield backend.bus
-    finally:
-        if old is None:
-            os.environ.pop("DBUS_SYSTEM_BUS_ADDRESS", None)
-        else:
-            os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = old
+def test_bus(backend: Backend) -> TestBus:
+    """The backend's bus, for the repository's ``bus`` fixture and the service."""
+    return backend.bus
+
+
+@pytest.fixture(autouse=True)
+def _system_bus_is_the_backends(test_bus: TestBus, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DBUS_SYSTEM_BUS_ADDRESS points at the backend's bus for bleak, for this test only.
+
+    Per test, not per session: a parametrized session fixture is only torn down
+    at the end of the run, and the tests after this tier use the root bus.
+    """
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", test_bus.address)
 
 
 @pytest_asyncio.fixture

@@ -17,32 +17,9 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from .const import MAX_FILTER_LIST_ENTRIES, RSSI_MAX, RSSI_MIN
+from .identifiers import normalize_address, normalize_uuid
 
-_ADDRESS_RE: Final = re.compile(r"^[0-9A-F]{2}(?::[0-9A-F]{2}){5}$")
-_UUID128_RE: Final = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-_HEX_RE: Final = re.compile(r"^[0-9a-f]+$")
-_BASE_UUID_SUFFIX: Final = "-0000-1000-8000-00805f9b34fb"
 _EMPTY: Final[Mapping[Any, bytes]] = MappingProxyType({})
-
-
-def normalize_address(address: str) -> str:
-    """``aa:bb:cc:dd:ee:ff`` → ``AA:BB:CC:DD:EE:FF``; ValueError for anything else."""
-    upper = address.strip().upper()
-    if not _ADDRESS_RE.match(upper):
-        raise ValueError(f"not a Bluetooth address: {address[:40]!r}")
-    return upper
-
-
-def normalize_uuid(uuid: str) -> str:
-    """A 16-, 32- or 128-bit UUID → the 128-bit lower-case form the service uses."""
-    text = uuid.strip().lower()
-    if text.startswith("0x"):
-        text = text[2:]
-    if len(text) in (4, 8) and _HEX_RE.match(text):
-        return text.rjust(8, "0") + _BASE_UUID_SUFFIX
-    if _UUID128_RE.match(text):
-        return text
-    raise ValueError(f"not a UUID: {uuid[:40]!r}")
 
 
 @dataclass(slots=True, frozen=True)

@@ -9,11 +9,11 @@ cache.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from . import identifiers
 from .const import MAX_PAYLOAD_BYTES, RSSI_MAX, RSSI_MIN
 
 # The Device1 properties we read and the D-Bus signature each must have
@@ -36,10 +36,6 @@ REPORT_PROPERTIES: Final = frozenset(
     {"RSSI", "ManufacturerData", "ServiceData", "Name", "UUIDs", "TxPower", "AdvertisingFlags"}
 )
 
-BASE_UUID_SUFFIX: Final = "-0000-1000-8000-00805f9b34fb"
-_ADDRESS_RE: Final = re.compile(r"^[0-9A-F]{2}(?::[0-9A-F]{2}){5}$")
-_UUID128_RE: Final = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-_HEX_RE: Final = re.compile(r"^[0-9a-f]+$")
 # A BLE name is at most 248 bytes (Core spec Vol 3 Part C 12.1).
 MAX_NAME_LENGTH: Final = 248
 MAX_UUIDS: Final = 64
@@ -51,22 +47,18 @@ class MalformedData(ValueError):
 
 def normalize_address(address: str) -> str:
     """``aa:bb:...`` or ``AA:BB:...`` → ``AA:BB:...``; anything else is MalformedData."""
-    upper = address.upper()
-    if not _ADDRESS_RE.match(upper):
-        raise MalformedData(f"not a Bluetooth address: {address[:40]!r}")
-    return upper
+    try:
+        return identifiers.normalize_address(address)
+    except ValueError as exc:
+        raise MalformedData(str(exc)) from None
 
 
 def normalize_uuid(uuid: str) -> str:
-    """16-, 32- or 128-bit UUID text → the 128-bit lower-case form BlueZ uses."""
-    text = uuid.strip().lower()
-    if text.startswith("0x"):
-        text = text[2:]
-    if len(text) in (4, 8) and _HEX_RE.match(text):
-        return text.rjust(8, "0") + BASE_UUID_SUFFIX
-    if _UUID128_RE.match(text):
-        return text
-    raise MalformedData(f"not a UUID: {uuid[:40]!r}")
+    """16-, 32- or 128-bit UUID text → the 128-bit lower-case form; else MalformedData."""
+    try:
+        return identifiers.normalize_uuid(uuid)
+    except ValueError as exc:
+        raise MalformedData(str(exc)) from None
 
 
 @dataclass(slots=True, frozen=True)

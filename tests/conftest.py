@@ -83,8 +83,14 @@ async def scanner(test_bus: TestBus, bluez: BluezSimulator) -> AsyncIterator[Sca
     """The service, in-process on its own connection, scanning hci0 of the simulator."""
     app = await start_scanner(test_bus)
     try:
+        # The session exists once BlueZ answered; reports count only once the
+        # "kernel" scans (Discovering true), a moment later.
         await wait_until(
-            lambda: app.bus is not None and app.bus.unique_name in bluez.sessions("hci0"),
+            lambda: (
+                app.bus is not None
+                and app.bus.unique_name in bluez.sessions("hci0")
+                and bluez.is_discovering("hci0")
+            ),
             what="the service's discovery session on hci0",
         )
         yield app

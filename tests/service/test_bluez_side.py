@@ -24,6 +24,11 @@ def our_session(app: ScannerApp, bluez: BluezSimulator, adapter: str = "hci0") -
     return app.bus is not None and app.bus.unique_name in bluez.sessions(adapter)
 
 
+def scanning(app: ScannerApp, bluez: BluezSimulator, adapter: str = "hci0") -> bool:
+    """Our session, and the "kernel" scanning: from here an advertisement is reported."""
+    return our_session(app, bluez, adapter) and bluez.is_discovering(adapter)
+
+
 def adapter_state(app: ScannerApp, adapter: str = "hci0") -> str:
     for status in app.status().adapters:
         if status.name == adapter:
@@ -79,6 +84,7 @@ async def test_rearms_within_a_second_of_bluetoothd_returning(
     await bluez.restart_bluetoothd()
     took = await wait_until(lambda: our_session(scanner, bluez), what="re-armed session")
     assert took < 1.0
+    await wait_until(lambda: scanning(scanner, bluez))
     # The cache outlives bluetoothd: no device was lost.
     assert ADDR in await get_devices(bus)
     await bluez.advertise("hci0", ADDR, rssi=-60, manufacturer_data={0x02E1: b"\x11"})
@@ -233,7 +239,7 @@ async def test_watchdog_restarts_a_silent_adapter_then_power_cycles_it(
     )
     assert await app.start() == 0
     try:
-        await wait_until(lambda: our_session(app, bluez))
+        await wait_until(lambda: scanning(app, bluez))
         # The watchdog arms once the adapter has been heard.
         await bluez.advertise("hci0", ADDR, rssi=-60, manufacturer_data={0x02E1: b"\x01"})
         await wait_until(lambda: app.bluez.adapters["/org/bluez/hci0"].watchdog_armed, timeout=5)  # type: ignore[union-attr]
@@ -251,7 +257,7 @@ async def test_watchdog_restarts_a_silent_adapter_then_power_cycles_it(
             timeout=10,
             what="power cycle",
         )
-        await wait_until(lambda: our_session(app, bluez), what="re-armed after the power cycle")
+        await wait_until(lambda: scanning(app, bluez), what="re-armed after the power cycle")
         bluez.set_silent("hci0", False)
         await bluez.advertise("hci0", ADDR, rssi=-60, manufacturer_data={0x02E1: b"\xff"})
         await wait_until(lambda: app.bluez.adapters["/org/bluez/hci0"].watchdog_step == 0)  # type: ignore[union-attr]

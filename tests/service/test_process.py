@@ -67,7 +67,7 @@ async def name_has_owner(bus: MessageBus, name: str) -> bool:
 
 
 async def session_of_process(bluez: BluezSimulator) -> bool:
-    return bool(bluez.sessions("hci0"))
+    return bool(bluez.sessions("hci0")) and bluez.is_discovering("hci0")
 
 
 def busctl(test_bus: TestBus, *args: str) -> str:

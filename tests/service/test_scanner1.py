@@ -482,7 +482,12 @@ async def test_broadcast_device_discovered_and_lost(
         recorder = SignalRecorder(bus, path="/")
         (path,) = assert_ok(await scanner_call(bus, "Subscribe", "a{sv}", [{}]))
         sub_recorder = SignalRecorder(bus, path=path)
-        await wait_until(lambda: app.bus.unique_name in bluez.sessions("hci0"))  # type: ignore[union-attr]
+        await wait_until(
+            lambda: (
+                app.bus.unique_name in bluez.sessions("hci0")  # type: ignore[union-attr]
+                and bluez.is_discovering("hci0")
+            )
+        )
         await bluez.advertise("hci0", VICTRON, rssi=-60, manufacturer_data={0x02E1: b"\x10"})
         await recorder.wait_for(lambda ms: body_of(ms, "DeviceDiscovered"), what="discovered")
         loop = asyncio.get_running_loop()

@@ -85,7 +85,7 @@ async def test_adapter_state_change_reaches_items_changed(
     try:
         await add_match(bus, f"type='signal',sender='{SCANNER_SERVICE}',interface='{BUSITEM}'")
         recorder = SignalRecorder(bus, member="ItemsChanged")
-        await wait_until(lambda: app.status().scanning)
+        await wait_until(lambda: app.status().scanning and bluez.is_discovering("hci0"))
         await bluez.set_powered("hci0", False)
 
         def powered_off(messages: list[object]) -> bool:
@@ -164,7 +164,7 @@ async def test_without_localsettings_the_defaults_apply_and_it_says_so_once(
     with caplog.at_level(logging.INFO):  # type: ignore[attr-defined]
         app = await start(test_bus)
         try:
-            await wait_until(lambda: app.status().scanning)
+            await wait_until(lambda: app.status().scanning and bluez.is_discovering("hci0"))
             tree = await items(bus)
             assert tree["/DeviceInstance"]["Value"].value == 20
         finally:
@@ -178,7 +178,7 @@ async def test_opt_in_device_list_is_capped_and_withdrawn(
 ) -> None:
     app = await start(test_bus)
     try:
-        await wait_until(lambda: app.status().scanning)
+        await wait_until(lambda: app.status().scanning and bluez.is_discovering("hci0"))
         for i in range(3):
             await bluez.advertise(
                 "hci0", f"C0:11:22:33:44:0{i}", rssi=-60, manufacturer_data={0x02E1: bytes([i])}

@@ -78,7 +78,11 @@ async def scanner(test_bus: TestBus, bluez: BluezSimulator) -> AsyncIterator[Sca
     app = await start_service(test_bus)
     try:
         await wait_until(
-            lambda: app.bus is not None and app.bus.unique_name in bluez.sessions("hci0"),
+            lambda: (
+                app.bus is not None
+                and app.bus.unique_name in bluez.sessions("hci0")
+                and bluez.is_discovering("hci0")
+            ),
             what="the service's discovery session on hci0",
         )
         yield app

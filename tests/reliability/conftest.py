@@ -37,7 +37,13 @@ def open_fds(pid: int | None = None) -> int:
 
 
 def our_session(app: ScannerApp, bluez: BluezSimulator, adapter: str = "hci0") -> bool:
-    return app.bus is not None and app.bus.unique_name in bluez.sessions(adapter)
+    # Our session, and the "kernel" scanning (BlueZ answers StartDiscovery
+    # before Discovering flips; a report in between is dropped).
+    return (
+        app.bus is not None
+        and app.bus.unique_name in bluez.sessions(adapter)
+        and bluez.is_discovering(adapter)
+    )
 
 
 def adapter_state(app: ScannerApp, adapter: str = "hci0") -> str:

@@ -7,18 +7,20 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+import pytest_asyncio
 from dbus_fast import Message, Variant
 from dbus_fast.aio import MessageBus
 
 from ble_scanner.const import SCANNER_INTERFACE, SCANNER_SERVICE
 from ble_scanner.main import ScannerApp
+from ble_scanner.scanner import ScannerConfig
 from ble_scanner.simulator import BluezSimulator
 from ble_scanner.testbus import TestBus
 
-from ..helpers import call
+from ..helpers import call, wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Importing dbus-fast on a loaded 2-core machine can take seconds; this bounds a
@@ -123,3 +125,15 @@ def service_processes() -> Iterator[list[subprocess.Popen[str]]]:
 async def wait_exit(proc: subprocess.Popen[str], timeout: float) -> int:
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(None, proc.wait, timeout)
+
+
+@pytest_asyncio.fixture
+async def app(test_bus: TestBus, bluez: BluezSimulator) -> AsyncIterator[ScannerApp]:
+    """The service in-process (its tasks and handlers are counted), scanning hci0."""
+    service = ScannerApp(ScannerConfig(), bus_address=test_bus.address, use_settings=False)
+    assert await service.start() == 0
+    try:
+        await wait_until(lambda: our_session(service, bluez), what="discovery session")
+        yield service
+    finally:
+        await service.stop()

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import pytest
-import pytest_asyncio
 from dbus_fast.aio import MessageBus
 
 from ble_scanner import bluez as bluez_side
@@ -33,18 +31,6 @@ OBSERVATION_WINDOW = 3.0
 MAX_ATTEMPTS_IN_WINDOW = 6
 WATCHDOG_SILENCE = 0.6
 WATCHDOG_POWER_CYCLE_LIMIT = 2
-
-
-@pytest_asyncio.fixture
-async def app(test_bus: TestBus, bluez: BluezSimulator) -> AsyncIterator[ScannerApp]:
-    """The service in-process (its tasks and handlers are counted), scanning hci0."""
-    service = ScannerApp(ScannerConfig(), bus_address=test_bus.address, use_settings=False)
-    assert await service.start() == 0
-    try:
-        await wait_until(lambda: our_session(service, bluez), what="discovery session")
-        yield service
-    finally:
-        await service.stop()
 
 
 async def advertise_all(bluez: BluezSimulator, tag: int = 0) -> None:

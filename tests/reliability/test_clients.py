@@ -6,10 +6,8 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import AsyncIterator
 
 import pytest
-import pytest_asyncio
 from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
@@ -20,13 +18,12 @@ from ble_scanner.const import (
     SCANNER_ERROR_NOT_OWNER,
 )
 from ble_scanner.main import ScannerApp
-from ble_scanner.scanner import ScannerConfig
 from ble_scanner.simulator import BluezSimulator, Report
 from ble_scanner.testbus import TestBus
 
 from ..conftest import connect, disconnect
 from ..helpers import assert_error, assert_ok, wait_until
-from .conftest import our_session, rss_bytes, scanner_call
+from .conftest import rss_bytes, scanner_call
 from .rawclient import RawClient
 
 ADAPTER = "hci0"
@@ -49,17 +46,6 @@ STUCK_RSS_GROWTH = 8 * 1024 * 1024
 POLL = 0.001
 # Every bad call is answered within this, while good clients are being served.
 ANSWER_BUDGET = 0.5
-
-
-@pytest_asyncio.fixture
-async def app(test_bus: TestBus, bluez: BluezSimulator) -> AsyncIterator[ScannerApp]:
-    service = ScannerApp(ScannerConfig(), bus_address=test_bus.address, use_settings=False)
-    assert await service.start() == 0
-    try:
-        await wait_until(lambda: our_session(service, bluez), what="discovery session")
-        yield service
-    finally:
-        await service.stop()
 
 
 def subscriptions(app: ScannerApp) -> int:

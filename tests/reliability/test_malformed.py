@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from dbus_fast import Message, Variant
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -17,13 +15,10 @@ from ble_scanner.bluez import _unwrap_device
 from ble_scanner.const import BLUEZ_DEVICE, MAX_PAYLOAD_BYTES, RSSI_MAX, RSSI_MIN
 from ble_scanner.main import ScannerApp
 from ble_scanner.record import DeviceView, MalformedData
-from ble_scanner.scanner import ScannerConfig
 from ble_scanner.simulator import BluezSimulator, malformed
 from ble_scanner.simulator.wire import interfaces_removed, properties_changed
-from ble_scanner.testbus import TestBus
 
 from ..helpers import wait_until
-from .conftest import our_session
 
 ADAPTER = "hci0"
 GOOD = "C0:11:22:33:44:01"
@@ -33,17 +28,6 @@ FUZZ_EXAMPLES = 10_000 if os.environ.get("CI") else 300
 FLOOD = 200
 # What the bluez.py edge catches; anything else escaping the parser is a bug.
 CAUGHT = (MalformedData, AttributeError, TypeError, ValueError)
-
-
-@pytest_asyncio.fixture
-async def app(test_bus: TestBus, bluez: BluezSimulator) -> AsyncIterator[ScannerApp]:
-    service = ScannerApp(ScannerConfig(), bus_address=test_bus.address, use_settings=False)
-    assert await service.start() == 0
-    try:
-        await wait_until(lambda: our_session(service, bluez), what="discovery session")
-        yield service
-    finally:
-        await service.stop()
 
 
 def malformed_count(app: ScannerApp) -> int:

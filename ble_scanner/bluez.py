@@ -38,6 +38,7 @@ from .const import (
     PROPERTIES,
     REARM_BACKOFF_INITIAL,
     REARM_BACKOFF_MAX,
+    WATCHDOG_MAX_INTERVAL,
     WATCHDOG_MAX_POWER_CYCLES_PER_HOUR,
     WATCHDOG_SILENCE,
 )
@@ -45,6 +46,7 @@ from .leases import LeaseKind, LeaseRegistry
 from .monitor import MonitorApp, is_call_for_monitor_app
 from .record import DEVICE_SIGNATURES, DeviceView, MalformedData
 from .state import AdapterStatus
+from .watchdog import SilenceLadder, WatchdogAction
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -160,13 +162,12 @@ class AdapterDiscovery:
         self.monitor_registered = False
         self.monitor_active = False
         self.monitor = MonitorApp(self.name, self._monitor_activated, self._monitor_released)
-        # Watchdog: the report count last seen, when it last moved, how far the
-        # recovery ladder has gone, and when power cycles happened.
-        self.heard_count = -1
-        self.heard_at = time.monotonic()
-        self.watchdog_step = 0
-        self.watchdog_armed = False
-        self.power_cycles: list[float] = []
+        # Watchdog: what a silence costs this adapter (see watchdog.py).
+        self.ladder = SilenceLadder(
+            silence=bluez.watchdog_silence,
+            max_power_cycles_per_hour=WATCHDOG_MAX_POWER_CYCLES_PER_HOUR,
+            max_interval=WATCHDOG_MAX_INTERVAL,
+        )
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -355,29 +356,18 @@ class AdapterDiscovery:
         except (BluezError, TimeoutError):
             pass
 
-    def watch(self, count: int, now: float, silence: float) -> str | None:
-        """One watchdog look at this adapter's report count; returns the action due.
+    @property
+    def watchdog_armed(self) -> bool:
+        return self.ladder.armed
 
-        The watchdog arms only once the adapter has heard something, so an
-        empty neighbourhood is not mistaken for a stuck adapter.
-        """
-        self.watchdog_armed = count > 0
-        if not (self.enabled and self.powered and (self.session or self.monitor_registered)):
-            self.heard_count, self.heard_at, self.watchdog_step = count, now, 0
-            return None
-        if count != self.heard_count:
-            self.heard_count, self.heard_at, self.watchdog_step = count, now, 0
-            return None
-        if not self.watchdog_armed or now - self.heard_at < silence:
-            return None
-        self.heard_at = now  # give the next step a full period
-        self.watchdog_step += 1
-        hour_ago = now - 3600.0
-        self.power_cycles = [t for t in self.power_cycles if t > hour_ago]
-        if self.watchdog_step >= 2 and len(self.power_cycles) < WATCHDOG_MAX_POWER_CYCLES_PER_HOUR:
-            self.power_cycles.append(now)
-            return "power-cycle"
-        return "restart"
+    @property
+    def watchdog_step(self) -> int:
+        return self.ladder.step
+
+    def watch(self, count: int, now: float) -> WatchdogAction | None:
+        """One watchdog look at this adapter's report count; returns the action due."""
+        scanning = self.enabled and self.powered and (self.session or self.monitor_registered)
+        return self.ladder.look(count, now, scanning)
 
     async def restart_discovery(self) -> None:
         """Watchdog step 1: stop and start our session (and monitor) again."""
@@ -600,11 +590,11 @@ class Bluez:
             counts = self.report_counts()
             now = time.monotonic()
             for adapter in list(self.adapters.values()):
-                action = adapter.watch(counts.get(adapter.name, 0), now, self.watchdog_silence)
+                action = adapter.watch(counts.get(adapter.name, 0), now)
                 try:
-                    if action == "restart":
+                    if action is WatchdogAction.RESTART:
                         await adapter.restart_discovery()
-                    elif action == "power-cycle":
+                    elif action is WatchdogAction.POWER_CYCLE:
                         await adapter.power_cycle()
                 except Exception:
                     _LOGGER.exception("%s: watchdog action failed", adapter.name)

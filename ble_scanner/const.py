@@ -103,8 +103,11 @@ REARM_BACKOFF_MAX: Final = 10.0
 # An adapter that was hearing advertisements and then hears nothing for this
 # long, while we scan, is stuck (HA's SCANNER_WATCHDOG_TIMEOUT is 90 s too).
 WATCHDOG_SILENCE: Final = 90.0
-# A power cycle disturbs every connection on the adapter: at most this many an
-# hour; after that the watchdog only restarts discovery.
+# A power cycle disturbs every connection on the adapter: one per silence (a
+# second finds no more than the first did), and at most this many an hour.
 WATCHDOG_MAX_POWER_CYCLES_PER_HOUR: Final = 3
+# A silence that outlasts the power cycle is most likely a quiet place: the
+# restarts that go on double their interval up to this.
+WATCHDOG_MAX_INTERVAL: Final = 900.0
 # SIGTERM must end in an exit within 2 s (SPEC §6); the cleanup calls get this.
 SHUTDOWN_TIMEOUT: Final = 1.5

@@ -210,10 +210,23 @@ async def test_stop_in_progress_bluez_807_is_survived_with_one_stop_and_one_star
     assert adapter_state(app) == "scanning"
 
 
-async def test_silent_adapter_watchdog_restarts_then_power_cycles_within_its_limit(
+def watchdog_restarts(bluez: BluezSimulator) -> list[float]:
+    """When the watchdog restarted our session: each restart stops it first."""
+    return [c.time for c in bluez.calls("StopDiscovery", adapter=ADAPTER)]
+
+
+def power_cycles(bluez: BluezSimulator) -> int:
+    return bluez.call_count("Set", adapter=ADAPTER) // 2  # Powered false, then true
+
+
+async def test_silent_adapter_watchdog_restarts_power_cycles_once_then_backs_off(
     test_bus: TestBus, bluez: BluezSimulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Stop/start after one silence, a power cycle after the next, never more than the limit."""
+    """Stop/start after one silence, one power cycle after the next, then slower restarts.
+
+    Three silences in a row: each may power-cycle once, until the hourly
+    limit (2 here) holds; reports ending a silence reset the ladder.
+    """
     monkeypatch.setattr(
         bluez_side, "WATCHDOG_MAX_POWER_CYCLES_PER_HOUR", WATCHDOG_POWER_CYCLE_LIMIT
     )
@@ -227,40 +240,56 @@ async def test_silent_adapter_watchdog_restarts_then_power_cycles_within_its_lim
     try:
         assert app.bluez is not None
         await wait_until(lambda: our_session(app, bluez))
-        await bluez.advertise(ADAPTER, ADDRESSES[0], manufacturer_data={0x02E1: b"\x01"})
         adapter = app.bluez.adapters["/org/bluez/hci0"]
-        await wait_until(lambda: adapter.watchdog_armed, what="watchdog armed")
+
+        async def heard_again(tag: int) -> None:
+            bluez.set_silent(ADAPTER, False)
+            await wait_until(lambda: our_session(app, bluez), what="scanning")
+            await bluez.advertise(ADAPTER, ADDRESSES[0], manufacturer_data={0x02E1: bytes([tag])})
+            await wait_until(
+                lambda: adapter.watchdog_armed and adapter.watchdog_step == 0, what="ladder reset"
+            )
+
+        await heard_again(1)
+        # Silence 1: a restart, then one power cycle, then restarts that slow down.
         bluez.set_silent(ADAPTER, True)
-        silent_since = time.monotonic()
-        starts = bluez.call_count("StartDiscovery", adapter=ADAPTER)
-        sets = bluez.call_count("Set", adapter=ADAPTER)
+        restarts, cycles = len(watchdog_restarts(bluez)), power_cycles(bluez)
         took = await wait_until(
-            lambda: bluez.call_count("StartDiscovery", adapter=ADAPTER) > starts,
+            lambda: len(watchdog_restarts(bluez)) > restarts,
             timeout=10,
             what="step 1: discovery restarted",
         )
         # Found within the silence and one look of the watchdog (a quarter of it).
         assert took < WATCHDOG_SILENCE * 1.25 + 0.5, took
-        assert bluez.call_count("Set", adapter=ADAPTER) == sets, "power cycled before restarting"
+        assert power_cycles(bluez) == cycles, "power cycled before restarting"
+        await wait_until(lambda: power_cycles(bluez) == cycles + 1, timeout=10, what="step 2")
+        cycled_at = bluez.calls("Set", adapter=ADAPTER)[-1].time  # powered on again
         await wait_until(
-            lambda: (
-                bluez.call_count("Set", adapter=ADAPTER) >= sets + 2 * WATCHDOG_POWER_CYCLE_LIMIT
-            ),
+            lambda: len(watchdog_restarts(bluez)) >= restarts + 3,
             timeout=20,
-            what=f"{WATCHDOG_POWER_CYCLE_LIMIT} power cycles",
+            what="steps 3 and 4: restarts",
         )
-        cycles_at = time.monotonic()
-        restarts = bluez.call_count("StartDiscovery", adapter=ADAPTER)
-        # The measurement: the limit holds while silence goes on, restarts continue.
-        await asyncio.sleep(WATCHDOG_SILENCE * 4)
-        assert bluez.call_count("Set", adapter=ADAPTER) == sets + 2 * WATCHDOG_POWER_CYCLE_LIMIT
-        assert bluez.call_count("StartDiscovery", adapter=ADAPTER) > restarts
-        assert cycles_at - silent_since > WATCHDOG_SILENCE * WATCHDOG_POWER_CYCLE_LIMIT
-        # Reports return: the ladder resets and scanning goes on.
-        bluez.set_silent(ADAPTER, False)
-        await wait_until(lambda: our_session(app, bluez), what="scanning")
-        await bluez.advertise(ADAPTER, ADDRESSES[0], manufacturer_data={0x02E1: b"\x02"})
-        await wait_until(lambda: adapter.watchdog_step == 0, what="ladder reset")
+        step3, step4 = watchdog_restarts(bluez)[restarts + 1 : restarts + 3]
+        # The interval doubles after the power cycle (2 then 4 silences).
+        assert step4 - step3 > (step3 - cycled_at) * 1.3, (cycled_at, step3, step4)
+        assert power_cycles(bluez) == cycles + 1, "a second power cycle in one silence"
+
+        # Silence 2: the ladder starts over and may power-cycle once more.
+        await heard_again(2)
+        bluez.set_silent(ADAPTER, True)
+        await wait_until(lambda: power_cycles(bluez) == cycles + 2, timeout=10, what="cycle 2")
+
+        # Silence 3: the hourly limit holds; restarts go on.
+        await heard_again(3)
+        bluez.set_silent(ADAPTER, True)
+        restarts = len(watchdog_restarts(bluez))
+        await wait_until(
+            lambda: len(watchdog_restarts(bluez)) >= restarts + 3,
+            timeout=20,
+            what="three restarts in silence 3",
+        )
+        assert power_cycles(bluez) == cycles + WATCHDOG_POWER_CYCLE_LIMIT
+        await heard_again(4)
     finally:
         await app.stop()
 

@@ -155,8 +155,10 @@ class AdapterDiscovery:
         self.stop_first = False
         # Discovering fell while our StartDiscovery was in flight (see _arm).
         self.dropped_while_starting = False
-        # InProgress with Discovering false: another scanner holds the controller.
+        # InProgress with Discovering false: another scanner holds the controller,
+        # or (orphan) the kernel still runs the scan of a bluetoothd that died.
         self.blocked = False
+        self.blocked_by_orphan = False
         # Passive scanning through our AdvertisementMonitor1 application.
         self.monitor_available = bool(props.get("_monitor_manager", False))
         self.monitor_registered = False
@@ -268,6 +270,10 @@ class AdapterDiscovery:
         if self.bluez.leases.wants(self.name, LeaseKind.PAUSE) and not session:
             return "paused for a connection" + (" (passive scanning)" if monitor else "")
         if self.blocked and not session:
+            if self.blocked_by_orphan:
+                if monitor:
+                    return "scanning (passive until the old bluetoothd's scan ends)"
+                return "waiting for the old bluetoothd's scan to end"
             if monitor:
                 return "scanning (passive: another scanner holds the controller)"
             return "blocked by another scanner"
@@ -477,10 +483,15 @@ class AdapterDiscovery:
                 # The kernel refused while nobody scans through BlueZ: a raw
                 # HCI scanner (dbus-ble-sensors, venus#1597) holds the controller,
                 # or, just after bluetoothd appeared, a crashed one's scan does.
+                now = time.monotonic()
+                restarted_at = self.bluez.restarted_at
                 self.blocked = True
-                if time.monotonic() - self.appeared < ORPHAN_SCAN_WINDOW:
+                self.blocked_by_orphan = (
+                    restarted_at is not None and now - restarted_at < ORPHAN_SCAN_WINDOW
+                )
+                if now - self.appeared < ORPHAN_SCAN_WINDOW:
                     self.failures = min(self.failures, ORPHAN_SCAN_RETRY_FAILURES)
-                self._set_state("blocked by another scanner")
+                self._set_state(self.describe())
             return
         self._set_state(f"error: {exc.text or exc.name}")
 
@@ -515,6 +526,9 @@ class Bluez:
         self.watchdog_silence = watchdog_silence
         self._watchdog: asyncio.Task[None] | None = None
         self.owner: str | None = None
+        # When bluetoothd came back while we ran: a refusal soon after is most
+        # likely the old daemon's scan, which the kernel ends by itself.
+        self.restarted_at: float | None = None
         self.adapters: dict[str, AdapterDiscovery] = {}  # by object path
         self.views: dict[str, DeviceView] = {}  # by Device1 object path
         self.malformed = RateLimitedLog()
@@ -718,6 +732,7 @@ class Bluez:
                 if old and self.owner is not None:
                     self._bluez_vanished()
                 if new and not self._closing:
+                    self.restarted_at = time.monotonic()
                     asyncio.get_running_loop().create_task(self._bluez_appeared(new))
         except Exception:
             # Nothing BlueZ sends may take the service down.

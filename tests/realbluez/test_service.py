@@ -320,12 +320,23 @@ async def test_service_rearms_after_bluetoothd_is_killed_and_restarted(
     )  # fmt: skip
     await clean.start_bluetoothd()
     restarted = time.monotonic()
+    states: set[str] = set()
+
+    def rearmed() -> bool:
+        adapter = hci0(service)
+        if adapter is not None:
+            states.add(adapter.state)
+        return armed(service)
+
     took = await wait_until(
-        deaths.unless_died(lambda: armed(service), after=1),
+        deaths.unless_died(rearmed, after=1),
         timeout=REARM_AFTER_CRASH_TIMEOUT, interval=0.05,
         what="the service re-armed on the new bluetoothd",
     )  # fmt: skip
     deaths.close()
+    # The dead daemon's kernel scan is named as such, not as another scanner.
+    assert not any("another scanner" in state for state in states), states
+    assert any("old bluetoothd" in state for state in states), states
     adapter = hci0(service)
     await serves_a_new_payload(clean, bus, DEVICE_TIMEOUT)
     first_report = time.monotonic() - restarted

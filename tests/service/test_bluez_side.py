@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from dbus_fast.aio import MessageBus
 
 from ble_scanner.main import ScannerApp
@@ -177,6 +178,38 @@ async def test_external_scanner_is_reported_and_backed_off_from(
         assert adapter_state(app, "hci1") == "scanning"
     finally:
         await app.stop()
+
+
+@pytest.mark.parametrize(
+    ("experimental", "waiting"),
+    [
+        (False, "waiting for the old bluetoothd's scan to end"),
+        (True, "scanning (passive until the old bluetoothd's scan ends)"),
+    ],
+    ids=["no-monitor-manager", "passive-fallback"],
+)
+async def test_after_a_crash_the_state_names_the_old_daemons_scan(
+    scanner: ScannerApp, bluez: BluezSimulator, experimental: bool, waiting: str
+) -> None:
+    """A killed bluetoothd leaves its kernel scan running (~10 s on real BlueZ).
+
+    The new daemon's InProgress is that scan, not another scanner: the state
+    must not send the user looking for one.
+    """
+    await wait_until(lambda: scanning(scanner, bluez))
+    bluez.orphan_scan = 1.5
+    seen: set[str] = set()
+
+    def state_is(wanted: str) -> bool:
+        seen.add(adapter_state(scanner))
+        return adapter_state(scanner) == wanted
+
+    await bluez.stop_bluetoothd(graceful=False)
+    await bluez.start_bluetoothd(experimental=experimental)
+    await wait_until(lambda: state_is(waiting), interval=0.01, what="the orphan scan in the state")
+    await wait_until(lambda: scanning(scanner, bluez), timeout=10, what="scanning after it")
+    await wait_until(lambda: state_is("scanning"), what="state scanning")
+    assert not any("another scanner" in state for state in seen), seen
 
 
 async def test_external_scanner_falls_back_to_passive_and_returns_to_active(

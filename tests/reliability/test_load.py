@@ -118,7 +118,10 @@ async def test_unguarded_dbus_fast_writer_dies_of_eagain_under_a_burst(
             if not app.bus.connected:
                 break
         assert not app.bus.connected, f"the unguarded writer survived {sent} reports"
-        assert got.count < sent
+        # Killed by EAGAIN, nothing else. (Whether signals were lost depends on
+        # which write hit the full buffer: it may be a later, uncounted one.)
+        with pytest.raises(BlockingIOError):
+            await asyncio.wait_for(app.bus.wait_for_disconnect(), 5)
     finally:
         await app.stop()
         if app.bus is not None and app.bus._sock is not None:

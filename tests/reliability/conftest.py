@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
@@ -123,8 +122,10 @@ def service_processes() -> Iterator[list[subprocess.Popen[str]]]:
 
 
 async def wait_exit(proc: subprocess.Popen[str], timeout: float) -> int:
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(None, proc.wait, timeout)
+    """The exit code, polled: an executor thread left running would make a
+    later test's fork() (tests/client/test_owner.py) multi-threaded."""
+    await wait_until(lambda: proc.poll() is not None, timeout=timeout, what="the process to exit")
+    return proc.returncode
 
 
 @pytest_asyncio.fixture

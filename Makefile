@@ -4,7 +4,7 @@ VENV := .venv
 VENUS := .venv-venus
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint typecheck test-unit test-newest test-venus test-bluez bench bench-smoke clean
+.PHONY: setup demo test lint typecheck test-unit test-newest test-venus test-bluez soak bench bench-smoke clean
 
 setup:
 	@.ci/setup
@@ -42,6 +42,21 @@ test-bluez: setup
 	    tests/realbluez/build-guest.sh trixie && \
 	    $(VENV)/bin/python -m pytest -m bluez tests/realbluez $(PYTEST_ARGS); \
 	fi
+
+# Issue 5's stability check: the reliability suite RUNS times in a row on each
+# dbus-fast; stops at the first failing run and shows what failed (~25 min).
+RUNS ?= 20
+soak: setup
+	@log=$$(mktemp); trap 'rm -f $$log' EXIT; \
+	for venv in $(VENV) $(VENUS); do \
+	    for i in $$(seq $(RUNS)); do \
+	        if $$venv/bin/python -m pytest -q -rf -p no:cacheprovider tests/reliability $(PYTEST_ARGS) >$$log 2>&1; then \
+	            echo "$$venv run $$i/$(RUNS): $$(tail -n 1 $$log)"; \
+	        else \
+	            cat $$log; echo "$$venv run $$i/$(RUNS) FAILED"; exit 1; \
+	        fi; \
+	    done; \
+	done
 
 # Benchmarks against same-run baselines; figures on stdout and in bench-results.json.
 bench: setup

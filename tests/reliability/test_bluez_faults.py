@@ -98,7 +98,7 @@ async def test_adapter_unplugged_and_replugged_100_times_leaks_nothing(
     await wait_until(lambda: len(asyncio.all_tasks()) == tasks, what=f"{tasks} tasks")
     assert handler_count(app.bus) == handlers
     assert len(app.bluez.adapters) == 1
-    assert adapter_state(app) == "scanning"
+    await wait_until(lambda: adapter_state(app) == "scanning", what="scanning")
 
 
 async def test_power_off_waits_quietly_and_power_on_rearms_within_1_s(
@@ -321,4 +321,4 @@ async def test_discovering_falling_as_our_start_returns_is_rearmed(
         what="scanning after the early drop",
     )
     assert took < REARM_BUDGET
-    assert adapter_state(app) == "scanning"
+    await wait_until(lambda: adapter_state(app) == "scanning", what="scanning")

@@ -68,7 +68,9 @@ async def test_only_the_configured_adapters_are_scanned(
     try:
         await wait_until(lambda: our_session(app, bluez, "hci1"))
         assert not our_session(app, bluez, "hci0")
-        assert adapter_state(app, "hci0") == "not used (settings)"
+        await wait_until(
+            lambda: adapter_state(app, "hci0") == "not used (settings)", what="not used (settings)"
+        )
         app.configure(ScannerConfig(adapters=frozenset({"hci0"})))
         await wait_until(
             lambda: our_session(app, bluez, "hci0") and not our_session(app, bluez, "hci1")
@@ -133,7 +135,7 @@ async def test_power_cycle_rearms(scanner: ScannerApp, bluez: BluezSimulator) ->
     await bluez.set_powered("hci0", True)
     took = await wait_until(lambda: our_session(scanner, bluez))
     assert took < 1.0
-    assert adapter_state(scanner) == "scanning"
+    await wait_until(lambda: adapter_state(scanner) == "scanning", what="scanning")
 
 
 async def test_discovering_dropped_under_us_is_rearmed(
@@ -231,7 +233,7 @@ async def test_external_scanner_falls_back_to_passive_and_returns_to_active(
     bluez.set_external_scanner("hci0", False)
     await wait_until(lambda: our_session(scanner, bluez), timeout=15, what="back to active")
     await wait_until(lambda: not bluez.monitors("hci0"), what="monitor unregistered")
-    assert adapter_state(scanner) == "scanning"
+    await wait_until(lambda: adapter_state(scanner) == "scanning", what="scanning")
 
 
 async def test_kernel_refusing_start_once_is_retried(

@@ -87,7 +87,10 @@ async def test_auto_mode_opens_an_active_window_on_request_and_closes_it(
         (lease,) = assert_ok(await scanner_call(bus, "RequestActiveScan", "sd", ["hci0", 30.0]))
         assert lease.startswith("/Lease/")
         await wait_until(lambda: our_session(app, bluez), what="active window")
-        assert adapter_state(app) == "scanning (active window)"
+        await wait_until(
+            lambda: adapter_state(app) == "scanning (active window)",
+            what="scanning (active window)",
+        )
         assert_ok(await scanner_call(bus, "ReleaseLease", "o", [lease]))
         await wait_until(lambda: not our_session(app, bluez), what="window closed")
         assert our_monitor(app, bluez)
@@ -136,11 +139,13 @@ async def test_pause_stops_our_discovery_for_a_connection_then_resumes(
 ) -> None:
     (lease,) = assert_ok(await scanner_call(bus, "PauseScan", "sd", ["hci0", 30.0]))
     await wait_until(lambda: not our_session(scanner, bluez), what="paused")
-    assert adapter_state(scanner) == "paused for a connection"
+    await wait_until(
+        lambda: adapter_state(scanner) == "paused for a connection", what="paused for a connection"
+    )
     assert_ok(await scanner_call(bus, "ReleaseLease", "o", [lease]))
     took = await wait_until(lambda: our_session(scanner, bluez), what="resumed")
     assert took < 1.0
-    assert adapter_state(scanner) == "scanning"
+    await wait_until(lambda: adapter_state(scanner) == "scanning", what="scanning")
 
 
 async def test_pause_on_one_adapter_leaves_the_others_scanning(

@@ -2,9 +2,10 @@
 SHELL := /bin/bash
 VENV := .venv
 VENUS := .venv-venus
+PY311 := .venv-py311
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint typecheck test-unit test-newest test-venus test-bluez soak bench bench-smoke clean
+.PHONY: setup demo test lint typecheck test-unit test-newest test-venus test-py311 test-bluez soak bench bench-smoke clean
 
 setup:
 	@.ci/setup
@@ -30,6 +31,11 @@ test-venus: setup
 
 # Everything: lint, types, and the suite on the newest dbus-fast and on Venus's 2.21.1.
 test: setup lint typecheck test-newest test-venus
+
+# Python 3.11 still works: the suite on 3.11 with the newest dbus-fast (CI runs it).
+test-py311: setup
+	@.ci/setup py311
+	$(PY311)/bin/python -m pytest $(PYTEST_ARGS)
 
 # The real-BlueZ tier: Debian's bluetoothd 5.66 and 5.82 in QEMU guests (root;
 # builds the guest images first, cached outside the repository).
@@ -66,4 +72,4 @@ bench-smoke: setup
 	$(VENV)/bin/python -m tests.bench --smoke --json bench-results-smoke.json
 
 clean:
-	rm -rf $(VENV) $(VENUS) dist build *.egg-info
+	rm -rf $(VENV) $(VENUS) $(PY311) dist build *.egg-info

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
+
+if TYPE_CHECKING:
+    from ble_scanner.main import ScannerApp
 
 T = TypeVar("T")
 
@@ -128,3 +131,19 @@ async def add_match(bus: MessageBus, rule: str) -> None:
         [rule],
     )
     assert_ok(reply)
+
+
+def adapter_state(app: ScannerApp, adapter: str = "hci0") -> str:
+    """The service's state of one adapter in words; "absent" if it has none."""
+    for status in app.status().adapters:
+        if status.name == adapter:
+            return status.state
+    return "absent"
+
+
+async def state_becomes(app: ScannerApp, state: str, adapter: str = "hci0") -> float:
+    """Wait for the service's own state: it changes when BlueZ's reply reaches the
+    service, which can be after the simulator already shows the session."""
+    return await wait_until(
+        lambda: adapter_state(app, adapter) == state, what=f"{adapter} state {state!r}"
+    )

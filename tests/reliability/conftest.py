@@ -47,13 +47,6 @@ def our_session(app: ScannerApp, bluez: BluezSimulator, adapter: str = "hci0") -
     )
 
 
-def adapter_state(app: ScannerApp, adapter: str = "hci0") -> str:
-    for status in app.status().adapters:
-        if status.name == adapter:
-            return status.state
-    return "absent"
-
-
 async def scanner_call(
     bus: MessageBus, member: str, signature: str = "", body: list[object] | None = None
 ) -> Message:

@@ -15,8 +15,15 @@ from ble_scanner.scanner import ScannerConfig
 from ble_scanner.simulator import BluezSimulator
 from ble_scanner.testbus import TestBus
 
-from ..helpers import SignalRecorder, add_match, assert_ok, wait_until
-from .conftest import adapter_state, our_session, scanner_call
+from ..helpers import (
+    SignalRecorder,
+    adapter_state,
+    add_match,
+    assert_ok,
+    state_becomes,
+    wait_until,
+)
+from .conftest import our_session, scanner_call
 
 ADAPTER = "hci0"
 ADAPTER_ADDRESS = "00:1A:7D:DA:71:10"
@@ -84,28 +91,28 @@ async def test_adapter_unplugged_and_replugged_100_times_leaks_nothing(
     assert app.bus is not None and app.bluez is not None
     # One cycle first, so that everything created lazily exists before counting.
     await bluez.remove_adapter(ADAPTER)
-    await wait_until(lambda: adapter_state(app) == "absent")
+    await state_becomes(app, "absent")
     await bluez.add_adapter(ADAPTER, address=ADAPTER_ADDRESS)
     await wait_until(lambda: our_session(app, bluez))
     tasks, handlers = len(asyncio.all_tasks()), handler_count(app.bus)
     worst = 0.0
     for _ in range(PLUG_CYCLES):
         await bluez.remove_adapter(ADAPTER)
-        await wait_until(lambda: adapter_state(app) == "absent", what="adapter gone from status")
+        await state_becomes(app, "absent")
         await bluez.add_adapter(ADAPTER, address=ADAPTER_ADDRESS)
         worst = max(worst, await wait_until(lambda: our_session(app, bluez), what="re-armed"))
     assert worst < REARM_BUDGET, f"slowest re-arm {worst:.2f} s"
     await wait_until(lambda: len(asyncio.all_tasks()) == tasks, what=f"{tasks} tasks")
     assert handler_count(app.bus) == handlers
     assert len(app.bluez.adapters) == 1
-    await wait_until(lambda: adapter_state(app) == "scanning", what="scanning")
+    await state_becomes(app, "scanning")
 
 
 async def test_power_off_waits_quietly_and_power_on_rearms_within_1_s(
     app: ScannerApp, bluez: BluezSimulator
 ) -> None:
     await bluez.set_powered(ADAPTER, False)
-    await wait_until(lambda: adapter_state(app) == "powered off")
+    await state_becomes(app, "powered off")
     starts = bluez.call_count("StartDiscovery", adapter=ADAPTER)
     await bluez.set_powered(ADAPTER, True)
     took = await wait_until(lambda: our_session(app, bluez), what="re-armed after power-on")
@@ -178,7 +185,7 @@ async def test_kernel_refusal_is_reported_and_retried_without_a_tight_loop(
     )
     assert await app.start() == 0
     try:
-        await wait_until(lambda: adapter_state(app, "hci1") == "blocked by another scanner")
+        await state_becomes(app, "blocked by another scanner", "hci1")
         before = bluez.call_count("StartDiscovery", adapter="hci1")
         await asyncio.sleep(OBSERVATION_WINDOW)
         attempts = bluez.call_count("StartDiscovery", adapter="hci1") - before
@@ -321,4 +328,4 @@ async def test_discovering_falling_as_our_start_returns_is_rearmed(
         what="scanning after the early drop",
     )
     assert took < REARM_BUDGET
-    await wait_until(lambda: adapter_state(app) == "scanning", what="scanning")
+    await state_becomes(app, "scanning")

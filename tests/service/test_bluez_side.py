@@ -13,7 +13,7 @@ from ble_scanner.simulator import BluezSimulator
 from ble_scanner.testbus import TestBus
 
 from ..conftest import start_scanner
-from ..helpers import wait_until
+from ..helpers import adapter_state, state_becomes, wait_until
 from .conftest import get_devices
 
 ADDR = "C0:11:22:33:44:01"
@@ -28,13 +28,6 @@ def our_session(app: ScannerApp, bluez: BluezSimulator, adapter: str = "hci0") -
 def scanning(app: ScannerApp, bluez: BluezSimulator, adapter: str = "hci0") -> bool:
     """Our session, and the "kernel" scanning: from here an advertisement is reported."""
     return our_session(app, bluez, adapter) and bluez.is_discovering(adapter)
-
-
-def adapter_state(app: ScannerApp, adapter: str = "hci0") -> str:
-    for status in app.status().adapters:
-        if status.name == adapter:
-            return status.state
-    return "absent"
 
 
 async def test_sets_a_real_filter_and_starts_discovery(
@@ -68,9 +61,7 @@ async def test_only_the_configured_adapters_are_scanned(
     try:
         await wait_until(lambda: our_session(app, bluez, "hci1"))
         assert not our_session(app, bluez, "hci0")
-        await wait_until(
-            lambda: adapter_state(app, "hci0") == "not used (settings)", what="not used (settings)"
-        )
+        await state_becomes(app, "not used (settings)", "hci0")
         app.configure(ScannerConfig(adapters=frozenset({"hci0"})))
         await wait_until(
             lambda: our_session(app, bluez, "hci0") and not our_session(app, bluez, "hci1")
@@ -122,7 +113,7 @@ async def test_adapter_plugged_in_later_is_armed(
 
 async def test_adapter_unplugged_and_replugged(scanner: ScannerApp, bluez: BluezSimulator) -> None:
     await bluez.remove_adapter("hci0")
-    await wait_until(lambda: adapter_state(scanner) == "absent", what="adapter gone from status")
+    await state_becomes(scanner, "absent")
     await bluez.add_adapter("hci0", address="00:1A:7D:DA:71:10")
     took = await wait_until(lambda: our_session(scanner, bluez))
     assert took < 1.0
@@ -130,12 +121,12 @@ async def test_adapter_unplugged_and_replugged(scanner: ScannerApp, bluez: Bluez
 
 async def test_power_cycle_rearms(scanner: ScannerApp, bluez: BluezSimulator) -> None:
     await bluez.set_powered("hci0", False)
-    await wait_until(lambda: adapter_state(scanner) == "powered off")
+    await state_becomes(scanner, "powered off")
     assert not our_session(scanner, bluez)
     await bluez.set_powered("hci0", True)
     took = await wait_until(lambda: our_session(scanner, bluez))
     assert took < 1.0
-    await wait_until(lambda: adapter_state(scanner) == "scanning", what="scanning")
+    await state_becomes(scanner, "scanning")
 
 
 async def test_discovering_dropped_under_us_is_rearmed(
@@ -165,7 +156,7 @@ async def test_external_scanner_is_reported_and_backed_off_from(
     bluez.set_external_scanner("hci1", True)
     app = await start_scanner(test_bus, ScannerConfig(adapters=frozenset({"hci1"})))
     try:
-        await wait_until(lambda: adapter_state(app, "hci1") == "blocked by another scanner")
+        await state_becomes(app, "blocked by another scanner", "hci1")
         before = bluez.call_count("StartDiscovery", adapter="hci1")
         # Counting calls over a window is the measurement: the backoff allows only
         # a handful of attempts in it, not a spin.
@@ -233,7 +224,7 @@ async def test_external_scanner_falls_back_to_passive_and_returns_to_active(
     bluez.set_external_scanner("hci0", False)
     await wait_until(lambda: our_session(scanner, bluez), timeout=15, what="back to active")
     await wait_until(lambda: not bluez.monitors("hci0"), what="monitor unregistered")
-    await wait_until(lambda: adapter_state(scanner) == "scanning", what="scanning")
+    await state_becomes(scanner, "scanning")
 
 
 async def test_kernel_refusing_start_once_is_retried(

@@ -16,9 +16,9 @@ from ble_scanner.simulator import BluezSimulator
 from ble_scanner.testbus import TestBus
 
 from ..conftest import connect, disconnect, start_scanner
-from ..helpers import assert_error, assert_ok, wait_until
+from ..helpers import adapter_state, assert_error, assert_ok, state_becomes, wait_until
 from .conftest import get_devices, scanner_call
-from .test_bluez_side import adapter_state, our_session
+from .test_bluez_side import our_session
 
 ADDR = "C0:11:22:33:44:01"
 
@@ -33,7 +33,7 @@ async def test_passive_mode_registers_a_monitor_and_never_starts_discovery(
     app = await start_scanner(test_bus, ScannerConfig(scan_mode="passive"))
     try:
         await wait_until(lambda: our_monitor(app, bluez), what="monitor registered")
-        await wait_until(lambda: adapter_state(app) == "scanning (passive)")
+        await state_becomes(app, "scanning (passive)")
         await bluez.advertise("hci0", ADDR, rssi=-60, manufacturer_data={0x02E1: b"\x10"})
 
         async def listed() -> bool:
@@ -87,10 +87,7 @@ async def test_auto_mode_opens_an_active_window_on_request_and_closes_it(
         (lease,) = assert_ok(await scanner_call(bus, "RequestActiveScan", "sd", ["hci0", 30.0]))
         assert lease.startswith("/Lease/")
         await wait_until(lambda: our_session(app, bluez), what="active window")
-        await wait_until(
-            lambda: adapter_state(app) == "scanning (active window)",
-            what="scanning (active window)",
-        )
+        await state_becomes(app, "scanning (active window)")
         assert_ok(await scanner_call(bus, "ReleaseLease", "o", [lease]))
         await wait_until(lambda: not our_session(app, bluez), what="window closed")
         assert our_monitor(app, bluez)
@@ -139,13 +136,11 @@ async def test_pause_stops_our_discovery_for_a_connection_then_resumes(
 ) -> None:
     (lease,) = assert_ok(await scanner_call(bus, "PauseScan", "sd", ["hci0", 30.0]))
     await wait_until(lambda: not our_session(scanner, bluez), what="paused")
-    await wait_until(
-        lambda: adapter_state(scanner) == "paused for a connection", what="paused for a connection"
-    )
+    await state_becomes(scanner, "paused for a connection")
     assert_ok(await scanner_call(bus, "ReleaseLease", "o", [lease]))
     took = await wait_until(lambda: our_session(scanner, bluez), what="resumed")
     assert took < 1.0
-    await wait_until(lambda: adapter_state(scanner) == "scanning", what="scanning")
+    await state_becomes(scanner, "scanning")
 
 
 async def test_pause_on_one_adapter_leaves_the_others_scanning(

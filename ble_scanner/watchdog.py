@@ -59,9 +59,10 @@ class SilenceLadder:
             return None
         self.heard_at = now  # the next step gets a full period
         self.step += 1
-        if self.step >= 2:
-            self.wait = min(self.wait * 2, self.max_interval)
-        if self.step >= 2 and not self.power_cycled and self._may_power_cycle(now):
+        if self.step == 1:
+            return WatchdogAction.RESTART
+        self.wait = min(self.wait * 2, self.max_interval)
+        if not self.power_cycled and self._may_power_cycle(now):
             self.power_cycled = True
             self.power_cycles.append(now)
             return WatchdogAction.POWER_CYCLE

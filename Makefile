@@ -11,7 +11,7 @@ setup:
 	@.ci/setup
 
 demo: setup
-	@$(VENV)/bin/python -m ble_scanner.demo
+	@$(VENV)/bin/python -m ble_scanner.testing.demo
 
 lint: setup
 	$(VENV)/bin/ruff check ble_scanner tests dbus_ble_scanner.py

@@ -53,7 +53,7 @@ class Device:
         self.heard = heard  # monotonic, for expiry
         self.version = 0
         self.wire: bytes | None = None
-        # The subscriptions whose filter matches this content (``Scanner``'s
+        # The subscriptions whose filter matches this content (``Hub``'s
         # cache, valid for one generation of the subscription set).
         self.interest: tuple[Any, ...] | None = None
         self.interest_generation = -1

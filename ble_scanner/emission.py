@@ -36,7 +36,7 @@ class Listener:
         return self._news(device, now)
 
     def consider_matching(self, device: Device, now: float) -> bool:
-        """``consider`` for a device whose content is known to match (see ``Scanner``)."""
+        """``consider`` for a device whose content is known to match (see ``Hub``)."""
         if not self.filter.rssi_ok(device):
             return False
         return self._news(device, now)

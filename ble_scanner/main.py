@@ -15,7 +15,8 @@ from dbus_fast import BusType, Message, MessageType, RequestNameReply
 from dbus_fast.aio import MessageBus
 
 from . import __version__
-from .bluez import Bluez, ScanMode
+from .bluez.objects import Bluez, ScanMode
+from .bus.writer import WriterGuard, guard_writer
 from .const import (
     DBUS_INTERFACE,
     DBUS_PATH,
@@ -29,16 +30,15 @@ from .const import (
     SHUTDOWN_TIMEOUT,
     WATCHDOG_SILENCE,
 )
+from .hub import Hub, ScannerConfig
 from .leases import LeaseRegistry
 from .record import MalformedData, normalize_address
-from .scanner import Scanner, ScannerConfig
 from .service import ScannerService
 from .state import ServiceStatus
 from .venus.busitem import BusItemTree
 from .venus.const import PREFERRED_DEVICE_INSTANCE
 from .venus.settings import ScannerSettings, SettingsClient
 from .venus.tree import ScannerTree
-from .writer import WriterGuard, guard_writer
 
 _LOGGER = logging.getLogger("ble_scanner")
 
@@ -245,27 +245,26 @@ class ScannerApp:
         self.writer: WriterGuard | None = None
         self.bluez: Bluez | None = None
         self.service: ScannerService | None = None
-        self.scanner: Scanner | None = None
+        self.hub: Hub | None = None
         self.ready = asyncio.Event()
         self.leases = LeaseRegistry()
         self._background: set[asyncio.Task[bool]] = set()
         self._sweeper: asyncio.Task[None] | None = None
 
     def status(self) -> ServiceStatus:
-        scanner, bluez = self.scanner, self.bluez
-        assert scanner is not None
+        hub, bluez = self.hub, self.bluez
+        assert hub is not None
         return ServiceStatus(
             version=__version__,
             bluez_present=bluez is not None and bluez.owner is not None,
             adapters=tuple(bluez.adapter_statuses()) if bluez else (),
-            devices=len(scanner.cache),
-            subscriptions=len(scanner.subscriptions),
-            reports=scanner.stats.reports,
-            ignored=scanner.stats.ignored,
-            lost_timeout=scanner.config.lost_timeout,
+            devices=len(hub.cache),
+            subscriptions=len(hub.subscriptions),
+            reports=hub.stats.reports,
+            ignored=hub.stats.ignored,
+            lost_timeout=hub.config.lost_timeout,
             shed=self.writer.shed if self.writer is not None else 0,
-            malformed=scanner.stats.malformed
-            + (sum(bluez.malformed.counts.values()) if bluez else 0),
+            malformed=hub.stats.malformed + (sum(bluez.malformed.counts.values()) if bluez else 0),
         )
 
     async def start(self) -> int:
@@ -280,14 +279,14 @@ class ScannerApp:
         bus = self.bus
         self.writer = guard_writer(bus)  # EAGAIN waits; overload sheds news (writer.py)
         self.service = ScannerService(bus, self.status, self.leases)
-        self.scanner = Scanner(self.service, self.config)
-        self.service.attach(self.scanner)
+        self.hub = Hub(self.service, self.config)
+        self.service.attach(self.hub)
         device_instance, custom_name = await self._start_settings(bus)
         busitems = BusItemTree(bus)
         self.tree = ScannerTree(
             busitems,
             self.status,
-            lambda: list(self.scanner.cache) if self.scanner else [],
+            lambda: list(self.hub.cache) if self.hub else [],
             device_instance,
             custom_name,
             self._custom_name_set,
@@ -304,11 +303,11 @@ class ScannerApp:
             return EXIT_NAME_TAKEN
         self.bluez = Bluez(
             bus,
-            self.scanner.report,
+            self.hub.report,
             adapters_wanted=self.config.adapters,
             scan_mode=ScanMode(self.config.scan_mode),
             leases=self.leases,
-            report_counts=lambda: self.scanner.stats.per_adapter if self.scanner else {},
+            report_counts=lambda: self.hub.stats.per_adapter if self.hub else {},
             watchdog_silence=self.watchdog_silence,
         )
         self.service.on_leases_changed = self.bluez.leases_changed
@@ -381,18 +380,18 @@ class ScannerApp:
     def configure(self, config: ScannerConfig) -> None:
         """Apply new settings live."""
         self.config = config
-        if self.scanner is not None:
-            self.scanner.configure(config)
+        if self.hub is not None:
+            self.hub.configure(config)
         if self.bluez is not None:
             self.bluez.set_adapters_wanted(config.adapters)
             self.bluez.set_scan_mode(ScanMode(config.scan_mode))
 
     async def _sweep(self) -> None:
-        assert self.scanner is not None
+        assert self.hub is not None
         while True:
             await asyncio.sleep(LOST_SWEEP_INTERVAL)
             try:
-                self.scanner.sweep()
+                self.hub.sweep()
             except Exception:
                 _LOGGER.exception("lost-device sweep failed")
 

@@ -16,6 +16,15 @@ from typing import Final
 from dbus_fast import Message, MessageFlag, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
+from .bus.marshal import (
+    MESSAGE_METHOD_RETURN,
+    MESSAGE_SIGNAL,
+    header_fields,
+    record_entry,
+    snapshot_body,
+    string_body,
+)
+from .bus.outbox import Outbox
 from .cache import Device
 from .const import (
     DBUS_INTERFACE,
@@ -33,17 +42,8 @@ from .const import (
     SUBSCRIPTION_PATH_PREFIX,
 )
 from .filters import FilterTooLarge, InvalidFilter, parse_snapshot_query, parse_subscription
+from .hub import Hub
 from .leases import LeaseError, LeaseKind, LeaseRegistry, TooManyLeases
-from .marshal import (
-    MESSAGE_METHOD_RETURN,
-    MESSAGE_SIGNAL,
-    header_fields,
-    record_entry,
-    snapshot_body,
-    string_body,
-)
-from .outbox import Outbox
-from .scanner import Scanner
 from .state import ServiceStatus
 from .subscriptions import NotOwner, Subscription, TooManySubscriptions, UnknownSubscription
 
@@ -177,14 +177,14 @@ class ScannerService:
         self.leases = leases if leases is not None else LeaseRegistry()
         # Called whenever a lease starts or ends; the BlueZ side converges on it.
         self.on_leases_changed: Callable[[], None] = lambda: None
-        self.scanner: Scanner | None = None
+        self.hub: Hub | None = None
         self.signals_sent = 0
         # Our signals and snapshot replies, marshalled from cached record parts.
         self.outbox = Outbox(bus)
         self._signal_fields: dict[tuple[str, str, str | None], bytes] = {}
 
-    def attach(self, scanner: Scanner) -> None:
-        self.scanner = scanner
+    def attach(self, hub: Hub) -> None:
+        self.hub = hub
 
     async def start(self) -> None:
         """Serve the interface and follow subscription owners leaving the bus."""
@@ -291,12 +291,12 @@ class ScannerService:
                 ERROR_INVALID_ARGS,
                 f"{member} takes '{expected}', not '{msg.signature[:64]}'",
             )
-        scanner = self.scanner
-        assert scanner is not None
+        hub = self.hub
+        assert hub is not None
         try:
             if member == "GetDiscoveredDevices":
                 query = parse_snapshot_query(msg.body[0])
-                body = snapshot_body(record_entry(d) for d in scanner.snapshot(query))
+                body = snapshot_body(record_entry(d) for d in hub.snapshot(query))
                 if not msg.flags & MessageFlag.NO_REPLY_EXPECTED:
                     fields = header_fields(
                         "a{sa{sv}}", reply_serial=msg.serial, destination=msg.sender
@@ -305,9 +305,9 @@ class ScannerService:
                     self.outbox.flush()
                 return True
             if member == "Subscribe":
-                return self._subscribe(msg, scanner)
+                return self._subscribe(msg, hub)
             if member == "Unsubscribe":
-                scanner.unsubscribe(msg.body[0], msg.sender)
+                hub.unsubscribe(msg.body[0], msg.sender)
                 return Message.new_method_return(msg)
             if member in ("RequestActiveScan", "PauseScan"):
                 kind = LeaseKind.ACTIVE if member == "RequestActiveScan" else LeaseKind.PAUSE
@@ -344,9 +344,9 @@ class ScannerService:
         except UnknownSubscription as exc:
             return Message.new_error(msg, SCANNER_ERROR_UNKNOWN_SUBSCRIPTION, str(exc))
 
-    def _subscribe(self, msg: Message, scanner: Scanner) -> bool:
+    def _subscribe(self, msg: Message, hub: Hub) -> bool:
         flt, options = parse_subscription(msg.body[0])
-        subscription, replay = scanner.subscribe(msg.sender, flt, options)
+        subscription, replay = hub.subscribe(msg.sender, flt, options)
         _LOGGER.debug("%s subscribed as %s", msg.sender, subscription.path)
         # The reply goes out first, so the client knows the path before the
         # replayed signals from it arrive (both travel in order on our socket).
@@ -358,9 +358,9 @@ class ScannerService:
     def _owner_left(self, owner: str) -> None:
         if self.leases.drop_owner(owner):
             self.on_leases_changed()
-        scanner = self.scanner
-        if scanner is not None:
-            dropped = scanner.owner_left(owner)
+        hub = self.hub
+        if hub is not None:
+            dropped = hub.owner_left(owner)
             if dropped:
                 _LOGGER.info("%s left the bus: ended %d subscription(s)", owner, len(dropped))
 
@@ -371,15 +371,15 @@ class ScannerService:
             exported = self.bus._introspect_export_path(path).tostring()
             node = ET.fromstring(exported)
             node.append(ET.fromstring(INTROSPECTION))
-            scanner = self.scanner
-            if scanner is not None and len(scanner.subscriptions):
+            hub = self.hub
+            if hub is not None and len(hub.subscriptions):
                 children = {c.get("name") for c in node.findall("node")}
                 if "Subscription" not in children:
                     ET.SubElement(node, "node", name="Subscription")
         elif path.rstrip("/") == SUBSCRIPTION_PATH_PREFIX.rstrip("/"):
-            for subscription in self.scanner.subscriptions if self.scanner else ():
+            for subscription in self.hub.subscriptions if self.hub else ():
                 ET.SubElement(node, "node", name=subscription.path.rsplit("/", 1)[1])
-        elif self.scanner is not None and self.scanner.subscriptions.get(path):
+        elif self.hub is not None and self.hub.subscriptions.get(path):
             for text in (_STANDARD_INTERFACES, INTROSPECTION):
                 for element in ET.fromstring(f"<x>{text}</x>"):
                     node.append(element)

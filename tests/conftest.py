@@ -11,12 +11,11 @@ import pytest_asyncio
 from dbus_fast import BusType
 from dbus_fast.aio import MessageBus
 
+from ble_scanner.hub import ScannerConfig
 from ble_scanner.main import ScannerApp
-from ble_scanner.scanner import ScannerConfig
-from ble_scanner.simulator import BluezSimulator
-from ble_scanner.testbus import TestBus, start_test_bus
-
-from .helpers import wait_until
+from ble_scanner.testing.simulator import BluezSimulator
+from ble_scanner.testing.testbus import TestBus, start_test_bus
+from tests.helpers import wait_until
 
 
 @pytest.fixture(scope="session")

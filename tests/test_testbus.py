@@ -9,9 +9,8 @@ from dbus_fast import RequestNameReply
 from dbus_fast.aio import MessageBus
 from dbus_fast.errors import DBusError
 
-from ble_scanner.testbus import start_test_bus
-
-from .helpers import assert_error, call
+from ble_scanner.testing.testbus import start_test_bus
+from tests.helpers import assert_error, call
 
 
 async def test_owning_an_unlisted_name_is_denied(bus: MessageBus) -> None:
@@ -26,7 +25,7 @@ async def test_root_may_own_bluez_name(bus: MessageBus) -> None:
 
 
 async def test_method_call_to_unnamed_peer_is_denied(bus: MessageBus, test_bus: object) -> None:
-    from .conftest import connect, disconnect
+    from tests.conftest import connect, disconnect
 
     other = await connect(test_bus)  # type: ignore[arg-type]
     try:

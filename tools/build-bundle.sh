@@ -1,8 +1,8 @@
 #!/bin/sh
 # Build the offline bundle for a GX device: dist/dbus-ble-scanner-<version>.tar.gz
 #
-# It holds the entry script, the package (without the simulator and test
-# helpers), service/, tools/install.sh and tools/uninstall.sh, and ext/ filled
+# It holds the entry script, the package (without ble_scanner/testing, the
+# test doubles), service/, tools/install.sh and tools/uninstall.sh, and ext/ filled
 # with the pinned pure-Python packages of ext/requirements.txt. Unpack it
 # anywhere and run tools/install.sh.
 #
@@ -24,8 +24,8 @@ mkdir -p "$TOP/service/log" "$TOP/tools" "$TOP/ext"
 
 cp "$REPO/dbus_ble_scanner.py" "$TOP/"
 cp -R "$REPO/ble_scanner" "$TOP/ble_scanner"
-rm -rf "$TOP/ble_scanner/simulator" "$TOP/ble_scanner/testbus.py" \
-	"$TOP/ble_scanner/venus/localsettings_standin.py"
+# Test doubles live in one folder, dropped whole (a test checks nothing left imports it).
+rm -rf "$TOP/ble_scanner/testing"
 cp "$REPO/service/run" "$TOP/service/run"
 cp "$REPO/service/log/run" "$TOP/service/log/run"
 cp "$REPO/tools/install.sh" "$REPO/tools/uninstall.sh" "$TOP/tools/"

@@ -50,12 +50,12 @@ SRC=$(cd -P "$(dirname "$0")/.." && pwd)
 	exit 1
 }
 
-# Copy a tree without caches, the simulator and test helpers (the device needs none).
+# Copy a tree without caches and the test doubles (ble_scanner/testing) (the device needs none).
 copy_tree() { # src dst
 	rm -rf "$2.new"
 	cp -R "$1" "$2.new"
 	find "$2.new" -name __pycache__ -type d -prune -exec rm -rf {} +
-	rm -rf "$2.new/simulator" "$2.new/testbus.py" "$2.new/venus/localsettings_standin.py"
+	rm -rf "$2.new/testing"
 	rm -rf "$2"
 	mv "$2.new" "$2"
 }

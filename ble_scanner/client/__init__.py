@@ -1,6 +1,16 @@
-"""Client proxy for the BLE scanner service ``com.victronenergy.ble.scanner``.
+"""Client side of the BLE scanner service ``com.victronenergy.ble.scanner``.
 
-asyncio on dbus-fast; imports nothing of the service. Quick start::
+Everything a program needs to use the service, in one package that imports
+nothing of the service itself:
+
+- ``records``: what the service reports (``Advertisement``, ``DeviceLost``) and
+  filters (``ScanFilter``, ``make_filter``); no D-Bus library.
+- ``proxy``: the asyncio proxy on dbus-fast (``ScannerClient``).
+- ``bleak``: a bleak backend on the proxy. ``glib``: the same for GLib and
+  dbus-python programs (velib_python drivers). ``fallback``: scanning on BlueZ
+  directly when the service is not installed. ``cli``: ``ble-scanner``.
+
+Quick start::
 
     from ble_scanner.client import ScannerClient
 
@@ -9,28 +19,57 @@ asyncio on dbus-fast; imports nothing of the service. Quick start::
         async for event in client.subscribe(manufacturer_id=0x02E1):
             print(event)
 
-bleak users: :mod:`ble_scanner.client.bleak`. GLib / dbus-python users:
-:mod:`ble_scanner.glib_client`.
+The names below are loaded on first use, so ``ble_scanner.client.records`` and
+``ble_scanner.client.glib`` work where dbus-fast is not installed.
 """
 
-from ..advertisement import Advertisement, DeviceLost, Event, ScanFilter, make_filter
-from .errors import (
-    BusUnreachableError,
-    CallTimeoutError,
-    InvalidFilterError,
-    ScannerError,
-    ServiceCallError,
-    ServiceNotRunningError,
-    UntrustedServiceError,
-)
-from .proxy import (
-    CALL_TIMEOUT,
-    DEFAULT_SERVICE_WAIT,
-    AdvertisementStream,
-    ScannerClient,
-    Subscription,
-)
-from .status import AdapterState, ScannerStatus
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .errors import (
+        BusUnreachableError,
+        CallTimeoutError,
+        InvalidFilterError,
+        ScannerError,
+        ServiceCallError,
+        ServiceNotRunningError,
+        UntrustedServiceError,
+    )
+    from .proxy import (
+        CALL_TIMEOUT,
+        DEFAULT_SERVICE_WAIT,
+        AdvertisementStream,
+        ScannerClient,
+        Subscription,
+    )
+    from .records import Advertisement, DeviceLost, Event, ScanFilter, make_filter
+    from .status import AdapterState, ScannerStatus
+
+# Public name -> the module of this package that defines it.
+_WHERE = {
+    "BusUnreachableError": "errors",
+    "CallTimeoutError": "errors",
+    "InvalidFilterError": "errors",
+    "ScannerError": "errors",
+    "ServiceCallError": "errors",
+    "ServiceNotRunningError": "errors",
+    "UntrustedServiceError": "errors",
+    "CALL_TIMEOUT": "proxy",
+    "DEFAULT_SERVICE_WAIT": "proxy",
+    "AdvertisementStream": "proxy",
+    "ScannerClient": "proxy",
+    "Subscription": "proxy",
+    "Advertisement": "records",
+    "DeviceLost": "records",
+    "Event": "records",
+    "ScanFilter": "records",
+    "make_filter": "records",
+    "AdapterState": "status",
+    "ScannerStatus": "status",
+}
 
 __all__ = [
     "CALL_TIMEOUT",
@@ -53,3 +92,16 @@ __all__ = [
     "UntrustedServiceError",
     "make_filter",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])

@@ -28,8 +28,8 @@ from bleak.backends.scanner import (
     BaseBleakScanner,
 )
 
-from ..advertisement import Advertisement, DeviceLost, Event
 from .proxy import ScannerClient, Subscription
+from .records import Advertisement, DeviceLost, Event
 
 # bleak reports this when it has no RSSI (bluezdbus/scanner.py).
 NO_RSSI = -127

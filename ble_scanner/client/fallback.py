@@ -21,7 +21,6 @@ from typing import Any, Final
 from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
-from ..advertisement import Advertisement, DeviceLost, Event
 from ..const import (
     BLUEZ_DEVICE,
     BLUEZ_ROOT_PATH,
@@ -33,6 +32,7 @@ from ..const import (
     PROPERTIES,
 )
 from .errors import BusUnreachableError, CallTimeoutError, ScannerError
+from .records import Advertisement, DeviceLost, Event
 
 _LOGGER = logging.getLogger(__name__)
 

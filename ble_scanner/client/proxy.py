@@ -22,14 +22,6 @@ from typing import Any, Final, Literal
 from dbus_fast import BusType, Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
-from ..advertisement import (
-    Advertisement,
-    DeliveryLedger,
-    DeviceLost,
-    Event,
-    ScanFilter,
-    make_filter,
-)
 from ..const import (
     DBUS_INTERFACE,
     DBUS_PATH,
@@ -53,6 +45,14 @@ from .errors import (
     ServiceCallError,
     ServiceNotRunningError,
     UntrustedServiceError,
+)
+from .records import (
+    Advertisement,
+    DeliveryLedger,
+    DeviceLost,
+    Event,
+    ScanFilter,
+    make_filter,
 )
 from .status import ScannerStatus
 
@@ -209,7 +209,7 @@ class ScannerClient:
     """A connection to the scanner service.
 
     Use as ``async with ScannerClient() as client:``. Filters are keyword
-    arguments (see :func:`ble_scanner.advertisement.make_filter`):
+    arguments (see :func:`ble_scanner.client.records.make_filter`):
     ``address(es)``, ``manufacturer_id(s)``, ``service_uuid(s)``,
     ``service_data_uuid(s)``, ``local_name(s)`` (glob), ``min_rssi``; for
     subscriptions also ``all_reports``, ``rssi_delta``, ``keep_alive``; for

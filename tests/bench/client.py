@@ -23,7 +23,7 @@ from typing import Any
 from dbus_fast import BusType, Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
-from ble_scanner.bluez import _unwrap_device, adapter_name
+from ble_scanner.bluez.objects import _unwrap_device, adapter_name
 from ble_scanner.const import (
     BLUEZ_ADAPTER,
     BLUEZ_DEVICE,
@@ -40,8 +40,7 @@ from ble_scanner.const import (
 )
 from ble_scanner.filters import SUBSCRIPTION_KEYS, Filter, parse_subscription
 from ble_scanner.record import DeviceView, MalformedData
-
-from .common import (
+from tests.bench.common import (
     ADAPTER_PATH,
     BENCH_COMPANY,
     RELAY_NAME,

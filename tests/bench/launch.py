@@ -20,7 +20,7 @@ import sys
 
 from dbus_fast.aio import MessageBus
 
-from ble_scanner.simulator.wire import harden_writer
+from ble_scanner.testing.simulator.wire import harden_writer
 
 
 def _harden_every_connection() -> None:

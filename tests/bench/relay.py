@@ -26,8 +26,7 @@ from ble_scanner.const import (
     OBJECT_MANAGER,
     PROPERTIES,
 )
-
-from .common import ADAPTER_PATH, RELAY_NAME
+from tests.bench.common import ADAPTER_PATH, RELAY_NAME
 
 
 def _call(member: str, signature: str, body: list[object], **where: str) -> Message:

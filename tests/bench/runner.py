@@ -26,9 +26,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from ble_scanner.const import SCANNER_SERVICE
-from ble_scanner.testbus import TestBus, start_test_bus
-
-from .common import RELAY_NAME, RELAY_POLICY, cpu_seconds, rss_bytes
+from ble_scanner.testing.testbus import TestBus, start_test_bus
+from tests.bench.common import RELAY_NAME, RELAY_POLICY, cpu_seconds, rss_bytes
 
 REPO: Final = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCENARIOS: Final = ("ingest", "latency", "fanout", "memory", "snapshot", "startup")

@@ -14,9 +14,8 @@ import random
 import time
 from typing import Any
 
-from ble_scanner.simulator import BluezSimulator, Report
-
-from .common import ADAPTER, BENCH_COMPANY, commands, reply, stamp
+from ble_scanner.testing.simulator import BluezSimulator, Report
+from tests.bench.common import ADAPTER, BENCH_COMPANY, commands, reply, stamp
 
 # The pacing loop wakes this often; each wake-up emits every report now due.
 TICK = 0.002

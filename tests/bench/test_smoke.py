@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .runner import REPO, SCENARIOS
+from tests.bench.runner import REPO, SCENARIOS
 
 # The smoke run takes ~17 s on the 2-vCPU development VM; this leaves room for load.
 SMOKE_TIMEOUT = 90

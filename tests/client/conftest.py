@@ -13,14 +13,13 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from ble_scanner.advertisement import Advertisement, DeviceLost, Event
 from ble_scanner.client import ScannerClient
+from ble_scanner.client.records import Advertisement, DeviceLost, Event
+from ble_scanner.hub import ScannerConfig
 from ble_scanner.main import ScannerApp
-from ble_scanner.scanner import ScannerConfig
-from ble_scanner.simulator import BluezSimulator
-from ble_scanner.testbus import TestBus
-
-from ..helpers import wait_until
+from ble_scanner.testing.simulator import BluezSimulator
+from ble_scanner.testing.testbus import TestBus
+from tests.helpers import wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -12,8 +12,8 @@ import sys
 from dbus.mainloop.glib import DBusGMainLoop
 from gi.repository import GLib
 
-from ble_scanner.advertisement import DeviceLost, Event
-from ble_scanner.glib_client import GlibScannerClient
+from ble_scanner.client.glib import GlibScannerClient
+from ble_scanner.client.records import DeviceLost, Event
 
 
 def main() -> int:

@@ -11,10 +11,9 @@ from bleak.backends.scanner import AdvertisementData
 from ble_scanner.client import ScannerClient
 from ble_scanner.client.bleak import ScannerServiceBackend, to_advertisement_data, to_ble_device
 from ble_scanner.main import ScannerApp
-from ble_scanner.simulator import BluezSimulator
-
-from ..helpers import wait_until
-from .conftest import BTHOME, BTHOME_UUID, RUUVI, VICTRON, advertise_scene
+from ble_scanner.testing.simulator import BluezSimulator
+from tests.client.conftest import BTHOME, BTHOME_UUID, RUUVI, VICTRON, advertise_scene
+from tests.helpers import wait_until
 
 BACKEND = {"backend": ScannerServiceBackend}
 

@@ -10,13 +10,12 @@ import sys
 
 from ble_scanner.client import ScannerClient
 from ble_scanner.main import ScannerApp
-from ble_scanner.simulator import BluezSimulator
-from ble_scanner.testbus import TestBus
+from ble_scanner.testing.simulator import BluezSimulator
+from ble_scanner.testing.testbus import TestBus
+from tests.client.conftest import BTHOME, ROOT, RUUVI, VICTRON, advertise_scene
+from tests.helpers import wait_until
 
-from ..helpers import wait_until
-from .conftest import BTHOME, ROOT, RUUVI, VICTRON, advertise_scene
-
-CLI = [sys.executable, "-m", "ble_scanner.cli"]
+CLI = [sys.executable, "-m", "ble_scanner.client.cli"]
 
 
 async def start(test_bus: TestBus | None, *args: str) -> asyncio.subprocess.Process:

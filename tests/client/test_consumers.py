@@ -12,10 +12,10 @@ from bleak.backends.scanner import AdvertisementData
 from victron_ble.devices import detect_device_type
 from victron_ble.scanner import BaseScanner
 
-from ble_scanner.advertisement import Advertisement
 from ble_scanner.client import ScannerClient
 from ble_scanner.client.bleak import ScannerServiceBackend
-from ble_scanner.simulator import BluezSimulator
+from ble_scanner.client.records import Advertisement
+from ble_scanner.testing.simulator import BluezSimulator
 
 SHUNT = "C0:11:22:33:44:21"
 RUUVI = "CB:B8:33:4C:88:4F"

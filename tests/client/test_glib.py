@@ -10,11 +10,10 @@ import shutil
 import pytest
 
 from ble_scanner.main import ScannerApp
-from ble_scanner.simulator import BluezSimulator
-from ble_scanner.testbus import TestBus
-
-from ..helpers import wait_until
-from .conftest import ROOT, VICTRON, advertise_scene, start_service
+from ble_scanner.testing.simulator import BluezSimulator
+from ble_scanner.testing.testbus import TestBus
+from tests.client.conftest import ROOT, VICTRON, advertise_scene, start_service
+from tests.helpers import wait_until
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 CONSUMER = os.path.join(os.path.dirname(__file__), "glib_consumer.py")
@@ -55,7 +54,7 @@ async def test_glib_consumer_gets_snapshot_replay_and_signals(
     test_bus: TestBus, scanner: ScannerApp, bluez: BluezSimulator
 ) -> None:
     await advertise_scene(bluez)
-    await wait_until(lambda: len(scanner.scanner.cache) == 3, what="the scene")  # type: ignore[union-attr]
+    await wait_until(lambda: len(scanner.hub.cache) == 3, what="the scene")  # type: ignore[union-attr]
     proc = await start_consumer(test_bus, count=2)
     snapshot = await read_json(proc)
     victron = snapshot["snapshot"][VICTRON]  # type: ignore[index]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ble_scanner.advertisement import Advertisement, DeliveryLedger, make_filter
+from ble_scanner.client.records import Advertisement, DeliveryLedger, make_filter
 
 A = "C0:11:22:33:44:01"
 B = "C0:11:22:33:44:02"

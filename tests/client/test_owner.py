@@ -15,10 +15,9 @@ from dbus_fast.aio import MessageBus
 
 from ble_scanner.client import ScannerClient, UntrustedServiceError
 from ble_scanner.const import SCANNER_SERVICE
-from ble_scanner.testbus import TestBus, start_test_bus
-
-from ..helpers import wait_until
-from .conftest import start_service
+from ble_scanner.testing.testbus import TestBus, start_test_bus
+from tests.client.conftest import start_service
+from tests.helpers import wait_until
 
 NOBODY = 65534
 # The shipped policy lets only root own the name; this bus also lets nobody

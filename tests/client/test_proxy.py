@@ -8,20 +8,27 @@ import sys
 
 import pytest
 
-from ble_scanner.advertisement import Advertisement, DeviceLost, Event
 from ble_scanner.client import (
     BusUnreachableError,
     InvalidFilterError,
     ScannerClient,
     ServiceNotRunningError,
 )
+from ble_scanner.client.records import Advertisement, DeviceLost, Event
+from ble_scanner.hub import ScannerConfig
 from ble_scanner.main import ScannerApp
-from ble_scanner.scanner import ScannerConfig
-from ble_scanner.simulator import BluezSimulator
-from ble_scanner.testbus import TestBus
-
-from ..helpers import wait_until
-from .conftest import BTHOME, BTHOME_UUID, RUUVI, VICTRON, Collector, advertise_scene, start_service
+from ble_scanner.testing.simulator import BluezSimulator
+from ble_scanner.testing.testbus import TestBus
+from tests.client.conftest import (
+    BTHOME,
+    BTHOME_UUID,
+    RUUVI,
+    VICTRON,
+    Collector,
+    advertise_scene,
+    start_service,
+)
+from tests.helpers import wait_until
 
 NEW = "C0:11:22:33:44:0A"
 
@@ -157,14 +164,14 @@ async def test_status_is_typed(client: ScannerClient) -> None:
 async def test_closing_the_client_ends_its_subscriptions_on_the_service(
     test_bus: TestBus, scanner: ScannerApp
 ) -> None:
-    assert scanner.scanner is not None
+    assert scanner.hub is not None
     async with ScannerClient(bus_address=test_bus.address) as client:
         await client.on_advertisement(lambda e: None)
         stream = await client.subscribe().start()
-        assert len(scanner.scanner.subscriptions) == 2
+        assert len(scanner.hub.subscriptions) == 2
         await stream.aclose()
-        assert len(scanner.scanner.subscriptions) == 1
-    await wait_until(lambda: len(scanner.scanner.subscriptions) == 0, what="subscriptions freed")
+        assert len(scanner.hub.subscriptions) == 1
+    await wait_until(lambda: len(scanner.hub.subscriptions) == 0, what="subscriptions freed")
 
 
 async def test_service_not_running_fails_fast_when_asked(test_bus: TestBus) -> None:

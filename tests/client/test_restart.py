@@ -8,13 +8,12 @@ import subprocess
 
 from dbus_fast.aio import MessageBus
 
-from ble_scanner.advertisement import Advertisement
 from ble_scanner.client import ScannerClient
-from ble_scanner.simulator import BluezSimulator
-from ble_scanner.testbus import TestBus
-
-from ..helpers import call, wait_until
-from .conftest import RUUVI, VICTRON, Collector, spawn_service, start_service
+from ble_scanner.client.records import Advertisement
+from ble_scanner.testing.simulator import BluezSimulator
+from ble_scanner.testing.testbus import TestBus
+from tests.client.conftest import RUUVI, VICTRON, Collector, spawn_service, start_service
+from tests.helpers import call, wait_until
 
 GONE = "C0:11:22:33:44:0B"
 NEW = "C0:11:22:33:44:0C"

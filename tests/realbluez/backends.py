@@ -6,7 +6,7 @@ kill or restart bluetoothd. The same test then runs unchanged against
 :class:`GuestBackend` (Debian's bluetoothd 5.66 / 5.82 in QEMU) and against
 the project's simulator, and any difference is a finding.
 
-:class:`SimulatorBackend` wraps ``ble_scanner.simulator.BluezSimulator``
+:class:`SimulatorBackend` wraps ``ble_scanner.testing.simulator.BluezSimulator``
 (a fresh one per test, because it lives on the test's event loop).
 """
 
@@ -18,9 +18,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
-from ble_scanner.testbus import TestBus
-
-from .vm import Guest
+from ble_scanner.testing.testbus import TestBus
+from tests.realbluez.vm import Guest
 
 # The kernel's LE discovery timeout (10.24 s) plus margin for TCG.
 ORPHAN_SCAN_LIMIT = 20.0
@@ -173,7 +172,7 @@ class GuestBackend(Backend):
         """True if bluetoothd was restarted."""
         import time
 
-        from .vm import BLUETOOTHD_TIMEOUT
+        from tests.realbluez.vm import BLUETOOTHD_TIMEOUT
 
         self.guest.run("btmgmt", "--index", "1", "clr-adv")
         status = self.guest.control.request("bluetoothd_status")
@@ -221,11 +220,11 @@ class GuestBackend(Backend):
 def simulator_available() -> str | None:
     """None if the simulator can be used, else why not."""
     try:
-        from ble_scanner import simulator
+        from ble_scanner.testing import simulator
     except ImportError as exc:
-        return f"ble_scanner.simulator cannot be imported: {exc}"
+        return f"ble_scanner.testing.simulator cannot be imported: {exc}"
     if not hasattr(simulator, "BluezSimulator"):
-        return "ble_scanner.simulator has no BluezSimulator yet"
+        return "ble_scanner.testing.simulator has no BluezSimulator yet"
     return None
 
 
@@ -289,8 +288,8 @@ class SimulatorBackend(Backend):
         await self.sim.start_bluetoothd(experimental)
 
     async def reset(self) -> None:
-        from ble_scanner.simulator import BluezSimulator
-        from ble_scanner.simulator.const import MONITOR_CRASH_PATTERNS
+        from ble_scanner.testing.simulator import BluezSimulator
+        from ble_scanner.testing.simulator.const import MONITOR_CRASH_PATTERNS
 
         await self.teardown()
         self.sim = BluezSimulator(

@@ -11,8 +11,7 @@ from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
 from tests.helpers import assert_ok, call
-
-from .backends import Advert, Backend
+from tests.realbluez.backends import Advert, Backend
 
 BLUEZ = "org.bluez"
 ADAPTER = "org.bluez.Adapter1"

@@ -24,9 +24,8 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import pytest_asyncio
 
-from ble_scanner.testbus import TestBus, start_test_bus
-
-from .backends import (
+from ble_scanner.testing.testbus import TestBus, start_test_bus
+from tests.realbluez.backends import (
     DEFAULT_SIMULATOR_VERSIONS,
     Backend,
     BackendChoice,
@@ -35,7 +34,7 @@ from .backends import (
     selected_backends,
     simulator_available,
 )
-from .vm import Guest
+from tests.realbluez.vm import Guest
 
 
 def backend_params() -> list[object]:

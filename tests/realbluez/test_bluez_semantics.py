@@ -17,9 +17,8 @@ from dbus_fast.aio import MessageBus
 
 from tests.conftest import connect, disconnect
 from tests.helpers import SignalRecorder, add_match, assert_error, assert_ok, call, wait_until
-
-from .backends import Advert, Backend
-from .bluez import (
+from tests.realbluez.backends import Advert, Backend
+from tests.realbluez.bluez import (
     ADAPTER,
     BLUEZ,
     DEVICE,

@@ -13,9 +13,8 @@ from bleak.backends.scanner import AdvertisementData
 from dbus_fast.aio import MessageBus
 
 from tests.helpers import assert_ok, call, wait_until
-
-from .backends import Advert, Backend
-from .bluez import (
+from tests.realbluez.backends import Advert, Backend
+from tests.realbluez.bluez import (
     BLUEZ,
     DEVICE_TIMEOUT,
     MONITOR_MANAGER,
@@ -25,7 +24,7 @@ from .bluez import (
     remove_all_devices,
     wait_for_device,
 )
-from .monitor import OrPatternsMonitor
+from tests.realbluez.monitor import OrPatternsMonitor
 
 VICTRON = 0x02E1
 APP = "/rbz/monitors"

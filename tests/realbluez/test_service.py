@@ -32,14 +32,13 @@ from dbus_fast.aio import MessageBus
 from ble_scanner.client import ScannerClient
 from ble_scanner.client.bleak import ScannerServiceBackend
 from ble_scanner.const import REARM_BACKOFF_MAX, SCANNER_INTERFACE, SCANNER_SERVICE
+from ble_scanner.hub import ScannerConfig
 from ble_scanner.main import ScannerApp
-from ble_scanner.scanner import ScannerConfig
-from ble_scanner.simulator.const import KERNEL_LE_DISCOVERY_TIMEOUT
+from ble_scanner.testing.simulator.const import KERNEL_LE_DISCOVERY_TIMEOUT
 from tests.conftest import connect, disconnect
 from tests.helpers import SignalRecorder, add_match, assert_error, assert_ok, call, wait_until
-
-from .backends import Advert, Backend
-from .bluez import (
+from tests.realbluez.backends import Advert, Backend
+from tests.realbluez.bluez import (
     ADAPTER,
     DEVICE_TIMEOUT,
     READVERTISE_EVERY,
@@ -450,7 +449,7 @@ async def test_cli_devices_json_lists_the_device(
     await wait_served(clean, bus, Advert(manufacturer_data={VICTRON: data}), carries(VICTRON, data))
     env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=clean.bus.address, PYTHONPATH=ROOT)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ble_scanner.cli", "devices", "--json",
+        sys.executable, "-m", "ble_scanner.client.cli", "devices", "--json",
         env=env, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(), PROCESS_START)

@@ -37,7 +37,7 @@ from typing import Any, Final
 from dbus_fast import BusType, Message, MessageType
 from dbus_fast.aio import MessageBus
 
-from ble_scanner.testbus import TestBus
+from ble_scanner.testing.testbus import TestBus
 
 HERE: Final = Path(__file__).resolve().parent
 BUILD_SCRIPT: Final = HERE / "build-guest.sh"
@@ -480,7 +480,7 @@ def _kill(process: subprocess.Popen[bytes]) -> None:
 def main() -> None:
     import argparse
 
-    from ble_scanner.testbus import start_test_bus
+    from ble_scanner.testing.testbus import start_test_bus
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("suite", choices=SUITES)

@@ -14,12 +14,11 @@ from dbus_fast import Message, Variant
 from dbus_fast.aio import MessageBus
 
 from ble_scanner.const import SCANNER_INTERFACE, SCANNER_SERVICE
+from ble_scanner.hub import ScannerConfig
 from ble_scanner.main import ScannerApp
-from ble_scanner.scanner import ScannerConfig
-from ble_scanner.simulator import BluezSimulator
-from ble_scanner.testbus import TestBus
-
-from ..helpers import call, wait_until
+from ble_scanner.testing.simulator import BluezSimulator
+from ble_scanner.testing.testbus import TestBus
+from tests.helpers import call, wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Importing dbus-fast on a loaded 2-core machine can take seconds; this bounds a

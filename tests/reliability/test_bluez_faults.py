@@ -8,14 +8,13 @@ import time
 import pytest
 from dbus_fast.aio import MessageBus
 
-from ble_scanner import bluez as bluez_side
+from ble_scanner.bluez import objects as bluez_side
 from ble_scanner.const import REARM_BACKOFF_INITIAL
+from ble_scanner.hub import ScannerConfig
 from ble_scanner.main import ScannerApp
-from ble_scanner.scanner import ScannerConfig
-from ble_scanner.simulator import BluezSimulator
-from ble_scanner.testbus import TestBus
-
-from ..helpers import (
+from ble_scanner.testing.simulator import BluezSimulator
+from ble_scanner.testing.testbus import TestBus
+from tests.helpers import (
     SignalRecorder,
     adapter_state,
     add_match,
@@ -23,7 +22,7 @@ from ..helpers import (
     state_becomes,
     wait_until,
 )
-from .conftest import our_session, scanner_call
+from tests.reliability.conftest import our_session, scanner_call
 
 ADAPTER = "hci0"
 ADAPTER_ADDRESS = "00:1A:7D:DA:71:10"
@@ -48,8 +47,8 @@ async def advertise_all(bluez: BluezSimulator, tag: int = 0) -> None:
 
 
 def cached(app: ScannerApp) -> set[str]:
-    assert app.scanner is not None
-    return {d.address for d in app.scanner.cache}
+    assert app.hub is not None
+    return {d.address for d in app.hub.cache}
 
 
 def handler_count(bus: MessageBus) -> int:
@@ -78,7 +77,7 @@ async def test_bluetoothd_restart_rearms_within_1_s_keeps_cache_and_subscription
     await wait_until(
         lambda: all(
             d.content is not None and d.content.manufacturer_data == {0x02E1: b"\x01"}
-            for d in app.scanner.cache  # type: ignore[union-attr]
+            for d in app.hub.cache  # type: ignore[union-attr]
         ),
         what="new reports after the restart",
     )

@@ -18,13 +18,12 @@ from ble_scanner.const import (
     SCANNER_ERROR_NOT_OWNER,
 )
 from ble_scanner.main import ScannerApp
-from ble_scanner.simulator import BluezSimulator, Report
-from ble_scanner.testbus import TestBus
-
-from ..conftest import connect, disconnect
-from ..helpers import assert_error, assert_ok, wait_until
-from .conftest import rss_bytes, scanner_call
-from .rawclient import RawClient
+from ble_scanner.testing.simulator import BluezSimulator, Report
+from ble_scanner.testing.testbus import TestBus
+from tests.conftest import connect, disconnect
+from tests.helpers import assert_error, assert_ok, wait_until
+from tests.reliability.conftest import rss_bytes, scanner_call
+from tests.reliability.rawclient import RawClient
 
 ADAPTER = "hci0"
 # Issue 5: a crashed client's subscriptions are freed within this.
@@ -92,7 +91,7 @@ def killed_client(address: str) -> int:
 async def test_1000_crashed_clients_leave_no_subscription_and_flat_memory(
     app: ScannerApp, test_bus: TestBus
 ) -> None:
-    assert app.scanner is not None
+    assert app.hub is not None
     for _ in range(50):  # warm-up: caches, arenas, header cache
         await crash_cycle(app, test_bus.address)
     rss_before, tasks_before = rss_bytes(), len(asyncio.all_tasks())

@@ -11,14 +11,13 @@ from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
 from ble_scanner import main
+from ble_scanner.bus.writer import MAX_WRITE_BACKLOG
+from ble_scanner.hub import ScannerConfig
 from ble_scanner.main import ScannerApp
-from ble_scanner.scanner import ScannerConfig
-from ble_scanner.simulator import BluezSimulator, Report
-from ble_scanner.testbus import TestBus
-from ble_scanner.writer import MAX_WRITE_BACKLOG
-
-from ..helpers import add_match, assert_ok, wait_until
-from .conftest import (
+from ble_scanner.testing.simulator import BluezSimulator, Report
+from ble_scanner.testing.testbus import TestBus
+from tests.helpers import add_match, assert_ok, wait_until
+from tests.reliability.conftest import (
     name_owner,
     open_fds,
     our_session,
@@ -150,8 +149,8 @@ async def test_guarded_service_survives_a_burst_on_a_tiny_send_buffer(
     assert await app.start() == 0
     try:
         await wait_until(lambda: our_session(app, bluez), what="discovery session")
-        assert app.bus is not None and app.writer is not None and app.scanner is not None
-        guard, stats = app.writer, app.scanner.stats
+        assert app.bus is not None and app.writer is not None and app.hub is not None
+        guard, stats = app.writer, app.hub.stats
         shrink_send_buffer(app.bus)
         got = Counter(bus, "DeviceDiscovered")
         await subscribe_all(bus)
@@ -183,8 +182,8 @@ async def test_burst_of_100000_reports_is_caught_up_with_memory_bounded(
     assert await app.start() == 0
     try:
         await wait_until(lambda: our_session(app, bluez), what="discovery session")
-        assert app.bus is not None and app.writer is not None and app.scanner is not None
-        guard, stats = app.writer, app.scanner.stats
+        assert app.bus is not None and app.writer is not None and app.hub is not None
+        guard, stats = app.writer, app.hub.stats
         owner = app.bus.unique_name
         await add_match(bus, BROADCAST_RULE)
         got = Counter(bus, "DeviceDiscovered")

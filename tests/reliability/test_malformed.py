@@ -11,14 +11,13 @@ from dbus_fast import Message, Variant
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ble_scanner.bluez import _unwrap_device
+from ble_scanner.bluez.objects import _unwrap_device
 from ble_scanner.const import BLUEZ_DEVICE, MAX_PAYLOAD_BYTES, RSSI_MAX, RSSI_MIN
 from ble_scanner.main import ScannerApp
 from ble_scanner.record import DeviceView, MalformedData
-from ble_scanner.simulator import BluezSimulator, malformed
-from ble_scanner.simulator.wire import interfaces_removed, properties_changed
-
-from ..helpers import wait_until
+from ble_scanner.testing.simulator import BluezSimulator, malformed
+from ble_scanner.testing.simulator.wire import interfaces_removed, properties_changed
+from tests.helpers import wait_until
 
 ADAPTER = "hci0"
 GOOD = "C0:11:22:33:44:01"
@@ -35,14 +34,14 @@ def malformed_count(app: ScannerApp) -> int:
 
 
 def cached(app: ScannerApp) -> set[str]:
-    assert app.scanner is not None
-    return {d.address for d in app.scanner.cache}
+    assert app.hub is not None
+    return {d.address for d in app.hub.cache}
 
 
 async def test_malformed_bluez_data_is_skipped_counted_and_logged_once(
     app: ScannerApp, bluez: BluezSimulator, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="ble_scanner.bluez")
+    caplog.set_level(logging.WARNING, logger="ble_scanner.bluez.objects")
     adapter_path = bluez.adapter(ADAPTER).path
     # Each sample BlueZ would never send; odd_name is valid (if ugly) text and is kept.
     rejected = ["wrong_types", "oversized", "missing_address", "bad_values"]

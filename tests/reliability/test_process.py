@@ -19,17 +19,23 @@ import pytest
 from dbus_fast import BusType, Message, MessageType, NameFlag, RequestNameReply, Variant
 from dbus_fast.aio import MessageBus
 
-from ble_scanner.advertisement import Advertisement
 from ble_scanner.client import ScannerClient, UntrustedServiceError
+from ble_scanner.client.records import Advertisement
 from ble_scanner.const import SCANNER_INTERFACE, SCANNER_SERVICE
+from ble_scanner.hub import ScannerConfig
 from ble_scanner.main import ScannerApp
-from ble_scanner.scanner import ScannerConfig
-from ble_scanner.simulator import BluezSimulator
-from ble_scanner.testbus import TestBus
-
-from ..client.test_owner import NOBODY, Impostor, impostor, nobody_bus  # noqa: F401
-from ..helpers import add_match, wait_until
-from .conftest import PROCESS_START, has_owner, name_owner, output_of, spawn_service, wait_exit
+from ble_scanner.testing.simulator import BluezSimulator
+from ble_scanner.testing.testbus import TestBus
+from tests.client.test_owner import NOBODY, Impostor, impostor, nobody_bus  # noqa: F401
+from tests.helpers import add_match, wait_until
+from tests.reliability.conftest import (
+    PROCESS_START,
+    has_owner,
+    name_owner,
+    output_of,
+    spawn_service,
+    wait_exit,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 ADAPTER = "hci0"

@@ -8,8 +8,7 @@ from dbus_fast import Message, Variant
 from dbus_fast.aio import MessageBus
 
 from ble_scanner.const import SCANNER_INTERFACE, SCANNER_SERVICE
-
-from ..helpers import add_match, call
+from tests.helpers import add_match, call
 
 
 async def scanner_call(

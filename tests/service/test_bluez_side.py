@@ -7,14 +7,13 @@ import asyncio
 import pytest
 from dbus_fast.aio import MessageBus
 
+from ble_scanner.hub import ScannerConfig
 from ble_scanner.main import ScannerApp
-from ble_scanner.scanner import ScannerConfig
-from ble_scanner.simulator import BluezSimulator
-from ble_scanner.testbus import TestBus
-
-from ..conftest import start_scanner
-from ..helpers import adapter_state, state_becomes, wait_until
-from .conftest import get_devices
+from ble_scanner.testing.simulator import BluezSimulator
+from ble_scanner.testing.testbus import TestBus
+from tests.conftest import start_scanner
+from tests.helpers import adapter_state, state_becomes, wait_until
+from tests.service.conftest import get_devices
 
 ADDR = "C0:11:22:33:44:01"
 OBSERVATION_WINDOW = 2.0
@@ -74,7 +73,7 @@ async def test_rearms_within_a_second_of_bluetoothd_returning(
     scanner: ScannerApp, bluez: BluezSimulator, bus: MessageBus
 ) -> None:
     await bluez.advertise("hci0", ADDR, rssi=-60, manufacturer_data={0x02E1: b"\x10"})
-    await wait_until(lambda: ADDR in scanner.scanner.cache)  # type: ignore[union-attr]
+    await wait_until(lambda: ADDR in scanner.hub.cache)  # type: ignore[union-attr]
     await bluez.restart_bluetoothd()
     took = await wait_until(lambda: our_session(scanner, bluez), what="re-armed session")
     assert took < 1.0
@@ -83,7 +82,7 @@ async def test_rearms_within_a_second_of_bluetoothd_returning(
     assert ADDR in await get_devices(bus)
     await bluez.advertise("hci0", ADDR, rssi=-60, manufacturer_data={0x02E1: b"\x11"})
     await wait_until(
-        lambda: scanner.scanner.cache.get(ADDR).content.manufacturer_data == {0x02E1: b"\x11"}  # type: ignore[union-attr]
+        lambda: scanner.hub.cache.get(ADDR).content.manufacturer_data == {0x02E1: b"\x11"}  # type: ignore[union-attr]
     )
 
 
@@ -220,7 +219,7 @@ async def test_external_scanner_falls_back_to_passive_and_returns_to_active(
     assert bluez.monitors("hci0"), "our monitor is registered"
     # Reports still arrive, through the monitor.
     await bluez.advertise("hci0", ADDR, rssi=-60, manufacturer_data={0x02E1: b"\x10"})
-    await wait_until(lambda: ADDR in scanner.scanner.cache)  # type: ignore[union-attr]
+    await wait_until(lambda: ADDR in scanner.hub.cache)  # type: ignore[union-attr]
     bluez.set_external_scanner("hci0", False)
     await wait_until(lambda: our_session(scanner, bluez), timeout=15, what="back to active")
     await wait_until(lambda: not bluez.monitors("hci0"), what="monitor unregistered")
@@ -252,7 +251,7 @@ async def test_malformed_device_data_is_counted_not_fatal(
     )
     await wait_until(lambda: scanner.status().malformed >= 1)
     await bluez.advertise("hci0", ADDR, rssi=-60, manufacturer_data={0x02E1: b"\x10"})
-    await wait_until(lambda: ADDR in scanner.scanner.cache)  # type: ignore[union-attr]
+    await wait_until(lambda: ADDR in scanner.hub.cache)  # type: ignore[union-attr]
     assert "C0:11:22:33:44:99" not in await get_devices(bus)
 
 

@@ -15,7 +15,7 @@ def test_demo_streams_the_scene_and_cleans_up() -> None:
     env = dict(os.environ)
     env.pop("DBUS_SYSTEM_BUS_ADDRESS", None)
     out = subprocess.run(
-        [sys.executable, "-m", "ble_scanner.demo", "--duration", "6", "--json"],
+        [sys.executable, "-m", "ble_scanner.testing.demo", "--duration", "6", "--json"],
         cwd=ROOT,
         env=env,
         capture_output=True,

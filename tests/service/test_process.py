@@ -15,10 +15,9 @@ from dbus_fast import RequestNameReply
 from dbus_fast.aio import MessageBus
 
 from ble_scanner.const import SCANNER_SERVICE
-from ble_scanner.simulator import BluezSimulator
-from ble_scanner.testbus import TestBus
-
-from ..helpers import wait_until
+from ble_scanner.testing.simulator import BluezSimulator
+from ble_scanner.testing.testbus import TestBus
+from tests.helpers import wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ADDR = "C0:11:22:33:44:01"
@@ -52,7 +51,7 @@ def service_process(test_bus: TestBus) -> Iterator[subprocess.Popen[str]]:
 
 
 async def name_has_owner(bus: MessageBus, name: str) -> bool:
-    from ..helpers import call
+    from tests.helpers import call
 
     reply = await call(
         bus,

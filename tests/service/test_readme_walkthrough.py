@@ -42,7 +42,7 @@ def test_readme_start_by_hand(processes: list[subprocess.Popen[str]]) -> None:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.pop("DBUS_SYSTEM_BUS_ADDRESS", None)
     bus = subprocess.Popen(
-        [sys.executable, "-m", "ble_scanner.testbus"],
+        [sys.executable, "-m", "ble_scanner.testing.testbus"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -59,7 +59,7 @@ def test_readme_start_by_hand(processes: list[subprocess.Popen[str]]) -> None:
         [
             sys.executable,
             "-m",
-            "ble_scanner.simulator",
+            "ble_scanner.testing.simulator",
             "--scene",
             "demo",
             "--adapters",

@@ -10,15 +10,14 @@ from ble_scanner.const import (
     SCANNER_ERROR_NOT_OWNER,
     SCANNER_ERROR_UNKNOWN_LEASE,
 )
+from ble_scanner.hub import ScannerConfig
 from ble_scanner.main import ScannerApp
-from ble_scanner.scanner import ScannerConfig
-from ble_scanner.simulator import BluezSimulator
-from ble_scanner.testbus import TestBus
-
-from ..conftest import connect, disconnect, start_scanner
-from ..helpers import adapter_state, assert_error, assert_ok, state_becomes, wait_until
-from .conftest import get_devices, scanner_call
-from .test_bluez_side import our_session
+from ble_scanner.testing.simulator import BluezSimulator
+from ble_scanner.testing.testbus import TestBus
+from tests.conftest import connect, disconnect, start_scanner
+from tests.helpers import adapter_state, assert_error, assert_ok, state_becomes, wait_until
+from tests.service.conftest import get_devices, scanner_call
+from tests.service.test_bluez_side import our_session
 
 ADDR = "C0:11:22:33:44:01"
 

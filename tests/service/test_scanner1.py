@@ -15,14 +15,13 @@ from ble_scanner.const import (
     SCANNER_ERROR_UNKNOWN_SUBSCRIPTION,
     SCANNER_INTERFACE,
 )
+from ble_scanner.hub import ScannerConfig
 from ble_scanner.main import ScannerApp
-from ble_scanner.scanner import ScannerConfig
-from ble_scanner.simulator import BluezSimulator
-from ble_scanner.testbus import TestBus
-
-from ..conftest import connect, disconnect, start_scanner
-from ..helpers import SignalRecorder, add_match, assert_error, assert_ok, call, wait_until
-from .conftest import body_of, get_devices, scanner_call, watch_broadcast
+from ble_scanner.testing.simulator import BluezSimulator
+from ble_scanner.testing.testbus import TestBus
+from tests.conftest import connect, disconnect, start_scanner
+from tests.helpers import SignalRecorder, add_match, assert_error, assert_ok, call, wait_until
+from tests.service.conftest import body_of, get_devices, scanner_call, watch_broadcast
 
 VICTRON = "C0:11:22:33:44:01"
 RUUVI = "C0:11:22:33:44:02"
@@ -142,8 +141,8 @@ async def test_snapshot_max_age_leaves_out_devices_heard_earlier(
 ) -> None:
     await bluez.advertise("hci0", VICTRON, rssi=-60, manufacturer_data={0x02E1: b"\x10"})
     await wait_present(bus, VICTRON)
-    assert scanner.scanner is not None
-    scanner.scanner.cache.get(VICTRON).heard -= 30  # type: ignore[union-attr]
+    assert scanner.hub is not None
+    scanner.hub.cache.get(VICTRON).heard -= 30  # type: ignore[union-attr]
     await bluez.advertise("hci0", RUUVI, rssi=-60, manufacturer_data={0x0499: b"\x05"})
     await wait_present(bus, RUUVI)
     assert set(await get_devices(bus, MaxAge=Variant("d", 10.0))) == {RUUVI}
@@ -315,7 +314,7 @@ async def test_unsubscribe_stops_delivery(
     # The broadcast of the same report arrives after any unicast would have.
     await recorder.wait_for(lambda ms: body_of(ms, "DeviceDiscovered", "/"), what="broadcast")
     assert body_of(recorder.messages, "DeviceDiscovered", path) == []
-    assert len(scanner.scanner.subscriptions) == 0  # type: ignore[union-attr]
+    assert len(scanner.hub.subscriptions) == 0  # type: ignore[union-attr]
 
 
 async def test_unsubscribe_of_another_clients_subscription_is_refused(
@@ -325,7 +324,7 @@ async def test_unsubscribe_of_another_clients_subscription_is_refused(
     try:
         (path,) = assert_ok(await scanner_call(other, "Subscribe", "a{sv}", [{}]))
         assert_error(await scanner_call(bus, "Unsubscribe", "o", [path]), SCANNER_ERROR_NOT_OWNER)
-        assert len(scanner.scanner.subscriptions) == 1  # type: ignore[union-attr]
+        assert len(scanner.hub.subscriptions) == 1  # type: ignore[union-attr]
     finally:
         await disconnect(other)
 
@@ -345,9 +344,9 @@ async def test_subscription_ends_when_its_owner_leaves_the_bus(
     client = await connect(test_bus)
     assert_ok(await scanner_call(client, "Subscribe", "a{sv}", [{}]))
     assert_ok(await scanner_call(client, "Subscribe", "a{sv}", [{}]))
-    assert len(scanner.scanner.subscriptions) == 2  # type: ignore[union-attr]
+    assert len(scanner.hub.subscriptions) == 2  # type: ignore[union-attr]
     await disconnect(client)
-    took = await wait_until(lambda: len(scanner.scanner.subscriptions) == 0, what="cleanup")  # type: ignore[union-attr]
+    took = await wait_until(lambda: len(scanner.hub.subscriptions) == 0, what="cleanup")  # type: ignore[union-attr]
     assert took < 1.0
 
 

@@ -10,8 +10,8 @@ from dbus_fast import Message, Variant
 from dbus_fast.aio import MessageBus
 
 from ble_scanner.const import BLUEZ_ADAPTER, BLUEZ_SERVICE, PROPERTIES
-from ble_scanner.simulator import BluezSimulator
-from ble_scanner.testbus import TestBus
+from ble_scanner.testing.simulator import BluezSimulator
+from ble_scanner.testing.testbus import TestBus
 from tests.conftest import connect, disconnect
 from tests.helpers import call
 

@@ -7,8 +7,7 @@ from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
 
 from tests.helpers import wait_until
-
-from .conftest import ADAPTER
+from tests.sim.conftest import ADAPTER
 
 VICTRON = 0x02E1
 BTHOME = "0000fcd2-0000-1000-8000-00805f9b34fb"

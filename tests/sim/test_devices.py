@@ -6,11 +6,10 @@ from dbus_fast import Variant
 from dbus_fast.aio import MessageBus
 
 from ble_scanner.const import BLUEZ_DEVICE, BLUEZ_SERVICE, OBJECT_MANAGER
-from ble_scanner.simulator import BluezSimulator
-from ble_scanner.testbus import TestBus
+from ble_scanner.testing.simulator import BluezSimulator
+from ble_scanner.testing.testbus import TestBus
 from tests.helpers import SignalRecorder, add_match, assert_error, assert_ok, call, wait_until
-
-from .conftest import (
+from tests.sim.conftest import (
     ADAPTER,
     ADAPTER_PATH,
     OM_RULE,

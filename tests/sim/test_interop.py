@@ -11,10 +11,9 @@ import pytest
 from dbus_fast import Variant
 
 from ble_scanner.const import BLUEZ_ADAPTER, BLUEZ_DEVICE, BLUEZ_SERVICE, OBJECT_MANAGER
-from ble_scanner.testbus import TestBus
+from ble_scanner.testing.testbus import TestBus
 from tests.helpers import assert_ok, call, wait_until
-
-from .conftest import ADAPTER, ADAPTER_PATH, adapter_call, get_all, set_filter
+from tests.sim.conftest import ADAPTER, ADAPTER_PATH, adapter_call, get_all, set_filter
 
 ADDR = "C0:11:22:33:44:55"
 
@@ -91,7 +90,7 @@ async def test_standalone_process_serves_a_scene_and_exits_cleanly(test_bus: Tes
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "ble_scanner.simulator",
+        "ble_scanner.testing.simulator",
         "--scene",
         "demo",
         "--adapters",

@@ -8,11 +8,10 @@ from dbus_fast.aio import MessageBus
 from dbus_fast.service import ServiceInterface, dbus_property, method
 
 from ble_scanner.const import BLUEZ_ADAPTER, BLUEZ_MONITOR_MANAGER, BLUEZ_SERVICE
-from ble_scanner.simulator import BluezSimulator
-from ble_scanner.testbus import TestBus
+from ble_scanner.testing.simulator import BluezSimulator
+from ble_scanner.testing.testbus import TestBus
 from tests.helpers import assert_error, assert_ok, call, wait_until
-
-from .conftest import ADAPTER, ADAPTER_PATH, get_all
+from tests.sim.conftest import ADAPTER, ADAPTER_PATH, get_all
 
 APP = "/org/example/monitors"
 MONITOR = APP + "/m0"

@@ -9,11 +9,10 @@ import time
 from dbus_fast import Message, MessageType, Variant
 
 from ble_scanner.const import BLUEZ_ADAPTER, BLUEZ_DEVICE, BLUEZ_SERVICE, OBJECT_MANAGER
-from ble_scanner.simulator import BluezSimulator, SimulatorError, malformed
-from ble_scanner.testbus import TestBus
+from ble_scanner.testing.simulator import BluezSimulator, SimulatorError, malformed
+from ble_scanner.testing.testbus import TestBus
 from tests.helpers import SignalRecorder, add_match, assert_error, assert_ok, call, wait_until
-
-from .conftest import (
+from tests.sim.conftest import (
     ADAPTER,
     ADAPTER_PATH,
     OM_RULE,
@@ -228,7 +227,7 @@ async def test_burst_of_reports_does_not_kill_the_simulator_connection(sim, bus)
     assert_ok(await set_filter(bus, DuplicateData=Variant("b", True)))
     assert_ok(await adapter_call(bus, "StartDiscovery"))
     await wait_until(lambda: sim.is_discovering(ADAPTER))
-    from ble_scanner.simulator import Report
+    from ble_scanner.testing.simulator import Report
 
     reports = [
         Report.build(

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from ble_scanner.filters import Filter, SubscriptionOptions
 from ble_scanner.record import DeviceView
-
-from .test_scanner import ADDR, heard, make
+from tests.unit.test_hub import ADDR, heard, make
 
 VICTRON, RUUVI = 0x02E1, 0x0499
 NO_REPLAY = SubscriptionOptions(replay=False, keep_alive=0)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 from dbus_fast import Message, MessageType
 
-from ble_scanner.cache import Device
-from ble_scanner.marshal import (
+from ble_scanner.bus.marshal import (
     MESSAGE_METHOD_RETURN,
     MESSAGE_SIGNAL,
     header_fields,
@@ -15,6 +14,7 @@ from ble_scanner.marshal import (
     snapshot_body,
     string_body,
 )
+from ble_scanner.cache import Device
 from ble_scanner.record import Content
 from ble_scanner.service import record_variants
 

@@ -9,11 +9,10 @@ import pytest_asyncio
 from dbus_fast import RequestNameReply
 from dbus_fast.aio import MessageBus
 
-from ble_scanner.testbus import TestBus
+from ble_scanner.testing.localsettings import LocalSettingsStandIn
+from ble_scanner.testing.testbus import TestBus
 from ble_scanner.venus.busitem import BusItemTree, Value, add_mandatory_paths
-from ble_scanner.venus.localsettings_standin import LocalSettingsStandIn
-
-from ..conftest import connect, disconnect
+from tests.conftest import connect, disconnect
 
 SERVICE = "com.victronenergy.ble.scanner"
 

@@ -16,10 +16,9 @@ from dbus_fast.aio import MessageBus
 
 from ble_scanner import __version__
 from ble_scanner.const import SCANNER_INTERFACE, SCANNER_SERVICE
-from ble_scanner.simulator import BluezSimulator
-from ble_scanner.testbus import TestBus
-
-from ..helpers import assert_ok, call, wait_until
+from ble_scanner.testing.simulator import BluezSimulator
+from ble_scanner.testing.testbus import TestBus
+from tests.helpers import assert_ok, call, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 # The interpreter with Venus's dbus-fast; the bundle must not need anything else.

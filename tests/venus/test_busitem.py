@@ -10,9 +10,8 @@ from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
 from ble_scanner.venus.const import BUSITEM_INTERFACE
-
-from ..helpers import SignalRecorder, add_match, assert_error, assert_ok, call
-from .conftest import SERVICE, TreeService
+from tests.helpers import SignalRecorder, add_match, assert_error, assert_ok, call
+from tests.venus.conftest import SERVICE, TreeService
 
 ITEMS_CHANGED_RULE = f"type='signal',interface='{BUSITEM_INTERFACE}',member='ItemsChanged',path='/'"
 

@@ -14,10 +14,9 @@ import pytest
 from dbus_fast.aio import MessageBus
 
 from ble_scanner.const import SCANNER_SERVICE
-from ble_scanner.simulator import BluezSimulator
-from ble_scanner.testbus import TestBus
-
-from ..helpers import call, wait_until
+from ble_scanner.testing.simulator import BluezSimulator
+from ble_scanner.testing.testbus import TestBus
+from tests.helpers import call, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 # python3 on the PATH of the run script: an interpreter with dbus-fast, as on Venus.

@@ -10,9 +10,8 @@ from typing import Any
 
 import pytest
 
-from ble_scanner.testbus import TestBus
-
-from .conftest import SERVICE, TreeService
+from ble_scanner.testing.testbus import TestBus
+from tests.venus.conftest import SERVICE, TreeService
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SYSTEM_PYTHON = "/usr/bin/python3"

@@ -8,12 +8,11 @@ import pytest
 from dbus_fast import Message, Variant
 from dbus_fast.aio import MessageBus
 
-from ble_scanner.testbus import TestBus
+from ble_scanner.testing.localsettings import LocalSettingsStandIn, Setting
+from ble_scanner.testing.testbus import TestBus
 from ble_scanner.venus.const import BUSITEM_INTERFACE, SETTINGS_INTERFACE, SETTINGS_SERVICE
-from ble_scanner.venus.localsettings_standin import LocalSettingsStandIn, Setting
-
-from ..conftest import connect, disconnect
-from ..helpers import SignalRecorder, add_match, assert_error, assert_ok, call
+from tests.conftest import connect, disconnect
+from tests.helpers import SignalRecorder, add_match, assert_error, assert_ok, call
 
 
 async def add_settings(

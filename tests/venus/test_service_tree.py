@@ -9,13 +9,12 @@ from dbus_fast import Variant
 from dbus_fast.aio import MessageBus
 
 from ble_scanner.const import SCANNER_SERVICE
+from ble_scanner.hub import ScannerConfig
 from ble_scanner.main import ScannerApp
-from ble_scanner.scanner import ScannerConfig
-from ble_scanner.simulator import BluezSimulator
-from ble_scanner.testbus import TestBus
-from ble_scanner.venus.localsettings_standin import LocalSettingsStandIn
-
-from ..helpers import SignalRecorder, add_match, assert_ok, call, wait_until
+from ble_scanner.testing.localsettings import LocalSettingsStandIn
+from ble_scanner.testing.simulator import BluezSimulator
+from ble_scanner.testing.testbus import TestBus
+from tests.helpers import SignalRecorder, add_match, assert_ok, call, wait_until
 
 BUSITEM = "com.victronenergy.BusItem"
 MANDATORY = (
@@ -108,7 +107,7 @@ async def test_settings_apply_live(
         assert app.config.lost_timeout == 180.0
         assert localsettings.set_value("/Settings/BleScanner/LostTimeout", 42.0) == 0
         await wait_until(lambda: app.config.lost_timeout == 42.0, what="lost timeout applied")
-        assert app.scanner is not None and app.scanner.cache.lost_timeout == 42.0
+        assert app.hub is not None and app.hub.cache.lost_timeout == 42.0
         assert localsettings.set_value("/Settings/BleScanner/ScanMode", "passive") == 0
         await wait_until(lambda: bool(bluez.monitors("hci0")), what="passive scanning")
         assert localsettings.set_value("/Settings/BleScanner/IgnoreCompanyIds", "0x004C, 76") == 0

@@ -10,13 +10,12 @@ import pytest_asyncio
 from dbus_fast import Variant
 from dbus_fast.aio import MessageBus
 
-from ble_scanner.testbus import TestBus
+from ble_scanner.testing.localsettings import LocalSettingsStandIn, Setting
+from ble_scanner.testing.testbus import TestBus
 from ble_scanner.venus.const import BUSITEM_INTERFACE, SETTINGS_SERVICE
-from ble_scanner.venus.localsettings_standin import LocalSettingsStandIn, Setting
 from ble_scanner.venus.settings import SETTINGS, ScannerSettings, SettingsClient
-
-from ..conftest import connect, disconnect
-from ..helpers import assert_ok, call, wait_until
+from tests.conftest import connect, disconnect
+from tests.helpers import assert_ok, call, wait_until
 
 PREFIX = "/Settings/BleScanner"
 

@@ -1,4 +1,4 @@
-"""Hand-built D-Bus messages; the EAGAIN-proof writer comes from ``ble_scanner.writer``.
+"""Hand-built D-Bus messages; the EAGAIN-proof writer comes from ``ble_scanner.bus.writer``.
 
 BlueZ emits ``InterfacesAdded``/``InterfacesRemoved`` from ``/``, which
 dbus-fast's ``bus.export`` cannot do, so the simulator builds its messages here.
@@ -11,8 +11,8 @@ from typing import Any
 
 from dbus_fast import Message, MessageFlag, MessageType, Variant
 
+from ble_scanner.bus.writer import harden_writer, writer_backlog
 from ble_scanner.const import OBJECT_MANAGER, PROPERTIES
-from ble_scanner.writer import harden_writer, writer_backlog
 
 from .const import ErrorSpec
 

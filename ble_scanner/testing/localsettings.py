@@ -19,7 +19,7 @@ against the protocol and not against our own assumptions:
 - ``/Settings/Devices/<id>/ClassAndVrmInstance``: ``class:N`` strings unique per
   class; a taken instance moves to the next free one.
 
-Run it with ``python -m ble_scanner.venus.localsettings_standin`` on the bus in
+Run it with ``python -m ble_scanner.testing.localsettings`` on the bus in
 ``DBUS_SYSTEM_BUS_ADDRESS`` (``--path FILE`` keeps the values in a JSON file).
 """
 
@@ -38,7 +38,7 @@ from typing import Any
 from dbus_fast import BusType, Message, MessageType, NameFlag, RequestNameReply, Variant
 from dbus_fast.aio import MessageBus
 
-from .const import (
+from ..venus.const import (
     ADD_SETTING_DEFAULT_OUT_OF_RANGE,
     ADD_SETTING_INVALID_DEFAULT,
     ADD_SETTING_INVALID_PATH,

@@ -18,7 +18,7 @@ from typing import Final
 
 from dbus_fast import Message, MessageFlag, MessageType, Variant
 
-from .const import BLUEZ_MONITOR, INTROSPECTABLE, OBJECT_MANAGER, PROPERTIES
+from ..const import BLUEZ_MONITOR, INTROSPECTABLE, OBJECT_MANAGER, PROPERTIES
 
 MONITOR_APP_ROOT: Final = "/com/victronenergy/ble/scanner/monitor"
 AD_TYPE_FLAGS: Final = 0x01

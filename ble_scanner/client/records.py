@@ -1,7 +1,7 @@
 """The Scanner1 contract seen from a client: records, filters, and what was delivered.
 
 Pure logic shared by both client transports: ``ble_scanner.client`` (asyncio,
-dbus-fast) and ``ble_scanner.glib_client`` (GLib, dbus-python). It imports no
+dbus-fast) and ``ble_scanner.client.glib`` (GLib, dbus-python). It imports no
 D-Bus library and nothing of the service, so either transport can use it on a
 system that has only its own library installed. Values arrive here already
 unwrapped from their variants (plain ``int``, ``str``, ``bytes``, ``dict``...).
@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final
 
-from .const import MAX_FILTER_LIST_ENTRIES, RSSI_MAX, RSSI_MIN
-from .identifiers import normalize_address, normalize_uuid
+from ..const import MAX_FILTER_LIST_ENTRIES, RSSI_MAX, RSSI_MIN
+from ..identifiers import normalize_address, normalize_uuid
 
 _EMPTY: Final[Mapping[Any, bytes]] = MappingProxyType({})
 

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from .testbus import start_test_bus
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 READY_TIMEOUT = 15.0
 
 
@@ -64,13 +64,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print(f"demo: private system-like bus at {bus.address}", flush=True)
     try:
-        sim = spawn("-m", "ble_scanner.simulator", "--scene", "demo", "--adapters", "hci0,hci1")
+        sim = spawn(
+            "-m", "ble_scanner.testing.simulator", "--scene", "demo", "--adapters", "hci0,hci1"
+        )
         _wait_for_line(sim, "ready", "the BlueZ simulator")
         print("demo: BlueZ simulator up (hci0, hci1) with a scene of advertisers", flush=True)
         service = spawn("dbus_ble_scanner.py")
         _wait_for_line(service, "ready", "the scanner service")
         print("demo: com.victronenergy.ble.scanner up; watching (Ctrl-C to stop)\n", flush=True)
-        watch = ["-m", "ble_scanner.cli", "watch"] + (["--json"] if args.json else [])
+        watch = ["-m", "ble_scanner.client.cli", "watch"] + (["--json"] if args.json else [])
         watcher = spawn(*watch, capture=False)
         try:
             watcher.wait(timeout=args.duration or None)

@@ -1,4 +1,4 @@
-"""``python -m ble_scanner.simulator``: the simulator as a process on the system bus.
+"""``python -m ble_scanner.testing.simulator``: the simulator as a process on the system bus.
 
 Honours DBUS_SYSTEM_BUS_ADDRESS, prints one ready line on stdout once
 ``org.bluez`` is owned and the adapters exist, and exits 0 on SIGINT/SIGTERM.

@@ -17,7 +17,7 @@ from typing import Any, Final
 from dbus_fast import Message, MessageFlag, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
-from .const import (
+from ..const import (
     BLUEZ_ADAPTER,
     BLUEZ_CALL_TIMEOUT,
     BLUEZ_DEVICE,
@@ -42,11 +42,11 @@ from .const import (
     WATCHDOG_MAX_POWER_CYCLES_PER_HOUR,
     WATCHDOG_SILENCE,
 )
-from .leases import LeaseKind, LeaseRegistry
-from .monitor import MonitorApp, is_call_for_monitor_app
-from .record import DEVICE_SIGNATURES, DeviceView, MalformedData
-from .state import AdapterStatus
-from .watchdog import SilenceLadder, WatchdogAction
+from ..leases import LeaseKind, LeaseRegistry
+from ..record import DEVICE_SIGNATURES, DeviceView, MalformedData
+from ..state import AdapterStatus
+from ..watchdog import SilenceLadder, WatchdogAction
+from .monitors import MonitorApp, is_call_for_monitor_app
 
 _LOGGER = logging.getLogger(__name__)
 

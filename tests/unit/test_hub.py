@@ -8,8 +8,8 @@ import pytest
 
 from ble_scanner.cache import Device
 from ble_scanner.filters import Filter, SnapshotQuery, SubscriptionOptions
+from ble_scanner.hub import Hub, ScannerConfig
 from ble_scanner.record import DeviceView
-from ble_scanner.scanner import Scanner, ScannerConfig
 from ble_scanner.subscriptions import NotOwner, Subscription, TooManySubscriptions
 
 ADDR = "C0:11:22:33:44:55"
@@ -40,14 +40,14 @@ class Recorder:
         return events
 
 
-def make(config: ScannerConfig | None = None) -> tuple[Scanner, Recorder, Clock]:
+def make(config: ScannerConfig | None = None) -> tuple[Hub, Recorder, Clock]:
     recorder, clock = Recorder(), Clock()
-    scanner = Scanner(recorder, config or ScannerConfig(), monotonic=clock, wall=clock)
+    scanner = Hub(recorder, config or ScannerConfig(), monotonic=clock, wall=clock)
     return scanner, recorder, clock
 
 
 def heard(
-    scanner: Scanner,
+    scanner: Hub,
     address: str = ADDR,
     rssi: int = -60,
     mfr: dict[int, bytes] | None = None,

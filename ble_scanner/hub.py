@@ -28,7 +28,7 @@ from .subscriptions import Subscription, SubscriptionRegistry
 
 @dataclass(slots=True, frozen=True)
 class ScannerConfig:
-    """What the user sets (command line, localsettings); applied live by ``Scanner.configure``."""
+    """What the user sets (command line, localsettings); applied live by ``Hub.configure``."""
 
     lost_timeout: float = DEFAULT_LOST_TIMEOUT
     cache_size: int = DEFAULT_CACHE_SIZE
@@ -65,7 +65,7 @@ class Stats:
     per_adapter: dict[str, int] = field(default_factory=dict)
 
 
-class Scanner:
+class Hub:
     """Cache, listeners and emission decisions for every report."""
 
     def __init__(

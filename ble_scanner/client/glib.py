@@ -6,7 +6,7 @@ dbus-fast::
 
     from dbus.mainloop.glib import DBusGMainLoop
     from gi.repository import GLib
-    from ble_scanner.glib_client import GlibScannerClient
+    from ble_scanner.client.glib import GlibScannerClient
 
     DBusGMainLoop(set_as_default=True)
     client = GlibScannerClient()
@@ -17,7 +17,7 @@ dbus-fast::
 Callbacks run on the main loop and get an ``Advertisement`` or a
 ``DeviceLost``. Subscriptions outlive service restarts (re-subscribed, with
 what was already delivered not repeated). Imports: dbus-python, PyGObject and
-the pure ``ble_scanner.advertisement``; nothing of the service or dbus-fast.
+the pure ``ble_scanner.client.records``; nothing of the service or dbus-fast.
 """
 
 from __future__ import annotations
@@ -31,8 +31,7 @@ from typing import Any
 import dbus  # type: ignore[import-not-found,import-untyped,unused-ignore]
 from gi.repository import GLib  # type: ignore[import-not-found,import-untyped,unused-ignore]
 
-from .advertisement import Advertisement, DeliveryLedger, DeviceLost, Event, make_filter
-from .const import (
+from ..const import (
     DBUS_INTERFACE,
     DBUS_PATH,
     DBUS_SERVICE,
@@ -42,6 +41,7 @@ from .const import (
     SCANNER_PATH,
     SCANNER_SERVICE,
 )
+from .records import Advertisement, DeliveryLedger, DeviceLost, Event, make_filter
 
 _LOGGER = logging.getLogger(__name__)
 

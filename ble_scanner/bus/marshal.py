@@ -22,7 +22,7 @@ import struct
 from collections.abc import Iterable
 from typing import Final
 
-from .cache import Device
+from ..cache import Device
 
 MESSAGE_METHOD_RETURN: Final = 2
 MESSAGE_SIGNAL: Final = 4

@@ -88,8 +88,8 @@ SETTINGS_POLICY: Final = """<!DOCTYPE busconfig PUBLIC
 
 def scanner_policy() -> str:
     """Our own policy file, as shipped for /etc/dbus-1/system.d/."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    with open(os.path.join(here, "data", "com.victronenergy.ble.scanner.conf")) as f:
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(package, "data", "com.victronenergy.ble.scanner.conf")) as f:
         return f.read()
 
 
@@ -184,7 +184,7 @@ def start_test_bus(
 
 
 def main() -> int:
-    """``python -m ble_scanner.testbus``: a private bus for trying things by hand."""
+    """``python -m ble_scanner.testing.testbus``: a private bus for trying things by hand."""
     bus = start_test_bus()
     print(f"export DBUS_SYSTEM_BUS_ADDRESS={bus.address}", flush=True)
     try:

@@ -15,16 +15,16 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final, NoReturn, TextIO
 
-from . import __version__
-from .advertisement import Advertisement, DeviceLost, Event, make_filter
-from .client import (
+from .. import __version__
+from ..const import SCANNER_SERVICE
+from .errors import (
     BusUnreachableError,
-    ScannerClient,
     ScannerError,
     ServiceNotRunningError,
     UntrustedServiceError,
 )
-from .const import SCANNER_SERVICE
+from .proxy import ScannerClient
+from .records import Advertisement, DeviceLost, Event, make_filter
 
 # Exit codes scripts can rely on (documented in --help and the README).
 EXIT_OK: Final = 0

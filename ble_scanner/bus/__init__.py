@@ -1,0 +1,3 @@
+"""D-Bus plumbing shared by the service and the client: calls with typed errors and
+timeouts, match rules, name owners (``calls``), and the wire format of our hot
+path (``marshal``, ``writer``, ``outbox``)."""

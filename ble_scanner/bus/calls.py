@@ -1,0 +1,174 @@
+"""Method calls, match rules and name owners on a dbus-fast connection, one way.
+
+Every call has a deadline and ends in one of four ways a caller can tell apart:
+the reply's body, :class:`CallError` (the peer answered with a D-Bus error;
+``name`` is what to match on), ``TimeoutError`` (no answer in time), or
+:class:`BusGoneError` (the connection to the bus is closed or broke). The
+service's BlueZ side, its settings, the client proxy and fallback, and the
+tests all call through here, so each translates these into its own terms at
+its edge and none has a private call helper.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from dbus_fast import Message, MessageType
+from dbus_fast.aio import MessageBus
+
+from ..const import (
+    DBUS_INTERFACE,
+    DBUS_PATH,
+    DBUS_SERVICE,
+    ERROR_NAME_HAS_NO_OWNER,
+    ERROR_SERVICE_UNKNOWN,
+)
+
+
+class CallError(Exception):
+    """The peer answered a call with a D-Bus error."""
+
+    def __init__(self, member: str, name: str, text: str) -> None:
+        super().__init__(f"{member}: {name}: {text}" if text else f"{member}: {name}")
+        self.member = member
+        self.name = name
+        self.text = text
+
+
+class BusGoneError(ConnectionError):
+    """The connection to the bus is closed or broke: no call on it can succeed."""
+
+
+def method_call(
+    destination: str,
+    path: str,
+    interface: str,
+    member: str,
+    signature: str = "",
+    body: list[Any] | None = None,
+) -> Message:
+    return Message(
+        destination=destination,
+        path=path,
+        interface=interface,
+        member=member,
+        signature=signature,
+        body=body if body is not None else [],
+    )
+
+
+async def call_reply(
+    bus: MessageBus,
+    destination: str,
+    path: str,
+    interface: str,
+    member: str,
+    signature: str = "",
+    body: list[Any] | None = None,
+    *,
+    timeout: float,
+) -> Message:
+    """One call with a deadline; the reply as it came, an error reply included.
+
+    For callers that look at the error reply themselves (tests of error names);
+    everyone else wants :func:`call`.
+    """
+    if not bus.connected:
+        raise BusGoneError(f"{member}: not connected to the bus")
+    message = method_call(destination, path, interface, member, signature, body)
+    try:
+        reply = await asyncio.wait_for(bus.call(message), timeout)
+    except TimeoutError:
+        raise TimeoutError(f"{member}: no answer within {timeout:g} s") from None
+    except (EOFError, OSError) as exc:
+        # dbus-fast fails pending calls with these when the socket goes.
+        raise BusGoneError(f"{member}: connection to the bus lost: {exc!r}") from exc
+    if reply is None:  # only for NO_REPLY_EXPECTED, which we never set
+        raise BusGoneError(f"{member}: no reply object")
+    return reply
+
+
+async def call(
+    bus: MessageBus,
+    destination: str,
+    path: str,
+    interface: str,
+    member: str,
+    signature: str = "",
+    body: list[Any] | None = None,
+    *,
+    timeout: float,
+) -> list[Any]:
+    """One call with a deadline; the reply's body, or :class:`CallError`."""
+    reply = await call_reply(
+        bus, destination, path, interface, member, signature, body, timeout=timeout
+    )
+    if reply.message_type == MessageType.ERROR:
+        text = str(reply.body[0]) if reply.body and isinstance(reply.body[0], str) else ""
+        raise CallError(member, reply.error_name or "", text)
+    return list(reply.body)
+
+
+async def call_bus(
+    bus: MessageBus,
+    member: str,
+    signature: str = "",
+    body: list[Any] | None = None,
+    *,
+    timeout: float,
+) -> list[Any]:
+    """A call to the bus daemon itself (``org.freedesktop.DBus``)."""
+    return await call(
+        bus, DBUS_SERVICE, DBUS_PATH, DBUS_INTERFACE, member, signature, body, timeout=timeout
+    )
+
+
+async def add_match(bus: MessageBus, rule: str, *, timeout: float) -> None:
+    await call_bus(bus, "AddMatch", "s", [rule], timeout=timeout)
+
+
+async def remove_match(bus: MessageBus, rule: str, *, timeout: float) -> None:
+    await call_bus(bus, "RemoveMatch", "s", [rule], timeout=timeout)
+
+
+async def name_owner(bus: MessageBus, name: str, *, timeout: float) -> str | None:
+    """The unique name that owns ``name`` now, or None if nobody does."""
+    try:
+        (owner,) = await call_bus(bus, "GetNameOwner", "s", [name], timeout=timeout)
+    except CallError as exc:
+        if exc.name in (ERROR_NAME_HAS_NO_OWNER, ERROR_SERVICE_UNKNOWN):
+            return None
+        raise
+    return str(owner)
+
+
+def signal_rule(
+    *,
+    sender: str | None = None,
+    interface: str | None = None,
+    member: str | None = None,
+    path: str | None = None,
+    path_namespace: str | None = None,
+    arg0: str | None = None,
+) -> str:
+    """A match rule for signals (dbus-specification "Match Rules"), keys in a fixed order."""
+    parts = ["type='signal'"]
+    for key, value in (
+        ("sender", sender),
+        ("interface", interface),
+        ("member", member),
+        ("path", path),
+        ("path_namespace", path_namespace),
+        ("arg0", arg0),
+    ):
+        if value is not None:
+            parts.append(f"{key}='{value}'")
+    return ",".join(parts)
+
+
+def name_owner_rule(name: str) -> str:
+    """Signals telling when ``name`` gains, changes or loses its owner."""
+    return signal_rule(
+        sender=DBUS_SERVICE, interface=DBUS_INTERFACE, member="NameOwnerChanged", arg0=name
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Final
 
 from .const import (
     MAX_SUBSCRIPTIONS_PER_CONNECTION,
@@ -11,6 +12,10 @@ from .const import (
 )
 from .emission import Listener
 from .filters import SubscriptionOptions
+
+# A client's path is echoed in the error it gets back; a path of a megabyte
+# must not come back whole.
+ECHO_LIMIT: Final = 80
 
 
 class TooManySubscriptions(Exception):
@@ -77,7 +82,7 @@ class SubscriptionRegistry:
     def remove(self, path: str, caller: str) -> Subscription:
         subscription = self._by_path.get(path)
         if subscription is None:
-            raise UnknownSubscription(f"no subscription {path[:80]}")
+            raise UnknownSubscription(f"no subscription {path[:ECHO_LIMIT]}")
         if subscription.owner != caller:
             raise NotOwner(f"{path} belongs to another connection")
         self._discard(subscription)

@@ -20,6 +20,9 @@ from .testbus import start_test_bus
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 READY_TIMEOUT = 15.0
+# The service stops its discovery sessions within its own 2 s call timeout; 5 s
+# is generous for that and for the simulator and the bus.
+STOP_TIMEOUT = 5.0
 
 
 def _wait_for_line(proc: subprocess.Popen[str], needle: str, what: str) -> None:
@@ -89,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 os.killpg(proc.pid, signal.SIGTERM)
         for proc in procs:
             try:
-                proc.wait(5)
+                proc.wait(STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()

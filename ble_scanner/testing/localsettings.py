@@ -57,6 +57,8 @@ from ..venus.const import (
 _LOGGER = logging.getLogger(__name__)
 
 _ERR = -1  # localsettings' DBUS_ERR
+# Closing our own connection takes a round trip; longer means the bus is gone.
+DISCONNECT_TIMEOUT = 5.0
 _CONVERT = {"i": int, "f": float, "s": str}
 _ERROR_UNKNOWN_OBJECT = "org.freedesktop.DBus.Error.UnknownObject"
 _ERROR_UNKNOWN_METHOD = "org.freedesktop.DBus.Error.UnknownMethod"
@@ -148,7 +150,7 @@ class LocalSettingsStandIn:
         if self.bus.connected:
             self.bus.disconnect()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.bus.wait_for_disconnect(), 5)  # type: ignore[no-untyped-call]
+                await asyncio.wait_for(self.bus.wait_for_disconnect(), DISCONNECT_TIMEOUT)  # type: ignore[no-untyped-call]
 
     # --- local API (what the GUI or a test does) -----------------------------
 

@@ -17,6 +17,10 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Final
 
+# dbus-daemon exits on SIGTERM at once; a daemon that does not within this is stuck.
+STOP_TIMEOUT: Final = 3.0
+# --print-address writes one line: the address, well under a page.
+READY_LINE_MAX: Final = 4096
 _SYSTEM_CONF: Final = """<!DOCTYPE busconfig PUBLIC
  "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
@@ -112,7 +116,7 @@ class TestBus:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
-                self.process.wait(3)
+                self.process.wait(STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
@@ -171,7 +175,7 @@ def start_test_bus(
         os.close(write_fd)
     try:
         ready, _, _ = select.select([read_fd], [], [], timeout)
-        line = os.read(read_fd, 4096).decode().strip() if ready else ""
+        line = os.read(read_fd, READY_LINE_MAX).decode().strip() if ready else ""
     finally:
         os.close(read_fd)
     if not line:

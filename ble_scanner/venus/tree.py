@@ -30,6 +30,12 @@ PRODUCT_NAME: Final = "BLE scanner"
 PRODUCT_ID: Final = 0xFFFF
 CONNECTION: Final = "Bluetooth LE (BlueZ)"
 DEVICE_FIELDS: Final = ("Address", "Name", "Rssi", "Adapter", "LastSeen")
+# A name a person types into the GUI; longer is a mistake or an abuse of the
+# writable item, and would be stored in localsettings forever.
+CUSTOM_NAME_MAX_LENGTH: Final = 64
+# The GUI and dbus-spy show a rate and a time in tenths; more digits only churn
+# ItemsChanged.
+DISPLAY_DECIMALS: Final = 1
 
 
 class ScannerTree:
@@ -77,7 +83,7 @@ class ScannerTree:
         tree.add_item("/Stats/Subscriptions", 0, kind=int)
 
     def _custom(self, path: str, value: object) -> bool:
-        if not isinstance(value, str) or len(value) > 64:
+        if not isinstance(value, str) or len(value) > CUSTOM_NAME_MAX_LENGTH:
             return False
         self._on_custom_name(value)
         return True
@@ -121,7 +127,7 @@ class ScannerTree:
             then, reports = self._last_reports
             if now > then:
                 tree["/Stats/ReportsPerSecond"] = round(
-                    (status.reports - reports) / (now - then), 1
+                    (status.reports - reports) / (now - then), DISPLAY_DECIMALS
                 )
         self._last_reports = (now, status.reports)
         self._refresh_adapters(status.adapters)
@@ -164,7 +170,7 @@ class ScannerTree:
                 "Name": content.name if content is not None else None,
                 "Rssi": device.rssi,
                 "Adapter": device.adapter,
-                "LastSeen": round(device.last_seen, 1),
+                "LastSeen": round(device.last_seen, DISPLAY_DECIMALS),
             }
             kinds: dict[str, type[int] | type[float] | type[str]] = {
                 "Address": str,

@@ -1,4 +1,8 @@
-"""The README's "Start it by hand" steps, run as a person would run them."""
+"""The README's "Start it by hand" steps, run as a person would run them.
+
+``test_readme_shows_the_steps_this_test_runs`` keeps the two in step: a command
+changed in the README without this test (or the other way round) fails there.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,39 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.dirname(sys.executable)
 STEP_TIMEOUT = 30.0
+# What the README's block says, for each step below (busctl calls by their arguments).
+README_STEPS = (
+    "python -m ble_scanner.testing.testbus &",
+    "export DBUS_SYSTEM_BUS_ADDRESS=",
+    "python -m ble_scanner.testing.simulator --scene demo --adapters hci0,hci1 &",
+    "python dbus_ble_scanner.py --no-settings &",
+    "com.victronenergy.ble.Scanner1 GetDiscoveredDevices 'a{sv}' 0\n",
+    "com.victronenergy.ble.Scanner1 GetDiscoveredDevices 'a{sv}' 1 ManufacturerIds aq 1 737\n",
+    "introspect com.victronenergy.ble.scanner /\n",
+    "ble-scanner status\n",
+    "ble-scanner devices\n",
+)
+
+
+def start_by_hand_block() -> str:
+    """The shell block of the README's "Start it by hand" section."""
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as readme:
+        text = readme.read()
+    _, found, rest = text.partition("\n## Start it by hand\n")
+    assert found, "README.md has no '## Start it by hand' section"
+    section = rest.split("\n## ", 1)[0]
+    _, found, rest = section.partition("```sh\n")
+    assert found, "README.md's 'Start it by hand' section has no ```sh block"
+    return rest.split("```", 1)[0]
+
+
+def test_readme_shows_the_steps_this_test_runs() -> None:
+    block = start_by_hand_block()
+    missing = [step.strip() for step in README_STEPS if step not in block]
+    assert not missing, (
+        "README.md's 'Start it by hand' block no longer shows these steps that "
+        f"tests/service/test_readme_walkthrough.py runs: {missing}"
+    )
 
 
 def wait_for(predicate: object, what: str) -> None:

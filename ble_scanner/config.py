@@ -113,7 +113,11 @@ def adapter_name(text: str) -> str:
     """``hci0``; anything else is a ValueError."""
     name = text.strip()
     number = name.removeprefix("hci")
-    if name == number or not number.isdigit() or len(number) > _ADAPTER_DIGITS_MAX:
+    if (
+        name == number
+        or not (number.isascii() and number.isdigit())
+        or len(number) > _ADAPTER_DIGITS_MAX
+    ):
         raise ValueError(f"{text!r} is not an adapter name like hci0")
     return name
 
@@ -175,8 +179,8 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "RSSI change that re-sends a device on the broadcast (BlueZ's own threshold is 8)",
         flag="--rssi-delta", name="BroadcastRssiDelta", metavar="DBM", unit="dBm",
         low=0, high=RSSI_MAX - RSSI_MIN,
-        why="a subscription's RssiDelta range: 0 and 1 re-send on every change, 147 (BlueZ's "
-        "whole RSSI span, -127..20) only on new content",
+        why="a subscription's RssiDelta range: 0 and 1 re-send on every change; 147, BlueZ's "
+        "whole RSSI span (-127..20), means in practice only on new content",
     ),
     Setting(
         "ignore_company_ids", Kind.LIST, frozenset(),
@@ -221,7 +225,8 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "custom_name", Kind.TEXT, "",
         "Name of the scanner in the GUI and VRM; also writable as /CustomName",
         name="CustomName", high=128,
-        why="more than the GUI's device list shows; a bound on what a client may store",
+        why="a name for one row in the GUI; the bound keeps a client from storing a page of "
+        "text in settings.xml",
     ),
 )  # fmt: skip
 """The settings in ``ScannerConfig``, in the order the README lists them."""
@@ -480,7 +485,7 @@ _TYPE_TEXT: Final = {
     Kind.SECONDS: "float",
     Kind.INTEGER: "int",
     Kind.CHOICE: "string",
-    Kind.LIST: "repeated option",
+    Kind.LIST: "list",
     Kind.TEXT: "string",
     Kind.FLAG: "int 0/1",
 }
@@ -550,10 +555,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.update_readme:
-        with open(args.update_readme, encoding="utf-8") as f:
-            text = readme_with_table(f.read(), markdown())  # ValueError before any write
-        with open(args.update_readme, "w", encoding="utf-8") as f:
-            f.write(text)
+        try:
+            with open(args.update_readme, encoding="utf-8") as f:
+                text = readme_with_table(f.read(), markdown())  # ValueError before any write
+            with open(args.update_readme, "w", encoding="utf-8") as f:
+                f.write(text)
+        except (OSError, ValueError) as exc:
+            parser.error(str(exc))
         return 0
     if args.markdown:
         sys.stdout.write(markdown())

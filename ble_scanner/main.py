@@ -62,8 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "The one BLE scanning service: owns BlueZ discovery on every adapter and serves "
             f"advertisements as {SCANNER_SERVICE} on the system bus "
-            "(DBUS_SYSTEM_BUS_ADDRESS is honoured). With localsettings "
-            "(com.victronenergy.settings) its stored values win over these options."
+            "(DBUS_SYSTEM_BUS_ADDRESS is honoured). Where localsettings "
+            "(com.victronenergy.settings) keeps a setting, its value wins over the option: "
+            "the stored one, or the default it creates."
         ),
     )
     add_options(parser)

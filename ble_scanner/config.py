@@ -35,7 +35,7 @@ from .venus.const import SETTINGS_PREFIX
 # The values of bluez ScanMode (README "Scan modes"); tests/unit/test_config.py
 # holds the two equal, so that this module need not import the BlueZ side.
 SCAN_MODES: Final = ("active", "passive", "auto")
-# A Bluetooth SIG company identifier is a uint16 (Assigned Numbers 7).
+# A Bluetooth SIG company identifier is a uint16 (Assigned Numbers, Company Identifiers).
 COMPANY_ID_MAX: Final = 0xFFFF
 # hciN as the kernel names adapters; three digits is more adapters than any GX has.
 _ADAPTER_DIGITS_MAX: Final = 3
@@ -92,8 +92,8 @@ class Setting:
     help: str  # what it does, for --help and the README
     flag: str | None = None  # command-line option; None: localsettings only
     name: str | None = None  # below /Settings/BleScanner; None: command line only
-    low: float | None = None  # inclusive range of a number, or a LIST's entries / TEXT's length
-    high: float | None = None
+    low: float | None = None  # a number's inclusive range
+    high: float | None = None  # also a LIST's most entries and a TEXT's most characters
     why: str = ""  # where the range comes from
     unit: str = ""
     metavar: str | None = None

@@ -75,22 +75,29 @@ MAX_PAYLOAD_BYTES: Final = 1650
 RSSI_MIN: Final = -127
 RSSI_MAX: Final = 20
 
-# --- timing -------------------------------------------------------------------
+# --- settings: the defaults of config.py's table ---------------------------------
 
 # A device unheard this long is lost. BlueZ itself drops temporary devices after
 # 30 s (src/main.c DEFAULT_TEMPORARY_TIMEOUT), but many sensors advertise only
 # every 10-60 s, so 180 s keeps them present between reports.
 DEFAULT_LOST_TIMEOUT: Final = 180.0
-# How often the cache looks for lost devices. Loss is reported at most this late.
-LOST_SWEEP_INTERVAL: Final = 1.0
-# Bound on cached devices: ~1 KB each, so 10 000 is ~10 MB on a 1 GB Cerbo GX.
+# Bound on cached devices: ~2 KB each (README, benchmark), so 10 000 is ~20 MB
+# of a 1 GB Cerbo GX.
 DEFAULT_CACHE_SIZE: Final = 10_000
 # Broadcast DeviceDiscovered re-sent for an unchanged device this often, so a
 # listener can tell "still there" from "gone quiet" without polling.
-DEFAULT_BROADCAST_KEEPALIVE: Final = 60.0
+DEFAULT_BROADCAST_KEEP_ALIVE: Final = 60.0
 # Broadcast RSSI change that counts as news. BlueZ's own threshold is 8 dBm
 # (src/device.c RSSI_THRESHOLD); 8 keeps the broadcast no chattier than BlueZ.
 DEFAULT_BROADCAST_RSSI_DELTA: Final = 8
+# The opt-in /Devices list in the Venus tree goes to MQTT and VRM through
+# flashmq: the 20 strongest devices show what is around without a flood.
+DEFAULT_PUBLISH_DEVICES_MAX: Final = 20
+
+# --- timing -------------------------------------------------------------------
+
+# How often the cache looks for lost devices. Loss is reported at most this late.
+LOST_SWEEP_INTERVAL: Final = 1.0
 # Every call to BlueZ gets an answer or an error within this: dbus-fast and the
 # system bus have no timeout of their own (notes §4.1).
 BLUEZ_CALL_TIMEOUT: Final = 5.0

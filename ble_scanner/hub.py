@@ -14,33 +14,11 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from .cache import Device, DeviceCache
-from .const import (
-    DEFAULT_BROADCAST_KEEPALIVE,
-    DEFAULT_BROADCAST_RSSI_DELTA,
-    DEFAULT_CACHE_SIZE,
-    DEFAULT_LOST_TIMEOUT,
-)
+from .config import ScannerConfig
 from .emission import Listener
 from .filters import EVERYTHING, Filter, SnapshotQuery, SubscriptionOptions
 from .record import DeviceView
 from .subscriptions import Subscription, SubscriptionRegistry
-
-
-@dataclass(slots=True, frozen=True)
-class ScannerConfig:
-    """What the user sets (command line, localsettings); applied live by ``Hub.configure``."""
-
-    lost_timeout: float = DEFAULT_LOST_TIMEOUT
-    cache_size: int = DEFAULT_CACHE_SIZE
-    broadcast_keep_alive: float = DEFAULT_BROADCAST_KEEPALIVE
-    broadcast_rssi_delta: int = DEFAULT_BROADCAST_RSSI_DELTA
-    # Reports whose manufacturer data carries only these company ids are
-    # dropped before they reach the cache (e.g. 0x004C for Apple's chatter).
-    ignore_company_ids: frozenset[int] = frozenset()
-    ignore_addresses: frozenset[str] = frozenset()
-    min_rssi: int | None = None
-    adapters: frozenset[str] = frozenset()  # empty: every adapter
-    scan_mode: str = "active"  # active | passive | auto (bluez.ScanMode)
 
 
 class Emitter(Protocol):

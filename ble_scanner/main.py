@@ -9,35 +9,24 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
-from dataclasses import replace
+from typing import Final, NoReturn
 
-from dbus_fast import BusType, Message, MessageType, RequestNameReply
+from dbus_fast import BusType, RequestNameReply
 from dbus_fast.aio import MessageBus
 
 from . import __version__
 from .bluez.objects import Bluez, ScanMode
+from .bus.calls import BusGoneError, CallError, call_bus, name_owner
 from .bus.writer import WriterGuard, guard_writer
-from .const import (
-    DBUS_INTERFACE,
-    DBUS_PATH,
-    DBUS_SERVICE,
-    DEFAULT_BROADCAST_KEEPALIVE,
-    DEFAULT_BROADCAST_RSSI_DELTA,
-    DEFAULT_CACHE_SIZE,
-    DEFAULT_LOST_TIMEOUT,
-    LOST_SWEEP_INTERVAL,
-    SCANNER_SERVICE,
-    SHUTDOWN_TIMEOUT,
-    WATCHDOG_SILENCE,
-)
-from .hub import Hub, ScannerConfig
+from .config import ScannerConfig, add_options, config_from_args, with_values
+from .const import LOST_SWEEP_INTERVAL, SCANNER_SERVICE, SHUTDOWN_TIMEOUT, WATCHDOG_SILENCE
+from .hub import Hub
 from .leases import LeaseRegistry
-from .record import MalformedData, normalize_address
 from .service import ScannerService
 from .state import ServiceStatus
 from .venus.busitem import BusItemTree
 from .venus.const import PREFERRED_DEVICE_INSTANCE
-from .venus.settings import ScannerSettings, SettingsClient
+from .venus.settings import SettingsClient
 from .venus.tree import ScannerTree
 
 _LOGGER = logging.getLogger("ble_scanner")
@@ -46,146 +35,41 @@ _LOGGER = logging.getLogger("ble_scanner")
 EXIT_OK = 0
 EXIT_BUS_UNREACHABLE = 1
 EXIT_NAME_TAKEN = 2
-EXIT_USAGE = 64
-# service/run's softlimit allows 150 MB; at ~1 KB a device this leaves room.
-MAX_CACHE_SIZE = 50_000
+EXIT_USAGE = 64  # sysexits.h EX_USAGE; argparse's own 2 would read as "name taken"
+# Connecting to the system bus is a local socket and a SASL exchange: ten seconds
+# means the bus daemon is wedged, not slow.
+BUS_CONNECT_TIMEOUT: Final = 10.0
+# The bus daemon answers about its own connections in milliseconds; this only
+# bounds the "who owns the name" message when we cannot start.
+NAME_OWNER_TIMEOUT: Final = 2.0
+# Each cleanup step other than BlueZ's (SHUTDOWN_TIMEOUT) gets this, so SIGTERM
+# still ends within SPEC §6's 2 s when the bus is slow.
+SHUTDOWN_STEP_TIMEOUT: Final = 0.3
 
 
-def _company_id(text: str) -> int:
-    try:
-        value = int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a company id: {text!r}") from None
-    if not 0 <= value <= 0xFFFF:
-        raise argparse.ArgumentTypeError(f"company id out of range: {text!r}")
-    return value
+class _Parser(argparse.ArgumentParser):
+    """argparse, exiting with EXIT_USAGE on a bad option (its own 2 is EXIT_NAME_TAKEN)."""
 
-
-def _address(text: str) -> str:
-    try:
-        return normalize_address(text)
-    except MalformedData as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    """The command line: every option and its --help text come from config.py's table."""
+    parser = _Parser(
         prog="dbus_ble_scanner.py",
         description=(
             "The one BLE scanning service: owns BlueZ discovery on every adapter and serves "
             f"advertisements as {SCANNER_SERVICE} on the system bus "
-            "(DBUS_SYSTEM_BUS_ADDRESS is honoured)."
+            "(DBUS_SYSTEM_BUS_ADDRESS is honoured). Where localsettings "
+            "(com.victronenergy.settings) keeps a setting, its value wins over the option: "
+            "the stored one, or the default it creates."
         ),
     )
-    parser.add_argument(
-        "--adapter",
-        action="append",
-        default=[],
-        metavar="HCI",
-        help="use only this adapter (repeatable; default: every adapter)",
-    )
-    parser.add_argument(
-        "--lost-timeout",
-        type=float,
-        default=DEFAULT_LOST_TIMEOUT,
-        metavar="S",
-        help=f"a device unheard this long is lost (default {DEFAULT_LOST_TIMEOUT:g})",
-    )
-    parser.add_argument(
-        "--cache-size",
-        type=int,
-        default=DEFAULT_CACHE_SIZE,
-        metavar="N",
-        help=f"most devices kept; the least recently heard go first (default {DEFAULT_CACHE_SIZE})",
-    )
-    parser.add_argument(
-        "--keep-alive",
-        type=float,
-        default=DEFAULT_BROADCAST_KEEPALIVE,
-        metavar="S",
-        help="re-broadcast an unchanged device this often while it advertises; 0 = never "
-        f"(default {DEFAULT_BROADCAST_KEEPALIVE:g})",
-    )
-    parser.add_argument(
-        "--rssi-delta",
-        type=int,
-        default=DEFAULT_BROADCAST_RSSI_DELTA,
-        metavar="DBM",
-        help=f"RSSI change that is news to the broadcast (default {DEFAULT_BROADCAST_RSSI_DELTA})",
-    )
-    parser.add_argument(
-        "--ignore-company-id",
-        type=_company_id,
-        action="append",
-        default=[],
-        metavar="ID",
-        help="drop reports whose manufacturer data is only this company's (repeatable; "
-        "e.g. 0x004C for Apple)",
-    )
-    parser.add_argument(
-        "--ignore-address",
-        type=_address,
-        action="append",
-        default=[],
-        metavar="ADDR",
-        help="drop reports from this address (repeatable)",
-    )
-    parser.add_argument(
-        "--min-rssi", type=int, default=None, metavar="DBM", help="drop reports weaker than this"
-    )
-    parser.add_argument(
-        "--scan-mode",
-        choices=[m.value for m in ScanMode],
-        default=ScanMode.ACTIVE.value,
-        help="active: BlueZ discovery (names from scan responses); passive: an "
-        "AdvertisementMonitor, no scan requests (needs bluetoothd -E); auto: passive, with "
-        "active windows while a client asks for them (default active)",
-    )
-    parser.add_argument(
-        "--no-settings",
-        action="store_true",
-        help="do not use localsettings (com.victronenergy.settings); the options here apply",
-    )
-    parser.add_argument(
-        "--settings-wait",
-        type=float,
-        default=0.0,
-        metavar="S",
-        help="how long to wait for localsettings before scanning with the defaults "
-        "(default 0: settings are applied live whenever localsettings appears)",
-    )
-    parser.add_argument("--debug", action="store_true", help="log every decision")
+    add_options(parser)
     parser.add_argument("--version", action="version", version=__version__)
     return parser
-
-
-def config_from_args(args: argparse.Namespace) -> ScannerConfig:
-    return ScannerConfig(
-        lost_timeout=args.lost_timeout,
-        cache_size=args.cache_size,
-        broadcast_keep_alive=args.keep_alive,
-        broadcast_rssi_delta=args.rssi_delta,
-        ignore_company_ids=frozenset(args.ignore_company_id),
-        ignore_addresses=frozenset(args.ignore_address),
-        min_rssi=args.min_rssi,
-        adapters=frozenset(args.adapter),
-        scan_mode=args.scan_mode,
-    )
-
-
-def validate_config(config: ScannerConfig) -> list[str]:
-    problems = []
-    if not 1 <= config.lost_timeout <= 86_400:
-        problems.append("lost timeout must be 1..86400 s")
-    if not 1 <= config.cache_size <= MAX_CACHE_SIZE:
-        problems.append(f"cache size must be 1..{MAX_CACHE_SIZE}")
-    if not 0 <= config.broadcast_keep_alive <= 86_400:
-        problems.append("keep-alive must be 0..86400 s")
-    if not 0 <= config.broadcast_rssi_delta <= 147:
-        problems.append("RSSI delta must be 0..147")
-    if config.scan_mode not in {mode.value for mode in ScanMode}:
-        problems.append("scan mode must be active, passive or auto")
-    return problems
 
 
 def _cmdline(pid: object) -> str:
@@ -194,33 +78,6 @@ def _cmdline(pid: object) -> str:
             return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
     except OSError:
         return ""
-
-
-def settings_from_config(config: ScannerConfig) -> ScannerSettings:
-    """Command-line values become the defaults localsettings is created with."""
-    return ScannerSettings(
-        adapters=tuple(sorted(config.adapters)),
-        lost_timeout=config.lost_timeout,
-        cache_size=config.cache_size,
-        broadcast_keepalive=config.broadcast_keep_alive,
-        broadcast_rssi_delta=config.broadcast_rssi_delta,
-        ignore_company_ids=config.ignore_company_ids,
-        scan_mode=config.scan_mode,
-    )
-
-
-def config_from_settings(settings: ScannerSettings, base: ScannerConfig) -> ScannerConfig:
-    """localsettings wins where it has a value; the rest stays as the command line said."""
-    return replace(
-        base,
-        adapters=frozenset(settings.adapters),
-        lost_timeout=settings.lost_timeout,
-        cache_size=settings.cache_size,
-        broadcast_keep_alive=settings.broadcast_keepalive,
-        broadcast_rssi_delta=settings.broadcast_rssi_delta,
-        ignore_company_ids=settings.ignore_company_ids,
-        scan_mode=settings.scan_mode,
-    )
 
 
 class ScannerApp:
@@ -271,7 +128,8 @@ class ScannerApp:
         """Connect, serve, own the name, start scanning; returns an exit code on failure."""
         try:
             self.bus = await asyncio.wait_for(
-                MessageBus(bus_address=self.bus_address, bus_type=BusType.SYSTEM).connect(), 10
+                MessageBus(bus_address=self.bus_address, bus_type=BusType.SYSTEM).connect(),
+                BUS_CONNECT_TIMEOUT,
             )
         except Exception as exc:
             _LOGGER.error("cannot connect to the system bus: %s", exc)
@@ -326,16 +184,17 @@ class ScannerApp:
         self.settings = SettingsClient(
             bus,
             on_change=self._settings_changed,
-            defaults=settings_from_config(self.config),
+            defaults=self.config,
             on_device_instance=self._device_instance_changed,
         )
         if await self.settings.start(wait=self.settings_wait):
-            self.configure(config_from_settings(self.settings.values, self.config))
+            self.configure(self.settings.values)
         instance = await self.settings.allocate_device_instance()
         return instance, self.settings.values.custom_name
 
-    def _settings_changed(self, values: ScannerSettings, changed: object) -> None:
-        self.configure(config_from_settings(values, self.config))
+    def _settings_changed(self, values: ScannerConfig, changed: frozenset[str]) -> None:
+        """localsettings changed ``changed``: those fields, and only those, apply now."""
+        self.configure(with_values(self.config, {name: getattr(values, name) for name in changed}))
         if self.tree is not None:
             self.tree.set_publish(values.publish_devices, values.publish_devices_max)
             self.tree.set_custom_name(values.custom_name)
@@ -352,27 +211,20 @@ class ScannerApp:
             task.add_done_callback(self._background.discard)
 
     async def _who_owns(self) -> str:
+        """The connection that holds our name, for the log: unique name, pid, uid, command line."""
         assert self.bus is not None
-
-        async def ask(member: str, arg: str) -> object:
-            msg = Message(
-                destination=DBUS_SERVICE,
-                path=DBUS_PATH,
-                interface=DBUS_INTERFACE,
-                member=member,
-                signature="s",
-                body=[arg],
-            )
-            reply = await asyncio.wait_for(self.bus.call(msg), 2)  # type: ignore[union-attr]
-            if reply is None or reply.message_type != MessageType.METHOD_RETURN:
-                return None
-            return reply.body[0]
-
+        bus = self.bus
         try:
-            owner = str(await ask("GetNameOwner", SCANNER_SERVICE))
-            pid = await ask("GetConnectionUnixProcessID", owner)
-            uid = await ask("GetConnectionUnixUser", owner)
-        except Exception:
+            owner = await name_owner(bus, SCANNER_SERVICE, timeout=NAME_OWNER_TIMEOUT)
+            if owner is None:
+                return "another connection (gone since)"
+            (pid,) = await call_bus(
+                bus, "GetConnectionUnixProcessID", "s", [owner], timeout=NAME_OWNER_TIMEOUT
+            )
+            (uid,) = await call_bus(
+                bus, "GetConnectionUnixUser", "s", [owner], timeout=NAME_OWNER_TIMEOUT
+            )
+        except (CallError, TimeoutError, BusGoneError):
             return "another connection"
         cmdline = _cmdline(pid)
         return f"{owner} (pid {pid}, uid {uid}{', ' + cmdline if cmdline else ''})"
@@ -403,7 +255,7 @@ class ScannerApp:
             await self.tree.stop()
         if self.settings is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.settings.close(), 0.3)
+                await asyncio.wait_for(self.settings.close(), SHUTDOWN_STEP_TIMEOUT)
         bus = self.bus
         if bus is None or not bus.connected:
             return
@@ -411,12 +263,12 @@ class ScannerApp:
             if self.bluez is not None:
                 await asyncio.wait_for(self.bluez.close(stop_sessions=True), SHUTDOWN_TIMEOUT)
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(bus.release_name(SCANNER_SERVICE), 0.3)
+            await asyncio.wait_for(bus.release_name(SCANNER_SERVICE), SHUTDOWN_STEP_TIMEOUT)
         if self.service is not None:
             self.service.close()
         bus.disconnect()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(bus.wait_for_disconnect(), 0.3)  # type: ignore[no-untyped-call]
+            await asyncio.wait_for(bus.wait_for_disconnect(), SHUTDOWN_STEP_TIMEOUT)  # type: ignore[no-untyped-call]
 
 
 async def run(config: ScannerConfig, use_settings: bool = True, settings_wait: float = 0.0) -> int:
@@ -447,18 +299,17 @@ async def run(config: ScannerConfig, use_settings: bool = True, settings_wait: f
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        parser.error(str(exc))
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    config = config_from_args(args)
-    problems = validate_config(config)
-    if problems:
-        for problem in problems:
-            _LOGGER.error("%s", problem)
-        return EXIT_USAGE
     return asyncio.run(run(config, not args.no_settings, args.settings_wait))
 
 

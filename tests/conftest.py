@@ -11,7 +11,7 @@ import pytest_asyncio
 from dbus_fast import BusType
 from dbus_fast.aio import MessageBus
 
-from ble_scanner.hub import ScannerConfig
+from ble_scanner.config import ScannerConfig
 from ble_scanner.main import ScannerApp
 from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.testbus import TestBus, start_test_bus

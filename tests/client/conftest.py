@@ -15,7 +15,7 @@ import pytest_asyncio
 
 from ble_scanner.client import ScannerClient
 from ble_scanner.client.records import Advertisement, DeviceLost, Event
-from ble_scanner.hub import ScannerConfig
+from ble_scanner.config import ScannerConfig
 from ble_scanner.main import ScannerApp
 from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.testbus import TestBus

@@ -15,7 +15,7 @@ from ble_scanner.client import (
     ServiceNotRunningError,
 )
 from ble_scanner.client.records import Advertisement, DeviceLost, Event
-from ble_scanner.hub import ScannerConfig
+from ble_scanner.config import ScannerConfig
 from ble_scanner.main import ScannerApp
 from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.testbus import TestBus

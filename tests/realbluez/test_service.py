@@ -31,8 +31,8 @@ from dbus_fast.aio import MessageBus
 
 from ble_scanner.client import ScannerClient
 from ble_scanner.client.bleak import ScannerServiceBackend
+from ble_scanner.config import ScannerConfig
 from ble_scanner.const import REARM_BACKOFF_MAX, SCANNER_INTERFACE, SCANNER_SERVICE
-from ble_scanner.hub import ScannerConfig
 from ble_scanner.main import ScannerApp
 from ble_scanner.testing.simulator.const import KERNEL_LE_DISCOVERY_TIMEOUT
 from tests.conftest import connect, disconnect

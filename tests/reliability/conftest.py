@@ -13,8 +13,8 @@ import pytest_asyncio
 from dbus_fast import Message, Variant
 from dbus_fast.aio import MessageBus
 
+from ble_scanner.config import ScannerConfig
 from ble_scanner.const import SCANNER_INTERFACE, SCANNER_SERVICE
-from ble_scanner.hub import ScannerConfig
 from ble_scanner.main import ScannerApp
 from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.testbus import TestBus

@@ -9,8 +9,8 @@ import pytest
 from dbus_fast.aio import MessageBus
 
 from ble_scanner.bluez import objects as bluez_side
+from ble_scanner.config import ScannerConfig
 from ble_scanner.const import REARM_BACKOFF_INITIAL
-from ble_scanner.hub import ScannerConfig
 from ble_scanner.main import ScannerApp
 from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.testbus import TestBus

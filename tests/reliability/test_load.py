@@ -12,7 +12,7 @@ from dbus_fast.aio import MessageBus
 
 from ble_scanner import main
 from ble_scanner.bus.writer import MAX_WRITE_BACKLOG
-from ble_scanner.hub import ScannerConfig
+from ble_scanner.config import ScannerConfig
 from ble_scanner.main import ScannerApp
 from ble_scanner.testing.simulator import BluezSimulator, Report
 from ble_scanner.testing.testbus import TestBus

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from dbus_fast.aio import MessageBus
 
-from ble_scanner.hub import ScannerConfig
+from ble_scanner.config import ScannerConfig
 from ble_scanner.main import ScannerApp
 from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.testbus import TestBus

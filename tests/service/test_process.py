@@ -7,16 +7,21 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 
 import pytest
-from dbus_fast import RequestNameReply
+from dbus_fast import RequestNameReply, Variant
 from dbus_fast.aio import MessageBus
 
-from ble_scanner.const import SCANNER_SERVICE
+from ble_scanner.config import PROCESS_OPTIONS, SETTINGS, add_settings_definitions
+from ble_scanner.const import SCANNER_INTERFACE, SCANNER_SERVICE
+from ble_scanner.testing.localsettings import LocalSettingsStandIn
+from ble_scanner.testing.localsettings import Setting as LocalSetting
 from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.testbus import TestBus
+from ble_scanner.venus.const import BUSITEM_INTERFACE, SETTINGS_PREFIX, SETTINGS_SERVICE
 from tests.helpers import wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -245,3 +250,125 @@ async def test_name_already_taken_logs_the_owner_and_exits_non_zero(
         assert f"pid {os.getpid()}" in out
     finally:
         await bus.release_name(SCANNER_SERVICE)
+
+
+# --- options and settings, from config.py's table, in the real process -----------
+
+
+def run_to_exit(args: list[str], test_bus: TestBus) -> tuple[int, str]:
+    proc = spawn([sys.executable, "dbus_ble_scanner.py", *args], test_bus)
+    try:
+        out, _ = proc.communicate(timeout=PROCESS_START)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    return proc.returncode, out
+
+
+def test_help_lists_every_option_with_its_range_default_and_setting(
+    test_bus: TestBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "1000")  # argparse wraps at the terminal width; one line each
+    code, out = run_to_exit(["--help"], test_bus)
+    assert code == 0, out
+    for setting in (*SETTINGS, *PROCESS_OPTIONS):
+        if setting.flag is not None:
+            assert setting.flag in out, setting.flag
+    assert "(10..86400 s; default 180; localsettings LostTimeout)" in out
+    assert "(100..50000; default 10000; localsettings CacheSize)" in out
+    assert "(0..86400 s; default 60; localsettings BroadcastKeepAlive)" in out
+    assert "(0..147 dBm; default 8; localsettings BroadcastRssiDelta)" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--lost-timeout", "5"], "argument --lost-timeout: 5 is outside 10..86400 s"),
+        (["--scan-mode", "turbo"], "argument --scan-mode: 'turbo' is not one of active"),
+        (["--ignore-company-id", "apple"], "argument --ignore-company-id: 'apple' is not a"),
+        ([a for n in range(65) for a in ("--adapter", f"hci{n}")], "given 65 times, at most 64"),
+        (["--no-such-option"], "unrecognized arguments: --no-such-option"),
+    ],
+)
+def test_a_bad_option_exits_64_with_the_reason_and_never_takes_the_name(
+    test_bus: TestBus, args: list[str], message: str
+) -> None:
+    code, out = run_to_exit(args, test_bus)
+    assert code == 64, out  # not argparse's 2, which would read as "name taken"
+    assert message in out
+    assert "ready" not in out
+
+
+class OutputLines:
+    """The process's output, read on a thread so a test can wait for a line."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        assert proc.stdout is not None
+        stdout = proc.stdout
+        self._thread = threading.Thread(target=lambda: self.lines.extend(stdout), daemon=True)
+        self._thread.start()
+
+    def has(self, *parts: str) -> bool:
+        return any(all(part in line for part in parts) for line in list(self.lines))
+
+
+async def lost_timeout(bus: MessageBus) -> float | None:
+    from tests.helpers import assert_ok, call
+
+    reply = await call(bus, SCANNER_SERVICE, "/", SCANNER_INTERFACE, "GetStatus")
+    if reply.error_name is not None:
+        return None
+    (status,) = assert_ok(reply)
+    return float(status["LostTimeout"].value)
+
+
+async def test_the_process_creates_its_settings_and_follows_them_live(
+    test_bus: TestBus, bus: MessageBus
+) -> None:
+    """localsettings' values win over the options; changes apply live; bad ones are ignored."""
+    from tests.helpers import assert_ok, call
+
+    stored = {f"{SETTINGS_PREFIX}/LostTimeout": LocalSetting("f", 300.0, 180.0, 10.0, 86400.0)}
+    standin = await LocalSettingsStandIn.start(test_bus.address, settings=stored)
+    proc = spawn([sys.executable, "dbus_ble_scanner.py", "--lost-timeout", "60"], test_bus)
+    output = OutputLines(proc)
+    try:
+        await wait_until(
+            lambda: output.has(SCANNER_SERVICE, "ready"), timeout=PROCESS_START, what="ready"
+        )
+        assert await lost_timeout(bus) == 300.0  # localsettings' stored value, not --lost-timeout
+        for entry in add_settings_definitions():
+            held = standin.settings[str(entry["path"])]
+            assert (held.default, held.min, held.max) == (
+                entry["default"],
+                entry.get("min"),
+                entry.get("max"),
+            )
+
+        async def set_value(name: str, value: Variant) -> int:
+            reply = await call(
+                bus, SETTINGS_SERVICE, f"{SETTINGS_PREFIX}/{name}", BUSITEM_INTERFACE,
+                "SetValue", "v", [value],
+            )  # fmt: skip
+            return int(assert_ok(reply)[0])
+
+        assert await set_value("LostTimeout", Variant("d", 45.0)) == 0
+        await wait_until(lambda: _equals(lost_timeout(bus), 45.0), what="45 s to apply live")
+        # localsettings reads a minimum of 0 as none and stores -5; the table refuses it.
+        assert await set_value("BroadcastKeepAlive", Variant("d", -5.0)) == 0
+        await wait_until(
+            lambda: output.has("BroadcastKeepAlive", "-5 is outside 0..86400 s", "keeping 60"),
+            what="the refusal in the log",
+        )
+        assert await lost_timeout(bus) == 45.0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, proc.wait, 5)
+        await standin.stop()
+
+
+async def _equals(value: Awaitable[float | None], expected: float) -> bool:
+    return await value == expected

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dbus_fast.aio import MessageBus
 
+from ble_scanner.config import ScannerConfig
 from ble_scanner.const import (
     ERROR_INVALID_ARGS,
     ERROR_LIMITS_EXCEEDED,
     SCANNER_ERROR_NOT_OWNER,
     SCANNER_ERROR_UNKNOWN_LEASE,
 )
-from ble_scanner.hub import ScannerConfig
 from ble_scanner.main import ScannerApp
 from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.testbus import TestBus

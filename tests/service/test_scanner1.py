@@ -8,6 +8,7 @@ import pytest
 from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
+from ble_scanner.config import ScannerConfig
 from ble_scanner.const import (
     ERROR_INVALID_ARGS,
     ERROR_LIMITS_EXCEEDED,
@@ -15,7 +16,6 @@ from ble_scanner.const import (
     SCANNER_ERROR_UNKNOWN_SUBSCRIPTION,
     SCANNER_INTERFACE,
 )
-from ble_scanner.hub import ScannerConfig
 from ble_scanner.main import ScannerApp
 from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.testbus import TestBus

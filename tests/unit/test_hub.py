@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 import pytest
 
 from ble_scanner.cache import Device
+from ble_scanner.config import ScannerConfig
 from ble_scanner.filters import Filter, SnapshotQuery, SubscriptionOptions
-from ble_scanner.hub import Hub, ScannerConfig
+from ble_scanner.hub import Hub
 from ble_scanner.record import DeviceView
 from ble_scanner.subscriptions import NotOwner, Subscription, TooManySubscriptions
 

@@ -8,8 +8,8 @@ import pytest_asyncio
 from dbus_fast import Variant
 from dbus_fast.aio import MessageBus
 
+from ble_scanner.config import ScannerConfig
 from ble_scanner.const import SCANNER_SERVICE
-from ble_scanner.hub import ScannerConfig
 from ble_scanner.main import ScannerApp
 from ble_scanner.testing.localsettings import LocalSettingsStandIn
 from ble_scanner.testing.simulator import BluezSimulator

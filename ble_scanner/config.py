@@ -1,0 +1,574 @@
+"""Every setting of the service, described once: the table, the record, and what is made from them.
+
+The command line (``argparse`` options and ``--help``), localsettings
+(``AddSettings`` definitions under ``/Settings/BleScanner``), the checking of
+every value from either place, and the README's settings table are all made
+from ``SETTINGS`` and ``PROCESS_OPTIONS``; nothing else lists a default or a
+range. Pure logic: no D-Bus here. ``python -m ble_scanner.config --markdown``
+prints the README table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import enum
+import math
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Final
+
+from . import identifiers
+from .const import (
+    DEFAULT_BROADCAST_KEEP_ALIVE,
+    DEFAULT_BROADCAST_RSSI_DELTA,
+    DEFAULT_CACHE_SIZE,
+    DEFAULT_LOST_TIMEOUT,
+    DEFAULT_PUBLISH_DEVICES_MAX,
+    MAX_FILTER_LIST_ENTRIES,
+    RSSI_MAX,
+    RSSI_MIN,
+)
+from .filters import MAX_SECONDS
+from .venus.const import SETTINGS_PREFIX
+
+# The values of bluez ScanMode (README "Scan modes"); tests/unit/test_config.py
+# holds the two equal, so that this module need not import the BlueZ side.
+SCAN_MODES: Final = ("active", "passive", "auto")
+# A Bluetooth SIG company identifier is a uint16 (Assigned Numbers, Company Identifiers).
+COMPANY_ID_MAX: Final = 0xFFFF
+# hciN as the kernel names adapters; three digits is more adapters than any GX has.
+_ADAPTER_DIGITS_MAX: Final = 3
+
+
+@dataclass(slots=True, frozen=True)
+class ScannerConfig:
+    """What the user sets (command line, localsettings); ``Hub.configure`` applies it live.
+
+    The defaults here are the table's (``tests/unit/test_config.py`` holds them
+    equal). Values are not checked on construction, so tests may use ranges a
+    user cannot; ``from_text`` and ``from_stored`` check what users give.
+    """
+
+    adapters: frozenset[str] = frozenset()  # empty: every adapter
+    lost_timeout: float = DEFAULT_LOST_TIMEOUT
+    cache_size: int = DEFAULT_CACHE_SIZE
+    broadcast_keep_alive: float = DEFAULT_BROADCAST_KEEP_ALIVE  # 0: never
+    broadcast_rssi_delta: int = DEFAULT_BROADCAST_RSSI_DELTA
+    # Reports whose manufacturer data carries only these company ids are
+    # dropped before they reach the cache (e.g. 0x004C for Apple's chatter).
+    ignore_company_ids: frozenset[int] = frozenset()
+    ignore_addresses: frozenset[str] = frozenset()
+    min_rssi: int | None = None
+    scan_mode: str = "active"  # one of SCAN_MODES
+    publish_devices: bool = False
+    publish_devices_max: int = DEFAULT_PUBLISH_DEVICES_MAX
+    custom_name: str = ""
+
+
+Value = float | int | str | bool | frozenset[str] | frozenset[int] | None
+Stored = int | float | str
+"""A value as localsettings holds it: int32, double or string (it has no booleans)."""
+
+
+class Kind(enum.Enum):
+    """How a setting's value is written and checked."""
+
+    SECONDS = enum.auto()  # a duration; a double in localsettings
+    INTEGER = enum.auto()
+    CHOICE = enum.auto()  # one word of ``choices``
+    LIST = enum.auto()  # comma separated in localsettings, a repeated option on the command line
+    TEXT = enum.auto()
+    FLAG = enum.auto()  # 0 / 1 in localsettings (it refuses booleans), a switch on the command line
+
+
+@dataclass(slots=True, frozen=True)
+class Setting:
+    """One setting: its value, where it is set, what it may be, and why."""
+
+    field: str  # the ScannerConfig attribute (for PROCESS_OPTIONS: the argparse dest)
+    kind: Kind
+    default: Value
+    help: str  # what it does, for --help and the README
+    flag: str | None = None  # command-line option; None: localsettings only
+    name: str | None = None  # below /Settings/BleScanner; None: command line only
+    low: float | None = None  # a number's inclusive range
+    high: float | None = None  # also a LIST's most entries and a TEXT's most characters
+    why: str = ""  # where the range comes from
+    unit: str = ""
+    metavar: str | None = None
+    choices: tuple[str, ...] = ()
+    item: Callable[[str], str | int] | None = None  # LIST: one entry, or ValueError
+    live: bool = True  # applied at once when it changes; False: read at start
+
+    @property
+    def path(self) -> str | None:
+        return f"{SETTINGS_PREFIX}/{self.name}" if self.name is not None else None
+
+
+# --- list entries -------------------------------------------------------------
+
+
+def adapter_name(text: str) -> str:
+    """``hci0``; anything else is a ValueError."""
+    name = text.strip()
+    number = name.removeprefix("hci")
+    if (
+        name == number
+        or not (number.isascii() and number.isdigit())
+        or len(number) > _ADAPTER_DIGITS_MAX
+    ):
+        raise ValueError(f"{text!r} is not an adapter name like hci0")
+    return name
+
+
+def company_id(text: str) -> int:
+    """``0x004C`` or ``76`` -> 76: a Bluetooth SIG company id, decimal or hex."""
+    try:
+        value = int(text.strip(), 0)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a company id (decimal or 0x hex)") from None
+    if not 0 <= value <= COMPANY_ID_MAX:
+        raise ValueError(f"{text!r} is outside 0..0xFFFF")
+    return value
+
+
+def address(text: str) -> str:
+    """``aa:bb:cc:dd:ee:ff`` -> ``AA:BB:CC:DD:EE:FF``."""
+    return identifiers.normalize_address(text)
+
+
+# --- the table -----------------------------------------------------------------
+
+_LIST_WHY = (
+    f"the same bound as a subscription's filter lists (SPEC §4.1: {MAX_FILTER_LIST_ENTRIES})"
+)
+
+SETTINGS: Final[tuple[Setting, ...]] = (
+    Setting(
+        "adapters", Kind.LIST, frozenset(),
+        "Adapters to scan on (hciN); none given: every adapter",
+        flag="--adapter", name="Adapters", metavar="HCI", item=adapter_name,
+        high=MAX_FILTER_LIST_ENTRIES, why=_LIST_WHY,
+    ),
+    Setting(
+        "lost_timeout", Kind.SECONDS, DEFAULT_LOST_TIMEOUT,
+        "Seconds without an advertisement before a device is lost (DeviceLost)",
+        flag="--lost-timeout", name="LostTimeout", metavar="S", unit="s",
+        low=10.0, high=MAX_SECONDS,
+        why="below 10 s a sensor that advertises every few seconds flaps between found and "
+        "lost; past a day 'present' means nothing (subscriptions' KeepAlive has the same top)",
+    ),
+    Setting(
+        "cache_size", Kind.INTEGER, DEFAULT_CACHE_SIZE,
+        "Most devices kept; the least recently heard go first",
+        flag="--cache-size", name="CacheSize", metavar="N",
+        low=100, high=50_000,
+        why="100 keeps a busy marina's devices; 50 000 at the ~2 KB a device measured is "
+        "~100 MB, inside service/run's 150 MB softlimit",
+    ),
+    Setting(
+        "broadcast_keep_alive", Kind.SECONDS, DEFAULT_BROADCAST_KEEP_ALIVE,
+        "Repeat an unchanged, still advertising device on the broadcast this often; 0: never",
+        flag="--keep-alive", name="BroadcastKeepAlive", metavar="S", unit="s",
+        low=0.0, high=MAX_SECONDS,
+        why="0 turns it off; a day is the top of a subscription's KeepAlive, which means the same",
+    ),
+    Setting(
+        "broadcast_rssi_delta", Kind.INTEGER, DEFAULT_BROADCAST_RSSI_DELTA,
+        "RSSI change that re-sends a device on the broadcast (BlueZ's own threshold is 8)",
+        flag="--rssi-delta", name="BroadcastRssiDelta", metavar="DBM", unit="dBm",
+        low=0, high=RSSI_MAX - RSSI_MIN,
+        why="a subscription's RssiDelta range: 0 and 1 re-send on every change; 147, BlueZ's "
+        "whole RSSI span (-127..20), means in practice only on new content",
+    ),
+    Setting(
+        "ignore_company_ids", Kind.LIST, frozenset(),
+        "Manufacturer ids never reported, decimal or 0x hex (e.g. 0x004C for Apple)",
+        flag="--ignore-company-id", name="IgnoreCompanyIds", metavar="ID", item=company_id,
+        high=MAX_FILTER_LIST_ENTRIES, why=_LIST_WHY,
+    ),
+    Setting(
+        "ignore_addresses", Kind.LIST, frozenset(),
+        "Addresses never reported",
+        flag="--ignore-address", metavar="ADDR", item=address,
+        high=MAX_FILTER_LIST_ENTRIES, why=_LIST_WHY, live=False,
+    ),
+    Setting(
+        "min_rssi", Kind.INTEGER, None,
+        "Drop reports weaker than this; none: keep every report",
+        flag="--min-rssi", metavar="DBM", unit="dBm",
+        low=RSSI_MIN, high=RSSI_MAX,
+        why="the RSSI BlueZ reports (-127..20 in its filter parser)", live=False,
+    ),
+    Setting(
+        "scan_mode", Kind.CHOICE, "active",
+        "active: discovery with scan requests (names from scan responses); passive: an "
+        "AdvertisementMonitor, no scan requests (needs bluetoothd -E); auto: passive, with "
+        "active windows while a client asks for them",
+        flag="--scan-mode", name="ScanMode", metavar="MODE", choices=SCAN_MODES,
+        why="the three modes the BlueZ side has",
+    ),
+    Setting(
+        "publish_devices", Kind.FLAG, False,
+        "1: publish a capped, throttled device list under /Devices in the Venus tree "
+        "(goes to MQTT and VRM)",
+        name="PublishDevices", low=0, high=1, why="off or on",
+    ),
+    Setting(
+        "publish_devices_max", Kind.INTEGER, DEFAULT_PUBLISH_DEVICES_MAX,
+        "Most devices published when PublishDevices is 1 (strongest first)",
+        name="PublishDevicesMax", low=1, high=100,
+        why="the list goes to MQTT and VRM through flashmq: a hundred is already a long page",
+    ),
+    Setting(
+        "custom_name", Kind.TEXT, "",
+        "Name of the scanner in the GUI and VRM; also writable as /CustomName",
+        name="CustomName", high=128,
+        why="a name for one row in the GUI; the bound keeps a client from storing a page of "
+        "text in settings.xml",
+    ),
+)  # fmt: skip
+"""The settings in ``ScannerConfig``, in the order the README lists them."""
+
+PROCESS_OPTIONS: Final[tuple[Setting, ...]] = (
+    Setting(
+        "no_settings", Kind.FLAG, False,
+        "Do not use localsettings (com.victronenergy.settings); the options here apply",
+        flag="--no-settings", live=False,
+    ),
+    Setting(
+        "settings_wait", Kind.SECONDS, 0.0,
+        "How long to wait for localsettings before scanning with the options here; 0: do not "
+        "wait (the settings apply live whenever localsettings appears)",
+        flag="--settings-wait", metavar="S", unit="s", low=0.0, high=60.0, live=False,
+        why="on a GX localsettings is up long before us; a minute covers a slow development start",
+    ),
+    Setting(
+        "debug", Kind.FLAG, False, "Log every decision", flag="--debug", live=False,
+    ),
+)  # fmt: skip
+"""Options of the process itself: command line only, read at start, not in ``ScannerConfig``."""
+
+BY_FIELD: Final = {setting.field: setting for setting in SETTINGS}
+BY_PATH: Final = {setting.path: setting for setting in SETTINGS if setting.path is not None}
+
+
+def with_values(config: ScannerConfig, values: Mapping[str, Value]) -> ScannerConfig:
+    """``config`` with some fields changed, each to a value the table's checks gave."""
+    return replace(config, **values)  # type: ignore[arg-type]  # typed by the table
+
+
+# --- checking values ------------------------------------------------------------
+
+
+def _number_text(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def range_text(setting: Setting) -> str:
+    """The allowed values in a few words: ``10..86400``, ``at most 64 entries``."""
+    low, high = setting.low, setting.high
+    if setting.kind is Kind.CHOICE:
+        return ", ".join(setting.choices)
+    if setting.kind is Kind.LIST:
+        return f"at most {high:g} entries" if high is not None else ""
+    if setting.kind is Kind.TEXT:
+        return f"at most {high:g} characters" if high is not None else ""
+    if low is None or high is None:
+        return ""
+    if setting.kind is Kind.FLAG:
+        return "0, 1"
+    return f"{_number_text(low)}..{_number_text(high)}"
+
+
+def _in_range(setting: Setting, value: float) -> None:
+    low, high = setting.low, setting.high
+    if (
+        math.isnan(value)
+        or (low is not None and value < low)
+        or (high is not None and value > high)
+    ):
+        unit = f" {setting.unit}" if setting.unit else ""
+        raise ValueError(f"{_number_text(value)} is outside {range_text(setting)}{unit}")
+
+
+def _whole(value: float) -> int:
+    if not float(value).is_integer():
+        raise ValueError(f"{value!r} is not a whole number")
+    return int(value)
+
+
+def _list(setting: Setting, texts: Iterable[str]) -> frozenset[str] | frozenset[int]:
+    assert setting.item is not None
+    items = [text.strip() for text in texts if text.strip()]
+    if setting.high is not None and len(items) > setting.high:
+        raise ValueError(f"{len(items)} entries, more than {setting.high:g}")
+    return frozenset(setting.item(text) for text in items)  # type: ignore[return-value]
+
+
+def from_stored(setting: Setting, raw: object) -> Value:
+    """A value as localsettings holds it -> the checked, typed value; ValueError says why not."""
+    kind = setting.kind
+    if kind in (Kind.SECONDS, Kind.INTEGER, Kind.FLAG):
+        if isinstance(raw, bool) or not isinstance(raw, int | float):
+            raise ValueError(f"{raw!r} is not a number")
+        number: float = float(raw) if kind is Kind.SECONDS else _whole(raw)
+        _in_range(setting, number)
+        if kind is Kind.FLAG:
+            return bool(number)
+        return number
+    if not isinstance(raw, str):
+        raise ValueError(f"{raw!r} is not a string")
+    if kind is Kind.LIST:
+        return _list(setting, raw.split(","))
+    if kind is Kind.CHOICE:
+        word = raw.strip().lower()
+        if word not in setting.choices:
+            raise ValueError(f"{raw!r} is not one of {range_text(setting)}")
+        return word
+    if setting.high is not None and len(raw) > setting.high:
+        raise ValueError(f"longer than {setting.high:g} characters")
+    return raw
+
+
+def from_text(setting: Setting, text: str) -> Value:
+    """A command-line value -> the checked, typed value; ValueError says why not.
+
+    A LIST's option is given once per entry: this checks one entry.
+    """
+    kind = setting.kind
+    if kind is Kind.LIST:
+        assert setting.item is not None
+        return setting.item(text)
+    if kind is Kind.SECONDS:
+        try:
+            seconds = float(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is not a number of seconds") from None
+        return from_stored(setting, seconds)
+    if kind is Kind.INTEGER:
+        try:
+            whole = int(text, 10)
+        except ValueError:
+            raise ValueError(f"{text!r} is not a whole number") from None
+        return from_stored(setting, whole)
+    return from_stored(setting, text)
+
+
+# --- localsettings --------------------------------------------------------------
+
+
+def stored(setting: Setting, value: Value) -> Stored:
+    """``value`` as localsettings holds it: booleans as 0 / 1, lists comma separated."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int | float | str):
+        return value
+    if isinstance(value, frozenset):
+        return ",".join(sorted(str(v) for v in value))
+    raise TypeError(f"{setting.field} has no stored form")
+
+
+def add_settings_definitions() -> list[dict[str, Stored]]:
+    """The ``AddSettings`` entries for every setting localsettings keeps.
+
+    The default's Python type picks the setting's type (int -> ``i``, float ->
+    ``f``, str -> ``s``), so ``min`` and ``max`` are given in the same type.
+    """
+    definitions: list[dict[str, Stored]] = []
+    for setting in SETTINGS:
+        if setting.path is None:
+            continue
+        definition: dict[str, Stored] = {
+            "path": setting.path,
+            "default": stored(setting, setting.default),
+        }
+        if setting.kind in (Kind.SECONDS, Kind.INTEGER, Kind.FLAG):
+            as_type = float if setting.kind is Kind.SECONDS else int
+            if setting.low is not None and setting.high is not None:
+                definition["min"] = as_type(setting.low)
+                definition["max"] = as_type(setting.high)
+        definitions.append(definition)
+    return definitions
+
+
+# --- the command line -----------------------------------------------------------
+
+
+def _option_help(setting: Setting) -> str:
+    facts = []
+    allowed = range_text(setting)
+    if allowed and setting.kind is not Kind.FLAG:
+        facts.append(f"{allowed}{' ' + setting.unit if setting.unit else ''}")
+    if setting.kind is Kind.LIST:
+        facts.append("repeatable")
+    elif setting.kind is not Kind.FLAG:
+        facts.append(f"default {_default_text(setting)}")
+    if setting.name is not None:
+        facts.append(f"localsettings {setting.name}")
+    help_text = setting.help.replace("%", "%%")  # argparse formats help with %
+    return f"{help_text} ({'; '.join(facts)})" if facts else help_text
+
+
+def _argument_type(setting: Setting) -> Callable[[str], Value]:
+    def parse(text: str) -> Value:
+        try:
+            return from_text(setting, text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """Every option of the table, with its ``--help`` text and checks, on ``parser``."""
+    for setting in (*SETTINGS, *PROCESS_OPTIONS):
+        if setting.flag is None:
+            continue
+        if setting.kind is Kind.FLAG:
+            parser.add_argument(
+                setting.flag, dest=setting.field, action="store_true", help=_option_help(setting)
+            )
+            continue
+        parser.add_argument(
+            setting.flag,
+            dest=setting.field,
+            type=_argument_type(setting),
+            action="append" if setting.kind is Kind.LIST else "store",
+            default=None if setting.kind is Kind.LIST else setting.default,
+            metavar=setting.metavar,
+            help=_option_help(setting),
+        )
+
+
+def config_from_args(args: argparse.Namespace) -> ScannerConfig:
+    """The options given, over the table's defaults; ValueError if a list is too long."""
+    values: dict[str, Value] = {}
+    for setting in SETTINGS:
+        if setting.flag is None:
+            continue
+        value = getattr(args, setting.field)
+        if value is None:
+            continue
+        if setting.kind is Kind.LIST:
+            if setting.high is not None and len(value) > setting.high:
+                raise ValueError(
+                    f"{setting.flag}: given {len(value)} times, at most {setting.high:g}"
+                )
+            value = frozenset(value)
+        values[setting.field] = value
+    return with_values(ScannerConfig(), values)
+
+
+# --- the README -----------------------------------------------------------------
+
+README_BEGIN: Final = "<!-- settings-table:begin -->"
+README_END: Final = "<!-- settings-table:end -->"
+
+
+def _default_text(setting: Setting) -> str:
+    default = setting.default
+    if default is None:
+        return "none"
+    if setting.kind is Kind.FLAG:
+        return str(int(bool(default))) if setting.name is not None else "off"
+    if isinstance(default, frozenset) and setting.name is None:
+        return "none"
+    if isinstance(default, frozenset | str):
+        text = stored(setting, default)
+        return str(text) if text != "" else '""'
+    return _number_text(default)
+
+
+_TYPE_TEXT: Final = {
+    Kind.SECONDS: "float",
+    Kind.INTEGER: "int",
+    Kind.CHOICE: "string",
+    Kind.LIST: "list",
+    Kind.TEXT: "string",
+    Kind.FLAG: "int 0/1",
+}
+
+
+def _type_text(setting: Setting) -> str:
+    if setting.kind is Kind.FLAG and setting.name is None:
+        return "switch"
+    if setting.kind is Kind.LIST and setting.name is not None:
+        return "string, comma separated"
+    kind = _TYPE_TEXT[setting.kind]
+    return f"{kind} ({setting.unit})" if setting.unit else kind
+
+
+def markdown() -> str:
+    """The README's settings table, and why each range is what it is."""
+    rows = [
+        "| Setting | Option | Type | Default | Range | Applied | Meaning |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for setting in (*SETTINGS, *PROCESS_OPTIONS):
+        name = f"`{setting.name}`" if setting.name else "—"
+        option = "—"
+        if setting.flag is not None:
+            metavar = setting.metavar or "|".join(setting.choices)
+            option = (
+                f"`{setting.flag}`" if setting.kind is Kind.FLAG else f"`{setting.flag} {metavar}`"
+            )
+            if setting.kind is Kind.LIST:
+                option += " (repeatable)"
+        cells = (
+            name,
+            option,
+            _type_text(setting),
+            f"`{_default_text(setting)}`",
+            range_text(setting),
+            "live" if setting.live else "at start",
+            setting.help,
+        )
+        rows.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    rows.append("")
+    rows.append("Why these ranges:")
+    rows.append("")
+    for setting in (*SETTINGS, *PROCESS_OPTIONS):
+        if setting.why:
+            label = setting.name or setting.flag
+            rows.append(f"- `{label}` ({range_text(setting)}): {setting.why}.")
+    return "\n".join(rows) + "\n"
+
+
+def readme_with_table(readme: str, table: str) -> str:
+    """``readme`` with the text between the settings-table markers replaced by ``table``."""
+    head, begin, rest = readme.partition(README_BEGIN + "\n")
+    _, end, tail = rest.partition(README_END)
+    if not begin or not end:
+        raise ValueError(f"the README has no {README_BEGIN} ... {README_END} block")
+    return head + begin + table + end + tail
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m ble_scanner.config", description="The settings table, for the README."
+    )
+    parser.add_argument("--markdown", action="store_true", help="print the README's table")
+    parser.add_argument(
+        "--update-readme", metavar="PATH", help="rewrite the table between the markers in PATH"
+    )
+    args = parser.parse_args(argv)
+    if args.update_readme:
+        try:
+            with open(args.update_readme, encoding="utf-8") as f:
+                text = readme_with_table(f.read(), markdown())  # ValueError before any write
+            with open(args.update_readme, "w", encoding="utf-8") as f:
+                f.write(text)
+        except (OSError, ValueError) as exc:
+            parser.error(str(exc))
+        return 0
+    if args.markdown:
+        sys.stdout.write(markdown())
+        return 0
+    parser.print_help()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

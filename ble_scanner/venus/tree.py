@@ -16,6 +16,8 @@ from typing import Final
 
 from .. import __version__
 from ..cache import Device
+from ..config import BY_FIELD, from_stored
+from ..const import DEFAULT_PUBLISH_DEVICES_MAX
 from ..state import AdapterStatus, ServiceStatus
 from .busitem import BusItemTree, Value, add_mandatory_paths
 
@@ -30,9 +32,6 @@ PRODUCT_NAME: Final = "BLE scanner"
 PRODUCT_ID: Final = 0xFFFF
 CONNECTION: Final = "Bluetooth LE (BlueZ)"
 DEVICE_FIELDS: Final = ("Address", "Name", "Rssi", "Adapter", "LastSeen")
-# A name a person types into the GUI; longer is a mistake or an abuse of the
-# writable item, and would be stored in localsettings forever.
-CUSTOM_NAME_MAX_LENGTH: Final = 64
 # The GUI and dbus-spy show a rate and a time in tenths; more digits only churn
 # ItemsChanged.
 DISPLAY_DECIMALS: Final = 1
@@ -56,7 +55,7 @@ class ScannerTree:
         self.devices = devices
         self.monotonic = monotonic
         self.publish_devices = False
-        self.publish_devices_max = 20
+        self.publish_devices_max = DEFAULT_PUBLISH_DEVICES_MAX
         self._on_custom_name = on_custom_name
         self._adapters: set[str] = set()
         self._published = 0
@@ -83,7 +82,12 @@ class ScannerTree:
         tree.add_item("/Stats/Subscriptions", 0, kind=int)
 
     def _custom(self, path: str, value: object) -> bool:
-        if not isinstance(value, str) or len(value) > CUSTOM_NAME_MAX_LENGTH:
+        # The settings table's bound, so /CustomName and the setting agree.
+        if not isinstance(value, str):
+            return False
+        try:
+            from_stored(BY_FIELD["custom_name"], value)
+        except ValueError:
             return False
         self._on_custom_name(value)
         return True

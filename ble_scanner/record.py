@@ -1,10 +1,12 @@
 """Advertisement content: BlueZ Device1 properties in, validated immutable content out.
 
-Pure logic: no D-Bus library here. The BlueZ adapter hands over plain Python
-values whose D-Bus signature it has already checked against
-``DEVICE_SIGNATURES``; this module checks what signatures cannot (address
-syntax, payload sizes, UUID syntax) so that nothing malformed reaches the
-cache.
+Pure logic: no D-Bus library here. ``unwrap_device`` checks each Device1
+property's D-Bus signature against ``DEVICE_SIGNATURES`` and unwraps the
+variants (any object with ``signature`` and ``value``: dbus-fast's or a
+test's); ``DeviceView`` checks what signatures cannot (address syntax,
+payload sizes, UUID syntax) so that nothing malformed reaches the cache. The
+service's BlueZ side and the client's BlueZ fallback both read Device1 this
+way, so the two cannot drift apart.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ DEVICE_SIGNATURES: Final[Mapping[str, str]] = {
 REPORT_PROPERTIES: Final = frozenset(
     {"RSSI", "ManufacturerData", "ServiceData", "Name", "UUIDs", "TxPower", "AdvertisingFlags"}
 )
+# Read for its presence only: BlueZ sends it with every advertisement that
+# carries flags, so it marks a report even when nothing else changed.
+_PRESENCE_ONLY: Final = "AdvertisingFlags"
 
 # A BLE name is at most 248 bytes (Core spec Vol 3 Part C 12.1).
 MAX_NAME_LENGTH: Final = 248
@@ -43,6 +48,43 @@ MAX_UUIDS: Final = 64
 
 class MalformedData(ValueError):
     """BlueZ sent something no real advertisement can contain."""
+
+
+def adapter_name(path: str) -> str:
+    """``/org/bluez/hci0/dev_...`` → ``hci0``."""
+    return path.split("/", 4)[3] if path.startswith("/org/bluez/") else ""
+
+
+def unwrap_device(props: Mapping[str, Any]) -> dict[str, Any]:
+    """Check each known Device1 property's signature and unwrap it to plain Python values.
+
+    ``props`` maps names to variants (anything with ``signature`` and
+    ``value``). Unknown properties are dropped; a wrong signature is
+    MalformedData.
+    """
+    out: dict[str, Any] = {}
+    for key, variant in props.items():
+        expected = DEVICE_SIGNATURES.get(key)
+        if expected is None:
+            if key == _PRESENCE_ONLY:
+                out[key] = None
+            continue
+        try:
+            signature = variant.signature
+        except AttributeError:
+            raise MalformedData(f"{key} is not a variant") from None
+        if signature != expected:
+            raise MalformedData(f"{key} has type {signature}")
+        value = variant.value
+        if expected in ("a{qv}", "a{sv}"):
+            unwrapped = {}
+            for k, v in value.items():
+                if v.signature != "ay":
+                    raise MalformedData(f"{key} value has type {v.signature}, not ay")
+                unwrapped[k] = v.value
+            value = unwrapped
+        out[key] = value
+    return out
 
 
 def normalize_address(address: str) -> str:

@@ -43,6 +43,9 @@ ERROR_NAME_HAS_NO_OWNER: Final = "org.freedesktop.DBus.Error.NameHasNoOwner"
 # (notes/real-bluez-vm.md).
 ERROR_SPAWN_CHILD_EXITED: Final = "org.freedesktop.DBus.Error.Spawn.ChildExited"
 ERROR_NO_REPLY: Final = "org.freedesktop.DBus.Error.NoReply"
+# The bus daemon answers AddMatch, GetNameOwner and the like from memory; no
+# answer in 5 s means it is wedged (dbus-fast has no timeout of its own).
+DBUS_DAEMON_CALL_TIMEOUT: Final = 5.0
 
 # --- our service (SPEC §4) ----------------------------------------------------
 

@@ -14,6 +14,9 @@ compare the two byte for byte (tests/unit/test_marshal.py).
 Alignment: every ``{sv}`` dict entry starts on an 8-byte boundary, so an
 entry's bytes do not depend on where it lands; each cached block therefore
 starts 8-aligned and is padded to a multiple of 8.
+
+The wire-format constants (message types, header field codes, the fixed
+header) are defined here once; ``writer.py`` reads messages with them.
 """
 
 from __future__ import annotations
@@ -24,14 +27,25 @@ from typing import Final
 
 from ..cache import Device
 
+# Message types (specification, "Message Format").
 MESSAGE_METHOD_RETURN: Final = 2
 MESSAGE_SIGNAL: Final = 4
+# The first byte of a message: 'l' for little-endian, which is all we write.
+LITTLE_ENDIAN: Final = ord("l")
 _PROTOCOL_VERSION: Final = 1
 # Header field codes (specification, "Header Fields").
-_PATH, _INTERFACE, _MEMBER, _REPLY_SERIAL, _DESTINATION, _SIGNATURE = 1, 2, 3, 5, 6, 8
+FIELD_PATH: Final = 1
+FIELD_INTERFACE: Final = 2
+FIELD_MEMBER: Final = 3
+FIELD_REPLY_SERIAL: Final = 5
+FIELD_DESTINATION: Final = 6
+FIELD_SIGNATURE: Final = 8
 
 _U32: Final = struct.Struct("<I")
-_FIXED_HEADER: Final = struct.Struct("<cBBBII")  # endianness, type, flags, version, length, serial
+# endianness, type, flags, version, body length, serial
+FIXED_HEADER: Final = struct.Struct("<BBBBII")
+# The header field array starts after the fixed header and the array's length.
+FIELDS_START: Final = FIXED_HEADER.size + _U32.size
 
 
 class _Encoder:
@@ -222,15 +236,15 @@ def header_fields(
 ) -> bytes:
     """The header's field array, padded so that the body follows; cache it per destination."""
     enc = _Encoder()
-    enc.buf += bytes(16)  # the fixed header and the array length, filled in below
+    enc.buf += bytes(FIELDS_START)  # the fixed header and the array length: see below
     start = len(enc.buf)
     for code, sig, value in (
-        (_PATH, "o", path),
-        (_INTERFACE, "s", interface),
-        (_MEMBER, "s", member),
-        (_REPLY_SERIAL, "u", reply_serial),
-        (_DESTINATION, "s", destination),
-        (_SIGNATURE, "g", signature),
+        (FIELD_PATH, "o", path),
+        (FIELD_INTERFACE, "s", interface),
+        (FIELD_MEMBER, "s", member),
+        (FIELD_REPLY_SERIAL, "u", reply_serial),
+        (FIELD_DESTINATION, "s", destination),
+        (FIELD_SIGNATURE, "g", signature),
     ):
         if not value:
             continue
@@ -253,6 +267,6 @@ def header_fields(
 
 def message(message_type: int, serial: int, fields: bytes, body: bytes, flags: int = 0) -> bytes:
     """A whole message: fixed header, ``header_fields`` output, body."""
-    return _FIXED_HEADER.pack(b"l", message_type, flags, _PROTOCOL_VERSION, len(body), serial) + (
-        fields + body
-    )
+    return FIXED_HEADER.pack(
+        LITTLE_ENDIAN, message_type, flags, _PROTOCOL_VERSION, len(body), serial
+    ) + (fields + body)

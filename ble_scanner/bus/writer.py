@@ -29,6 +29,8 @@ from typing import Any, Final
 
 from dbus_fast.aio import MessageBus
 
+from .marshal import FIELD_MEMBER, FIELDS_START, LITTLE_ENDIAN, MESSAGE_SIGNAL
+
 _LOGGER = logging.getLogger(__name__)
 
 # Bytes waiting for the socket above which DeviceDiscovered is shed. A signal is
@@ -41,9 +43,6 @@ SHED_MEMBERS: Final = frozenset({b"DeviceDiscovered"})
 SHED_LOG_INTERVAL: Final = 60.0
 
 _WRITER_LAYOUT: Final = ("messages", "sock", "loop", "fd", "buf", "offset", "fut", "bus")
-_MESSAGE_SIGNAL: Final = 4
-_HEADER_FIELD_MEMBER: Final = 3
-_FIXED_HEADER: Final = 16
 
 
 def _writer_of(bus: MessageBus) -> Any:
@@ -187,13 +186,13 @@ def split_messages(
     """(start, end, sheddable) of each marshalled D-Bus message in ``data``, back to back."""
     offset, size = 0, len(data)
     while offset < size:
-        fmt = "<" if data[offset] == 0x6C else ">"
+        fmt = "<" if data[offset] == LITTLE_ENDIAN else ">"
         body_length, _serial, fields_length = struct.unpack_from(fmt + "III", data, offset + 4)
-        header_end = offset + _FIXED_HEADER + fields_length
+        header_end = offset + FIELDS_START + fields_length
         header_end += -(header_end - offset) % 8
         end = header_end + body_length
         sheddable = (
-            data[offset + 1] == _MESSAGE_SIGNAL
+            data[offset + 1] == MESSAGE_SIGNAL
             and _member(data, offset, fields_length, fmt) in shed_members
         )
         yield offset, end, sheddable
@@ -202,7 +201,7 @@ def split_messages(
 
 def _member(data: bytes, start: int, fields_length: int, fmt: str) -> bytes | None:
     """The MEMBER header field of the message at ``start``, or None."""
-    pos = start + _FIXED_HEADER
+    pos = start + FIELDS_START
     stop = pos + fields_length
     while pos < stop:
         pos += -(pos - start) % 8
@@ -213,7 +212,7 @@ def _member(data: bytes, start: int, fields_length: int, fmt: str) -> bytes | No
             pos += -(pos - start) % 4
             (length,) = struct.unpack_from(fmt + "I", data, pos)
             pos += 4
-            if code == _HEADER_FIELD_MEMBER:
+            if code == FIELD_MEMBER:
                 return data[pos : pos + length]
             pos += length + 1
         elif signature == b"g":

@@ -77,6 +77,11 @@ MAX_PAYLOAD_BYTES: Final = 1650
 # RSSI in dBm as BlueZ reports it (int16, and -127..20 in its filter parser).
 RSSI_MIN: Final = -127
 RSSI_MAX: Final = 20
+# HCI's "RSSI not available" (Core spec Vol 4 Part E 7.7.65.2), the top of the
+# int8 the controller reports: btvirt sends it. A reading, but of nothing.
+RSSI_UNAVAILABLE: Final = 127
+# Company identifiers (Bluetooth SIG Assigned Numbers) are 16-bit.
+MAX_COMPANY_ID: Final = 0xFFFF
 
 # --- timing -------------------------------------------------------------------
 

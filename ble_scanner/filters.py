@@ -79,6 +79,9 @@ SUBSCRIPTION_KEYS: Final[Mapping[str, str]] = {
 # A glob with more wildcards than this is no device-name pattern; it bounds the
 # regex work per report ("glob bombs").
 MAX_GLOB_WILDCARDS: Final = 8
+# An unknown key is named in the error this far: enough to recognise a typo,
+# too little for a caller to flood the log with.
+MAX_ECHOED_KEY: Final = 64
 # KeepAlive and MaxAge beyond a day are a mistake, not a wish.
 MAX_SECONDS: Final = 86_400.0
 
@@ -195,7 +198,7 @@ def _parse(
     extra: dict[str, Any] = {}
     for key, variant in raw.items():
         if not isinstance(key, str) or key not in allowed:
-            raise InvalidFilter(str(key)[:64], "unknown key")
+            raise InvalidFilter(str(key)[:MAX_ECHOED_KEY], "unknown key")
         expected = allowed[key]
         if variant.signature != expected:
             raise InvalidFilter(key, f"must be of type '{expected}', not '{variant.signature}'")

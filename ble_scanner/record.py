@@ -16,7 +16,15 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from . import identifiers
-from .const import MAX_PAYLOAD_BYTES, RSSI_MAX, RSSI_MIN
+from .const import (
+    BLUEZ_ROOT_PATH,
+    MAX_COMPANY_ID,
+    MAX_PAYLOAD_BYTES,
+    RSSI_MAX,
+    RSSI_MIN,
+    RSSI_UNAVAILABLE,
+)
+from .identifiers import MAX_ECHO
 
 # The Device1 properties we read and the D-Bus signature each must have
 # (src/device.c device_properties[]). Anything else is ignored.
@@ -43,7 +51,11 @@ _PRESENCE_ONLY: Final = "AdvertisingFlags"
 
 # A BLE name is at most 248 bytes (Core spec Vol 3 Part C 12.1).
 MAX_NAME_LENGTH: Final = 248
+# A 1650-byte extended advertisement holds at most ~100 16-bit UUIDs; real
+# devices list a handful. 64 bounds the work without refusing any real one.
 MAX_UUIDS: Final = 64
+# Device and adapter objects live under /org/bluez/<adapter>.
+_ADAPTER_PREFIX: Final = BLUEZ_ROOT_PATH + "/"
 
 
 class MalformedData(ValueError):
@@ -52,7 +64,9 @@ class MalformedData(ValueError):
 
 def adapter_name(path: str) -> str:
     """``/org/bluez/hci0/dev_...`` → ``hci0``."""
-    return path.split("/", 4)[3] if path.startswith("/org/bluez/") else ""
+    if not path.startswith(_ADAPTER_PREFIX):
+        return ""
+    return path[len(_ADAPTER_PREFIX) :].split("/", 1)[0]
 
 
 def unwrap_device(props: Mapping[str, Any]) -> dict[str, Any]:
@@ -128,7 +142,7 @@ def parse_manufacturer_data(value: Mapping[Any, Any]) -> dict[int, bytes]:
     """``a{qv}`` of ``ay`` (already unwrapped) → {company id: payload}."""
     out: dict[int, bytes] = {}
     for company, payload in value.items():
-        if not isinstance(company, int) or not 0 <= company <= 0xFFFF:
+        if not isinstance(company, int) or not 0 <= company <= MAX_COMPANY_ID:
             raise MalformedData(f"company id {company!r} out of range")
         out[company] = _payload(payload, f"ManufacturerData[0x{company:04X}]")
     return out
@@ -140,7 +154,7 @@ def parse_service_data(value: Mapping[Any, Any]) -> dict[str, bytes]:
     for uuid, payload in value.items():
         if not isinstance(uuid, str):
             raise MalformedData(f"service data key {uuid!r} is not a string")
-        out[normalize_uuid(uuid)] = _payload(payload, f"ServiceData[{uuid[:40]}]")
+        out[normalize_uuid(uuid)] = _payload(payload, f"ServiceData[{uuid[:MAX_ECHO]}]")
     return out
 
 
@@ -168,7 +182,7 @@ def parse_name(value: Any) -> str:
 def parse_rssi(value: Any, what: str = "RSSI") -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise MalformedData(f"{what} is not an integer")
-    if not RSSI_MIN <= value <= 127:
+    if not RSSI_MIN <= value <= RSSI_UNAVAILABLE:
         raise MalformedData(f"{what} {value} out of range")
     return value
 
@@ -209,7 +223,7 @@ class DeviceView:
                         mfr = new_mfr
             elif key == "RSSI":
                 rssi = parse_rssi(value)
-                # 127 is HCI's "RSSI not available" (btvirt sends it): no reading.
+                # Above RSSI_MAX is RSSI_UNAVAILABLE: no reading.
                 if rssi > RSSI_MAX:
                     rssi = None
             elif key == "ServiceData":
@@ -229,7 +243,7 @@ class DeviceView:
                 address = normalize_address(value)
             elif key == "AddressType":
                 if value not in ("public", "random"):
-                    raise MalformedData(f"AddressType {str(value)[:20]!r}")
+                    raise MalformedData(f"AddressType {str(value)[:MAX_ECHO]!r}")
                 address_type = value
         # BlueZ invalidates RSSI and TxPower when discovery ends: that is no
         # report, and the last reading stays the latest we know.

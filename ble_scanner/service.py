@@ -242,10 +242,10 @@ class ScannerService:
                 msg.member == "NameOwnerChanged"
                 and msg.sender == DBUS_SERVICE
                 and msg.signature == "sss"
-                and not msg.body[2]
-                and msg.body[0].startswith(":")
             ):
-                self._owner_left(msg.body[0])
+                name, _old_owner, new_owner = msg.body
+                if not new_owner and name.startswith(":"):
+                    self._owner_left(name)
             return False
         if mtype != MessageType.METHOD_CALL:
             return False

@@ -140,14 +140,17 @@ class BluezListener:
     def on_message(self, msg: Message) -> None:
         member = msg.member
         if msg.sender == DBUS_SERVICE:
-            if member == "NameOwnerChanged" and msg.body[0] == BLUEZ_SERVICE:
-                self._bluez_changed(msg.body[2])
+            if member == "NameOwnerChanged" and msg.signature == "sss":
+                name, _old_owner, new_owner = msg.body
+                if name == BLUEZ_SERVICE:
+                    self._bluez_changed(new_owner)
             return
         if msg.sender != self.owner or self.owner is None:
             return
         try:
             if member == "PropertiesChanged" and msg.body[0] == BLUEZ_DEVICE:
-                self._changed(msg.path or "", msg.body[1], msg.body[2])
+                _interface, changed, invalidated = msg.body
+                self._changed(msg.path or "", changed, invalidated)
             elif member == "InterfacesAdded" and BLUEZ_DEVICE in msg.body[1]:
                 self._added(msg.body[0], msg.body[1][BLUEZ_DEVICE])
             elif member == "InterfacesRemoved" and BLUEZ_DEVICE in msg.body[1]:

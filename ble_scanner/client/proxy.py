@@ -79,8 +79,10 @@ DEFAULT_SERVICE_WAIT: Final = 10.0
 STREAM_BUFFER: Final = 10_000
 
 # Retry of a re-subscription the new service did not accept (busy starting,
-# or at its subscription limit): soon at first, then no more than every 30 s.
+# or at its subscription limit): soon at first, doubling, then no more than
+# every 30 s.
 RESUBSCRIBE_BACKOFF_INITIAL: Final = 0.5
+RESUBSCRIBE_BACKOFF_FACTOR: Final = 2
 RESUBSCRIBE_BACKOFF_MAX: Final = 30.0
 
 Callback = Callable[[Event], Awaitable[None] | None]
@@ -502,8 +504,10 @@ class ScannerClient:
             return
         sender = msg.sender
         if sender == DBUS_SERVICE:
-            if msg.member == "NameOwnerChanged" and msg.body and msg.body[0] == SCANNER_SERVICE:
-                self._owner_changed(msg.body[2])
+            if msg.member == "NameOwnerChanged" and msg.signature == "sss":
+                name, _old_owner, new_owner = msg.body
+                if name == SCANNER_SERVICE:
+                    self._owner_changed(new_owner)
             elif self._fallback is not None:
                 self._fallback.on_message(msg)
             return
@@ -606,7 +610,7 @@ class ScannerClient:
                 await self._subscribe_remote(subscription)
             except ScannerError as exc:
                 _LOGGER.warning("re-subscribing failed again: %s", exc)
-                delay = min(delay * 2, RESUBSCRIBE_BACKOFF_MAX)
+                delay = min(delay * RESUBSCRIBE_BACKOFF_FACTOR, RESUBSCRIBE_BACKOFF_MAX)
 
     async def _start_fallback(self) -> None:
         from .fallback import BluezListener  # only clients that ask for it pay for it

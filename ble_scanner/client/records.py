@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final
 
-from ..const import MAX_FILTER_LIST_ENTRIES, RSSI_MAX, RSSI_MIN
+from ..const import MAX_COMPANY_ID, MAX_FILTER_LIST_ENTRIES, RSSI_MAX, RSSI_MIN
 from ..filters import Filter, name_pattern
 from ..identifiers import normalize_address, normalize_uuid
 from ..record import Content
@@ -243,7 +243,11 @@ def make_filter(
     sd_uuids = _listed(service_data_uuid, service_data_uuids)
     names = _listed(local_name, local_names)
     for company in ids or ():
-        if not isinstance(company, int) or isinstance(company, bool) or not 0 <= company <= 0xFFFF:
+        if (
+            not isinstance(company, int)
+            or isinstance(company, bool)
+            or not 0 <= company <= MAX_COMPANY_ID
+        ):
             raise ValueError(f"manufacturer_id: {company!r} is not a company id (0..0xFFFF)")
     for name in names or ():
         if not isinstance(name, str):

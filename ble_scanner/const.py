@@ -43,6 +43,9 @@ ERROR_NAME_HAS_NO_OWNER: Final = "org.freedesktop.DBus.Error.NameHasNoOwner"
 # (notes/real-bluez-vm.md).
 ERROR_SPAWN_CHILD_EXITED: Final = "org.freedesktop.DBus.Error.Spawn.ChildExited"
 ERROR_NO_REPLY: Final = "org.freedesktop.DBus.Error.NoReply"
+# The bus daemon answers AddMatch, GetNameOwner and the like from memory; no
+# answer in 5 s means it is wedged (dbus-fast has no timeout of its own).
+DBUS_DAEMON_CALL_TIMEOUT: Final = 5.0
 
 # --- our service (SPEC §4) ----------------------------------------------------
 
@@ -74,6 +77,11 @@ MAX_PAYLOAD_BYTES: Final = 1650
 # RSSI in dBm as BlueZ reports it (int16, and -127..20 in its filter parser).
 RSSI_MIN: Final = -127
 RSSI_MAX: Final = 20
+# HCI's "RSSI not available" (Core spec Vol 4 Part E 7.7.65.2), the top of the
+# int8 the controller reports: btvirt sends it. A reading, but of nothing.
+RSSI_UNAVAILABLE: Final = 127
+# Company identifiers (Bluetooth SIG Assigned Numbers) are 16-bit.
+MAX_COMPANY_ID: Final = 0xFFFF
 
 # --- settings: the defaults of config.py's table ---------------------------------
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from fnmatch import translate
 from typing import Any, Final, Protocol
 
-from .cache import Device
 from .const import (
     MAX_FILTER_LIST_ENTRIES,
     MAX_NAME_PATTERN_LENGTH,
@@ -23,7 +22,18 @@ from .const import (
     RSSI_MAX,
     RSSI_MIN,
 )
-from .record import MalformedData, normalize_address, normalize_uuid
+from .record import Content, MalformedData, normalize_address, normalize_uuid
+
+
+class Heard(Protocol):
+    """What matching looks at: the service's cached Device, or a client's Advertisement."""
+
+    @property
+    def address(self) -> str: ...
+    @property
+    def rssi(self) -> int | None: ...
+    @property
+    def content(self) -> Content | None: ...
 
 
 class VariantLike(Protocol):
@@ -69,6 +79,9 @@ SUBSCRIPTION_KEYS: Final[Mapping[str, str]] = {
 # A glob with more wildcards than this is no device-name pattern; it bounds the
 # regex work per report ("glob bombs").
 MAX_GLOB_WILDCARDS: Final = 8
+# An unknown key is named in the error this far: enough to recognise a typo,
+# too little for a caller to flood the log with.
+MAX_ECHOED_KEY: Final = 64
 # KeepAlive and MaxAge beyond a day are a mistake, not a wish.
 MAX_SECONDS: Final = 86_400.0
 
@@ -95,14 +108,14 @@ class Filter:
             and self.min_rssi is None
         )
 
-    def matches(self, device: Device) -> bool:
+    def matches(self, device: Heard) -> bool:
         return self.matches_content(device) and self.rssi_ok(device)
 
-    def rssi_ok(self, device: Device) -> bool:
+    def rssi_ok(self, device: Heard) -> bool:
         min_rssi = self.min_rssi
         return min_rssi is None or (device.rssi is not None and device.rssi >= min_rssi)
 
-    def matches_content(self, device: Device) -> bool:
+    def matches_content(self, device: Heard) -> bool:
         """Everything but MinRssi: the verdict holds until the device's content changes."""
         if self.addresses is not None and device.address not in self.addresses:
             return False
@@ -158,12 +171,17 @@ def _check_string(key: str, text: str) -> str:
     return text
 
 
+def name_pattern(glob: str) -> re.Pattern[str]:
+    """A shell glob (``"SmartShunt*"``) as the regex ``Filter.names`` holds."""
+    return re.compile(translate(glob))
+
+
 def _glob(key: str, pattern: str) -> re.Pattern[str]:
     if len(pattern) > MAX_NAME_PATTERN_LENGTH:
         raise InvalidFilter(key, f"pattern longer than {MAX_NAME_PATTERN_LENGTH} characters")
     if pattern.count("*") + pattern.count("?") > MAX_GLOB_WILDCARDS:
         raise InvalidFilter(key, f"pattern has more than {MAX_GLOB_WILDCARDS} wildcards")
-    return re.compile(translate(pattern))
+    return name_pattern(pattern)
 
 
 def _seconds(key: str, value: float, allow_zero: bool) -> float:
@@ -180,7 +198,7 @@ def _parse(
     extra: dict[str, Any] = {}
     for key, variant in raw.items():
         if not isinstance(key, str) or key not in allowed:
-            raise InvalidFilter(str(key)[:64], "unknown key")
+            raise InvalidFilter(str(key)[:MAX_ECHOED_KEY], "unknown key")
         expected = allowed[key]
         if variant.signature != expected:
             raise InvalidFilter(key, f"must be of type '{expected}', not '{variant.signature}'")

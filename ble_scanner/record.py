@@ -1,10 +1,12 @@
 """Advertisement content: BlueZ Device1 properties in, validated immutable content out.
 
-Pure logic: no D-Bus library here. The BlueZ adapter hands over plain Python
-values whose D-Bus signature it has already checked against
-``DEVICE_SIGNATURES``; this module checks what signatures cannot (address
-syntax, payload sizes, UUID syntax) so that nothing malformed reaches the
-cache.
+Pure logic: no D-Bus library here. ``unwrap_device`` checks each Device1
+property's D-Bus signature against ``DEVICE_SIGNATURES`` and unwraps the
+variants (any object with ``signature`` and ``value``: dbus-fast's or a
+test's); ``DeviceView`` checks what signatures cannot (address syntax,
+payload sizes, UUID syntax) so that nothing malformed reaches the cache. The
+service's BlueZ side and the client's BlueZ fallback both read Device1 this
+way, so the two cannot drift apart.
 """
 
 from __future__ import annotations
@@ -14,7 +16,15 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from . import identifiers
-from .const import MAX_PAYLOAD_BYTES, RSSI_MAX, RSSI_MIN
+from .const import (
+    BLUEZ_ROOT_PATH,
+    MAX_COMPANY_ID,
+    MAX_PAYLOAD_BYTES,
+    RSSI_MAX,
+    RSSI_MIN,
+    RSSI_UNAVAILABLE,
+)
+from .identifiers import MAX_ECHO
 
 # The Device1 properties we read and the D-Bus signature each must have
 # (src/device.c device_properties[]). Anything else is ignored.
@@ -35,14 +45,60 @@ DEVICE_SIGNATURES: Final[Mapping[str, str]] = {
 REPORT_PROPERTIES: Final = frozenset(
     {"RSSI", "ManufacturerData", "ServiceData", "Name", "UUIDs", "TxPower", "AdvertisingFlags"}
 )
+# Read for its presence only: BlueZ sends it with every advertisement that
+# carries flags, so it marks a report even when nothing else changed.
+_PRESENCE_ONLY: Final = "AdvertisingFlags"
 
 # A BLE name is at most 248 bytes (Core spec Vol 3 Part C 12.1).
 MAX_NAME_LENGTH: Final = 248
+# A 1650-byte extended advertisement holds at most ~100 16-bit UUIDs; real
+# devices list a handful. 64 bounds the work without refusing any real one.
 MAX_UUIDS: Final = 64
+# Device and adapter objects live under /org/bluez/<adapter>.
+_ADAPTER_PREFIX: Final = BLUEZ_ROOT_PATH + "/"
 
 
 class MalformedData(ValueError):
     """BlueZ sent something no real advertisement can contain."""
+
+
+def adapter_name(path: str) -> str:
+    """``/org/bluez/hci0/dev_...`` → ``hci0``."""
+    if not path.startswith(_ADAPTER_PREFIX):
+        return ""
+    return path[len(_ADAPTER_PREFIX) :].split("/", 1)[0]
+
+
+def unwrap_device(props: Mapping[str, Any]) -> dict[str, Any]:
+    """Check each known Device1 property's signature and unwrap it to plain Python values.
+
+    ``props`` maps names to variants (anything with ``signature`` and
+    ``value``). Unknown properties are dropped; a wrong signature is
+    MalformedData.
+    """
+    out: dict[str, Any] = {}
+    for key, variant in props.items():
+        expected = DEVICE_SIGNATURES.get(key)
+        if expected is None:
+            if key == _PRESENCE_ONLY:
+                out[key] = None
+            continue
+        try:
+            signature = variant.signature
+        except AttributeError:
+            raise MalformedData(f"{key} is not a variant") from None
+        if signature != expected:
+            raise MalformedData(f"{key} has type {signature}")
+        value = variant.value
+        if expected in ("a{qv}", "a{sv}"):
+            unwrapped = {}
+            for k, v in value.items():
+                if v.signature != "ay":
+                    raise MalformedData(f"{key} value has type {v.signature}, not ay")
+                unwrapped[k] = v.value
+            value = unwrapped
+        out[key] = value
+    return out
 
 
 def normalize_address(address: str) -> str:
@@ -86,7 +142,7 @@ def parse_manufacturer_data(value: Mapping[Any, Any]) -> dict[int, bytes]:
     """``a{qv}`` of ``ay`` (already unwrapped) → {company id: payload}."""
     out: dict[int, bytes] = {}
     for company, payload in value.items():
-        if not isinstance(company, int) or not 0 <= company <= 0xFFFF:
+        if not isinstance(company, int) or not 0 <= company <= MAX_COMPANY_ID:
             raise MalformedData(f"company id {company!r} out of range")
         out[company] = _payload(payload, f"ManufacturerData[0x{company:04X}]")
     return out
@@ -98,7 +154,7 @@ def parse_service_data(value: Mapping[Any, Any]) -> dict[str, bytes]:
     for uuid, payload in value.items():
         if not isinstance(uuid, str):
             raise MalformedData(f"service data key {uuid!r} is not a string")
-        out[normalize_uuid(uuid)] = _payload(payload, f"ServiceData[{uuid[:40]}]")
+        out[normalize_uuid(uuid)] = _payload(payload, f"ServiceData[{uuid[:MAX_ECHO]}]")
     return out
 
 
@@ -126,7 +182,7 @@ def parse_name(value: Any) -> str:
 def parse_rssi(value: Any, what: str = "RSSI") -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise MalformedData(f"{what} is not an integer")
-    if not RSSI_MIN <= value <= 127:
+    if not RSSI_MIN <= value <= RSSI_UNAVAILABLE:
         raise MalformedData(f"{what} {value} out of range")
     return value
 
@@ -167,7 +223,7 @@ class DeviceView:
                         mfr = new_mfr
             elif key == "RSSI":
                 rssi = parse_rssi(value)
-                # 127 is HCI's "RSSI not available" (btvirt sends it): no reading.
+                # Above RSSI_MAX is RSSI_UNAVAILABLE: no reading.
                 if rssi > RSSI_MAX:
                     rssi = None
             elif key == "ServiceData":
@@ -187,7 +243,7 @@ class DeviceView:
                 address = normalize_address(value)
             elif key == "AddressType":
                 if value not in ("public", "random"):
-                    raise MalformedData(f"AddressType {str(value)[:20]!r}")
+                    raise MalformedData(f"AddressType {str(value)[:MAX_ECHO]!r}")
                 address_type = value
         # BlueZ invalidates RSSI and TxPower when discovery ends: that is no
         # report, and the last reading stays the latest we know.

@@ -16,6 +16,7 @@ from typing import Final
 from dbus_fast import Message, MessageFlag, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
+from .bus.calls import add_match, signal_rule
 from .bus.marshal import (
     MESSAGE_METHOD_RETURN,
     MESSAGE_SIGNAL,
@@ -27,8 +28,8 @@ from .bus.marshal import (
 from .bus.outbox import Outbox
 from .cache import Device
 from .const import (
+    DBUS_DAEMON_CALL_TIMEOUT,
     DBUS_INTERFACE,
-    DBUS_PATH,
     DBUS_SERVICE,
     ERROR_INVALID_ARGS,
     ERROR_LIMITS_EXCEEDED,
@@ -189,21 +190,8 @@ class ScannerService:
     async def start(self) -> None:
         """Serve the interface and follow subscription owners leaving the bus."""
         self.bus.add_message_handler(self._on_message)
-        rule = (
-            f"type='signal',sender='{DBUS_SERVICE}',interface='{DBUS_INTERFACE}',"
-            "member='NameOwnerChanged'"
-        )
-        reply = await self.bus.call(
-            Message(
-                destination=DBUS_SERVICE,
-                path=DBUS_PATH,
-                interface=DBUS_INTERFACE,
-                member="AddMatch",
-                signature="s",
-                body=[rule],
-            )
-        )
-        assert reply is not None and reply.message_type == MessageType.METHOD_RETURN
+        rule = signal_rule(sender=DBUS_SERVICE, interface=DBUS_INTERFACE, member="NameOwnerChanged")
+        await add_match(self.bus, rule, timeout=DBUS_DAEMON_CALL_TIMEOUT)
 
     def close(self) -> None:
         self.bus.remove_message_handler(self._on_message)
@@ -254,10 +242,10 @@ class ScannerService:
                 msg.member == "NameOwnerChanged"
                 and msg.sender == DBUS_SERVICE
                 and msg.signature == "sss"
-                and not msg.body[2]
-                and msg.body[0].startswith(":")
             ):
-                self._owner_left(msg.body[0])
+                name, _old_owner, new_owner = msg.body
+                if not new_owner and name.startswith(":"):
+                    self._owner_left(name)
             return False
         if mtype != MessageType.METHOD_CALL:
             return False

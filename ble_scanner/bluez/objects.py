@@ -43,7 +43,8 @@ from ..const import (
     WATCHDOG_SILENCE,
 )
 from ..leases import LeaseKind, LeaseRegistry
-from ..record import DEVICE_SIGNATURES, DeviceView, MalformedData
+from ..record import DeviceView, MalformedData, adapter_name
+from ..record import unwrap_device as _unwrap_device
 from ..state import AdapterStatus
 from ..watchdog import SilenceLadder, WatchdogAction
 from .monitors import MonitorApp, is_call_for_monitor_app
@@ -86,34 +87,6 @@ class BluezError(Exception):
         super().__init__(f"{name}: {text}")
         self.name = name
         self.text = text
-
-
-def adapter_name(path: str) -> str:
-    """``/org/bluez/hci0/dev_...`` → ``hci0``."""
-    return path.split("/", 4)[3] if path.startswith("/org/bluez/") else ""
-
-
-def _unwrap_device(props: Mapping[str, Variant]) -> dict[str, Any]:
-    """Check each known property's signature and unwrap it to plain Python values."""
-    out: dict[str, Any] = {}
-    for key, variant in props.items():
-        expected = DEVICE_SIGNATURES.get(key)
-        if expected is None:
-            if key == "AdvertisingFlags":
-                out[key] = None  # only its presence matters: it marks a report
-            continue
-        if not isinstance(variant, Variant) or variant.signature != expected:
-            raise MalformedData(f"{key} has type {getattr(variant, 'signature', '?')}")
-        value = variant.value
-        if expected in ("a{qv}", "a{sv}"):
-            unwrapped = {}
-            for k, v in value.items():
-                if v.signature != "ay":
-                    raise MalformedData(f"{key} value has type {v.signature}, not ay")
-                unwrapped[k] = v.value
-            value = unwrapped
-        out[key] = value
-    return out
 
 
 class RateLimitedLog:

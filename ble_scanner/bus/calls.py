@@ -84,8 +84,21 @@ async def call_reply(
     except (EOFError, OSError) as exc:
         # dbus-fast fails pending calls with these when the socket goes.
         raise BusGoneError(f"{member}: connection to the bus lost: {exc!r}") from exc
-    if reply is None:  # only for NO_REPLY_EXPECTED, which we never set
-        raise BusGoneError(f"{member}: no reply object")
+    if reply is None:
+        # dbus-fast answers a pending call with None when its own connection is
+        # disconnected (``bus.disconnect()``) before the reply came.
+        raise BusGoneError(f"{member}: disconnected from the bus before the reply")
+    return reply
+
+
+def raise_for_error(reply: Message, member: str) -> Message:
+    """``reply`` itself, or :class:`CallError` if it is an error reply.
+
+    For callers that need more of the reply than its body (its sender).
+    """
+    if reply.message_type == MessageType.ERROR:
+        text = str(reply.body[0]) if reply.body and isinstance(reply.body[0], str) else ""
+        raise CallError(member, reply.error_name or "", text)
     return reply
 
 
@@ -104,10 +117,7 @@ async def call(
     reply = await call_reply(
         bus, destination, path, interface, member, signature, body, timeout=timeout
     )
-    if reply.message_type == MessageType.ERROR:
-        text = str(reply.body[0]) if reply.body and isinstance(reply.body[0], str) else ""
-        raise CallError(member, reply.error_name or "", text)
-    return list(reply.body)
+    return list(raise_for_error(reply, member).body)
 
 
 async def call_bus(
@@ -151,6 +161,7 @@ def signal_rule(
     path: str | None = None,
     path_namespace: str | None = None,
     arg0: str | None = None,
+    arg0path: str | None = None,
 ) -> str:
     """A match rule for signals (dbus-specification "Match Rules"), keys in a fixed order."""
     parts = ["type='signal'"]
@@ -161,6 +172,7 @@ def signal_rule(
         ("path", path),
         ("path_namespace", path_namespace),
         ("arg0", arg0),
+        ("arg0path", arg0path),
     ):
         if value is not None:
             parts.append(f"{key}='{value}'")

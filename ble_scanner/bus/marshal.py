@@ -14,6 +14,9 @@ compare the two byte for byte (tests/unit/test_marshal.py).
 Alignment: every ``{sv}`` dict entry starts on an 8-byte boundary, so an
 entry's bytes do not depend on where it lands; each cached block therefore
 starts 8-aligned and is padded to a multiple of 8.
+
+The wire-format constants (message types, header field codes, the fixed
+header) are defined here once; ``writer.py`` reads messages with them.
 """
 
 from __future__ import annotations
@@ -24,14 +27,31 @@ from typing import Final
 
 from ..cache import Device
 
+# Message types (specification, "Message Format").
 MESSAGE_METHOD_RETURN: Final = 2
 MESSAGE_SIGNAL: Final = 4
+# The first byte of a message: 'l' for little-endian, which is all we write.
+LITTLE_ENDIAN: Final = ord("l")
 _PROTOCOL_VERSION: Final = 1
 # Header field codes (specification, "Header Fields").
-_PATH, _INTERFACE, _MEMBER, _REPLY_SERIAL, _DESTINATION, _SIGNATURE = 1, 2, 3, 5, 6, 8
+FIELD_PATH: Final = 1
+FIELD_INTERFACE: Final = 2
+FIELD_MEMBER: Final = 3
+FIELD_REPLY_SERIAL: Final = 5
+FIELD_DESTINATION: Final = 6
+FIELD_SIGNATURE: Final = 8
+
+# Alignment of what we write (specification, "Marshaling"): structs, dict
+# entries and doubles on 8; strings' and arrays' u32 lengths on 4; int16 on 2.
+ALIGN_STRUCT: Final = 8
+ALIGN_U32: Final = 4
+ALIGN_INT16: Final = 2
 
 _U32: Final = struct.Struct("<I")
-_FIXED_HEADER: Final = struct.Struct("<cBBBII")  # endianness, type, flags, version, length, serial
+# endianness, type, flags, version, body length, serial
+FIXED_HEADER: Final = struct.Struct("<BBBBII")
+# The header field array starts after the fixed header and the array's length.
+FIELDS_START: Final = FIXED_HEADER.size + _U32.size
 
 
 class _Encoder:
@@ -56,7 +76,7 @@ class _Encoder:
 
     def string(self, text: str) -> None:
         data = text.encode()
-        self.align(4)
+        self.align(ALIGN_U32)
         self.buf += _U32.pack(len(data))
         self.buf += data
         self.buf.append(0)
@@ -68,7 +88,7 @@ class _Encoder:
 
     def entry(self, key: str, sig: str) -> None:
         """Start a ``{sv}`` dict entry; the caller appends the value."""
-        self.align(8)
+        self.align(ALIGN_STRUCT)
         self.string(key)
         self.signature(sig)
 
@@ -82,23 +102,23 @@ def _entry_prefix(key: str, sig: str, alignment: int) -> bytes:
 
 
 def _pad8(size: int) -> bytes:
-    return _ZEROS[: -size % 8]
+    return _ZEROS[: -size % ALIGN_STRUCT]
 
 
-_ZEROS: Final = bytes(8)
+_ZEROS: Final = bytes(ALIGN_STRUCT)  # the most padding ever needed
 # Entry prefixes: arrays and strings start with a 4-aligned length, which the
 # 8-aligned entry start makes a constant offset.
-_MANUFACTURER_DATA: Final = _entry_prefix("ManufacturerData", "a{qay}", 4)
-_SERVICE_DATA: Final = _entry_prefix("ServiceData", "a{say}", 4)
-_SERVICE_UUIDS: Final = _entry_prefix("ServiceUuids", "as", 4)
-_NAME: Final = _entry_prefix("Name", "s", 4)
-_TX_POWER_PREFIX: Final = _entry_prefix("TxPower", "n", 2)
+_MANUFACTURER_DATA: Final = _entry_prefix("ManufacturerData", "a{qay}", ALIGN_U32)
+_SERVICE_DATA: Final = _entry_prefix("ServiceData", "a{say}", ALIGN_U32)
+_SERVICE_UUIDS: Final = _entry_prefix("ServiceUuids", "as", ALIGN_U32)
+_NAME: Final = _entry_prefix("Name", "s", ALIGN_U32)
+_TX_POWER_PREFIX: Final = _entry_prefix("TxPower", "n", ALIGN_INT16)
 _TX_POWER: Final = struct.Struct(f"<{len(_TX_POWER_PREFIX)}sh6x")  # 16 + 2 + padding
-_ADDRESS: Final = _entry_prefix("Address", "s", 4)
-_ADDRESS_TYPE: Final = _entry_prefix("AddressType", "s", 4)
-_ADAPTER: Final = _entry_prefix("Adapter", "s", 4)
-_PATH_ENTRY: Final = _entry_prefix("Path", "o", 4)
-_FIRST_SEEN_PREFIX: Final = _entry_prefix("FirstSeen", "d", 8)
+_ADDRESS: Final = _entry_prefix("Address", "s", ALIGN_U32)
+_ADDRESS_TYPE: Final = _entry_prefix("AddressType", "s", ALIGN_U32)
+_ADAPTER: Final = _entry_prefix("Adapter", "s", ALIGN_U32)
+_PATH_ENTRY: Final = _entry_prefix("Path", "o", ALIGN_U32)
+_FIRST_SEEN_PREFIX: Final = _entry_prefix("FirstSeen", "d", ALIGN_STRUCT)
 _FIRST_SEEN: Final = struct.Struct(f"<{len(_FIRST_SEEN_PREFIX)}sd")
 _COMPANY: Final = struct.Struct("<H2xI")  # {qay} head: company, padding, payload length
 
@@ -136,14 +156,14 @@ def _content_and_identity(device: Device) -> bytes:
         _array_entry(
             _MANUFACTURER_DATA,
             [_COMPANY.pack(k, len(v)) + v for k, v in content.manufacturer_data.items()],
-            8,
+            ALIGN_STRUCT,
         ),
         _array_entry(
             _SERVICE_DATA,
             [_padded_string(k) + _U32.pack(len(v)) + v for k, v in content.service_data.items()],
-            8,
+            ALIGN_STRUCT,
         ),
-        _array_entry(_SERVICE_UUIDS, [_string(u) for u in content.service_uuids], 4),
+        _array_entry(_SERVICE_UUIDS, [_string(u) for u in content.service_uuids], ALIGN_U32),
     ]
     if content.name is not None:
         parts.append(_string_entry(_NAME, content.name))
@@ -160,13 +180,13 @@ def _content_and_identity(device: Device) -> bytes:
 def _padded_string(text: str) -> bytes:
     """A string followed by padding to 4, as before an ``ay`` in ``{say}``."""
     data = _string(text)
-    return data + _ZEROS[: -len(data) % 4]
+    return data + _ZEROS[: -len(data) % ALIGN_U32]
 
 
 # The two entries that change with every report: LastSeen (24 bytes, so Rssi
 # after it stays 8-aligned) and Rssi (14 bytes; last, so never padded).
-_LAST_SEEN_PREFIX: Final = _entry_prefix("LastSeen", "d", 8)
-_RSSI_PREFIX: Final = _entry_prefix("Rssi", "n", 2)
+_LAST_SEEN_PREFIX: Final = _entry_prefix("LastSeen", "d", ALIGN_STRUCT)
+_RSSI_PREFIX: Final = _entry_prefix("Rssi", "n", ALIGN_INT16)
 _LAST_SEEN: Final = struct.Struct(f"<{len(_LAST_SEEN_PREFIX)}sd")
 _LAST_SEEN_RSSI: Final = struct.Struct(f"<{len(_LAST_SEEN_PREFIX)}sd{len(_RSSI_PREFIX)}sh")
 
@@ -186,9 +206,9 @@ def record_entry(device: Device) -> bytes:
         tail = _LAST_SEEN_RSSI.pack(_LAST_SEEN_PREFIX, device.last_seen, _RSSI_PREFIX, device.rssi)
     address = device.address.encode()
     head = _U32.pack(len(address)) + address + b"\0"
-    head += bytes(-len(head) % 4)
+    head += bytes(-len(head) % ALIGN_U32)
     head += _U32.pack(len(wire) + len(tail))
-    return head + bytes(-len(head) % 8) + wire + tail
+    return head + bytes(-len(head) % ALIGN_STRUCT) + wire + tail
 
 
 def snapshot_body(entries: Iterable[bytes]) -> bytes:
@@ -196,8 +216,8 @@ def snapshot_body(entries: Iterable[bytes]) -> bytes:
     parts: list[bytes] = []
     size = 0
     for entry in entries:
-        if size % 8:
-            pad = bytes(-size % 8)
+        if size % ALIGN_STRUCT:
+            pad = bytes(-size % ALIGN_STRUCT)
             parts.append(pad)
             size += len(pad)
         parts.append(entry)
@@ -222,19 +242,19 @@ def header_fields(
 ) -> bytes:
     """The header's field array, padded so that the body follows; cache it per destination."""
     enc = _Encoder()
-    enc.buf += bytes(16)  # the fixed header and the array length, filled in below
+    enc.buf += bytes(FIELDS_START)  # the fixed header and the array length: see below
     start = len(enc.buf)
     for code, sig, value in (
-        (_PATH, "o", path),
-        (_INTERFACE, "s", interface),
-        (_MEMBER, "s", member),
-        (_REPLY_SERIAL, "u", reply_serial),
-        (_DESTINATION, "s", destination),
-        (_SIGNATURE, "g", signature),
+        (FIELD_PATH, "o", path),
+        (FIELD_INTERFACE, "s", interface),
+        (FIELD_MEMBER, "s", member),
+        (FIELD_REPLY_SERIAL, "u", reply_serial),
+        (FIELD_DESTINATION, "s", destination),
+        (FIELD_SIGNATURE, "g", signature),
     ):
         if not value:
             continue
-        enc.align(8)
+        enc.align(ALIGN_STRUCT)
         enc.buf.append(code)
         enc.signature(sig)
         if sig == "u":
@@ -247,12 +267,12 @@ def header_fields(
             assert isinstance(value, str)
             enc.string(value)
     length = len(enc.buf) - start
-    enc.align(8)
+    enc.align(ALIGN_STRUCT)
     return _U32.pack(length) + bytes(enc.buf[start:])
 
 
 def message(message_type: int, serial: int, fields: bytes, body: bytes, flags: int = 0) -> bytes:
     """A whole message: fixed header, ``header_fields`` output, body."""
-    return _FIXED_HEADER.pack(b"l", message_type, flags, _PROTOCOL_VERSION, len(body), serial) + (
-        fields + body
-    )
+    return FIXED_HEADER.pack(
+        LITTLE_ENDIAN, message_type, flags, _PROTOCOL_VERSION, len(body), serial
+    ) + (fields + body)

@@ -29,6 +29,15 @@ from typing import Any, Final
 
 from dbus_fast.aio import MessageBus
 
+from .marshal import (
+    ALIGN_STRUCT,
+    ALIGN_U32,
+    FIELD_MEMBER,
+    FIELDS_START,
+    LITTLE_ENDIAN,
+    MESSAGE_SIGNAL,
+)
+
 _LOGGER = logging.getLogger(__name__)
 
 # Bytes waiting for the socket above which DeviceDiscovered is shed. A signal is
@@ -41,9 +50,12 @@ SHED_MEMBERS: Final = frozenset({b"DeviceDiscovered"})
 SHED_LOG_INTERVAL: Final = 60.0
 
 _WRITER_LAYOUT: Final = ("messages", "sock", "loop", "fd", "buf", "offset", "fut", "bus")
-_MESSAGE_SIGNAL: Final = 4
-_HEADER_FIELD_MEMBER: Final = 3
-_FIXED_HEADER: Final = 16
+# Reading a message's header: four 1-byte fields (endianness, type, flags,
+# version) come before the lengths; a signature is a length byte, its
+# characters and a NUL; a string ends in a NUL its length does not count.
+_FIXED_BYTES: Final = 4
+_SIGNATURE_OVERHEAD: Final = 2
+_NUL: Final = 1
 
 
 def _writer_of(bus: MessageBus) -> Any:
@@ -146,11 +158,13 @@ class _BudgetQueue(deque[tuple[Any, Any, Any]]):
 
     def append(self, item: tuple[Any, Any, Any]) -> None:
         guard = self.guard
-        if self.nbytes + len(item[0]) > guard.max_backlog and item[1] is None:
+        buf, fds, fut = item
+        if self.nbytes + len(buf) > guard.max_backlog and fds is None:
             item = self._shed(item)
-            if not item[0] and item[2] is None:
+            buf, _fds, fut = item
+            if not buf and fut is None:
                 return
-        self.nbytes += len(item[0])
+        self.nbytes += len(buf)
         if self.nbytes > guard.peak_backlog:
             guard.peak_backlog = self.nbytes
         super().append(item)
@@ -187,13 +201,16 @@ def split_messages(
     """(start, end, sheddable) of each marshalled D-Bus message in ``data``, back to back."""
     offset, size = 0, len(data)
     while offset < size:
-        fmt = "<" if data[offset] == 0x6C else ">"
-        body_length, _serial, fields_length = struct.unpack_from(fmt + "III", data, offset + 4)
-        header_end = offset + _FIXED_HEADER + fields_length
-        header_end += -(header_end - offset) % 8
+        endianness, message_type, _flags, _version = data[offset : offset + _FIXED_BYTES]
+        fmt = "<" if endianness == LITTLE_ENDIAN else ">"
+        body_length, _serial, fields_length = struct.unpack_from(
+            fmt + "III", data, offset + _FIXED_BYTES
+        )
+        header_end = offset + FIELDS_START + fields_length
+        header_end += -(header_end - offset) % ALIGN_STRUCT
         end = header_end + body_length
         sheddable = (
-            data[offset + 1] == _MESSAGE_SIGNAL
+            message_type == MESSAGE_SIGNAL
             and _member(data, offset, fields_length, fmt) in shed_members
         )
         yield offset, end, sheddable
@@ -202,24 +219,28 @@ def split_messages(
 
 def _member(data: bytes, start: int, fields_length: int, fmt: str) -> bytes | None:
     """The MEMBER header field of the message at ``start``, or None."""
-    pos = start + _FIXED_HEADER
+    u32 = struct.Struct(fmt + "I")
+    pos = start + FIELDS_START
     stop = pos + fields_length
     while pos < stop:
-        pos += -(pos - start) % 8
-        code, sig_length = data[pos], data[pos + 1]
-        signature = data[pos + 2 : pos + 2 + sig_length]
-        pos += 3 + sig_length
+        # A field is a struct: its code (a byte), then a variant: signature, value.
+        pos += -(pos - start) % ALIGN_STRUCT
+        code = data[pos]
+        pos += 1
+        sig_length = data[pos]
+        signature = data[pos + 1 : pos + 1 + sig_length]
+        pos += sig_length + _SIGNATURE_OVERHEAD
         if signature in (b"s", b"o"):
-            pos += -(pos - start) % 4
-            (length,) = struct.unpack_from(fmt + "I", data, pos)
-            pos += 4
-            if code == _HEADER_FIELD_MEMBER:
+            pos += -(pos - start) % ALIGN_U32
+            (length,) = u32.unpack_from(data, pos)
+            pos += u32.size
+            if code == FIELD_MEMBER:
                 return data[pos : pos + length]
-            pos += length + 1
+            pos += length + _NUL
         elif signature == b"g":
-            pos += data[pos] + 2
+            pos += data[pos] + _SIGNATURE_OVERHEAD
         elif signature == b"u":
-            pos += -(pos - start) % 4 + 4
+            pos += -(pos - start) % ALIGN_U32 + u32.size
         else:
             return None
     return None

@@ -1,14 +1,17 @@
 """Client side of the BLE scanner service ``com.victronenergy.ble.scanner``.
 
-Everything a program needs to use the service, in one package that imports
-nothing of the service itself:
+Everything a program needs to use the service, in one package. Of the service
+it imports only the pure core (``ble_scanner.record``, ``ble_scanner.filters``),
+so a client filters exactly as the service does, and the D-Bus plumbing
+(``ble_scanner.bus.calls``); nothing with state or I/O:
 
 - ``records``: what the service reports (``Advertisement``, ``DeviceLost``) and
   filters (``ScanFilter``, ``make_filter``); no D-Bus library.
 - ``proxy``: the asyncio proxy on dbus-fast (``ScannerClient``).
 - ``bleak``: a bleak backend on the proxy. ``glib``: the same for GLib and
-  dbus-python programs (velib_python drivers). ``fallback``: scanning on BlueZ
-  directly when the service is not installed. ``cli``: ``ble-scanner``.
+  dbus-python programs (velib_python drivers). ``fallback``: listening to
+  BlueZ directly, never scanning, while the service is absent. ``cli``:
+  ``ble-scanner``. ``errors``: what the client raises.
 
 Quick start::
 

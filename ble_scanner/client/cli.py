@@ -16,14 +16,14 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final, NoReturn, TextIO
 
 from .. import __version__
-from ..const import SCANNER_SERVICE
+from ..const import MAX_COMPANY_ID, SCANNER_SERVICE
 from .errors import (
     BusUnreachableError,
     ScannerError,
     ServiceNotRunningError,
     UntrustedServiceError,
 )
-from .proxy import ScannerClient
+from .proxy import CALL_TIMEOUT, ScannerClient
 from .records import Advertisement, DeviceLost, Event, make_filter
 
 # Exit codes scripts can rely on (documented in --help and the README).
@@ -33,6 +33,13 @@ EXIT_SERVICE_NOT_RUNNING: Final = 2
 EXIT_UNTRUSTED: Final = 3
 EXIT_SERVICE_ERROR: Final = 4  # the service refused the request or did not answer
 EXIT_USAGE: Final = 64  # sysexits.h EX_USAGE
+
+# Seconds in the units ``age_text`` shows.
+_MINUTE: Final = 60
+_HOUR: Final = 3600
+# The device table's columns; the numeric ones are right-aligned.
+_COLUMNS: Final = ("ADDRESS", "NAME", "RSSI", "AGE", "COMPANY", "ADAPTER")
+_NUMBER_COLUMNS: Final = frozenset({_COLUMNS.index("RSSI"), _COLUMNS.index("AGE")})
 
 # Company identifiers people meet on a Venus device (Bluetooth SIG assigned numbers).
 COMPANIES: Final = {
@@ -76,7 +83,7 @@ def _company(text: str) -> int:
         value = int(text, 0)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a company id: {text!r} (e.g. 0x02E1)") from None
-    if not 0 <= value <= 0xFFFF:
+    if not 0 <= value <= MAX_COMPANY_ID:
         raise argparse.ArgumentTypeError(f"company id out of range (0..0xFFFF): {text!r}")
     return value
 
@@ -101,7 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--bus", metavar="ADDRESS", help="D-Bus address (default: system bus)")
     parser.add_argument(
-        "--timeout", type=_seconds, default=5.0, metavar="S", help="per call (default 5)"
+        "--timeout",
+        type=_seconds,
+        default=CALL_TIMEOUT,
+        metavar="S",
+        help=f"per call (default {CALL_TIMEOUT:g})",
     )
     parser.add_argument(
         "--wait",
@@ -210,11 +221,11 @@ def company_text(adv: Advertisement) -> str:
 
 def age_text(seconds: float) -> str:
     seconds = max(0.0, seconds)
-    if seconds < 60:
+    if seconds < _MINUTE:
         return f"{seconds:.0f}s"
-    if seconds < 3600:
-        return f"{seconds / 60:.0f}m"
-    return f"{seconds / 3600:.1f}h"
+    if seconds < _HOUR:
+        return f"{seconds / _MINUTE:.0f}m"
+    return f"{seconds / _HOUR:.1f}h"
 
 
 def table(rows: list[list[str]], right: frozenset[int] = frozenset()) -> str:
@@ -230,7 +241,7 @@ def table(rows: list[list[str]], right: frozenset[int] = frozenset()) -> str:
 
 
 def devices_table(devices: list[Advertisement], now: float) -> str:
-    rows = [["ADDRESS", "NAME", "RSSI", "AGE", "COMPANY", "ADAPTER"]]
+    rows = [list(_COLUMNS)]
     for adv in devices:
         rows.append(
             [
@@ -242,7 +253,7 @@ def devices_table(devices: list[Advertisement], now: float) -> str:
                 adv.adapter,
             ]
         )
-    return table(rows, right=frozenset({2, 3}))
+    return table(rows, right=_NUMBER_COLUMNS)
 
 
 def event_line(event: Event) -> str:

@@ -6,6 +6,12 @@ PropertiesChanged, InterfacesRemoved) and builds the same Advertisement
 records from them. It never calls StartDiscovery or SetDiscoveryFilter: it
 only sees what someone else's discovery makes BlueZ report, and presence
 follows BlueZ (a device is lost when BlueZ removes it).
+
+Device1 is read with the service's own code (``ble_scanner.record``: the
+signatures, the checks, which properties mean "heard"), so a record from the
+fallback is the one the service would have sent. Calls go through
+``ble_scanner.bus.calls``; their errors reach the proxy untranslated, which
+puts them in the client's terms in its one place.
 """
 
 from __future__ import annotations
@@ -14,69 +20,79 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Final
 
-from dbus_fast import Message, MessageType, Variant
+from dbus_fast import Message, Variant
 from dbus_fast.aio import MessageBus
 
+from ..bus.calls import (
+    BusGoneError,
+    CallError,
+    add_match,
+    call,
+    call_bus,
+    name_owner,
+    name_owner_rule,
+    remove_match,
+    signal_rule,
+)
 from ..const import (
     BLUEZ_DEVICE,
     BLUEZ_ROOT_PATH,
     BLUEZ_SERVICE,
-    DBUS_INTERFACE,
-    DBUS_PATH,
     DBUS_SERVICE,
     OBJECT_MANAGER,
     PROPERTIES,
 )
-from .errors import BusUnreachableError, CallTimeoutError, ScannerError
+from ..record import DeviceView, MalformedData, adapter_name, unwrap_device
 from .records import Advertisement, DeviceLost, Event
 
 _LOGGER = logging.getLogger(__name__)
 
 # bleak's rules (bluezdbus/manager.py): objects under /org/bluez only.
 RULES: Final = (
-    f"type='signal',sender='{BLUEZ_SERVICE}',interface='{OBJECT_MANAGER}',"
-    f"member='InterfacesAdded',arg0path='{BLUEZ_ROOT_PATH}/'",
-    f"type='signal',sender='{BLUEZ_SERVICE}',interface='{OBJECT_MANAGER}',"
-    f"member='InterfacesRemoved',arg0path='{BLUEZ_ROOT_PATH}/'",
-    f"type='signal',sender='{BLUEZ_SERVICE}',interface='{PROPERTIES}',"
-    f"member='PropertiesChanged',path_namespace='{BLUEZ_ROOT_PATH}',arg0='{BLUEZ_DEVICE}'",
-    f"type='signal',sender='{DBUS_SERVICE}',interface='{DBUS_INTERFACE}',"
-    f"member='NameOwnerChanged',arg0='{BLUEZ_SERVICE}'",
+    signal_rule(
+        sender=BLUEZ_SERVICE,
+        interface=OBJECT_MANAGER,
+        member="InterfacesAdded",
+        arg0path=f"{BLUEZ_ROOT_PATH}/",
+    ),
+    signal_rule(
+        sender=BLUEZ_SERVICE,
+        interface=OBJECT_MANAGER,
+        member="InterfacesRemoved",
+        arg0path=f"{BLUEZ_ROOT_PATH}/",
+    ),
+    signal_rule(
+        sender=BLUEZ_SERVICE,
+        interface=PROPERTIES,
+        member="PropertiesChanged",
+        path_namespace=BLUEZ_ROOT_PATH,
+        arg0=BLUEZ_DEVICE,
+    ),
+    name_owner_rule(BLUEZ_SERVICE),
 )
-# Device1 properties that change only when an advertisement was heard.
-_REPORT_PROPERTIES: Final = frozenset(
-    {"RSSI", "ManufacturerData", "ServiceData", "Name", "UUIDs", "TxPower"}
-)
+# What a failed call raises (ble_scanner.bus.calls); the proxy translates them.
+CALL_ERRORS: Final = (CallError, TimeoutError, BusGoneError)
 
 
-def _plain(value: Any) -> Any:
-    return value.value if isinstance(value, Variant) else value
-
-
-def advertisement_from_device(
-    path: str, props: Mapping[str, Any], first_seen: float, last_seen: float
-) -> Advertisement:
-    """A BlueZ Device1 property dict (values unwrapped) → an Advertisement record."""
-    adapter = str(props.get("Adapter", path.rsplit("/", 1)[0])).rsplit("/", 1)[-1]
+def advertisement_from_view(view: DeviceView, first_seen: float, last_seen: float) -> Advertisement:
+    """The client's record of what BlueZ's Device1 object says now."""
+    content = view.content
     return Advertisement(
-        address=str(props["Address"]),
-        address_type=str(props.get("AddressType", "public")),
-        adapter=adapter,
-        path=path,
-        rssi=props.get("RSSI"),
-        name=props.get("Name"),
-        tx_power=props.get("TxPower"),
-        manufacturer_data=MappingProxyType(
-            {int(k): bytes(_plain(v)) for k, v in props.get("ManufacturerData", {}).items()}
-        ),
-        service_data=MappingProxyType(
-            {str(k): bytes(_plain(v)) for k, v in props.get("ServiceData", {}).items()}
-        ),
-        service_uuids=tuple(props.get("UUIDs", ())),
+        address=view.address,
+        address_type=view.address_type,
+        adapter=view.adapter,
+        path=view.path,
+        rssi=view.rssi,
+        name=content.name,
+        tx_power=content.tx_power,
+        # DeviceView replaces these dicts on change and never mutates them.
+        manufacturer_data=MappingProxyType(content.manufacturer_data),
+        service_data=MappingProxyType(content.service_data),
+        service_uuids=content.service_uuids,
         first_seen=first_seen,
         last_seen=last_seen,
     )
@@ -90,33 +106,33 @@ class BluezListener:
         self.emit = emit
         self.timeout = timeout
         self.owner: str | None = None
-        self._devices: dict[str, dict[str, Any]] = {}
+        self._views: dict[str, DeviceView] = {}
         self._seen: dict[str, tuple[float, float]] = {}  # path → (first, last) heard
 
     async def start(self) -> None:
+        """Add the match rules and load BlueZ's objects; raises what ``bus.calls`` raises."""
         for rule in RULES:
-            await self._call(DBUS_SERVICE, DBUS_PATH, DBUS_INTERFACE, "AddMatch", "s", [rule])
-        reply = await self._call(
-            DBUS_SERVICE, DBUS_PATH, DBUS_INTERFACE, "NameHasOwner", "s", [BLUEZ_SERVICE]
+            await add_match(self.bus, rule, timeout=self.timeout)
+        (has_owner,) = await call_bus(
+            self.bus, "NameHasOwner", "s", [BLUEZ_SERVICE], timeout=self.timeout
         )
-        if reply.body[0]:
+        if has_owner:
             await self._load()
 
     def snapshot(self) -> list[Advertisement]:
         """Devices BlueZ reports as in range (an RSSI is known)."""
         return [
             adv
-            for path in self._devices
-            if (adv := self._advertisement(path, touch=False)) is not None
+            for view in self._views.values()
+            if (adv := self._advertisement(view, touch=False)) is not None
         ]
 
     async def _load(self) -> None:
-        owner = await self._call(
-            DBUS_SERVICE, DBUS_PATH, DBUS_INTERFACE, "GetNameOwner", "s", [BLUEZ_SERVICE]
+        self.owner = await name_owner(self.bus, BLUEZ_SERVICE, timeout=self.timeout)
+        (objects,) = await call(
+            self.bus, BLUEZ_SERVICE, "/", OBJECT_MANAGER, "GetManagedObjects", timeout=self.timeout
         )
-        self.owner = str(owner.body[0])
-        reply = await self._call(BLUEZ_SERVICE, "/", OBJECT_MANAGER, "GetManagedObjects", "", [])
-        for path, interfaces in reply.body[0].items():
+        for path, interfaces in objects.items():
             props = interfaces.get(BLUEZ_DEVICE)
             if props is not None:
                 self._added(path, props)
@@ -124,14 +140,17 @@ class BluezListener:
     def on_message(self, msg: Message) -> None:
         member = msg.member
         if msg.sender == DBUS_SERVICE:
-            if member == "NameOwnerChanged" and msg.body[0] == BLUEZ_SERVICE:
-                self._bluez_changed(msg.body[2])
+            if member == "NameOwnerChanged" and msg.signature == "sss":
+                name, _old_owner, new_owner = msg.body
+                if name == BLUEZ_SERVICE:
+                    self._bluez_changed(new_owner)
             return
         if msg.sender != self.owner or self.owner is None:
             return
         try:
             if member == "PropertiesChanged" and msg.body[0] == BLUEZ_DEVICE:
-                self._changed(msg.path or "", msg.body[1], msg.body[2])
+                _interface, changed, invalidated = msg.body
+                self._changed(msg.path or "", changed, invalidated)
             elif member == "InterfacesAdded" and BLUEZ_DEVICE in msg.body[1]:
                 self._added(msg.body[0], msg.body[1][BLUEZ_DEVICE])
             elif member == "InterfacesRemoved" and BLUEZ_DEVICE in msg.body[1]:
@@ -140,7 +159,7 @@ class BluezListener:
             _LOGGER.debug("ignoring a malformed BlueZ signal %s: %r", member, exc)
 
     def _bluez_changed(self, new_owner: str) -> None:
-        for path in list(self._devices):
+        for path in list(self._views):
             self._removed(path)
         self.owner = None
         if new_owner:
@@ -148,79 +167,60 @@ class BluezListener:
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     async def _reload(self) -> None:
-        with contextlib.suppress(ScannerError):
+        with contextlib.suppress(*CALL_ERRORS):
             await self._load()
 
-    def _added(self, path: str, props: dict[str, Variant]) -> None:
-        self._devices[path] = {k: _plain(v) for k, v in props.items()}
-        self._report(path)
+    def _added(self, path: str, props: Mapping[str, Variant]) -> None:
+        view = self._views.get(path) or DeviceView(path, adapter_name(path))
+        if self._update(view, props, ()) is not None and view.address:
+            self._views[path] = view
+            self._report(view)
 
-    def _changed(self, path: str, changed: dict[str, Variant], invalidated: list[str]) -> None:
-        props = self._devices.get(path)
-        if props is None:
-            return
-        for key, value in changed.items():
-            props[key] = _plain(value)
-        for key in invalidated:
-            props.pop(key, None)
-        if not _REPORT_PROPERTIES.isdisjoint(changed):
-            self._report(path)
+    def _changed(self, path: str, changed: Mapping[str, Variant], invalidated: list[str]) -> None:
+        view = self._views.get(path)
+        if view is not None and self._update(view, changed, invalidated):
+            self._report(view)
+
+    @staticmethod
+    def _update(
+        view: DeviceView, changed: Mapping[str, Variant], invalidated: Collection[str]
+    ) -> bool | None:
+        """Apply one signal's properties: True if it carries a report, None if malformed."""
+        try:
+            is_report = view.update(unwrap_device(changed), invalidated)
+        except (MalformedData, AttributeError, TypeError, ValueError) as exc:
+            _LOGGER.debug("ignoring malformed Device1 data from %s: %s", view.path, exc)
+            return None
+        if "RSSI" in invalidated:
+            # Unlike the service, which decides presence itself and keeps the last
+            # reading, the fallback follows BlueZ: no RSSI means not in range.
+            view.rssi = None
+        return is_report
 
     def _removed(self, path: str) -> None:
-        props = self._devices.pop(path, None)
+        view = self._views.pop(path, None)
         self._seen.pop(path, None)
-        if props is not None and "Address" in props:
-            self.emit(DeviceLost(str(props["Address"])))
+        if view is not None:
+            self.emit(DeviceLost(view.address))
 
-    def _report(self, path: str) -> None:
-        adv = self._advertisement(path, touch=True)
+    def _report(self, view: DeviceView) -> None:
+        adv = self._advertisement(view, touch=True)
         if adv is not None:
             self.emit(adv)
 
-    def _advertisement(self, path: str, touch: bool) -> Advertisement | None:
-        props = self._devices[path]
-        if props.get("RSSI") is None or "Address" not in props:
+    def _advertisement(self, view: DeviceView, touch: bool) -> Advertisement | None:
+        if view.rssi is None:
             return None  # known to BlueZ (paired, cached) but not heard now
         now = time.time()
-        first, last = self._seen.get(path, (now, now))
+        first, last = self._seen.get(view.path, (now, now))
         if touch:
             last = now
-            self._seen[path] = (first, last)
-        return advertisement_from_device(path, props, first, last)
-
-    async def _call(
-        self, destination: str, path: str, interface: str, member: str, sig: str, body: list[Any]
-    ) -> Message:
-        msg = Message(
-            destination=destination,
-            path=path,
-            interface=interface,
-            member=member,
-            signature=sig,
-            body=body,
-        )
-        try:
-            reply = await asyncio.wait_for(self.bus.call(msg), self.timeout)
-        except TimeoutError:
-            raise CallTimeoutError(f"{member}: no answer within {self.timeout:g} s") from None
-        except (EOFError, OSError) as exc:
-            raise BusUnreachableError(str(exc)) from exc
-        assert reply is not None
-        if reply.message_type == MessageType.ERROR:
-            raise ScannerError(f"{member}: {reply.error_name}: {reply.body}")
-        return reply
+            self._seen[view.path] = (first, last)
+        return advertisement_from_view(view, first, last)
 
 
 async def remove_rules(bus: MessageBus, timeout: float) -> None:  # noqa: ASYNC109 per call
-    """Drop the fallback's match rules once the service is back."""
+    """Drop the fallback's match rules once the service is back (best effort)."""
     for rule in RULES:
-        msg = Message(
-            destination=DBUS_SERVICE,
-            path=DBUS_PATH,
-            interface=DBUS_INTERFACE,
-            member="RemoveMatch",
-            signature="s",
-            body=[rule],
-        )
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(bus.call(msg), timeout)
+        with contextlib.suppress(*CALL_ERRORS):
+            await remove_match(bus, rule, timeout=timeout)

@@ -48,8 +48,9 @@ _LOGGER = logging.getLogger(__name__)
 # The service answers from memory; longer means it is wedged (libdbus's own
 # default is 25 s, far too long for a main loop to stall).
 CALL_TIMEOUT = 5.0
+# GLib.timeout_add counts in milliseconds.
+_MS_PER_S = 1000
 
-_SIGNAL = 4  # DBUS_MESSAGE_TYPE_SIGNAL
 _TYPES: dict[str, Callable[[Any], Any]] = {
     "as": lambda v: dbus.Array([dbus.String(x) for x in v], signature="s"),
     "aq": lambda v: dbus.Array([dbus.UInt16(x) for x in v], signature="q"),
@@ -104,7 +105,7 @@ class GlibSubscription:
         for adv in adverts:
             self._cancel(adv.address)
             delay = max(0.0, adv.last_seen + lost_timeout - now)
-            self.timers[adv.address] = GLib.timeout_add(int(delay * 1000), self._expire, adv)
+            self.timers[adv.address] = GLib.timeout_add(int(delay * _MS_PER_S), self._expire, adv)
 
     def _expire(self, adv: Advertisement) -> bool:
         self.timers.pop(adv.address, None)
@@ -297,7 +298,9 @@ class GlibScannerClient:
         )
 
     def _filter(self, bus: Any, msg: Any) -> None:
-        if msg.get_type() != _SIGNAL or self.owner is None or msg.get_sender() != self.owner:
+        if msg.get_type() != dbus.lowlevel.MESSAGE_TYPE_SIGNAL:
+            return
+        if self.owner is None or msg.get_sender() != self.owner:
             return
         subscription = self._by_path.get(msg.get_path())
         if subscription is None or msg.get_interface() != SCANNER_INTERFACE:

@@ -3,7 +3,9 @@
 One connection per client, one message handler, match rules added
 explicitly (only NameOwnerChanged for our name: the service's signals to a
 subscription are unicast and arrive without one). Signals are accepted only
-from the unique name whose owner was checked.
+from the unique name whose owner was checked. Calls go through
+``ble_scanner.bus.calls``; ``_client_terms`` turns its errors into the
+client's (``ble_scanner.client.errors``), in this one place.
 """
 
 from __future__ import annotations
@@ -15,16 +17,24 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any, Final, Literal
 
 from dbus_fast import BusType, Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
+from ..bus.calls import (
+    BusGoneError,
+    CallError,
+    add_match,
+    call_bus,
+    call_reply,
+    name_owner,
+    name_owner_rule,
+    raise_for_error,
+)
 from ..const import (
-    DBUS_INTERFACE,
-    DBUS_PATH,
     DBUS_SERVICE,
     DEFAULT_LOST_TIMEOUT,
     ERROR_INVALID_ARGS,
@@ -69,12 +79,31 @@ DEFAULT_SERVICE_WAIT: Final = 10.0
 STREAM_BUFFER: Final = 10_000
 
 # Retry of a re-subscription the new service did not accept (busy starting,
-# or at its subscription limit): soon at first, then no more than every 30 s.
+# or at its subscription limit): soon at first, doubling, then no more than
+# every 30 s.
 RESUBSCRIBE_BACKOFF_INITIAL: Final = 0.5
+RESUBSCRIBE_BACKOFF_FACTOR: Final = 2
 RESUBSCRIBE_BACKOFF_MAX: Final = 30.0
 
 Callback = Callable[[Event], Awaitable[None] | None]
 Fallback = Literal["bluez"] | None
+
+
+@contextlib.contextmanager
+def _client_terms() -> Iterator[None]:
+    """Raise ``ble_scanner.bus.calls``' errors as the client's own (the one place)."""
+    try:
+        yield
+    except CallError as exc:
+        if exc.name in (ERROR_INVALID_ARGS, ERROR_LIMITS_EXCEEDED):
+            raise InvalidFilterError(exc.name, exc.text) from exc
+        if exc.name in (ERROR_SERVICE_UNKNOWN, ERROR_NAME_HAS_NO_OWNER):
+            raise ServiceNotRunningError(f"{SCANNER_SERVICE} is not running") from exc
+        raise ServiceCallError(exc.name, exc.text) from exc
+    except TimeoutError as exc:
+        raise CallTimeoutError(str(exc)) from exc
+    except BusGoneError as exc:
+        raise BusUnreachableError(str(exc)) from exc
 
 
 def _variants(wire: dict[str, tuple[str, Any]]) -> dict[str, Variant]:
@@ -285,11 +314,10 @@ class ScannerClient:
             raise BusUnreachableError(f"cannot connect to the system bus: {exc}") from exc
         self._bus.add_message_handler(self._on_message)
         try:
-            await self._add_match(
-                f"type='signal',sender='{DBUS_SERVICE}',interface='{DBUS_INTERFACE}',"
-                f"member='NameOwnerChanged',arg0='{SCANNER_SERVICE}'"
-            )
-            owner = await self._name_owner(SCANNER_SERVICE)
+            bus = self._bus
+            with _client_terms():
+                await add_match(bus, name_owner_rule(SCANNER_SERVICE), timeout=self.timeout)
+                owner = await name_owner(bus, SCANNER_SERVICE, timeout=self.timeout)
             self._latest_owner = owner
             if owner is not None:
                 async with self._owner_lock:
@@ -476,8 +504,10 @@ class ScannerClient:
             return
         sender = msg.sender
         if sender == DBUS_SERVICE:
-            if msg.member == "NameOwnerChanged" and msg.body and msg.body[0] == SCANNER_SERVICE:
-                self._owner_changed(msg.body[2])
+            if msg.member == "NameOwnerChanged" and msg.signature == "sss":
+                name, _old_owner, new_owner = msg.body
+                if name == SCANNER_SERVICE:
+                    self._owner_changed(new_owner)
             elif self._fallback is not None:
                 self._fallback.on_message(msg)
             return
@@ -580,7 +610,7 @@ class ScannerClient:
                 await self._subscribe_remote(subscription)
             except ScannerError as exc:
                 _LOGGER.warning("re-subscribing failed again: %s", exc)
-                delay = min(delay * 2, RESUBSCRIBE_BACKOFF_MAX)
+                delay = min(delay * RESUBSCRIBE_BACKOFF_FACTOR, RESUBSCRIBE_BACKOFF_MAX)
 
     async def _start_fallback(self) -> None:
         from .fallback import BluezListener  # only clients that ask for it pay for it
@@ -593,7 +623,8 @@ class ScannerClient:
         for subscription in self._subscriptions:
             subscription.ledger.begin_resync()
         try:
-            await listener.start()
+            with _client_terms():
+                await listener.start()
         except ScannerError as exc:
             _LOGGER.warning("BlueZ fallback: %s", exc)
         for subscription in self._subscriptions:
@@ -626,6 +657,12 @@ class ScannerClient:
         if self._owner is None:
             await self.wait_for_service(self.service_timeout)
 
+    def _connected_bus(self) -> MessageBus:
+        bus = self._bus
+        if bus is None or not bus.connected:
+            raise BusUnreachableError("not connected to the system bus")
+        return bus
+
     async def _call(
         self,
         destination: str,
@@ -635,52 +672,23 @@ class ScannerClient:
         signature: str,
         body: list[Any],
     ) -> Message:
-        bus = self._bus
-        if bus is None or not bus.connected:
-            raise BusUnreachableError("not connected to the system bus")
-        msg = Message(
-            destination=destination,
-            path=path,
-            interface=interface,
-            member=member,
-            signature=signature,
-            body=body,
-        )
-        try:
-            reply = await asyncio.wait_for(bus.call(msg), self.timeout)
-        except TimeoutError:
-            raise CallTimeoutError(f"{member}: no answer within {self.timeout:g} s") from None
-        except (EOFError, OSError) as exc:
-            raise BusUnreachableError(f"connection to the system bus lost: {exc}") from exc
-        assert reply is not None
-        if reply.message_type == MessageType.ERROR:
-            name = reply.error_name or ""
-            text = str(reply.body[0]) if reply.body else ""
-            if name in (ERROR_INVALID_ARGS, ERROR_LIMITS_EXCEEDED):
-                raise InvalidFilterError(name, text)
-            if name in (ERROR_SERVICE_UNKNOWN, ERROR_NAME_HAS_NO_OWNER):
-                raise ServiceNotRunningError(f"{SCANNER_SERVICE} is not running")
-            raise ServiceCallError(name, text)
-        return reply
+        """The reply (its sender matters to Subscribe), or one of the client's errors."""
+        bus = self._connected_bus()
+        with _client_terms():
+            reply = await call_reply(
+                bus, destination, path, interface, member, signature, body, timeout=self.timeout
+            )
+            return raise_for_error(reply, member)
 
     async def _call_service(self, member: str, signature: str, body: list[Any]) -> Message:
         return await self._call(
             SCANNER_SERVICE, SCANNER_PATH, SCANNER_INTERFACE, member, signature, body
         )
 
-    async def _call_bus(self, member: str, signature: str, body: list[Any]) -> Message:
-        return await self._call(DBUS_SERVICE, DBUS_PATH, DBUS_INTERFACE, member, signature, body)
-
-    async def _add_match(self, rule: str) -> None:
-        await self._call_bus("AddMatch", "s", [rule])
-
-    async def _name_owner(self, name: str) -> str | None:
-        try:
-            reply = await self._call_bus("GetNameOwner", "s", [name])
-        except (ServiceNotRunningError, ServiceCallError):
-            return None
-        return str(reply.body[0])
-
     async def _unix_user(self, owner: str) -> int:
-        reply = await self._call_bus("GetConnectionUnixUser", "s", [owner])
-        return int(reply.body[0])
+        bus = self._connected_bus()
+        with _client_terms():
+            (uid,) = await call_bus(
+                bus, "GetConnectionUnixUser", "s", [owner], timeout=self.timeout
+            )
+        return int(uid)

@@ -2,22 +2,24 @@
 
 Pure logic shared by both client transports: ``ble_scanner.client`` (asyncio,
 dbus-fast) and ``ble_scanner.client.glib`` (GLib, dbus-python). It imports no
-D-Bus library and nothing of the service, so either transport can use it on a
-system that has only its own library installed. Values arrive here already
-unwrapped from their variants (plain ``int``, ``str``, ``bytes``, ``dict``...).
+D-Bus library, so either transport can use it on a system that has only its
+own library installed; of the service it uses only the pure core's filter
+(``ble_scanner.filters.Filter``), so the client matches exactly as the service
+does. Values arrive here already unwrapped from their variants (plain
+``int``, ``str``, ``bytes``, ``dict``...).
 """
 
 from __future__ import annotations
 
-import fnmatch
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final
 
-from ..const import MAX_FILTER_LIST_ENTRIES, RSSI_MAX, RSSI_MIN
+from ..const import MAX_COMPANY_ID, MAX_FILTER_LIST_ENTRIES, RSSI_MAX, RSSI_MIN
+from ..filters import Filter, name_pattern
 from ..identifiers import normalize_address, normalize_uuid
+from ..record import Content
 
 _EMPTY: Final[Mapping[Any, bytes]] = MappingProxyType({})
 
@@ -72,6 +74,13 @@ class Advertisement:
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"malformed advertisement record: {exc!r}") from None
+
+    @property
+    def content(self) -> Content:
+        """What the device advertises, in the core's terms (for ``Filter``)."""
+        return Content(
+            self.name, self.tx_power, self.manufacturer_data, self.service_data, self.service_uuids
+        )
 
     @property
     def manufacturer_id(self) -> int | None:
@@ -153,7 +162,23 @@ class ScanFilter:
     all_reports: bool | None = None
     rssi_delta: int | None = None
     keep_alive: float | None = None
-    _name_patterns: tuple[re.Pattern[str], ...] = field(default=(), repr=False, compare=False)
+    _match: Filter = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # The service's own filter, so the client's verdicts are the service's.
+        match = Filter(
+            addresses=_set(self.addresses),
+            manufacturer_ids=_set(self.manufacturer_ids),
+            service_uuids=_set(self.service_uuids),
+            service_data_uuids=_set(self.service_data_uuids),
+            names=(
+                None
+                if self.local_names is None
+                else tuple(name_pattern(n) for n in self.local_names)
+            ),
+            min_rssi=self.min_rssi,
+        )
+        object.__setattr__(self, "_match", match)
 
     def to_dbus(self, subscription: bool) -> dict[str, tuple[str, Any]]:
         out: dict[str, tuple[str, Any]] = {}
@@ -182,25 +207,11 @@ class ScanFilter:
 
     def matches(self, adv: Advertisement) -> bool:
         """The service's matching rule, for when the client filters by itself (BlueZ fallback)."""
-        if self.addresses is not None and adv.address not in self.addresses:
-            return False
-        if self.manufacturer_ids is not None and not any(
-            i in adv.manufacturer_data for i in self.manufacturer_ids
-        ):
-            return False
-        if self.service_uuids is not None and not any(
-            u in adv.service_uuids for u in self.service_uuids
-        ):
-            return False
-        if self.service_data_uuids is not None and not any(
-            u in adv.service_data for u in self.service_data_uuids
-        ):
-            return False
-        if self.local_names is not None and (
-            adv.name is None or not any(p.match(adv.name) for p in self._name_patterns)
-        ):
-            return False
-        return self.min_rssi is None or (adv.rssi is not None and adv.rssi >= self.min_rssi)
+        return self._match.matches(adv)
+
+
+def _set(items: tuple[Any, ...] | None) -> frozenset[Any] | None:
+    return None if items is None else frozenset(items)
 
 
 def make_filter(
@@ -232,7 +243,11 @@ def make_filter(
     sd_uuids = _listed(service_data_uuid, service_data_uuids)
     names = _listed(local_name, local_names)
     for company in ids or ():
-        if not isinstance(company, int) or isinstance(company, bool) or not 0 <= company <= 0xFFFF:
+        if (
+            not isinstance(company, int)
+            or isinstance(company, bool)
+            or not 0 <= company <= MAX_COMPANY_ID
+        ):
             raise ValueError(f"manufacturer_id: {company!r} is not a company id (0..0xFFFF)")
     for name in names or ():
         if not isinstance(name, str):
@@ -258,7 +273,6 @@ def make_filter(
         all_reports=all_reports,
         rssi_delta=rssi_delta,
         keep_alive=keep_alive,
-        _name_patterns=tuple(re.compile(fnmatch.translate(n)) for n in names or ()),
     )
 
 

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import shutil
+import subprocess
 
 import pytest
 
@@ -18,10 +19,30 @@ from tests.helpers import wait_until
 SYSTEM_PYTHON = "/usr/bin/python3"
 CONSUMER = os.path.join(os.path.dirname(__file__), "glib_consumer.py")
 LATE = "C0:11:22:33:44:0E"
+# A bare interpreter importing a few modules; 30 s covers a loaded CI machine.
+IMPORT_TIMEOUT = 30
 
 pytestmark = pytest.mark.skipif(
     shutil.which(SYSTEM_PYTHON) is None, reason="needs the system python with dbus-python"
 )
+
+
+def test_the_glib_helper_and_the_records_import_without_dbus_fast() -> None:
+    """A GLib program on the GX's system python (dbus-python, no dbus-fast) can use the client."""
+    code = (
+        "import sys\n"
+        "import ble_scanner.client.records, ble_scanner.client.glib\n"
+        "assert 'dbus_fast' not in sys.modules, sorted(sys.modules)\n"
+        "print('ok')"
+    )
+    out = subprocess.run(
+        [SYSTEM_PYTHON, "-c", code],
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": ROOT},
+        capture_output=True,
+        text=True,
+        timeout=IMPORT_TIMEOUT,
+    )
+    assert out.returncode == 0 and out.stdout == "ok\n", out.stderr
 
 
 async def start_consumer(test_bus: TestBus, count: int) -> asyncio.subprocess.Process:

@@ -15,6 +15,7 @@ import pytest
 from dbus_fast import MessageType, Variant
 from dbus_fast.aio import MessageBus
 
+from ble_scanner.bus.calls import name_owner_rule, signal_rule
 from tests.conftest import connect, disconnect
 from tests.helpers import SignalRecorder, add_match, assert_error, assert_ok, call, wait_until
 from tests.realbluez.backends import Advert, Backend
@@ -228,7 +229,7 @@ async def test_remove_device_emits_interfaces_removed(bluez: Backend, scanner: M
         bluez, scanner, Advert(manufacturer_data={VICTRON: data}), manufacturer_is(VICTRON, data)
     )
     await bluez.stop_advertising()
-    await add_match(scanner, "type='signal',sender='org.bluez',member='InterfacesRemoved'")
+    await add_match(scanner, signal_rule(sender="org.bluez", member="InterfacesRemoved"))
     recorder = SignalRecorder(scanner, member="InterfacesRemoved")
     assert_ok(await adapter_call(scanner, "RemoveDevice", "o", [path]))
     await recorder.wait_for(
@@ -255,7 +256,7 @@ async def test_non_connectable_device_is_removed_when_the_last_session_ends(
     if bluez.virtual_radio:
         assert props["AddressType"] == Variant("s", "random")
     await bluez.stop_advertising()
-    await add_match(scanner, "type='signal',sender='org.bluez',member='InterfacesRemoved'")
+    await add_match(scanner, signal_rule(sender="org.bluez", member="InterfacesRemoved"))
     recorder = SignalRecorder(scanner, member="InterfacesRemoved")
     assert_ok(await adapter_call(scanner, "StopDiscovery"))
     await recorder.wait_for(
@@ -280,7 +281,7 @@ async def test_start_discovery_while_powered_off_is_not_ready(
 
 async def test_power_cycle_drops_sessions(bluez: Backend, scanner: MessageBus) -> None:
     await start_scan(scanner)
-    await add_match(scanner, "type='signal',sender='org.bluez',member='PropertiesChanged'")
+    await add_match(scanner, signal_rule(sender="org.bluez", member="PropertiesChanged"))
     recorder = SignalRecorder(scanner, member="PropertiesChanged", path="/org/bluez/hci0")
     await set_property(scanner, "/org/bluez/hci0", ADAPTER, "Powered", Variant("b", False))
     await recorder.wait_for(
@@ -307,10 +308,7 @@ async def test_bluetoothd_restart_changes_owner_and_brings_adapters_back(
     bluez: Backend, scanner: MessageBus
 ) -> None:
     await start_scan(scanner)
-    await add_match(
-        scanner, "type='signal',sender='org.freedesktop.DBus',member='NameOwnerChanged',"
-        "arg0='org.bluez'"
-    )  # fmt: skip
+    await add_match(scanner, name_owner_rule("org.bluez"))
     recorder = SignalRecorder(scanner, member="NameOwnerChanged")
     await bluez.kill_bluetoothd()
     await recorder.wait_for(
@@ -378,7 +376,7 @@ async def test_first_sighting_is_interfaces_added_from_root(
     bluez: Backend, scanner: MessageBus
 ) -> None:
     data = payload()
-    await add_match(scanner, "type='signal',sender='org.bluez',member='InterfacesAdded'")
+    await add_match(scanner, signal_rule(sender="org.bluez", member="InterfacesAdded"))
     recorder = SignalRecorder(scanner, member="InterfacesAdded")
     await start_scan(scanner)
     path, _ = await wait_for_device(
@@ -401,7 +399,7 @@ async def test_first_sighting_is_interfaces_added_from_root(
 async def test_discovering_turns_true_after_the_start_reply(
     bluez: Backend, scanner: MessageBus
 ) -> None:
-    await add_match(scanner, "type='signal',sender='org.bluez',member='PropertiesChanged'")
+    await add_match(scanner, signal_rule(sender="org.bluez", member="PropertiesChanged"))
     recorder = SignalRecorder(scanner, member="PropertiesChanged", path="/org/bluez/hci0")
     assert not await discovering(scanner)
     await start_scan(scanner)
@@ -422,7 +420,7 @@ async def test_end_of_discovery_invalidates_rssi_of_kept_devices(
         bluez, scanner, Advert(manufacturer_data={VICTRON: data}), manufacturer_is(VICTRON, data)
     )
     await bluez.stop_advertising()
-    await add_match(scanner, "type='signal',sender='org.bluez',member='PropertiesChanged'")
+    await add_match(scanner, signal_rule(sender="org.bluez", member="PropertiesChanged"))
     recorder = SignalRecorder(scanner, member="PropertiesChanged", path=path)
     assert_ok(await adapter_call(scanner, "StopDiscovery"))
     await recorder.wait_for(

@@ -29,6 +29,7 @@ from bleak.backends.scanner import AdvertisementData
 from dbus_fast import Variant
 from dbus_fast.aio import MessageBus
 
+from ble_scanner.bus.calls import name_owner_rule, signal_rule
 from ble_scanner.client import ScannerClient
 from ble_scanner.client.bleak import ScannerServiceBackend
 from ble_scanner.config import ScannerConfig
@@ -135,10 +136,7 @@ class BluezDeaths:
 
     @classmethod
     async def watch(cls, bus: MessageBus) -> BluezDeaths:
-        await add_match(
-            bus, "type='signal',sender='org.freedesktop.DBus',member='NameOwnerChanged',"
-            "arg0='org.bluez'"
-        )  # fmt: skip
+        await add_match(bus, name_owner_rule("org.bluez"))
         return cls(bus)
 
     @property
@@ -266,7 +264,7 @@ async def test_other_clients_start_and_stop_leave_our_session(
     clean: Backend, service: ScannerApp, bus: MessageBus
 ) -> None:
     assert service.bus is not None
-    await add_match(bus, "type='signal',sender='org.bluez',member='PropertiesChanged'")
+    await add_match(bus, signal_rule(sender="org.bluez", member="PropertiesChanged"))
     recorder = SignalRecorder(bus, member="PropertiesChanged", path="/org/bluez/hci0")
     other = await connect(clean.bus)
     try:
@@ -403,7 +401,7 @@ async def test_passive_mode_serves_the_advertiser_through_the_monitor_alone(
     clean: Backend, bus: MessageBus
 ) -> None:
     deaths = await BluezDeaths.watch(bus)
-    await add_match(bus, "type='signal',sender='org.bluez',member='PropertiesChanged'")
+    await add_match(bus, signal_rule(sender="org.bluez", member="PropertiesChanged"))
     recorder = SignalRecorder(bus, member="PropertiesChanged", path="/org/bluez/hci0")
     app = await start_service(clean, ScannerConfig(adapters=frozenset({"hci0"}),
                                                    scan_mode="passive"))  # fmt: skip

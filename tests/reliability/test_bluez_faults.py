@@ -9,6 +9,7 @@ import pytest
 from dbus_fast.aio import MessageBus
 
 from ble_scanner.bluez import objects as bluez_side
+from ble_scanner.bus.calls import signal_rule
 from ble_scanner.config import ScannerConfig
 from ble_scanner.const import REARM_BACKOFF_INITIAL
 from ble_scanner.main import ScannerApp
@@ -59,7 +60,7 @@ def handler_count(bus: MessageBus) -> int:
 async def test_bluetoothd_restart_rearms_within_1_s_keeps_cache_and_subscriptions(
     app: ScannerApp, bluez: BluezSimulator, bus: MessageBus, graceful: bool
 ) -> None:
-    await add_match(bus, "type='signal',interface='com.victronenergy.ble.Scanner1'")
+    await add_match(bus, signal_rule(interface="com.victronenergy.ble.Scanner1"))
     recorder = SignalRecorder(bus, interface="com.victronenergy.ble.Scanner1")
     assert_ok(await scanner_call(bus, "Subscribe", "a{sv}", [{}]))
     await advertise_all(bluez)

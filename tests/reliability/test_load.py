@@ -11,6 +11,7 @@ from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
 from ble_scanner import main
+from ble_scanner.bus.calls import signal_rule
 from ble_scanner.bus.writer import MAX_WRITE_BACKLOG
 from ble_scanner.config import ScannerConfig
 from ble_scanner.main import ScannerApp
@@ -35,7 +36,7 @@ TINY_SNDBUF = 4096
 DRAIN_EVERY = 2_000
 BURST = 100_000
 UNGUARDED_ROUNDS = 10
-BROADCAST_RULE = "type='signal',interface='com.victronenergy.ble.Scanner1',path='/'"
+BROADCAST_RULE = signal_rule(interface="com.victronenergy.ble.Scanner1", path="/")
 # What the service may grow by over the burst: the writer's budget plus the
 # interpreter's arenas; a leak per report (≥ 40 bytes) would exceed it.
 BURST_RSS_GROWTH = MAX_WRITE_BACKLOG + 16 * 1024 * 1024

@@ -19,6 +19,7 @@ import pytest
 from dbus_fast import BusType, Message, MessageType, NameFlag, RequestNameReply, Variant
 from dbus_fast.aio import MessageBus
 
+from ble_scanner.bus.calls import name_owner_rule
 from ble_scanner.client import ScannerClient, UntrustedServiceError
 from ble_scanner.client.records import Advertisement
 from ble_scanner.config import ScannerConfig
@@ -27,7 +28,7 @@ from ble_scanner.main import ScannerApp
 from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.testbus import TestBus
 from tests.client.test_owner import NOBODY, Impostor, impostor, nobody_bus  # noqa: F401
-from tests.helpers import add_match, wait_until
+from tests.helpers import add_match, call, wait_until
 from tests.reliability.conftest import (
     PROCESS_START,
     has_owner,
@@ -48,10 +49,7 @@ SIGTERM_BUDGET = 2.0
 CHILD_TIMEOUT = 20.0
 # Polling step for the client's state: fine enough to time a recovery in ms.
 CLIENT_POLL = 0.001
-OWNER_CHANGED_RULE = (
-    "type='signal',sender='org.freedesktop.DBus',member='NameOwnerChanged',"
-    f"arg0='{SCANNER_SERVICE}'"
-)
+OWNER_CHANGED_RULE = name_owner_rule(SCANNER_SERVICE)
 
 DAEMONTOOLS = all(shutil.which(t) for t in ("svscan", "supervise", "svc", "svstat", "softlimit"))
 
@@ -255,16 +253,8 @@ async def _as_nobody(address: str) -> dict[str, Any]:
     async def ask(
         member: str, signature: str = "", body: list[Any] | None = None, **kw: str
     ) -> str:
-        msg = Message(
-            destination=SCANNER_SERVICE,
-            path=kw.get("path", "/"),
-            interface=kw.get("interface", SCANNER_INTERFACE),
-            member=member,
-            signature=signature,
-            body=body or [],
-        )
-        reply = await asyncio.wait_for(bus.call(msg), 5)
-        assert reply is not None
+        path, interface = kw.get("path", "/"), kw.get("interface", SCANNER_INTERFACE)
+        reply = await call(bus, SCANNER_SERVICE, path, interface, member, signature, body)
         return "ok" if reply.message_type == MessageType.METHOD_RETURN else str(reply.error_name)
 
     results["GetStatus"] = await ask("GetStatus")

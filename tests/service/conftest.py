@@ -7,6 +7,7 @@ from typing import Any
 from dbus_fast import Message, Variant
 from dbus_fast.aio import MessageBus
 
+from ble_scanner.bus.calls import signal_rule
 from ble_scanner.const import SCANNER_INTERFACE, SCANNER_SERVICE
 from tests.helpers import add_match, call
 
@@ -25,9 +26,7 @@ async def get_devices(bus: MessageBus, **flt: Variant) -> dict[str, dict[str, Va
 
 
 async def watch_broadcast(bus: MessageBus) -> None:
-    await add_match(
-        bus, f"type='signal',sender='{SCANNER_SERVICE}',interface='{SCANNER_INTERFACE}',path='/'"
-    )
+    await add_match(bus, signal_rule(sender=SCANNER_SERVICE, interface=SCANNER_INTERFACE, path="/"))
 
 
 def body_of(messages: list[Message], member: str, path: str | None = None) -> list[list[Any]]:

@@ -8,6 +8,7 @@ import pytest
 from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
+from ble_scanner.bus.calls import signal_rule
 from ble_scanner.config import ScannerConfig
 from ble_scanner.const import (
     ERROR_INVALID_ARGS,
@@ -291,7 +292,7 @@ async def test_subscription_signals_are_unicast_to_the_owner_only(
     other = await connect(test_bus)
     try:
         await watch_broadcast(other)
-        await add_match(other, f"type='signal',interface='{SCANNER_INTERFACE}'")
+        await add_match(other, signal_rule(interface=SCANNER_INTERFACE))
         snoop = SignalRecorder(other, member="DeviceDiscovered")
         mine = SignalRecorder(bus, member="DeviceDiscovered")
         (path,) = assert_ok(await scanner_call(bus, "Subscribe", "a{sv}", [{}]))

@@ -9,6 +9,7 @@ import pytest_asyncio
 from dbus_fast import Message, Variant
 from dbus_fast.aio import MessageBus
 
+from ble_scanner.bus.calls import signal_rule
 from ble_scanner.const import BLUEZ_ADAPTER, BLUEZ_SERVICE, PROPERTIES
 from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.testbus import TestBus
@@ -71,8 +72,8 @@ async def get_all(bus: MessageBus, path: str, interface: str) -> dict[str, Any]:
     return {k: v.value for k, v in reply.body[0].items()}
 
 
-PC_RULE = "type='signal',interface='org.freedesktop.DBus.Properties',path_namespace='/org/bluez'"
-OM_RULE = "type='signal',interface='org.freedesktop.DBus.ObjectManager',path='/'"
+PC_RULE = signal_rule(interface="org.freedesktop.DBus.Properties", path_namespace="/org/bluez")
+OM_RULE = signal_rule(interface="org.freedesktop.DBus.ObjectManager", path="/")
 
 
 def discovering_values(messages: list[Message], path: str = ADAPTER_PATH) -> list[bool]:

@@ -8,6 +8,7 @@ import time
 
 from dbus_fast import Message, MessageType, Variant
 
+from ble_scanner.bus.calls import name_owner_rule
 from ble_scanner.const import BLUEZ_ADAPTER, BLUEZ_DEVICE, BLUEZ_SERVICE, OBJECT_MANAGER
 from ble_scanner.testing.simulator import BluezSimulator, SimulatorError, malformed
 from ble_scanner.testing.testbus import TestBus
@@ -25,7 +26,7 @@ from tests.sim.conftest import (
 )
 
 ADDR = "C0:11:22:33:44:55"
-NOC_RULE = "type='signal',sender='org.freedesktop.DBus',member='NameOwnerChanged',arg0='org.bluez'"
+NOC_RULE = name_owner_rule("org.bluez")
 
 
 async def _managed(bus) -> dict:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from dbus_fast import Variant
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ble_scanner.cache import Device
+from ble_scanner.client.records import Advertisement, make_filter
 from ble_scanner.const import MAX_FILTER_LIST_ENTRIES
 from ble_scanner.filters import (
     FilterTooLarge,
@@ -13,6 +18,7 @@ from ble_scanner.filters import (
     parse_snapshot_query,
     parse_subscription,
 )
+from ble_scanner.identifiers import normalize_address, normalize_uuid
 from ble_scanner.record import Content
 
 
@@ -132,3 +138,59 @@ def test_bad_subscription_options_name_the_key(raw: dict[str, Variant], key: str
     with pytest.raises(InvalidFilter) as info:
         parse_subscription(raw)
     assert info.value.key == key
+
+
+# --- the client's ScanFilter and the service's Filter agree ------------------------
+
+ADDRESS_POOL = ["C0:11:22:33:44:55", "c0:11:22:33:44:66", "F0:00:00:00:00:01"]
+COMPANY_POOL = [0x02E1, 0x0499, 0x004C]
+UUID_POOL = ["181a", "0000fcd2-0000-1000-8000-00805f9b34fb", "6e400001-b5a3-f393-e0a9-e50e24dcca9e"]
+NAME_POOL = ["Ruuvi 1234", "SmartShunt HQ2", "", "ruuvi"]
+GLOB_POOL = ["Ruuvi*", "Smart?hunt*", "*", "ruuvi", "[Rr]uuvi*"]
+
+
+def _maybe_list(pool: list[Any]) -> st.SearchStrategy[list[Any] | None]:
+    return st.none() | st.lists(st.sampled_from(pool), max_size=3)
+
+
+@st.composite
+def client_filters(draw: st.DrawFn) -> dict[str, Any]:
+    keys = {
+        "addresses": draw(_maybe_list(ADDRESS_POOL)),
+        "manufacturer_ids": draw(_maybe_list(COMPANY_POOL)),
+        "service_uuids": draw(_maybe_list(UUID_POOL)),
+        "service_data_uuids": draw(_maybe_list(UUID_POOL)),
+        "local_names": draw(_maybe_list(GLOB_POOL)),
+        "min_rssi": draw(st.none() | st.integers(-100, -30)),
+    }
+    return {key: value for key, value in keys.items() if value is not None}
+
+
+@st.composite
+def heard_devices(draw: st.DrawFn) -> tuple[Advertisement, Device]:
+    """One report, as the service caches it and as a client receives it."""
+    address = normalize_address(draw(st.sampled_from(ADDRESS_POOL)))
+    rssi = draw(st.none() | st.integers(-100, -30))
+    name = draw(st.none() | st.sampled_from(NAME_POOL))
+    mfr = {c: b"\x01" for c in draw(st.lists(st.sampled_from(COMPANY_POOL), max_size=2))}
+    sd = {
+        normalize_uuid(u): b"\x02" for u in draw(st.lists(st.sampled_from(UUID_POOL), max_size=2))
+    }
+    uuids = tuple(sorted({normalize_uuid(u) for u in draw(st.lists(st.sampled_from(UUID_POOL)))}))
+    cached = Device(address, 0.0, 0.0)
+    cached.rssi = rssi
+    cached.content = Content(name, None, mfr, sd, uuids)
+    adv = Advertisement(address, "public", "hci0", "", rssi, name, None, mfr, sd, uuids, 0.0, 0.0)
+    return adv, cached
+
+
+@given(keys=client_filters(), heard=heard_devices())
+def test_the_client_and_the_service_agree_on_every_match(
+    keys: dict[str, Any], heard: tuple[Advertisement, Device]
+) -> None:
+    """What a client filters by itself (BlueZ fallback) is what the service would send it."""
+    adv, cached = heard
+    client_filter = make_filter(**keys)
+    wire = {k: Variant(sig, value) for k, (sig, value) in client_filter.to_dbus(True).items()}
+    service_filter, _ = parse_subscription(wire)
+    assert client_filter.matches(adv) == service_filter.matches(cached)

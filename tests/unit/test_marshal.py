@@ -14,6 +14,7 @@ from ble_scanner.bus.marshal import (
     snapshot_body,
     string_body,
 )
+from ble_scanner.bus.writer import split_messages
 from ble_scanner.cache import Device
 from ble_scanner.record import Content
 from ble_scanner.service import record_variants
@@ -101,3 +102,29 @@ def test_device_lost_is_what_dbus_fast_marshals() -> None:
     )
     ours = message(MESSAGE_SIGNAL, 3, fields, string_body("C0:11:22:33:44:55"))
     assert ours == dbus_fast_bytes(expected, 3)
+
+
+def test_the_writer_finds_each_message_and_sheds_only_device_discovered() -> None:
+    """writer.split_messages reads what marshal and dbus-fast write, with marshal's constants."""
+    d = device(CONTENTS[2], -60)
+    discovered = message(
+        MESSAGE_SIGNAL,
+        7,
+        header_fields("sa{sv}", path="/", interface="x.y", member="DeviceDiscovered"),
+        record_entry(d),
+    )
+    lost = dbus_fast_bytes(Message.new_signal("/", "x.y", "DeviceLost", "s", [d.address]), 8)
+    call = Message(
+        destination=":1.1", path="/", interface="x.y", member="DeviceDiscovered", serial=3
+    )
+    call.sender = ":1.9"
+    reply = dbus_fast_bytes(Message.new_method_return(call, "s", ["DeviceDiscovered"]), 9)
+    data = discovered + lost + reply + discovered
+    spans = list(split_messages(data))
+    assert [(end - start, shed) for start, end, shed in spans] == [
+        (len(discovered), True),
+        (len(lost), False),
+        (len(reply), False),
+        (len(discovered), True),
+    ]
+    assert spans[-1][1] == len(data)

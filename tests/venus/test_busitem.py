@@ -9,11 +9,12 @@ import time
 from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
+from ble_scanner.bus.calls import signal_rule
 from ble_scanner.venus.const import BUSITEM_INTERFACE
 from tests.helpers import SignalRecorder, add_match, assert_error, assert_ok, call
 from tests.venus.conftest import SERVICE, TreeService
 
-ITEMS_CHANGED_RULE = f"type='signal',interface='{BUSITEM_INTERFACE}',member='ItemsChanged',path='/'"
+ITEMS_CHANGED_RULE = signal_rule(interface=BUSITEM_INTERFACE, member="ItemsChanged", path="/")
 
 
 async def busitem(

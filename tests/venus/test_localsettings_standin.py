@@ -8,6 +8,7 @@ import pytest
 from dbus_fast import Message, Variant
 from dbus_fast.aio import MessageBus
 
+from ble_scanner.bus.calls import signal_rule
 from ble_scanner.testing.localsettings import LocalSettingsStandIn, Setting
 from ble_scanner.testing.testbus import TestBus
 from ble_scanner.venus.const import BUSITEM_INTERFACE, SETTINGS_INTERFACE, SETTINGS_SERVICE
@@ -147,9 +148,7 @@ async def test_a_change_is_sent_as_properties_changed_on_the_setting_path(
     bus: MessageBus, standin: LocalSettingsStandIn
 ) -> None:
     await add_settings(bus, entry("/Settings/Test/Signal", Variant("s", "a")))
-    await add_match(
-        bus, f"type='signal',interface='{BUSITEM_INTERFACE}',path='/Settings/Test/Signal'"
-    )
+    await add_match(bus, signal_rule(interface=BUSITEM_INTERFACE, path="/Settings/Test/Signal"))
     recorder = SignalRecorder(bus, member="PropertiesChanged", path="/Settings/Test/Signal")
     assert assert_ok(
         await item(bus, "/Settings/Test/Signal", "SetValue", "v", [Variant("s", "b")])

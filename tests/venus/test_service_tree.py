@@ -8,6 +8,7 @@ import pytest_asyncio
 from dbus_fast import Variant
 from dbus_fast.aio import MessageBus
 
+from ble_scanner.bus.calls import signal_rule
 from ble_scanner.config import ScannerConfig
 from ble_scanner.const import SCANNER_SERVICE
 from ble_scanner.main import ScannerApp
@@ -82,7 +83,7 @@ async def test_adapter_state_change_reaches_items_changed(
 ) -> None:
     app = await start(test_bus)
     try:
-        await add_match(bus, f"type='signal',sender='{SCANNER_SERVICE}',interface='{BUSITEM}'")
+        await add_match(bus, signal_rule(sender=SCANNER_SERVICE, interface=BUSITEM))
         recorder = SignalRecorder(bus, member="ItemsChanged")
         await wait_until(lambda: app.status().scanning and bluez.is_discovering("hci0"))
         await bluez.set_powered("hci0", False)

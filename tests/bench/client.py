@@ -23,7 +23,7 @@ from typing import Any
 from dbus_fast import BusType, Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
-from ble_scanner.bluez.objects import _unwrap_device, adapter_name
+from ble_scanner.bluez.objects import adapter_name, unwrap_device
 from ble_scanner.const import (
     BLUEZ_ADAPTER,
     BLUEZ_DEVICE,
@@ -186,7 +186,7 @@ class Client:
             if view is None:
                 return False
             try:
-                is_report = view.update(_unwrap_device(changed), invalidated)
+                is_report = view.update(unwrap_device(changed), invalidated)
             except MalformedData:
                 return False
             if is_report:
@@ -203,7 +203,7 @@ class Client:
             return None
         view = self.views.get(path) or DeviceView(path, adapter_name(path))
         try:
-            view.update(_unwrap_device(props))
+            view.update(unwrap_device(props))
         except MalformedData:
             return None
         self.views[path] = view

@@ -188,3 +188,67 @@ async def test_scan_mode_changes_live(test_bus: TestBus, bluez: BluezSimulator) 
         await wait_until(lambda: our_session(app, bluez) and not our_monitor(app, bluez))
     finally:
         await app.stop()
+
+
+# Well under the 40 s and more another implementation of org.bluez left us active for.
+PASSIVE_AGAIN = 2.0
+# The old fault showed on most restarts, not always the first.
+RESTARTS = 3
+
+
+async def test_passive_mode_uses_a_monitor_manager_published_after_the_adapter(
+    test_bus: TestBus, bluez: BluezSimulator
+) -> None:
+    """bluetoothd restarts, Adapter1 first and AdvertisementMonitorManager1 in its own
+    InterfacesAdded right after answering our GetManagedObjects without it."""
+    app = await start_scanner(test_bus, ScannerConfig(scan_mode="passive"))
+    try:
+        for restart in range(RESTARTS):
+            await wait_until(lambda: our_monitor(app, bluez), what="monitor registered")
+            await bluez.restart_bluetoothd(monitor_manager_later=True)
+            await wait_until(
+                lambda: our_monitor(app, bluez) and adapter_state(app) == "scanning (passive)",
+                timeout=PASSIVE_AGAIN,
+                what=f"passive scanning through the late manager (restart {restart + 1})",
+            )
+            await wait_until(lambda: not our_session(app, bluez), what="no discovery session")
+    finally:
+        await app.stop()
+
+
+async def test_passive_mode_goes_passive_when_the_manager_appears_on_a_known_adapter(
+    test_bus: TestBus, bluez: BluezSimulator
+) -> None:
+    """Active as the fallback while the adapter has no manager; passive once it gains one."""
+    app = await start_scanner(test_bus, ScannerConfig(scan_mode="passive"))
+    try:
+        await wait_until(lambda: our_monitor(app, bluez))
+        await bluez.restart_bluetoothd()
+        bluez.remove_monitor_manager("hci0")
+        await state_becomes(app, "scanning (active: passive scanning unavailable)")
+        await wait_until(lambda: our_session(app, bluez), what="active fallback")
+        bluez.add_monitor_manager("hci0")
+        await wait_until(
+            lambda: our_monitor(app, bluez) and not our_session(app, bluez),
+            timeout=PASSIVE_AGAIN,
+            what="passive again",
+        )
+        await state_becomes(app, "scanning (passive)")
+    finally:
+        await app.stop()
+
+
+async def test_passive_mode_falls_back_to_active_when_the_manager_alone_is_removed(
+    test_bus: TestBus, bluez: BluezSimulator
+) -> None:
+    app = await start_scanner(test_bus, ScannerConfig(scan_mode="passive"))
+    try:
+        await wait_until(
+            lambda: our_monitor(app, bluez) and adapter_state(app) == "scanning (passive)"
+        )
+        bluez.remove_monitor_manager("hci0")
+        await wait_until(lambda: our_session(app, bluez), what="active fallback")
+        await state_becomes(app, "scanning (active: passive scanning unavailable)")
+        assert not our_monitor(app, bluez)
+    finally:
+        await app.stop()

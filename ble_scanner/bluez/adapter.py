@@ -38,6 +38,7 @@ from .discovery import (
     AdapterState,
     Answered,
     BackoffOver,
+    Blocker,
     Call,
     DiscoveringChanged,
     Event,
@@ -98,8 +99,14 @@ class AdapterDiscovery:
     """Our discovery session and passive monitor on one adapter."""
 
     def __init__(
-        self, bluez: Bluez, path: str, props: Mapping[str, Any], monitor_manager: bool
+        self,
+        bluez: Bluez,
+        path: str,
+        props: Mapping[str, Any],
+        monitor_manager: bool,
+        blocker: Blocker | None = None,
     ) -> None:
+        """``blocker``: who held the controller when this adapter was last seen."""
         self.bluez = bluez
         self.path = path
         self.name = adapter_name(path + "/")
@@ -111,6 +118,7 @@ class AdapterDiscovery:
             appeared=time.monotonic(),
             restarted_at=bluez.restarted_at,
             wants=bluez.wants_for(self.name),
+            blocker=blocker,
         )
         self.state = text(self.machine)
         self.starts = 0  # StartDiscovery attempts, for the status and the tests

@@ -446,7 +446,13 @@ def _answered(s: AdapterState, event: Answered) -> tuple[AdapterState, tuple[Act
     # The kernel refused while nobody scans through BlueZ: a raw HCI scanner
     # holds the controller or, just after bluetoothd appeared, a crashed one's
     # scan does, which the kernel ends by itself.
-    orphan = s.restarted_at is not None and now - s.restarted_at < ORPHAN_SCAN_WINDOW
+    # A scanner known to hold the controller before bluetoothd came back is
+    # still the likelier cause: a blocked bluetoothd had no scan to leave behind.
+    orphan = (
+        s.blocker is not Blocker.OTHER_SCANNER
+        and s.restarted_at is not None
+        and now - s.restarted_at < ORPHAN_SCAN_WINDOW
+    )
     failures = s.failures
     if now - s.appeared < ORPHAN_SCAN_WINDOW:
         failures = min(failures, ORPHAN_SCAN_RETRY_FAILURES)

@@ -43,7 +43,7 @@ from ..record import DEVICE_SIGNATURES, DeviceView, MalformedData
 from ..state import AdapterStatus
 from ..watchdog import WatchdogAction
 from .adapter import AdapterDiscovery, adapter_name
-from .discovery import ScanMode, Wants
+from .discovery import Blocker, ScanMode, Wants
 from .monitors import is_call_for_monitor_app
 
 __all__ = ["Bluez", "ScanMode", "adapter_name", "unwrap_device"]
@@ -133,6 +133,10 @@ class Bluez:
         # likely the old daemon's scan, which the kernel ends by itself.
         self.restarted_at: float | None = None
         self.adapters: dict[str, AdapterDiscovery] = {}  # by object path
+        # Adapters (by name) another scanner held when they went away: the same
+        # adapter coming back (bluetoothd restart, replug) starts from that, so
+        # its state keeps naming the scanner and passive scanning resumes first.
+        self.blocked: dict[str, Blocker] = {}
         # The interfaces on each adapter's object, as bluetoothd added and removed them.
         self.interfaces: dict[str, set[str]] = {}
         self.views: dict[str, DeviceView] = {}  # by Device1 object path
@@ -298,7 +302,7 @@ class Bluez:
         self._held = None
         self._generation += 1
         for adapter in self.adapters.values():
-            adapter.forget()
+            self._forget(adapter)
         self.adapters.clear()
         self.interfaces.clear()
         self.views.clear()
@@ -414,7 +418,9 @@ class Bluez:
         adapter_props = interfaces.get(BLUEZ_ADAPTER)
         if adapter is None and adapter_props is not None:
             props = {k: v.value for k, v in adapter_props.items()}
-            adapter = AdapterDiscovery(self, path, props, BLUEZ_MONITOR_MANAGER in known)
+            name = adapter_name(path + "/")
+            manager = BLUEZ_MONITOR_MANAGER in known
+            adapter = AdapterDiscovery(self, path, props, manager, self.blocked.get(name))
             self.adapters[path] = adapter
             _LOGGER.info("adapter %s (%s) appeared", adapter.name, adapter.address)
             adapter.start()
@@ -439,7 +445,7 @@ class Bluez:
             if adapter is not None:
                 del self.adapters[path]
                 _LOGGER.warning("adapter %s disappeared", adapter.name)
-                adapter.forget()
+                self._forget(adapter)
                 prefix = path + "/"
                 for view_path in [p for p in self.views if p.startswith(prefix)]:
                     del self.views[view_path]
@@ -447,6 +453,14 @@ class Bluez:
         elif adapter is not None and had_manager and BLUEZ_MONITOR_MANAGER in names:
             _LOGGER.warning("%s: advertisement monitor manager disappeared", adapter.name)
             adapter.manager_changed(False)
+
+    def _forget(self, adapter: AdapterDiscovery) -> None:
+        blocker = adapter.machine.blocker
+        if blocker is Blocker.OTHER_SCANNER:
+            self.blocked[adapter.name] = blocker
+        else:
+            self.blocked.pop(adapter.name, None)
+        adapter.forget()
 
     def adapter_statuses(self) -> list[AdapterStatus]:
         return [a.status() for a in sorted(self.adapters.values(), key=lambda a: a.name)]

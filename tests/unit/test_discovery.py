@@ -38,6 +38,7 @@ from ble_scanner.bluez.discovery import (
     text,
 )
 from ble_scanner.const import (
+    ORPHAN_SCAN_RETRY_FAILURES,
     ORPHAN_SCAN_WINDOW,
     REARM_BACKOFF_INITIAL,
     REARM_BACKOFF_MAX,
@@ -297,7 +298,7 @@ def test_a_known_other_scanner_is_not_taken_for_the_old_daemon_s_scan() -> None:
 def test_refusals_just_after_the_adapter_appeared_are_retried_at_a_steady_pace() -> None:
     state = adapter(restarted_at=T0, failures=8, busy=Call.START)
     state, actions = run(state, in_progress(T0 + 1), ok(Call.REGISTER, T0 + 1))
-    assert state.failures <= discovery.ORPHAN_SCAN_RETRY_FAILURES
+    assert state.failures <= ORPHAN_SCAN_RETRY_FAILURES
     assert actions[-1] == Wait(discovery.backoff(state.failures))
 
 

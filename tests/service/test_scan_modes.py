@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
+import pytest_asyncio
 from dbus_fast.aio import MessageBus
 
 from ble_scanner.const import (
@@ -196,59 +199,59 @@ PASSIVE_AGAIN = 2.0
 RESTARTS = 3
 
 
+@pytest_asyncio.fixture
+async def passive_scanner(test_bus: TestBus, bluez: BluezSimulator) -> AsyncIterator[ScannerApp]:
+    """The service in passive mode, its monitor registered on hci0."""
+    app = await start_scanner(test_bus, ScannerConfig(scan_mode="passive"))
+    try:
+        await wait_until(
+            lambda: our_monitor(app, bluez) and adapter_state(app) == "scanning (passive)",
+            what="passive scanning",
+        )
+        yield app
+    finally:
+        await app.stop()
+
+
 async def test_passive_mode_uses_a_monitor_manager_published_after_the_adapter(
-    test_bus: TestBus, bluez: BluezSimulator
+    passive_scanner: ScannerApp, bluez: BluezSimulator
 ) -> None:
     """bluetoothd restarts, Adapter1 first and AdvertisementMonitorManager1 in its own
     InterfacesAdded right after answering our GetManagedObjects without it."""
-    app = await start_scanner(test_bus, ScannerConfig(scan_mode="passive"))
-    try:
-        for restart in range(RESTARTS):
-            await wait_until(lambda: our_monitor(app, bluez), what="monitor registered")
-            await bluez.restart_bluetoothd(monitor_manager_later=True)
-            await wait_until(
-                lambda: our_monitor(app, bluez) and adapter_state(app) == "scanning (passive)",
-                timeout=PASSIVE_AGAIN,
-                what=f"passive scanning through the late manager (restart {restart + 1})",
-            )
-            await wait_until(lambda: not our_session(app, bluez), what="no discovery session")
-    finally:
-        await app.stop()
+    app = passive_scanner
+    for restart in range(RESTARTS):
+        await bluez.restart_bluetoothd(monitor_manager_later=True)
+        await wait_until(
+            lambda: our_monitor(app, bluez) and adapter_state(app) == "scanning (passive)",
+            timeout=PASSIVE_AGAIN,
+            what=f"passive scanning through the late manager (restart {restart + 1})",
+        )
+        await wait_until(lambda: not our_session(app, bluez), what="no discovery session")
 
 
 async def test_passive_mode_goes_passive_when_the_manager_appears_on_a_known_adapter(
-    test_bus: TestBus, bluez: BluezSimulator
+    passive_scanner: ScannerApp, bluez: BluezSimulator
 ) -> None:
     """Active as the fallback while the adapter has no manager; passive once it gains one."""
-    app = await start_scanner(test_bus, ScannerConfig(scan_mode="passive"))
-    try:
-        await wait_until(lambda: our_monitor(app, bluez))
-        await bluez.restart_bluetoothd()
-        bluez.remove_monitor_manager("hci0")
-        await state_becomes(app, "scanning (active: passive scanning unavailable)")
-        await wait_until(lambda: our_session(app, bluez), what="active fallback")
-        bluez.add_monitor_manager("hci0")
-        await wait_until(
-            lambda: our_monitor(app, bluez) and not our_session(app, bluez),
-            timeout=PASSIVE_AGAIN,
-            what="passive again",
-        )
-        await state_becomes(app, "scanning (passive)")
-    finally:
-        await app.stop()
+    app = passive_scanner
+    bluez.remove_monitor_manager("hci0")
+    await state_becomes(app, "scanning (active: passive scanning unavailable)")
+    await wait_until(lambda: our_session(app, bluez), what="active fallback")
+    bluez.add_monitor_manager("hci0")
+    await wait_until(
+        lambda: our_monitor(app, bluez) and not our_session(app, bluez),
+        timeout=PASSIVE_AGAIN,
+        what="passive again",
+    )
+    await state_becomes(app, "scanning (passive)")
 
 
 async def test_passive_mode_falls_back_to_active_when_the_manager_alone_is_removed(
-    test_bus: TestBus, bluez: BluezSimulator
+    passive_scanner: ScannerApp, bluez: BluezSimulator
 ) -> None:
-    app = await start_scanner(test_bus, ScannerConfig(scan_mode="passive"))
-    try:
-        await wait_until(
-            lambda: our_monitor(app, bluez) and adapter_state(app) == "scanning (passive)"
-        )
-        bluez.remove_monitor_manager("hci0")
-        await wait_until(lambda: our_session(app, bluez), what="active fallback")
-        await state_becomes(app, "scanning (active: passive scanning unavailable)")
-        assert not our_monitor(app, bluez)
-    finally:
-        await app.stop()
+    """InterfacesRemoved of AdvertisementMonitorManager1 alone: BlueZ dropped our
+    monitors with it; scanning actively beats not scanning at all."""
+    bluez.remove_monitor_manager("hci0")
+    await wait_until(lambda: our_session(passive_scanner, bluez), what="active fallback")
+    await state_becomes(passive_scanner, "scanning (active: passive scanning unavailable)")
+    assert not our_monitor(passive_scanner, bluez)

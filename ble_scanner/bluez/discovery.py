@@ -17,32 +17,32 @@ time, and feeds each answer back as :class:`Answered`.
 We track our own session and never infer it from ``Discovering``, which
 other clients (or a raw-HCI scanner) also move (SPEC §6).
 
-Activities, and the events that lead out of them (any state also takes
-:class:`WantsChanged` and :class:`PoweredChanged`, which can lead to "not used"
-or "powered off"):
+Activities, and the events that lead out of them (every one also takes
+:class:`WantsChanged` and :class:`PoweredChanged`, which lead to "not used",
+"paused" or "powered off"):
 
-=========================================================  ====================================
+=========================================================  =======================================
 text (``Activity.value``)                                  left on
-=========================================================  ====================================
-starting                                                   the first answer to StartDiscovery
-not used (settings)                                        WantsChanged (adapter wanted again)
+=========================================================  =======================================
+starting                                                   Answered START (the first answer)
+not used (settings)                                        WantsChanged (the adapter wanted again)
 powered off                                                PoweredChanged(True)
-waiting for bluetoothd                                     Answered START ok / other error
-scanning                                                   DiscoveringChanged(False), silence
+waiting for bluetoothd                                     Answered START (the next answer)
+scanning                                                   DiscoveringChanged(False), SilenceRestart
 scanning (active window)                                   WantsChanged (the lease ends)
 scanning (active: passive scanning unavailable)            ManagerChanged(True)
 scanning (passive)                                         ManagerChanged(False), MonitorReleased
 paused for a connection [(passive scanning)]               WantsChanged (the pause ends)
-blocked by another scanner                                 Answered REGISTER ok, START ok
-scanning (passive: another scanner holds the controller)   Answered START ok (scanner gone)
-waiting for the old bluetoothd's scan to end               Answered START ok
-scanning (passive until the old bluetoothd's scan ends)    Answered START ok
-restarting discovery (InProgress)                          Answered START
-restarting discovery (adapter went silent)                 Answered START / REGISTER ok
+blocked by another scanner                                 Answered REGISTER ok, Answered START ok
+scanning (passive: another scanner holds the controller)   Answered START ok (the scanner left)
+waiting for the old bluetoothd's scan to end               Answered REGISTER ok, Answered START ok
+scanning (passive until the old bluetoothd's scan ends)    Answered START ok (the kernel ended it)
+restarting discovery (InProgress)                          Answered START (the next answer)
+restarting discovery (adapter went silent)                 Answered REGISTER ok, Answered START ok
 power-cycling (adapter went silent)                        PoweredChanged(False), PowerCycleDone
-error: BlueZ did not answer                                Answered START ok
-error: <BlueZ's error text>                                Answered START ok
-=========================================================  ====================================
+error: BlueZ did not answer                                Answered START (the next answer)
+error: <BlueZ's error text>                                Answered START (the next answer)
+=========================================================  =======================================
 """
 
 from __future__ import annotations
@@ -270,7 +270,7 @@ class AdapterState:
     busy: Call | None = None  # the call in flight: one at a time
     waiting: bool = False  # a backoff Wait runs
     waited: bool = False  # ... and is over: the next start goes ahead
-    stop_first: bool = False
+    stop_first: bool = False  # the next start stops a session BlueZ may hold for us
     restart_monitor: bool = False  # the watchdog wants the monitor off and on again
     cycling: bool = False  # the watchdog's power cycle runs
     blocker: Blocker | None = None  # who refused our last start, until one succeeds

@@ -57,7 +57,7 @@ from .discovery import (
     Wants,
     WantsChanged,
     Warn,
-    start,
+    begin,
     step,
     text,
 )
@@ -165,7 +165,7 @@ class AdapterDiscovery:
     # --- events in -------------------------------------------------------------------
 
     def start(self) -> None:
-        self.machine, actions = start(self.machine)
+        self.machine, actions = begin(self.machine)
         self._act(actions)
 
     def feed(self, event: Event) -> None:

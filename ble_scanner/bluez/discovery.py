@@ -338,7 +338,7 @@ def text(state: AdapterState) -> str:
     return words.format(state.error) if words == Activity.ERROR.value else words
 
 
-def start(state: AdapterState) -> tuple[AdapterState, tuple[Action, ...]]:
+def begin(state: AdapterState) -> tuple[AdapterState, tuple[Action, ...]]:
     """The first actions for a new adapter."""
     return _plan(state)
 

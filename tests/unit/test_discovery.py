@@ -75,7 +75,7 @@ def run(state: AdapterState, *events: Event) -> tuple[AdapterState, list[Action]
 
 
 def first(state: AdapterState) -> tuple[AdapterState, list[Action]]:
-    state, actions = discovery.start(state)
+    state, actions = discovery.begin(state)
     return state, list(actions)
 
 

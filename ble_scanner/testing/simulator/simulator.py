@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from collections.abc import Callable
 from typing import Any
 
 from dbus_fast import BusType, Variant

@@ -115,6 +115,15 @@ BLUEZ_CALL_TIMEOUT: Final = 5.0
 # then: polling every 10 s finds it soon enough without loading the adapter.
 REARM_BACKOFF_INITIAL: Final = 0.25
 REARM_BACKOFF_MAX: Final = 10.0
+# A session that stayed up this long ends the backoff: the adapter works again.
+STABLE_SESSION_SECONDS: Final = 10.0
+# After bluetoothd (re)appears the kernel may still run the dead daemon's LE
+# discovery and refuse ours with InProgress until it times out (DISCOV_LE_TIMEOUT
+# 10.24 s; measured 10.0-10.4 s on 5.66 and 5.82, tests/realbluez): for this
+# long after an adapter appears, InProgress is retried at a steady pace.
+ORPHAN_SCAN_WINDOW: Final = 12.0
+# The failure count whose backoff is that pace: 0.5 s.
+ORPHAN_SCAN_RETRY_FAILURES: Final = 3
 # An adapter that was hearing advertisements and then hears nothing for this
 # long, while we scan, is stuck (HA's SCANNER_WATCHDOG_TIMEOUT is 90 s too).
 WATCHDOG_SILENCE: Final = 90.0
@@ -124,5 +133,10 @@ WATCHDOG_MAX_POWER_CYCLES_PER_HOUR: Final = 3
 # A silence that outlasts the power cycle is most likely a quiet place: the
 # restarts that go on double their interval up to this.
 WATCHDOG_MAX_INTERVAL: Final = 900.0
+# The watchdog looks at the report counts this many times per silence, so a
+# silence is acted on at most a quarter late ...
+WATCHDOG_LOOKS_PER_SILENCE: Final = 4
+# ... and at least this often, so that a long silence setting is not looked at lazily.
+WATCHDOG_MAX_LOOK_INTERVAL: Final = 5.0
 # SIGTERM must end in an exit within 2 s (SPEC §6); the cleanup calls get this.
 SHUTDOWN_TIMEOUT: Final = 1.5

@@ -1,2 +1,3 @@
-"""The BlueZ side: bluetoothd's objects as we follow them, each adapter's discovery,
-and the advertisement monitors used for passive scanning."""
+"""The BlueZ side: ``objects`` follows bluetoothd on the bus (its adapters and devices),
+``discovery`` is one adapter's discovery state machine (pure), ``adapter`` runs it
+and makes its calls, ``monitors`` is our AdvertisementMonitor1 application."""

@@ -18,7 +18,15 @@ from typing import Final
 
 from dbus_fast import Message, MessageFlag, MessageType, Variant
 
-from ..const import BLUEZ_MONITOR, INTROSPECTABLE, OBJECT_MANAGER, PROPERTIES
+from ..const import (
+    BLUEZ_MONITOR,
+    ERROR_INVALID_ARGS,
+    ERROR_UNKNOWN_METHOD,
+    ERROR_UNKNOWN_OBJECT,
+    INTROSPECTABLE,
+    OBJECT_MANAGER,
+    PROPERTIES,
+)
 
 MONITOR_APP_ROOT: Final = "/com/victronenergy/ble/scanner/monitor"
 AD_TYPE_FLAGS: Final = 0x01
@@ -86,9 +94,7 @@ class MonitorApp:
             return Message.new_method_return(msg, "s", [self._introspect(path)])
         props = self.monitors.get(path)
         if props is None:
-            return Message.new_error(
-                msg, "org.freedesktop.DBus.Error.UnknownObject", f"no object {path}"
-            )
+            return Message.new_error(msg, ERROR_UNKNOWN_OBJECT, f"no object {path}")
         if interface == PROPERTIES and member == "GetAll" and msg.signature == "s":
             return Message.new_method_return(
                 msg, "a{sv}", [props if msg.body[0] == BLUEZ_MONITOR else {}]
@@ -96,9 +102,7 @@ class MonitorApp:
         if interface == PROPERTIES and member == "Get" and msg.signature == "ss":
             value = props.get(msg.body[1]) if msg.body[0] == BLUEZ_MONITOR else None
             if value is None:
-                return Message.new_error(
-                    msg, "org.freedesktop.DBus.Error.InvalidArgs", "no such property"
-                )
+                return Message.new_error(msg, ERROR_INVALID_ARGS, "no such property")
             return Message.new_method_return(msg, "v", [value])
         if interface == BLUEZ_MONITOR:
             if member == "Activate":
@@ -111,9 +115,7 @@ class MonitorApp:
             if msg.flags & MessageFlag.NO_REPLY_EXPECTED:
                 return True
             return Message.new_method_return(msg)
-        return Message.new_error(
-            msg, "org.freedesktop.DBus.Error.UnknownMethod", f"{interface}.{member}"
-        )
+        return Message.new_error(msg, ERROR_UNKNOWN_METHOD, f"{interface}.{member}")
 
     def _introspect(self, path: str) -> str:
         node = ET.Element("node")

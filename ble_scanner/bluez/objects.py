@@ -1,14 +1,18 @@
-"""The BlueZ side: follow org.bluez, keep every adapter discovering, turn Device1 into reports.
+"""bluetoothd as we follow it on the bus: its owner, its adapters and devices, the calls.
 
 One connection, explicit match rules, one message handler, no proxy objects
-(as bleak's BlueZManager does). D-Bus types are checked here, at the edge;
-anything malformed is counted and logged (rate-limited), never passed on.
+(as bleak's BlueZManager does). We follow NameOwnerChanged for org.bluez, read
+GetManagedObjects when it appears, and InterfacesAdded / InterfacesRemoved /
+PropertiesChanged from then on: an adapter's object may gain or lose an
+interface (AdvertisementMonitorManager1) at any time. Each adapter's discovery
+is an :class:`~.adapter.AdapterDiscovery`; Device1 objects become reports.
+D-Bus types are checked here, at the edge; anything malformed is counted and
+logged (rate-limited), never passed on.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -17,76 +21,43 @@ from typing import Any, Final
 from dbus_fast import Message, MessageFlag, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
+from ..bus import calls
+from ..bus.calls import BusGoneError, CallError
 from ..const import (
     BLUEZ_ADAPTER,
     BLUEZ_CALL_TIMEOUT,
     BLUEZ_DEVICE,
-    BLUEZ_ERROR_ALREADY_EXISTS,
-    BLUEZ_ERROR_FAILED,
-    BLUEZ_ERROR_IN_PROGRESS,
-    BLUEZ_ERROR_NOT_READY,
     BLUEZ_MONITOR_MANAGER,
     BLUEZ_ROOT_PATH,
     BLUEZ_SERVICE,
-    DBUS_INTERFACE,
-    DBUS_PATH,
     DBUS_SERVICE,
-    ERROR_NAME_HAS_NO_OWNER,
-    ERROR_SERVICE_UNKNOWN,
-    ERROR_SPAWN_CHILD_EXITED,
+    ERROR_UNKNOWN_OBJECT,
     OBJECT_MANAGER,
     PROPERTIES,
-    REARM_BACKOFF_INITIAL,
-    REARM_BACKOFF_MAX,
-    WATCHDOG_MAX_INTERVAL,
-    WATCHDOG_MAX_POWER_CYCLES_PER_HOUR,
+    WATCHDOG_LOOKS_PER_SILENCE,
+    WATCHDOG_MAX_LOOK_INTERVAL,
     WATCHDOG_SILENCE,
 )
 from ..leases import LeaseKind, LeaseRegistry
-from ..record import DeviceView, MalformedData, adapter_name
-from ..record import unwrap_device as _unwrap_device
+from ..record import DeviceView, MalformedData, adapter_name, unwrap_device
 from ..state import AdapterStatus
-from ..watchdog import SilenceLadder, WatchdogAction
-from .monitors import MonitorApp, is_call_for_monitor_app
+from ..watchdog import WatchdogAction
+from .adapter import AdapterDiscovery
+from .discovery import Blocker, ScanMode, Wants
+from .monitors import is_call_for_monitor_app
+
+__all__ = ["Bluez", "ScanMode"]
 
 _LOGGER = logging.getLogger(__name__)
 
-# The filter we always set (SPEC §6): a real filter so BlueZ neither pauses 5 s
-# between scan rounds nor hides non-discoverable advertisers; DuplicateData so
-# every advertisement reaches us; never a Pattern, which would hide devices
-# from every other BlueZ client (notes §2.3).
-DISCOVERY_FILTER: Final = {"Transport": Variant("s", "le"), "DuplicateData": Variant("b", True)}
-
-# Errors that mean "bluetoothd is not on the bus right now".
-_BLUEZ_ABSENT: Final = frozenset(
-    {ERROR_SERVICE_UNKNOWN, ERROR_NAME_HAS_NO_OWNER, ERROR_SPAWN_CHILD_EXITED}
-)
-# A session that stayed up this long ends the backoff: the adapter works again.
-STABLE_SESSION_SECONDS: Final = 10.0
-# After bluetoothd (re)appears the kernel may still run the dead daemon's LE
-# discovery and refuse ours with InProgress until it times out (DISCOV_LE_TIMEOUT
-# 10.24 s; measured 10.0-10.4 s on 5.66 and 5.82, tests/realbluez): for this
-# long after an adapter appears, InProgress is retried at a steady pace.
-ORPHAN_SCAN_WINDOW: Final = 12.0
-# The failure count whose backoff() is that pace: 0.5 s.
-ORPHAN_SCAN_RETRY_FAILURES: Final = 3
 # At most one log line per kind of malformed data per this many seconds.
 MALFORMED_LOG_INTERVAL: Final = 60.0
 
 
-class ScanMode(enum.Enum):
-    """How an adapter listens (README "Scan modes")."""
-
-    ACTIVE = "active"  # StartDiscovery: scan requests, names from scan responses
-    PASSIVE = "passive"  # AdvertisementMonitor1: no scan requests, needs bluetoothd -E
-    AUTO = "auto"  # passive, with active windows while a client holds a lease
-
-
-class BluezError(Exception):
-    def __init__(self, name: str, text: str) -> None:
-        super().__init__(f"{name}: {text}")
-        self.name = name
-        self.text = text
+def is_adapter_path(path: str) -> bool:
+    """``/org/bluez/hci0`` is an adapter's object; ``/org/bluez/hci0/dev_...`` is not."""
+    prefix = BLUEZ_ROOT_PATH + "/"
+    return path.startswith(prefix) and "/" not in path[len(prefix) :]
 
 
 class RateLimitedLog:
@@ -103,370 +74,6 @@ class RateLimitedLog:
         if now - self._last.get(kind, -self.interval) >= self.interval:
             self._last[kind] = now
             _LOGGER.warning("%s (%d so far)", message, self.counts[kind])
-
-
-class AdapterDiscovery:
-    """Our discovery session on one adapter, kept alive by one task.
-
-    We track our own session and never infer it from ``Discovering``, which
-    other clients (or a raw-HCI scanner) also move (SPEC §6).
-    """
-
-    def __init__(self, bluez: Bluez, path: str, props: Mapping[str, Any]) -> None:
-        self.bluez = bluez
-        self.path = path
-        self.name = adapter_name(path + "/")
-        self.address: str = props.get("Address", "")
-        self.powered: bool = bool(props.get("Powered", False))
-        self.discovering: bool = bool(props.get("Discovering", False))
-        self.session = False
-        self.state = "starting"
-        self.appeared = time.monotonic()
-        self.failures = 0
-        self.starts = 0  # StartDiscovery attempts, for the status and the tests
-        self.session_since = 0.0
-        self.stop_first = False
-        # Discovering fell while our StartDiscovery was in flight (see _arm).
-        self.dropped_while_starting = False
-        # InProgress with Discovering false: another scanner holds the controller,
-        # or (orphan) the kernel still runs the scan of a bluetoothd that died.
-        self.blocked = False
-        self.blocked_by_orphan = False
-        # Passive scanning through our AdvertisementMonitor1 application.
-        self.monitor_available = bool(props.get("_monitor_manager", False))
-        self.monitor_registered = False
-        self.monitor_active = False
-        self.monitor = MonitorApp(self.name, self._monitor_activated, self._monitor_released)
-        # Watchdog: what a silence costs this adapter (see watchdog.py).
-        self.ladder = SilenceLadder(
-            silence=bluez.watchdog_silence,
-            max_power_cycles_per_hour=WATCHDOG_MAX_POWER_CYCLES_PER_HOUR,
-            max_interval=WATCHDOG_MAX_INTERVAL,
-        )
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    @property
-    def enabled(self) -> bool:
-        wanted = self.bluez.adapters_wanted
-        return not wanted or self.name in wanted
-
-    def status(self) -> AdapterStatus:
-        return AdapterStatus(
-            self.name, self.address, self.powered, self.discovering, self.session, self.state
-        )
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"arm-{self.name}")
-        self._wake.set()
-
-    async def close(self, stop_session: bool) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
-        if stop_session and self.session:
-            await self.close_session()
-        if stop_session and self.monitor_registered:
-            await self._unregister_monitor()
-
-    def poke(self) -> None:
-        self._wake.set()
-
-    def on_properties(self, changed: Mapping[str, Variant]) -> None:
-        powered = changed.get("Powered")
-        if powered is not None and powered.signature == "b":
-            self.powered = powered.value
-            if not self.powered:
-                # BlueZ drops every session on power-off and does not restore
-                # them on power-on (notes §2.1 adapter_stop).
-                self.session = False
-            self.bluez.status_changed()
-            self.poke()
-        discovering = changed.get("Discovering")
-        if discovering is not None and discovering.signature == "b":
-            was = self.discovering
-            self.discovering = discovering.value
-            if was and not self.discovering:
-                self.dropped_while_starting = True
-            if was and not self.discovering and self.session:
-                # The kernel or BlueZ stopped the scan under us; BlueZ may still
-                # count our session, so stop it before starting again.
-                _LOGGER.warning("%s: discovery stopped under us; re-arming", self.name)
-                self.session = False
-                self.stop_first = True
-                self._failed()
-            self.bluez.status_changed()
-            self.poke()
-
-    def _failed(self) -> None:
-        if self.session_since and time.monotonic() - self.session_since >= STABLE_SESSION_SECONDS:
-            self.failures = 0
-        self.session_since = 0.0
-        self.failures += 1
-
-    def backoff(self) -> float:
-        if self.failures <= 1:
-            return 0.0
-        return float(min(REARM_BACKOFF_INITIAL * 2 ** (self.failures - 2), REARM_BACKOFF_MAX))
-
-    def _set_state(self, state: str) -> None:
-        if state != self.state:
-            self.state = state
-            _LOGGER.info("%s: %s", self.name, state)
-            self.bluez.status_changed()
-
-    def wants(self) -> tuple[bool, bool]:
-        """(discovery session, passive monitor) this adapter should have now."""
-        bluez = self.bluez
-        mode = bluez.scan_mode
-        paused = bluez.leases.wants(self.name, LeaseKind.PAUSE)
-        if mode is ScanMode.ACTIVE:
-            session = True
-            monitor = self.blocked and self.monitor_available
-        elif mode is ScanMode.PASSIVE:
-            # Without the monitor manager (bluetoothd without -E) passive is
-            # impossible; scanning actively beats not scanning at all.
-            session = not self.monitor_available
-            monitor = self.monitor_available
-        else:
-            session = not self.monitor_available or bluez.leases.wants(self.name, LeaseKind.ACTIVE)
-            monitor = self.monitor_available
-        return session and not paused, monitor
-
-    def describe(self) -> str:
-        """The adapter's state in words, for /Adapters/<hciN>/State and the CLI."""
-        session, monitor = self.session, self.monitor_registered
-        if self.bluez.leases.wants(self.name, LeaseKind.PAUSE) and not session:
-            return "paused for a connection" + (" (passive scanning)" if monitor else "")
-        if self.blocked and not session:
-            if self.blocked_by_orphan:
-                if monitor:
-                    return "scanning (passive until the old bluetoothd's scan ends)"
-                return "waiting for the old bluetoothd's scan to end"
-            if monitor:
-                return "scanning (passive: another scanner holds the controller)"
-            return "blocked by another scanner"
-        mode = self.bluez.scan_mode
-        if session and monitor:
-            return "scanning (active window)" if mode is not ScanMode.ACTIVE else "scanning"
-        if session:
-            if mode is ScanMode.ACTIVE:
-                return "scanning"
-            return "scanning (active: passive scanning unavailable)"
-        if monitor:
-            return "scanning (passive)"
-        return self.state
-
-    async def _run(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            try:
-                await self._converge()
-            except Exception:
-                # A bug here must not end scanning on this adapter for good.
-                _LOGGER.exception("%s: unexpected error; retrying", self.name)
-                self._failed()
-                self.poke()
-
-    async def _converge(self) -> None:
-        if not self.enabled:
-            if self.session:
-                await self.close_session()
-            if self.monitor_registered:
-                await self._unregister_monitor()
-            self._set_state("not used (settings)")
-            return
-        if not self.powered:
-            self._set_state("powered off")
-            return
-        want_session, want_monitor = self.wants()
-        if self.session and not want_session:
-            await self.close_session()
-        if want_monitor and not self.monitor_registered:
-            await self._register_monitor()
-        elif self.monitor_registered and not want_monitor:
-            await self._unregister_monitor()
-        if want_session and not self.session:
-            delay = self.backoff()
-            if delay:
-                self._set_state(self.describe())
-                try:
-                    await asyncio.wait_for(self._wake.wait(), delay)
-                    # Something changed meanwhile (power, settings, leases):
-                    # look again, but keep the failure count.
-                    self._wake.set()
-                    return
-                except TimeoutError:
-                    pass
-            await self._arm()
-        self._set_state(self.describe())
-
-    async def _register_monitor(self) -> None:
-        try:
-            await self.bluez.call(
-                self.path, BLUEZ_MONITOR_MANAGER, "RegisterMonitor", "o", [self.monitor.root]
-            )
-        except BluezError as exc:
-            if exc.name != BLUEZ_ERROR_ALREADY_EXISTS:
-                # Passive scanning cannot work here (no -E, old kernel, refused):
-                # say so once and let the mode fall back to active discovery.
-                _LOGGER.warning("%s: passive scanning unavailable: %s", self.name, exc)
-                self.monitor_available = False
-                self.poke()
-                return
-        except TimeoutError:
-            self._failed()
-            self.poke()
-            return
-        self.monitor_registered = True
-
-    async def _unregister_monitor(self) -> None:
-        self.monitor_registered = False
-        self.monitor_active = False
-        try:
-            await self.bluez.call(
-                self.path, BLUEZ_MONITOR_MANAGER, "UnregisterMonitor", "o", [self.monitor.root]
-            )
-        except (BluezError, TimeoutError):
-            pass
-
-    @property
-    def watchdog_armed(self) -> bool:
-        return self.ladder.armed
-
-    @property
-    def watchdog_step(self) -> int:
-        return self.ladder.step
-
-    def watch(self, count: int, now: float) -> WatchdogAction | None:
-        """One watchdog look at this adapter's report count; returns the action due."""
-        scanning = self.enabled and self.powered and (self.session or self.monitor_registered)
-        return self.ladder.look(count, now, scanning)
-
-    async def restart_discovery(self) -> None:
-        """Watchdog step 1: stop and start our session (and monitor) again."""
-        _LOGGER.warning("%s: no reports for a while; restarting discovery", self.name)
-        self._set_state("restarting discovery (adapter went silent)")
-        if self.session:
-            self.session = False
-            self.stop_first = True
-        if self.monitor_registered:
-            await self._unregister_monitor()
-        self.poke()
-
-    async def power_cycle(self) -> None:
-        """Watchdog step 2: power the adapter off and on; BlueZ then needs us to re-arm."""
-        _LOGGER.warning("%s: still silent after a restart; power-cycling the adapter", self.name)
-        self._set_state("power-cycling (adapter went silent)")
-        for value in (False, True):
-            try:
-                await self.bluez.call(
-                    self.path,
-                    PROPERTIES,
-                    "Set",
-                    "ssv",
-                    [BLUEZ_ADAPTER, "Powered", Variant("b", value)],
-                )
-            except (BluezError, TimeoutError) as exc:
-                _LOGGER.warning("%s: power cycle failed: %s", self.name, exc)
-                return
-
-    def _monitor_activated(self) -> None:
-        self.monitor_active = True
-        self.bluez.status_changed()
-
-    def _monitor_released(self) -> None:
-        # BlueZ calls Release on each monitor, also when we unregistered them:
-        # only the first Release of a registration we still hold is news.
-        if not self.monitor_registered:
-            return
-        # BlueZ dropped our monitors (adapter reset, bluetoothd going away):
-        # register again, with the backoff if it keeps happening.
-        _LOGGER.warning("%s: BlueZ released our advertisement monitor", self.name)
-        self.monitor_registered = False
-        self.monitor_active = False
-        self._failed()
-        self.poke()
-
-    async def close_session(self) -> None:
-        self.session = False
-        try:
-            await self.bluez.call_adapter(self.path, "StopDiscovery")
-        except (BluezError, TimeoutError):
-            pass
-
-    async def _arm(self) -> None:
-        self.starts += 1
-        try:
-            if self.stop_first:
-                self.stop_first = False
-                try:
-                    await self.bluez.call_adapter(self.path, "StopDiscovery")
-                except BluezError as exc:
-                    if exc.name == BLUEZ_ERROR_IN_PROGRESS:
-                        # bluez#807: the stop was refused but our session is gone.
-                        _LOGGER.warning("%s: StopDiscovery refused (InProgress)", self.name)
-                    elif exc.name != BLUEZ_ERROR_FAILED:
-                        raise
-            await self.bluez.call_adapter(
-                self.path, "SetDiscoveryFilter", "a{sv}", [DISCOVERY_FILTER]
-            )
-            self.dropped_while_starting = False
-            await self.bluez.call_adapter(self.path, "StartDiscovery")
-        except TimeoutError:
-            self._failed()
-            self._set_state("error: BlueZ did not answer")
-        except BluezError as exc:
-            self._on_start_error(exc)
-        else:
-            if self.dropped_while_starting and not self.discovering:
-                # BlueZ replied, Discovering rose and fell again before this task
-                # resumed, so on_properties could not tell the session was ours.
-                _LOGGER.warning("%s: discovery stopped as it started; re-arming", self.name)
-                self.stop_first = True
-                self._failed()
-            else:
-                self.session = True
-                self.blocked = False
-                self.session_since = time.monotonic()
-                return
-        self.poke()  # try again after the backoff
-
-    def _on_start_error(self, exc: BluezError) -> None:
-        self._failed()
-        if exc.name in _BLUEZ_ABSENT:
-            self._set_state("waiting for bluetoothd")
-            return
-        if exc.name == BLUEZ_ERROR_NOT_READY:
-            self.powered = False
-            self._set_state("powered off")
-            return
-        if exc.name == BLUEZ_ERROR_IN_PROGRESS:
-            if self.discovering:
-                # Either we already hold a session BlueZ knows of and we do
-                # not, or the controller refused: stop ours, then start.
-                self.stop_first = True
-                self._set_state("restarting discovery (InProgress)")
-            else:
-                # The kernel refused while nobody scans through BlueZ: a raw
-                # HCI scanner (dbus-ble-sensors, venus#1597) holds the controller,
-                # or, just after bluetoothd appeared, a crashed one's scan does.
-                now = time.monotonic()
-                restarted_at = self.bluez.restarted_at
-                self.blocked = True
-                self.blocked_by_orphan = (
-                    restarted_at is not None and now - restarted_at < ORPHAN_SCAN_WINDOW
-                )
-                if now - self.appeared < ORPHAN_SCAN_WINDOW:
-                    self.failures = min(self.failures, ORPHAN_SCAN_RETRY_FAILURES)
-                self._set_state(self.describe())
-            return
-        self._set_state(f"error: {exc.text or exc.name}")
 
 
 ReportCallback = Callable[[DeviceView], object]
@@ -503,8 +110,18 @@ class Bluez:
         # likely the old daemon's scan, which the kernel ends by itself.
         self.restarted_at: float | None = None
         self.adapters: dict[str, AdapterDiscovery] = {}  # by object path
+        # Adapters (by name) another scanner held when they went away: the same
+        # adapter coming back (bluetoothd restart, replug) starts from that, so
+        # its state keeps naming the scanner and passive scanning resumes first.
+        self.blocked: dict[str, Blocker] = {}
+        # The interfaces on each adapter's object, as bluetoothd added and removed them.
+        self.interfaces: dict[str, set[str]] = {}
         self.views: dict[str, DeviceView] = {}  # by Device1 object path
         self.malformed = RateLimitedLog()
+        # bluetoothd's object signals held while our GetManagedObjects is out:
+        # applied after its reply, so an older snapshot never undoes them.
+        self._held: list[Message] | None = None
+        self._sync: asyncio.Task[None] | None = None
         self._generation = 0
         self._closing = False
 
@@ -518,21 +135,21 @@ class Bluez:
                 self._run_watchdog(), name="watchdog"
             )
         for rule in (
-            f"type='signal',sender='{DBUS_SERVICE}',interface='{DBUS_INTERFACE}',"
-            f"member='NameOwnerChanged',arg0='{BLUEZ_SERVICE}'",
-            f"type='signal',sender='{BLUEZ_SERVICE}',interface='{OBJECT_MANAGER}',path='/'",
-            f"type='signal',sender='{BLUEZ_SERVICE}',interface='{PROPERTIES}',"
-            f"member='PropertiesChanged',path_namespace='{BLUEZ_ROOT_PATH}'",
+            calls.name_owner_rule(BLUEZ_SERVICE),
+            calls.signal_rule(sender=BLUEZ_SERVICE, interface=OBJECT_MANAGER, path="/"),
+            calls.signal_rule(
+                sender=BLUEZ_SERVICE,
+                interface=PROPERTIES,
+                member="PropertiesChanged",
+                path_namespace=BLUEZ_ROOT_PATH,
+            ),
         ):
-            await self._call(DBUS_SERVICE, DBUS_PATH, DBUS_INTERFACE, "AddMatch", "s", [rule])
-        try:
-            owner = await self._call(
-                DBUS_SERVICE, DBUS_PATH, DBUS_INTERFACE, "GetNameOwner", "s", [BLUEZ_SERVICE]
-            )
-        except BluezError:
+            await calls.add_match(self.bus, rule, timeout=self.call_timeout)
+        owner = await calls.name_owner(self.bus, BLUEZ_SERVICE, timeout=self.call_timeout)
+        if owner is None:
             _LOGGER.warning("bluetoothd is not on the bus; waiting for it")
             return
-        await self._bluez_appeared(owner[0])
+        await self._bluez_appeared(owner)
 
     async def close(self, stop_sessions: bool = True) -> None:
         """Stop our sessions (bounded by the call timeout) and forget everything."""
@@ -541,20 +158,32 @@ class Bluez:
             self._lease_timer.cancel()
         if self._watchdog is not None:
             self._watchdog.cancel()
+        if self._sync is not None:
+            self._sync.cancel()
         self.bus.remove_message_handler(self._on_message)
         adapters = list(self.adapters.values())
         self.adapters.clear()
         await asyncio.gather(*(a.close(stop_sessions) for a in adapters))
 
+    def wants_for(self, adapter: str) -> Wants:
+        """What the settings and the leases ask of ``adapter`` now."""
+        wanted = self.adapters_wanted
+        return Wants(
+            enabled=not wanted or adapter in wanted,
+            mode=self.scan_mode,
+            window=self.leases.wants(adapter, LeaseKind.ACTIVE),
+            paused=self.leases.wants(adapter, LeaseKind.PAUSE),
+        )
+
     def set_adapters_wanted(self, wanted: frozenset[str]) -> None:
         self.adapters_wanted = wanted
-        self._poke_all()
+        self._wants_changed()
 
     def set_scan_mode(self, mode: ScanMode) -> None:
         if mode is not self.scan_mode:
             _LOGGER.info("scan mode %s", mode.value)
             self.scan_mode = mode
-            self._poke_all()
+            self._wants_changed()
 
     def leases_changed(self) -> None:
         """A lease was taken, released or dropped: converge, and wake at the next expiry."""
@@ -567,11 +196,17 @@ class Bluez:
             loop = asyncio.get_running_loop()
             delay = max(0.0, expiry - self.leases.monotonic())
             self._lease_timer = loop.call_later(delay, self.leases_changed)
-        self._poke_all()
+        self._wants_changed()
+
+    def _wants_changed(self) -> None:
+        for adapter in list(self.adapters.values()):
+            adapter.wants_changed(self.wants_for(adapter.name))
 
     async def _run_watchdog(self) -> None:
         assert self.report_counts is not None
-        interval = min(5.0, self.watchdog_silence / 4)
+        interval = min(
+            WATCHDOG_MAX_LOOK_INTERVAL, self.watchdog_silence / WATCHDOG_LOOKS_PER_SILENCE
+        )
         while True:
             await asyncio.sleep(interval)
             counts = self.report_counts()
@@ -586,10 +221,6 @@ class Bluez:
                 except Exception:
                     _LOGGER.exception("%s: watchdog action failed", adapter.name)
 
-    def _poke_all(self) -> None:
-        for adapter in self.adapters.values():
-            adapter.poke()
-
     def _on_monitor_call(self, msg: Message) -> Message | bool:
         if not is_call_for_monitor_app(msg):
             return False
@@ -598,43 +229,12 @@ class Bluez:
                 return adapter.monitor.handle(msg)
         if msg.flags & MessageFlag.NO_REPLY_EXPECTED:
             return True  # e.g. BlueZ's Release after we dropped the adapter
-        return Message.new_error(
-            msg, "org.freedesktop.DBus.Error.UnknownObject", f"no object {msg.path}"
-        )
+        return Message.new_error(msg, ERROR_UNKNOWN_OBJECT, f"no object {msg.path}")
 
     def status_changed(self) -> None:
         self.on_status()
 
     # --- calls -------------------------------------------------------------------
-
-    async def _call(
-        self,
-        destination: str,
-        path: str,
-        interface: str,
-        member: str,
-        signature: str = "",
-        body: list[Any] | None = None,
-    ) -> list[Any]:
-        message = Message(
-            destination=destination,
-            path=path,
-            interface=interface,
-            member=member,
-            signature=signature,
-            body=body or [],
-        )
-        reply = await asyncio.wait_for(self.bus.call(message), self.call_timeout)
-        assert reply is not None
-        if reply.message_type == MessageType.ERROR:
-            text = reply.body[0] if reply.body and isinstance(reply.body[0], str) else ""
-            raise BluezError(reply.error_name or "", text)
-        return list(reply.body)
-
-    async def call_adapter(
-        self, path: str, member: str, signature: str = "", body: list[Any] | None = None
-    ) -> list[Any]:
-        return await self._call(BLUEZ_SERVICE, path, BLUEZ_ADAPTER, member, signature, body)
 
     async def call(
         self,
@@ -644,35 +244,44 @@ class Bluez:
         signature: str = "",
         body: list[Any] | None = None,
     ) -> list[Any]:
-        return await self._call(BLUEZ_SERVICE, path, interface, member, signature, body)
+        """A call to bluetoothd; raises CallError, TimeoutError or BusGoneError."""
+        return await calls.call(
+            self.bus, BLUEZ_SERVICE, path, interface, member, signature, body,
+            timeout=self.call_timeout,
+        )  # fmt: skip
 
     # --- bluetoothd comes and goes -----------------------------------------------
 
     async def _bluez_appeared(self, owner: str) -> None:
+        """Signals from ``owner`` count from now; the snapshot comes under them."""
         self.owner = owner
         self._generation += 1
         generation = self._generation
+        self._held = []
         try:
-            (objects,) = await self._call(BLUEZ_SERVICE, "/", OBJECT_MANAGER, "GetManagedObjects")
-        except (BluezError, TimeoutError) as exc:
+            (objects,) = await self.call("/", OBJECT_MANAGER, "GetManagedObjects")
+        except (CallError, TimeoutError, BusGoneError) as exc:
             _LOGGER.warning("GetManagedObjects failed: %s", exc)
-            return
+            objects = {}
         if generation != self._generation or self._closing:
             return  # bluetoothd went away (or we are stopping) meanwhile
+        held, self._held = self._held, None
         _LOGGER.info("bluetoothd is on the bus as %s", owner)
         for path, interfaces in sorted(objects.items()):
             self._interfaces_added(path, interfaces, initial=True)
+        for msg in held:
+            self._on_bluez_signal(msg)
         self.status_changed()
 
     def _bluez_vanished(self) -> None:
         _LOGGER.warning("bluetoothd left the bus; discovery will be re-armed when it returns")
         self.owner = None
+        self._held = None
         self._generation += 1
         for adapter in self.adapters.values():
-            adapter.session = False
-            if adapter._task is not None:
-                adapter._task.cancel()
+            self._forget(adapter)
         self.adapters.clear()
+        self.interfaces.clear()
         self.views.clear()
         self.status_changed()
 
@@ -681,36 +290,49 @@ class Bluez:
     def _on_message(self, msg: Message) -> bool:
         if msg.message_type != MessageType.SIGNAL:
             return False
+        try:
+            if msg.member == "NameOwnerChanged" and msg.sender == DBUS_SERVICE:
+                self._name_owner_changed(msg)
+            elif msg.sender == self.owner and self.owner is not None:
+                if self._held is not None:
+                    self._held.append(msg)
+                else:
+                    self._on_bluez_signal(msg)
+        except Exception:
+            # Nothing BlueZ sends may take the service down.
+            _LOGGER.exception("error handling %s from %s", msg.member, msg.path)
+        return False
+
+    def _name_owner_changed(self, msg: Message) -> None:
+        if msg.signature != "sss" or msg.body[0] != BLUEZ_SERVICE:
+            return
+        _, old, new = msg.body
+        if old and self.owner is not None:
+            self._bluez_vanished()
+        if new and not self._closing:
+            self.restarted_at = time.monotonic()
+            self._sync = asyncio.get_running_loop().create_task(self._bluez_appeared(new))
+
+    def _on_bluez_signal(self, msg: Message) -> None:
         member = msg.member
         try:
-            if member == "PropertiesChanged" and msg.sender == self.owner:
+            if member == "PropertiesChanged":
                 self._properties_changed(msg)
-            elif member == "InterfacesAdded" and msg.sender == self.owner and msg.path == "/":
+            elif member == "InterfacesAdded" and msg.path == "/":
                 if msg.signature == "oa{sa{sv}}":
                     path, interfaces = msg.body
                     self._interfaces_added(path, interfaces)
                 else:
                     self.malformed("signature", f"InterfacesAdded with signature {msg.signature}")
-            elif member == "InterfacesRemoved" and msg.sender == self.owner and msg.path == "/":
+            elif member == "InterfacesRemoved" and msg.path == "/":
                 if msg.signature == "oas":
                     path, names = msg.body
                     self._interfaces_removed(path, names)
-            elif (
-                member == "NameOwnerChanged"
-                and msg.sender == DBUS_SERVICE
-                and msg.signature == "sss"
-                and msg.body[0] == BLUEZ_SERVICE
-            ):
-                _, old, new = msg.body
-                if old and self.owner is not None:
-                    self._bluez_vanished()
-                if new and not self._closing:
-                    self.restarted_at = time.monotonic()
-                    asyncio.get_running_loop().create_task(self._bluez_appeared(new))
+                else:
+                    self.malformed("signature", f"InterfacesRemoved with signature {msg.signature}")
         except Exception:
             # Nothing BlueZ sends may take the service down.
             _LOGGER.exception("error handling %s from %s", member, msg.path)
-        return False
 
     def _properties_changed(self, msg: Message) -> None:
         if msg.signature != "sa{sv}as":
@@ -731,7 +353,7 @@ class Bluez:
         self, view: DeviceView, changed: Mapping[str, Variant], invalidated: list[str]
     ) -> None:
         try:
-            is_report = view.update(_unwrap_device(changed), invalidated)
+            is_report = view.update(unwrap_device(changed), invalidated)
         except (MalformedData, AttributeError, TypeError, ValueError) as exc:
             self.malformed("device", f"malformed Device1 data from {view.path}: {exc}")
             return
@@ -741,25 +363,15 @@ class Bluez:
     def _interfaces_added(
         self, path: str, interfaces: Mapping[str, Mapping[str, Variant]], initial: bool = False
     ) -> None:
-        adapter_props = interfaces.get(BLUEZ_ADAPTER)
-        if BLUEZ_MONITOR_MANAGER in interfaces and path in self.adapters:
-            self.adapters[path].monitor_available = True
-            self.adapters[path].poke()
-        if adapter_props is not None and path not in self.adapters:
-            props = {k: v.value for k, v in adapter_props.items()}
-            props["_monitor_manager"] = BLUEZ_MONITOR_MANAGER in interfaces
-            adapter = AdapterDiscovery(self, path, props)
-            self.adapters[path] = adapter
-            _LOGGER.info("adapter %s (%s) appeared", adapter.name, adapter.address)
-            adapter.start()
-            self.status_changed()
+        if is_adapter_path(path):
+            self._adapter_interfaces_added(path, interfaces)
         device_props = interfaces.get(BLUEZ_DEVICE)
         if device_props is not None:
             view = self.views.get(path)
             if view is None:
                 view = DeviceView(path, adapter_name(path))
             try:
-                is_report = view.update(_unwrap_device(device_props))
+                is_report = view.update(unwrap_device(device_props))
             except (MalformedData, AttributeError, TypeError, ValueError) as exc:
                 self.malformed("device", f"malformed Device1 data from {path}: {exc}")
                 return
@@ -772,25 +384,60 @@ class Bluez:
             if is_report and (not initial or view.rssi is not None):
                 self.on_report(view)
 
+    def _adapter_interfaces_added(
+        self, path: str, interfaces: Mapping[str, Mapping[str, Variant]]
+    ) -> None:
+        """Adapter1 makes the adapter; the monitor manager may come with it or later."""
+        known = self.interfaces.setdefault(path, set())
+        had_manager = BLUEZ_MONITOR_MANAGER in known
+        known.update(interfaces)
+        adapter = self.adapters.get(path)
+        adapter_props = interfaces.get(BLUEZ_ADAPTER)
+        if adapter is None and adapter_props is not None:
+            props = {k: v.value for k, v in adapter_props.items()}
+            name = adapter_name(path + "/")
+            manager = BLUEZ_MONITOR_MANAGER in known
+            adapter = AdapterDiscovery(self, path, props, manager, self.blocked.get(name))
+            self.adapters[path] = adapter
+            _LOGGER.info("adapter %s (%s) appeared", adapter.name, adapter.address)
+            adapter.start()
+            self.status_changed()
+        elif adapter is not None and not had_manager and BLUEZ_MONITOR_MANAGER in known:
+            _LOGGER.info("%s: advertisement monitor manager appeared", adapter.name)
+            adapter.manager_changed(True)
+
     def _interfaces_removed(self, path: str, names: list[str]) -> None:
         if BLUEZ_DEVICE in names:
             # Presence is ours to decide (SPEC §6): BlueZ dropping its object
             # after 30 s says nothing about the device being gone.
             self.views.pop(path, None)
-        if BLUEZ_MONITOR_MANAGER in names and path in self.adapters:
-            self.adapters[path].monitor_available = False
-            self.adapters[path].monitor_registered = False
-            self.adapters[path].poke()
+        known = self.interfaces.get(path)
+        if known is None:
+            return
+        had_manager = BLUEZ_MONITOR_MANAGER in known
+        known.difference_update(names)
+        adapter = self.adapters.get(path)
         if BLUEZ_ADAPTER in names:
-            adapter = self.adapters.pop(path, None)
+            del self.interfaces[path]
             if adapter is not None:
+                del self.adapters[path]
                 _LOGGER.warning("adapter %s disappeared", adapter.name)
-                adapter.session = False
-                asyncio.get_running_loop().create_task(adapter.close(stop_session=False))
+                self._forget(adapter)
                 prefix = path + "/"
                 for view_path in [p for p in self.views if p.startswith(prefix)]:
                     del self.views[view_path]
                 self.status_changed()
+        elif adapter is not None and had_manager and BLUEZ_MONITOR_MANAGER in names:
+            _LOGGER.warning("%s: advertisement monitor manager disappeared", adapter.name)
+            adapter.manager_changed(False)
+
+    def _forget(self, adapter: AdapterDiscovery) -> None:
+        blocker = adapter.machine.blocker
+        if blocker is Blocker.OTHER_SCANNER:
+            self.blocked[adapter.name] = blocker
+        else:
+            self.blocked.pop(adapter.name, None)
+        adapter.forget()
 
     def adapter_statuses(self) -> list[AdapterStatus]:
         return [a.status() for a in sorted(self.adapters.values(), key=lambda a: a.name)]

@@ -23,7 +23,6 @@ from typing import Any
 from dbus_fast import BusType, Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
-from ble_scanner.bluez.objects import _unwrap_device, adapter_name
 from ble_scanner.const import (
     BLUEZ_ADAPTER,
     BLUEZ_DEVICE,
@@ -39,7 +38,7 @@ from ble_scanner.const import (
     SCANNER_SERVICE,
 )
 from ble_scanner.filters import SUBSCRIPTION_KEYS, Filter, parse_subscription
-from ble_scanner.record import DeviceView, MalformedData
+from ble_scanner.record import DeviceView, MalformedData, adapter_name, unwrap_device
 from tests.bench.common import (
     ADAPTER_PATH,
     BENCH_COMPANY,
@@ -186,7 +185,7 @@ class Client:
             if view is None:
                 return False
             try:
-                is_report = view.update(_unwrap_device(changed), invalidated)
+                is_report = view.update(unwrap_device(changed), invalidated)
             except MalformedData:
                 return False
             if is_report:
@@ -203,7 +202,7 @@ class Client:
             return None
         view = self.views.get(path) or DeviceView(path, adapter_name(path))
         try:
-            view.update(_unwrap_device(props))
+            view.update(unwrap_device(props))
         except MalformedData:
             return None
         self.views[path] = view

@@ -29,6 +29,7 @@ from bleak.backends.scanner import AdvertisementData
 from dbus_fast import Variant
 from dbus_fast.aio import MessageBus
 
+from ble_scanner.bluez.discovery import SessionLost
 from ble_scanner.bus.calls import name_owner_rule, signal_rule
 from ble_scanner.client import ScannerClient
 from ble_scanner.client.bleak import ScannerServiceBackend
@@ -290,8 +291,7 @@ async def test_service_recovers_when_its_own_start_is_in_progress(
     """BlueZ still holds our session while the service believes it lost it."""
     adapter = hci0(service)
     starts = adapter.starts
-    adapter.session = False  # as after a missed signal: the next start is a second one
-    adapter.poke()
+    adapter.feed(SessionLost())  # as after a missed signal: the next start is a second one
     await wait_until(
         lambda: adapter.starts > starts and armed(service),
         timeout=ARM_TIMEOUT, what="the service re-armed after its own InProgress",

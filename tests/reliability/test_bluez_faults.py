@@ -8,7 +8,8 @@ import time
 import pytest
 from dbus_fast.aio import MessageBus
 
-from ble_scanner.bluez import objects as bluez_side
+from ble_scanner.bluez import adapter as bluez_adapter
+from ble_scanner.bluez.discovery import SessionLost
 from ble_scanner.bus.calls import signal_rule
 from ble_scanner.config import ScannerConfig
 from ble_scanner.const import REARM_BACKOFF_INITIAL
@@ -160,8 +161,7 @@ async def test_start_in_progress_for_our_own_lost_session_is_stopped_and_restart
     starts, stops = (
         bluez.call_count(m, adapter=ADAPTER) for m in ("StartDiscovery", "StopDiscovery")
     )
-    adapter.session = False
-    adapter.poke()
+    adapter.feed(SessionLost())
     took = await wait_until(
         lambda: adapter.session and our_session(app, bluez), what="session after InProgress"
     )
@@ -235,7 +235,7 @@ async def test_silent_adapter_watchdog_restarts_power_cycles_once_then_backs_off
     limit (2 here) holds; reports ending a silence reset the ladder.
     """
     monkeypatch.setattr(
-        bluez_side, "WATCHDOG_MAX_POWER_CYCLES_PER_HOUR", WATCHDOG_POWER_CYCLE_LIMIT
+        bluez_adapter, "WATCHDOG_MAX_POWER_CYCLES_PER_HOUR", WATCHDOG_POWER_CYCLE_LIMIT
     )
     app = ScannerApp(
         ScannerConfig(),

@@ -11,10 +11,9 @@ from dbus_fast import Message, Variant
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ble_scanner.bluez.objects import _unwrap_device
 from ble_scanner.const import BLUEZ_DEVICE, MAX_PAYLOAD_BYTES, RSSI_MAX, RSSI_MIN
 from ble_scanner.main import ScannerApp
-from ble_scanner.record import DeviceView, MalformedData
+from ble_scanner.record import DeviceView, MalformedData, unwrap_device
 from ble_scanner.testing.simulator import BluezSimulator, malformed
 from ble_scanner.testing.simulator.wire import interfaces_removed, properties_changed
 from tests.helpers import wait_until
@@ -169,12 +168,12 @@ def _state(view: DeviceView) -> tuple[Any, ...]:
 def test_record_parser_never_crashes_and_keeps_only_valid_records(
     updates: list[tuple[dict[str, Variant], list[str]]],
 ) -> None:
-    """The bluez.py edge (``_unwrap_device``) and ``DeviceView.update``, as BlueZ signals drive them."""
+    """The BlueZ edge (``record.unwrap_device``) and ``DeviceView.update``, as BlueZ signals drive them."""
     view = DeviceView("/org/bluez/hci0/dev_C0_11_22_33_44_01", ADAPTER)
     for changed, invalidated in updates:
         before = _state(view)
         try:
-            view.update(_unwrap_device(changed), invalidated)
+            view.update(unwrap_device(changed), invalidated)
         except CAUGHT:
             assert _state(view) == before, "a rejected update changed the view"
             continue

@@ -18,6 +18,11 @@ from tests.service.conftest import get_devices
 ADDR = "C0:11:22:33:44:01"
 OBSERVATION_WINDOW = 2.0
 SILENCE = 0.8
+HCI0 = "/org/bluez/hci0"
+BLOCKED_PASSIVE = "scanning (passive: another scanner holds the controller)"
+# RegisterMonitor answers once bluetoothd has read our application: a window in
+# which the state must already name the other scanner.
+MONITOR_COMES_UP = 0.3
 
 
 def our_session(app: ScannerApp, bluez: BluezSimulator, adapter: str = "hci0") -> bool:
@@ -224,6 +229,69 @@ async def test_external_scanner_falls_back_to_passive_and_returns_to_active(
     await wait_until(lambda: our_session(scanner, bluez), timeout=15, what="back to active")
     await wait_until(lambda: not bluez.monitors("hci0"), what="monitor unregistered")
     await state_becomes(scanner, "scanning")
+
+
+class StateRecorder:
+    """Every State hci0 shows, in order, through the service's own status callback."""
+
+    def __init__(self, app: ScannerApp) -> None:
+        assert app.bluez is not None
+        self.app = app
+        self.shown: list[str] = []
+        self._told = app.bluez.on_status
+        app.bluez.on_status = self.record
+
+    def record(self) -> None:
+        self._told()
+        state = adapter_state(self.app)
+        if not self.shown or self.shown[-1] != state:
+            self.shown.append(state)
+
+    def since(self, state: str) -> list[str]:
+        return self.shown[self.shown.index(state) :] if state in self.shown else []
+
+
+def monitor_active(app: ScannerApp) -> bool:
+    adapter = app.bluez.adapters.get(HCI0) if app.bluez is not None else None
+    return adapter is not None and adapter.monitor_active
+
+
+@pytest.mark.parametrize("cause", ["scan-stopped", "bluetoothd-restart", "replug"])
+async def test_passive_fallback_names_the_other_scanner_in_every_state_it_shows(
+    scanner: ScannerApp, bluez: BluezSimulator, cause: str
+) -> None:
+    """While another scanner holds the controller, each State the adapter shows names
+    it: never "starting" nor the old bluetoothd, also while our monitor comes up
+    again after bluetoothd restarted or the adapter came back."""
+    bluez.set_reply_delay("RegisterMonitor", MONITOR_COMES_UP)
+    states = StateRecorder(scanner)
+    bluez.set_external_scanner("hci0", True)
+    bluez.drop_discovering("hci0")  # the kernel stops our scan; the re-arm is refused
+    await wait_until(
+        lambda: adapter_state(scanner) == BLOCKED_PASSIVE and monitor_active(scanner),
+        what="the passive fallback with our monitor active",
+    )
+    if cause == "bluetoothd-restart":
+        await bluez.restart_bluetoothd()
+    elif cause == "replug":
+        await bluez.remove_adapter("hci0")
+        await state_becomes(scanner, "absent")
+        await bluez.add_adapter("hci0", address="00:1A:7D:DA:71:10")
+    if cause != "scan-stopped":
+        bluez.set_external_scanner("hci0", True)  # the new adapter object's
+        await wait_until(
+            lambda: adapter_state(scanner) == BLOCKED_PASSIVE and monitor_active(scanner),
+            what="the passive fallback again",
+        )
+    bluez.set_external_scanner("hci0", False)
+    await wait_until(lambda: our_session(scanner, bluez), timeout=15, what="back to active")
+    await state_becomes(scanner, "scanning")
+    states.record()
+    shown = states.since("blocked by another scanner")
+    assert shown[-1] == "scanning", states.shown
+    during = [state for state in shown[:-1] if state != "absent"]
+    assert all("another scanner" in state for state in during), states.shown
+    assert BLOCKED_PASSIVE in during, states.shown
 
 
 async def test_kernel_refusing_start_once_is_retried(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
+import pytest_asyncio
 from dbus_fast.aio import MessageBus
 
 from ble_scanner.config import ScannerConfig
@@ -188,3 +191,67 @@ async def test_scan_mode_changes_live(test_bus: TestBus, bluez: BluezSimulator) 
         await wait_until(lambda: our_session(app, bluez) and not our_monitor(app, bluez))
     finally:
         await app.stop()
+
+
+# Well under the 40 s and more another implementation of org.bluez left us active for.
+PASSIVE_AGAIN = 2.0
+# The old fault showed on most restarts, not always the first.
+RESTARTS = 3
+
+
+@pytest_asyncio.fixture
+async def passive_scanner(test_bus: TestBus, bluez: BluezSimulator) -> AsyncIterator[ScannerApp]:
+    """The service in passive mode, its monitor registered on hci0."""
+    app = await start_scanner(test_bus, ScannerConfig(scan_mode="passive"))
+    try:
+        await wait_until(
+            lambda: our_monitor(app, bluez) and adapter_state(app) == "scanning (passive)",
+            what="passive scanning",
+        )
+        yield app
+    finally:
+        await app.stop()
+
+
+async def test_passive_mode_uses_a_monitor_manager_published_after_the_adapter(
+    passive_scanner: ScannerApp, bluez: BluezSimulator
+) -> None:
+    """bluetoothd restarts, Adapter1 first and AdvertisementMonitorManager1 in its own
+    InterfacesAdded right after answering our GetManagedObjects without it."""
+    app = passive_scanner
+    for restart in range(RESTARTS):
+        await bluez.restart_bluetoothd(monitor_manager_later=True)
+        await wait_until(
+            lambda: our_monitor(app, bluez) and adapter_state(app) == "scanning (passive)",
+            timeout=PASSIVE_AGAIN,
+            what=f"passive scanning through the late manager (restart {restart + 1})",
+        )
+        await wait_until(lambda: not our_session(app, bluez), what="no discovery session")
+
+
+async def test_passive_mode_goes_passive_when_the_manager_appears_on_a_known_adapter(
+    passive_scanner: ScannerApp, bluez: BluezSimulator
+) -> None:
+    """Active as the fallback while the adapter has no manager; passive once it gains one."""
+    app = passive_scanner
+    bluez.remove_monitor_manager("hci0")
+    await state_becomes(app, "scanning (active: passive scanning unavailable)")
+    await wait_until(lambda: our_session(app, bluez), what="active fallback")
+    bluez.add_monitor_manager("hci0")
+    await wait_until(
+        lambda: our_monitor(app, bluez) and not our_session(app, bluez),
+        timeout=PASSIVE_AGAIN,
+        what="passive again",
+    )
+    await state_becomes(app, "scanning (passive)")
+
+
+async def test_passive_mode_falls_back_to_active_when_the_manager_alone_is_removed(
+    passive_scanner: ScannerApp, bluez: BluezSimulator
+) -> None:
+    """InterfacesRemoved of AdvertisementMonitorManager1 alone: BlueZ dropped our
+    monitors with it; scanning actively beats not scanning at all."""
+    bluez.remove_monitor_manager("hci0")
+    await wait_until(lambda: our_session(passive_scanner, bluez), what="active fallback")
+    await state_becomes(passive_scanner, "scanning (active: passive scanning unavailable)")
+    assert not our_monitor(passive_scanner, bluez)

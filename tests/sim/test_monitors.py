@@ -7,11 +7,11 @@ from dbus_fast import PropertyAccess
 from dbus_fast.aio import MessageBus
 from dbus_fast.service import ServiceInterface, dbus_property, method
 
-from ble_scanner.const import BLUEZ_ADAPTER, BLUEZ_MONITOR_MANAGER, BLUEZ_SERVICE
+from ble_scanner.const import BLUEZ_ADAPTER, BLUEZ_MONITOR_MANAGER, BLUEZ_SERVICE, OBJECT_MANAGER
 from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.testbus import TestBus
-from tests.helpers import assert_error, assert_ok, call, wait_until
-from tests.sim.conftest import ADAPTER, ADAPTER_PATH, get_all
+from tests.helpers import SignalRecorder, add_match, assert_error, assert_ok, call, wait_until
+from tests.sim.conftest import ADAPTER, ADAPTER_PATH, OM_RULE, added, get_all, removed
 
 APP = "/org/example/monitors"
 MONITOR = APP + "/m0"
@@ -64,6 +64,10 @@ async def _register(bus: MessageBus, monitor: Monitor, app: str = APP, path: str
         bus, BLUEZ_SERVICE, ADAPTER_PATH, BLUEZ_MONITOR_MANAGER, "RegisterMonitor", "o", [app]
     )
     assert_ok(reply)
+
+
+async def _managed(bus: MessageBus) -> Any:
+    return assert_ok(await call(bus, BLUEZ_SERVICE, "/", OBJECT_MANAGER, "GetManagedObjects"))[0]
 
 
 async def _unregister(bus: MessageBus, app: str = APP) -> Any:
@@ -197,3 +201,51 @@ async def test_restart_releases_monitors(sim, bus):
     await sim.restart_bluetoothd()
     await wait_until(lambda: "Release" in monitor.names(), what="Release")
     assert sim.monitors(ADAPTER) == []
+
+
+async def test_after_a_restart_the_adapter_publishes_all_interfaces_in_one_signal(sim, bus):
+    """bluetoothd's default, and the simulator's: Adapter1 and the manager together."""
+    await add_match(bus, OM_RULE)
+    rec = SignalRecorder(bus, path="/")
+    await sim.restart_bluetoothd()
+    await rec.wait_for(lambda m: bool(added(m, ADAPTER_PATH)), what="InterfacesAdded")
+    await _managed(bus)  # a manager held back for the reply would follow it
+    await _managed(bus)
+    (signal,) = added(rec.messages, ADAPTER_PATH)
+    assert {BLUEZ_ADAPTER, BLUEZ_MONITOR_MANAGER} <= set(signal.body[1])
+
+
+async def test_monitor_manager_later_follows_the_objects_reply_in_its_own_signal(sim, bus):
+    await add_match(bus, OM_RULE)
+    rec = SignalRecorder(bus, path="/")
+    await sim.restart_bluetoothd(monitor_manager_later=True)
+    await rec.wait_for(lambda m: bool(added(m, ADAPTER_PATH)), what="Adapter1")
+    objects = await _managed(bus)
+    assert BLUEZ_MONITOR_MANAGER not in objects[ADAPTER_PATH], "the reply must lack it"
+    msgs = await rec.wait_for(lambda m: len(added(m, ADAPTER_PATH)) == 2, what="the manager")
+    first, second = added(msgs, ADAPTER_PATH)
+    assert BLUEZ_ADAPTER in first.body[1] and BLUEZ_MONITOR_MANAGER not in first.body[1]
+    assert list(second.body[1]) == [BLUEZ_MONITOR_MANAGER]
+    assert second.body[1][BLUEZ_MONITOR_MANAGER]["SupportedMonitorTypes"].value == ["or_patterns"]
+    assert BLUEZ_MONITOR_MANAGER in (await _managed(bus))[ADAPTER_PATH]
+    await _register(bus, Monitor(VICTRON_PATTERN))
+    await wait_until(lambda: bool(sim.monitors(ADAPTER)), what="a monitor on the late manager")
+
+
+async def test_removing_the_monitor_manager_alone_releases_monitors_and_keeps_the_adapter(sim, bus):
+    monitor = Monitor(VICTRON_PATTERN)
+    await _register(bus, monitor)
+    await wait_until(lambda: "Activate" in monitor.names(), what="Activate")
+    await add_match(bus, OM_RULE)
+    rec = SignalRecorder(bus, path="/")
+    sim.remove_monitor_manager(ADAPTER)
+    msgs = await rec.wait_for(lambda m: bool(removed(m, ADAPTER_PATH)), what="InterfacesRemoved")
+    assert [m.body[1] for m in removed(msgs, ADAPTER_PATH)] == [[BLUEZ_MONITOR_MANAGER]]
+    await wait_until(lambda: "Release" in monitor.names(), what="Release")
+    objects = await _managed(bus)
+    assert BLUEZ_ADAPTER in objects[ADAPTER_PATH]
+    assert BLUEZ_MONITOR_MANAGER not in objects[ADAPTER_PATH]
+    assert_error(await _unregister(bus), "org.freedesktop.DBus.Error.UnknownMethod")
+    sim.add_monitor_manager(ADAPTER)
+    msgs = await rec.wait_for(lambda m: bool(added(m, ADAPTER_PATH)), what="InterfacesAdded")
+    assert list(added(msgs, ADAPTER_PATH)[0].body[1]) == [BLUEZ_MONITOR_MANAGER]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import itertools
 
+from ble_scanner.const import WATCHDOG_LOOKS_PER_SILENCE, WATCHDOG_MAX_LOOK_INTERVAL
 from ble_scanner.watchdog import SilenceLadder, WatchdogAction
 
 SILENCE = 90.0
-LOOK = 5.0  # the service looks every min(5 s, silence / 4)
+LOOK = min(WATCHDOG_MAX_LOOK_INTERVAL, SILENCE / WATCHDOG_LOOKS_PER_SILENCE)  # as the service
 MAX_INTERVAL = 900.0
 DAY = 24 * 3600.0
 

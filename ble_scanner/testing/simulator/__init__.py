@@ -134,7 +134,16 @@ Fault injection
 - ``inject_device(adapter, address, props)``, ``inject_object(path,
   interfaces)``, ``inject_properties_changed(path, changed, invalidated)``,
   ``remove_object(path)``: raw data as given; ``malformed.SAMPLES`` has wrong
-  types, oversized payloads, odd names, missing Address, impossible values.
+  types, oversized payloads, odd names, missing Address, impossible values;
+- ``add_monitor_manager(adapter)`` / ``remove_monitor_manager(adapter)``:
+  AdvertisementMonitorManager1 appears on, or is removed alone from, a
+  published adapter (its monitors get Release first);
+- ``start_bluetoothd(monitor_manager_later=True)``, and the same keyword on
+  ``restart_bluetoothd``: Adapter1 is exported alone before the name is taken,
+  and the manager follows in its own InterfacesAdded right after the next
+  GetManagedObjects reply. bluetoothd never does this (it publishes all of an
+  adapter's interfaces in one signal, the default here); another org.bluez
+  implementation did, and the service must cope.
 
 Standalone
 ----------

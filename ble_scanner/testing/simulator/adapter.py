@@ -97,6 +97,20 @@ class Adapter:
 
     # --- the D-Bus face (objects.SimObject) ---------------------------------
 
+    def add_monitor_manager(self) -> MonitorManager:
+        """AdvertisementMonitorManager1 appears on the adapter, in its own InterfacesAdded."""
+        if self.monitors is None:
+            self.monitors = MonitorManager(self)
+            self.server.add_interfaces(self.path, [BLUEZ_MONITOR_MANAGER])
+        return self.monitors
+
+    def remove_monitor_manager(self) -> None:
+        """``manager_destroy``: every monitor gets Release, then the interface goes alone."""
+        if self.monitors is not None:
+            self.monitors.release_all()
+            self.monitors = None
+            self.server.remove_interfaces(self.path, [BLUEZ_MONITOR_MANAGER])
+
     def interface_names(self) -> list[str]:
         names = [BLUEZ_ADAPTER]
         if self.monitors is not None:

@@ -82,6 +82,8 @@ class ObjectServer:
         self.reply_delays = reply_delays if reply_delays is not None else {}
         self.sender_gone: list[Callable[[str], None]] = []
         self.signal_hooks: list[Callable[[Message], None]] = []
+        # Run once, right after the next GetManagedObjects reply is sent.
+        self.after_managed_objects: list[Callable[[], None]] = []
         self._pending: dict[tuple[str, str], set[str]] = {}
         self._removed: list[tuple[str, list[str]]] = []
         self._flush_scheduled = False
@@ -127,6 +129,18 @@ class ObjectServer:
         names = [STANDARD_INTERFACES[0], *obj.interface_names(), STANDARD_INTERFACES[1]]
         self._removed.append((path, names))
         self._schedule_flush()
+
+    def add_interfaces(self, path: str, names: list[str]) -> None:
+        """An object already published gained interfaces: InterfacesAdded with just those."""
+        obj = self.objects.get(path)
+        if obj is not None and names:
+            self.send(wire.interfaces_added(path, {n: obj.get_all(n) or {} for n in names}))
+
+    def remove_interfaces(self, path: str, names: list[str]) -> None:
+        """An object lost interfaces but stays: InterfacesRemoved with just those."""
+        if path in self.objects and names:
+            self._removed.append((path, names))
+            self._schedule_flush()
 
     def interfaces_of(self, obj: SimObject) -> dict[str, dict[str, Variant]]:
         out: dict[str, dict[str, Variant]] = {STANDARD_INTERFACES[0]: {}}
@@ -176,7 +190,9 @@ class ObjectServer:
         self._flush_scheduled = False
         pending, self._pending = self._pending, {}
         removed, self._removed = self._removed, []
-        gone = {path for path, _ in removed}
+        # Whole objects (their removal lists the standard interfaces too), not
+        # an interface dropped from an object that stays.
+        gone = {path for path, names in removed if STANDARD_INTERFACES[0] in names}
         for (path, interface), names in pending.items():
             obj = self.objects.get(path)
             if obj is None or path in gone:
@@ -261,9 +277,16 @@ class ObjectServer:
             return outcome
         return None
 
-    def _managed_objects(self, msg: Message) -> Message:
+    def _managed_objects(self, msg: Message) -> Message | bool:
         result = {path: self.interfaces_of(obj) for path, obj in self.objects.items()}
-        return Message.new_method_return(msg, "a{oa{sa{sv}}}", [result])
+        reply = Message.new_method_return(msg, "a{oa{sa{sv}}}", [result])
+        hooks, self.after_managed_objects = self.after_managed_objects, []
+        if not hooks:
+            return reply
+        self.send(reply)
+        for hook in hooks:
+            hook()  # its signals follow the reply at once, as from one main-loop iteration
+        return True
 
     def _is_parent(self, path: str) -> bool:
         prefix = "/" if path == "/" else path + "/"

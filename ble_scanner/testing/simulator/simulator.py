@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -23,6 +24,7 @@ from .const import (
     SUPPORTED_VERSIONS,
 )
 from .device import device_path
+from .monitor import MonitorManager
 from .objects import CallRecord, ObjectServer
 from .radio import Radio, ReportFactory
 from .raw import BluezRoot, RawObject
@@ -122,7 +124,9 @@ class BluezSimulator:
     def unique_name(self) -> str:
         return self.bus.unique_name or ""
 
-    async def _connect(self) -> None:
+    async def _connect(self, before_name: Callable[[], None] | None = None) -> None:
+        """Connect and own org.bluez; ``before_name`` publishes objects before the name is
+        taken (bluetoothd takes it first; other implementations export first)."""
         bus = MessageBus(bus_address=self.bus_address, bus_type=BusType.SYSTEM)
         try:
             await asyncio.wait_for(bus.connect(), CONNECT_TIMEOUT)
@@ -139,18 +143,21 @@ class BluezSimulator:
         await bus.call(
             wire.method_call(DBUS_SERVICE, DBUS_PATH, DBUS_INTERFACE, "AddMatch", "s", [rule])
         )
+        self._bus, self._server = bus, server
+        if before_name is not None:
+            before_name()
         try:
             reply = await asyncio.wait_for(
                 bus.request_name(BLUEZ_SERVICE, NameFlag.DO_NOT_QUEUE), CONNECT_TIMEOUT
             )
         except Exception as exc:
+            self._bus, self._server = None, None
             bus.disconnect()
             raise SimulatorError(f"cannot own {BLUEZ_SERVICE}: {exc}") from exc
         if reply is not RequestNameReply.PRIMARY_OWNER:
+            self._bus, self._server = None, None
             bus.disconnect()
             raise SimulatorError(f"{BLUEZ_SERVICE} is already owned ({reply.name})")
-        self._bus = bus
-        self._server = server
 
     async def _disconnect(self, graceful: bool) -> None:
         server, self._server = self._server, None
@@ -179,17 +186,20 @@ class BluezSimulator:
             except Exception:
                 pass
 
-    async def restart_bluetoothd(self, downtime: float = 0.0, graceful: bool = True) -> None:
+    async def restart_bluetoothd(
+        self, downtime: float = 0.0, graceful: bool = True, monitor_manager_later: bool = False
+    ) -> None:
         """bluetoothd exits and comes back as a new connection with fresh adapters.
 
         ``graceful`` sends Release to monitors and InterfacesRemoved first (a
         clean exit); False is a crash: the connection just drops. Adapters come
         back powered, with no sessions, devices or monitors.
+        ``monitor_manager_later``: see :meth:`start_bluetoothd`.
         """
         await self.stop_bluetoothd(graceful)
         if downtime > 0:
             await asyncio.sleep(downtime)
-        await self.start_bluetoothd()
+        await self.start_bluetoothd(monitor_manager_later=monitor_manager_later)
 
     async def stop_bluetoothd(self, graceful: bool = True) -> None:
         """bluetoothd exits (``graceful``) or crashes; ``org.bluez`` loses its owner.
@@ -205,19 +215,48 @@ class BluezSimulator:
                     self._orphaned[name] = ends
         await self._disconnect(graceful)
 
-    async def start_bluetoothd(self, experimental: bool | None = None) -> None:
+    async def start_bluetoothd(
+        self, experimental: bool | None = None, monitor_manager_later: bool = False
+    ) -> None:
         """bluetoothd starts (with ``-E`` if ``experimental``, default: as before).
 
-        Every known adapter appears powered, with no sessions, devices or monitors.
+        Every known adapter appears powered, with no sessions, devices or monitors,
+        all its interfaces in one InterfacesAdded as bluetoothd publishes them.
+        ``monitor_manager_later`` (opt-in, for clients' robustness; bluetoothd
+        itself does neither): each adapter is exported with Adapter1 alone before
+        the name is taken, and gains AdvertisementMonitorManager1 in an
+        InterfacesAdded of its own right after bluetoothd answers the next
+        GetManagedObjects, whose reply lacks it. D-Bus allows both; another
+        implementation of org.bluez did this, and a client that ignores
+        interfaces added later never sees the manager.
         """
         if self._server is not None:
             raise SimulatorError("bluetoothd is already running")
         if experimental is not None:
             self.experimental = experimental
-        await self._connect()
-        for name, config in self._configs.items():
-            adapter = self._create_adapter(name, config, powered=True)
-            adapter.faults.busy_until = self._orphaned.pop(name, 0.0)
+        later: list[Adapter] = []
+
+        def publish() -> None:
+            for name, config in self._configs.items():
+                adapter = self._create_adapter(
+                    name, config, powered=True, monitor_manager=not monitor_manager_later
+                )
+                adapter.faults.busy_until = self._orphaned.pop(name, 0.0)
+                if monitor_manager_later and self.experimental and config.monitor_manager:
+                    later.append(adapter)
+            if later:
+                self.server.after_managed_objects.append(publish_managers)
+
+        def publish_managers() -> None:
+            for adapter in later:
+                if adapter.alive:
+                    self._add_monitor_manager(adapter)
+
+        if monitor_manager_later:
+            await self._connect(before_name=publish)
+        else:
+            await self._connect()
+            publish()
 
     # --- adapters ------------------------------------------------------------
 
@@ -239,7 +278,9 @@ class BluezSimulator:
         self._configs[name] = config
         return self._create_adapter(name, config, powered).path
 
-    def _create_adapter(self, name: str, config: _AdapterConfig, powered: bool) -> Adapter:
+    def _create_adapter(
+        self, name: str, config: _AdapterConfig, powered: bool, monitor_manager: bool = True
+    ) -> Adapter:
         adapter = Adapter(
             self.server,
             name,
@@ -247,16 +288,24 @@ class BluezSimulator:
             powered=powered,
             version=self.version,
             temporary_timeout=self.temporary_timeout,
-            monitor_manager=self.experimental and config.monitor_manager,
+            monitor_manager=monitor_manager and self.experimental and config.monitor_manager,
             le_only=config.le_only,
             kernel_delay=self.kernel_delay,
         )
         self.adapters[name] = adapter
         self.server.add(adapter)
-        if adapter.monitors is not None and self.monitor_crash_patterns is not None:
-            adapter.monitors.crash_patterns = self.monitor_crash_patterns
-            adapter.monitors.on_crash = self._crash_soon
+        if adapter.monitors is not None:
+            self._configure_monitors(adapter.monitors)
         return adapter
+
+    def _add_monitor_manager(self, adapter: Adapter) -> None:
+        if adapter.monitors is None:
+            self._configure_monitors(adapter.add_monitor_manager())
+
+    def _configure_monitors(self, manager: MonitorManager) -> None:
+        if self.monitor_crash_patterns is not None:
+            manager.crash_patterns = self.monitor_crash_patterns
+            manager.on_crash = self._crash_soon
 
     def _crash_soon(self) -> None:
         task = asyncio.get_running_loop().create_task(self.stop_bluetoothd(graceful=False))
@@ -268,6 +317,15 @@ class BluezSimulator:
         self._configs.pop(name, None)
         self.adapter(name).shutdown()
         del self.adapters[name]
+
+    def add_monitor_manager(self, adapter: str) -> None:
+        """The adapter gains AdvertisementMonitorManager1, in an InterfacesAdded of its own."""
+        self._add_monitor_manager(self.adapter(adapter))
+
+    def remove_monitor_manager(self, adapter: str) -> None:
+        """The adapter loses AdvertisementMonitorManager1 alone (InterfacesRemoved of that
+        one interface); its monitors get Release first. The adapter stays."""
+        self.adapter(adapter).remove_monitor_manager()
 
     async def set_powered(self, name: str, powered: bool) -> None:
         """Power change from outside D-Bus (rfkill, kernel); off drops every session."""

@@ -1,0 +1,368 @@
+"""One adapter's discovery on the bus: runs its state machine and makes the calls it asks for.
+
+The decisions are :mod:`.discovery`'s; this module only feeds it events
+(Adapter1 properties, the monitor manager coming and going, settings and
+leases, our monitor's Activate and Release, the watchdog) and turns its
+actions into calls to BlueZ, one at a time, each answer fed back as an event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+from dbus_fast import Variant
+
+from ..bus.calls import BusGoneError, CallError
+from ..const import (
+    BLUEZ_ADAPTER,
+    BLUEZ_ERROR_ALREADY_EXISTS,
+    BLUEZ_ERROR_FAILED,
+    BLUEZ_ERROR_IN_PROGRESS,
+    BLUEZ_ERROR_NOT_READY,
+    BLUEZ_MONITOR_MANAGER,
+    ERROR_NAME_HAS_NO_OWNER,
+    ERROR_SERVICE_UNKNOWN,
+    ERROR_SPAWN_CHILD_EXITED,
+    PROPERTIES,
+    WATCHDOG_MAX_INTERVAL,
+    WATCHDOG_MAX_POWER_CYCLES_PER_HOUR,
+)
+from ..record import adapter_name
+from ..state import AdapterStatus
+from ..watchdog import SilenceLadder, WatchdogAction
+from .discovery import (
+    Action,
+    AdapterState,
+    Answered,
+    BackoffOver,
+    Blocker,
+    Call,
+    DiscoveringChanged,
+    Event,
+    ManagerChanged,
+    MonitorReleased,
+    Outcome,
+    PowerCycleDone,
+    PoweredChanged,
+    Register,
+    SilencePowerCycle,
+    SilenceRestart,
+    Start,
+    Stop,
+    Unregister,
+    Wait,
+    Wants,
+    WantsChanged,
+    Warn,
+    begin,
+    step,
+    text,
+)
+from .monitors import MonitorApp
+
+if TYPE_CHECKING:
+    from .objects import Bluez
+
+_LOGGER = logging.getLogger(__name__)
+
+# The filter we always set (SPEC §6): a real filter so BlueZ neither pauses 5 s
+# between scan rounds nor hides non-discoverable advertisers; DuplicateData so
+# every advertisement reaches us; never a Pattern, which would hide devices
+# from every other BlueZ client (notes §2.3).
+DISCOVERY_FILTER: Final = {"Transport": Variant("s", "le"), "DuplicateData": Variant("b", True)}
+
+# Errors that mean "bluetoothd is not on the bus right now".
+_BLUEZ_ABSENT: Final = frozenset(
+    {ERROR_SERVICE_UNKNOWN, ERROR_NAME_HAS_NO_OWNER, ERROR_SPAWN_CHILD_EXITED}
+)
+
+
+def outcome_of(exc: CallError) -> Outcome:
+    if exc.name == BLUEZ_ERROR_IN_PROGRESS:
+        return Outcome.IN_PROGRESS
+    if exc.name == BLUEZ_ERROR_NOT_READY:
+        return Outcome.NOT_READY
+    if exc.name in _BLUEZ_ABSENT:
+        return Outcome.ABSENT
+    return Outcome.REFUSED
+
+
+class AdapterDiscovery:
+    """Our discovery session and passive monitor on one adapter."""
+
+    def __init__(
+        self,
+        bluez: Bluez,
+        path: str,
+        props: Mapping[str, Any],
+        monitor_manager: bool,
+        blocker: Blocker | None = None,
+    ) -> None:
+        """``blocker``: who held the controller when this adapter was last seen."""
+        self.bluez = bluez
+        self.path = path
+        self.name = adapter_name(path + "/")
+        self.address: str = props.get("Address", "")
+        self.machine = AdapterState(
+            powered=bool(props.get("Powered", False)),
+            discovering=bool(props.get("Discovering", False)),
+            manager=monitor_manager,
+            appeared=time.monotonic(),
+            restarted_at=bluez.restarted_at,
+            wants=bluez.wants_for(self.name),
+            blocker=blocker,
+        )
+        self.state = text(self.machine)
+        self.starts = 0  # StartDiscovery attempts, for the status and the tests
+        self.monitor = MonitorApp(self.name, self._monitor_activated, self._monitor_released)
+        self.monitor_active = False  # BlueZ called Activate on our monitor
+        # Watchdog: what a silence costs this adapter (see watchdog.py).
+        self.ladder = SilenceLadder(
+            silence=bluez.watchdog_silence,
+            max_power_cycles_per_hour=WATCHDOG_MAX_POWER_CYCLES_PER_HOUR,
+            max_interval=WATCHDOG_MAX_INTERVAL,
+        )
+        self._falls = 0  # Discovering true → false, counted for the start in flight
+        self._call: asyncio.Task[None] | None = None
+        self._backoff: asyncio.TimerHandle | None = None
+        self._closed = False
+
+    # --- what the service shows ------------------------------------------------------
+
+    @property
+    def powered(self) -> bool:
+        return self.machine.powered
+
+    @property
+    def discovering(self) -> bool:
+        return self.machine.discovering
+
+    @property
+    def session(self) -> bool:
+        return self.machine.session
+
+    @property
+    def monitor_registered(self) -> bool:
+        return self.machine.monitor
+
+    @property
+    def enabled(self) -> bool:
+        return self.machine.wants.enabled
+
+    def status(self) -> AdapterStatus:
+        return AdapterStatus(
+            self.name, self.address, self.powered, self.discovering, self.session, self.state
+        )
+
+    # --- events in -------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.machine, actions = begin(self.machine)
+        self._act(actions)
+
+    def feed(self, event: Event) -> None:
+        """One event into the machine; its actions are taken at once."""
+        if self._closed:
+            return
+        before = (self.powered, self.discovering, self.session, self.state)
+        self.machine, actions = step(self.machine, event)
+        self.state = text(self.machine)
+        if not self.machine.monitor:
+            self.monitor_active = False
+        if self.state != before[3]:
+            _LOGGER.info("%s: %s", self.name, self.state)
+        if (self.powered, self.discovering, self.session, self.state) != before:
+            self.bluez.status_changed()
+        self._act(actions)
+
+    def on_properties(self, changed: Mapping[str, Variant]) -> None:
+        """Adapter1's PropertiesChanged; Powered first, as a power-off also ends Discovering."""
+        powered = changed.get("Powered")
+        if powered is not None and powered.signature == "b":
+            self.feed(PoweredChanged(powered.value))
+        discovering = changed.get("Discovering")
+        if discovering is not None and discovering.signature == "b":
+            if self.discovering and not discovering.value:
+                self._falls += 1
+            self.feed(DiscoveringChanged(discovering.value, time.monotonic()))
+
+    def manager_changed(self, present: bool) -> None:
+        """AdvertisementMonitorManager1 was added to or removed from the adapter's object."""
+        self.feed(ManagerChanged(present))
+
+    def wants_changed(self, wants: Wants) -> None:
+        if wants != self.machine.wants:
+            self.feed(WantsChanged(wants))
+
+    def _monitor_activated(self) -> None:
+        self.monitor_active = True
+        self.bluez.status_changed()
+
+    def _monitor_released(self) -> None:
+        self.feed(MonitorReleased(time.monotonic()))
+
+    # --- actions out -----------------------------------------------------------------
+
+    def _act(self, actions: tuple[Action, ...]) -> None:
+        for action in actions:
+            if isinstance(action, Warn):
+                _LOGGER.warning("%s: %s", self.name, action.message)
+            elif isinstance(action, Wait):
+                loop = asyncio.get_running_loop()
+                self._backoff = loop.call_later(action.seconds, self.feed, BackoffOver())
+            else:
+                self._call = asyncio.get_running_loop().create_task(
+                    self._make(action), name=f"{self.name}-{type(action).__name__}"
+                )
+
+    async def _make(self, action: Start | Stop | Register | Unregister) -> None:
+        try:
+            answer = await self._answer(action)
+        except Exception:
+            # A bug here must not end scanning on this adapter for good.
+            _LOGGER.exception("%s: unexpected error; retrying", self.name)
+            answer = Answered(_CALLS[type(action)], Outcome.TIMEOUT, time.monotonic())
+        self.feed(answer)
+
+    async def _answer(self, action: Start | Stop | Register | Unregister) -> Answered:
+        if isinstance(action, Start):
+            return await self._start(action.stop_first)
+        if isinstance(action, Register):
+            return await self._register()
+        call, member = (
+            (Call.STOP, "StopDiscovery") if isinstance(action, Stop) else (Call.UNREGISTER, "")
+        )
+        try:
+            if member:
+                await self.bluez.call(self.path, BLUEZ_ADAPTER, member)
+            else:
+                await self._unregister()
+        except (CallError, TimeoutError, BusGoneError):
+            pass  # our side is off either way
+        return Answered(call, Outcome.OK, time.monotonic())
+
+    async def _start(self, stop_first: bool) -> Answered:
+        self.starts += 1
+        try:
+            if stop_first:
+                try:
+                    await self.bluez.call(self.path, BLUEZ_ADAPTER, "StopDiscovery")
+                except CallError as exc:
+                    if exc.name == BLUEZ_ERROR_IN_PROGRESS:
+                        # bluez#807: the stop was refused but our session is gone.
+                        _LOGGER.warning("%s: StopDiscovery refused (InProgress)", self.name)
+                    elif exc.name != BLUEZ_ERROR_FAILED:
+                        raise
+            await self.bluez.call(
+                self.path, BLUEZ_ADAPTER, "SetDiscoveryFilter", "a{sv}", [DISCOVERY_FILTER]
+            )
+            falls = self._falls
+            await self.bluez.call(self.path, BLUEZ_ADAPTER, "StartDiscovery")
+        except TimeoutError:
+            return Answered(Call.START, Outcome.TIMEOUT, time.monotonic())
+        except CallError as exc:
+            return Answered(Call.START, outcome_of(exc), time.monotonic(), exc.text or exc.name)
+        except BusGoneError as exc:
+            return Answered(Call.START, Outcome.REFUSED, time.monotonic(), str(exc))
+        return Answered(Call.START, Outcome.OK, time.monotonic(), dropped=self._falls != falls)
+
+    async def _register(self) -> Answered:
+        root = self.monitor.root
+        try:
+            await self.bluez.call(self.path, BLUEZ_MONITOR_MANAGER, "RegisterMonitor", "o", [root])
+        except CallError as exc:
+            if exc.name != BLUEZ_ERROR_ALREADY_EXISTS:
+                return Answered(Call.REGISTER, Outcome.REFUSED, time.monotonic(), str(exc))
+        except TimeoutError:
+            return Answered(Call.REGISTER, Outcome.TIMEOUT, time.monotonic())
+        except BusGoneError as exc:
+            return Answered(Call.REGISTER, Outcome.REFUSED, time.monotonic(), str(exc))
+        return Answered(Call.REGISTER, Outcome.OK, time.monotonic())
+
+    async def _unregister(self) -> None:
+        root = self.monitor.root
+        await self.bluez.call(self.path, BLUEZ_MONITOR_MANAGER, "UnregisterMonitor", "o", [root])
+
+    # --- the watchdog ------------------------------------------------------------------
+
+    @property
+    def watchdog_armed(self) -> bool:
+        return self.ladder.armed
+
+    @property
+    def watchdog_step(self) -> int:
+        return self.ladder.step
+
+    def watch(self, count: int, now: float) -> WatchdogAction | None:
+        """One watchdog look at this adapter's report count; returns the action due."""
+        machine = self.machine
+        scanning = (
+            machine.wants.enabled and machine.powered and (machine.session or machine.monitor)
+        )
+        return self.ladder.look(count, now, scanning)
+
+    async def restart_discovery(self) -> None:
+        """Watchdog step 1: stop and start our session (and monitor) again."""
+        self.feed(SilenceRestart())
+
+    async def power_cycle(self) -> None:
+        """Watchdog step 2: power the adapter off and on; BlueZ then needs us to re-arm."""
+        self.feed(SilencePowerCycle())
+        try:
+            for value in (False, True):
+                await self.bluez.call(
+                    self.path,
+                    PROPERTIES,
+                    "Set",
+                    "ssv",
+                    [BLUEZ_ADAPTER, "Powered", Variant("b", value)],
+                )
+        except (CallError, TimeoutError, BusGoneError) as exc:
+            _LOGGER.warning("%s: power cycle failed: %s", self.name, exc)
+        finally:
+            self.feed(PowerCycleDone())
+
+    # --- the end -----------------------------------------------------------------------
+
+    def forget(self) -> None:
+        """The adapter or bluetoothd is gone: no more calls, nothing to undo."""
+        self._closed = True
+        if self._backoff is not None:
+            self._backoff.cancel()
+        if self._call is not None:
+            self._call.cancel()
+
+    async def close(self, stop_session: bool) -> None:
+        """Stop (if asked) what we hold on the adapter; bounded by the call timeout."""
+        self.forget()
+        if self._call is not None:
+            try:
+                await self._call
+            except asyncio.CancelledError:
+                pass
+            self._call = None
+        if not stop_session:
+            return
+        busy = self.machine.busy
+        if self.machine.session or busy is Call.START:
+            try:
+                await self.bluez.call(self.path, BLUEZ_ADAPTER, "StopDiscovery")
+            except (CallError, TimeoutError, BusGoneError):
+                pass
+        if self.machine.monitor or busy is Call.REGISTER:
+            try:
+                await self._unregister()
+            except (CallError, TimeoutError, BusGoneError):
+                pass
+
+
+_CALLS: Final = {
+    Start: Call.START,
+    Stop: Call.STOP,
+    Register: Call.REGISTER,
+    Unregister: Call.UNREGISTER,
+}

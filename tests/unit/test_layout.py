@@ -24,6 +24,9 @@ SIDES = frozenset({"service", "client", "shared", "tests"})
 # The folders a reader of the top level looks for (issue 13).
 TOP_LEVEL = ("ble_scanner/", "tests/", "tools/", "service/", "ext/", ".ci/")
 INDENT = 2
+# Folders whose modules are listed in their package docstring's "Modules"
+# section instead of the README (the simulator: a test double with its own manual).
+SELF_DOCUMENTED = ("ble_scanner/testing/simulator/",)
 _FENCE = re.compile(r"^```")
 
 
@@ -93,11 +96,37 @@ def package_modules() -> set[str]:
         relative = path.relative_to(ROOT)
         if any(part.startswith((".", "__pycache__")) for part in relative.parts):
             continue
+        if relative.as_posix().startswith(SELF_DOCUMENTED):
+            continue
         if path.name != "__init__.py":
             found.add(relative.as_posix())
         for folder in relative.parents[:-2]:  # up to, not including, ble_scanner/ itself
             found.add(folder.as_posix() + "/")
+    found.update(SELF_DOCUMENTED)
     return found
+
+
+def docstring_modules(folder: str) -> set[str]:
+    """The ``name.py`` entries of the "Modules" section of a package's docstring."""
+    text = (ROOT / folder / "__init__.py").read_text(encoding="utf-8")
+    section = text.split("Modules\n-------\n", 1)
+    if len(section) != 2:
+        raise LayoutError(f"{folder}__init__.py has no 'Modules' section in its docstring")
+    body = section[1].split("\n\n\n", 1)[0].split("\n\n", 2)
+    listing = body[0] if body[0].strip() else body[1]
+    return set(re.findall(r"^- ``([\w.]+\.py)``", listing, re.M))
+
+
+@pytest.mark.parametrize("folder", SELF_DOCUMENTED)
+def test_a_self_documented_package_lists_each_of_its_modules_in_its_docstring(
+    folder: str,
+) -> None:
+    present = {p.name for p in (ROOT / folder).glob("*.py") if p.name != "__init__.py"}
+    listed = docstring_modules(folder)
+    assert listed == present, (
+        f"{folder}__init__.py's Modules section: missing {sorted(present - listed)}, "
+        f"gone {sorted(listed - present)}"
+    )
 
 
 def test_layout_lists_every_module_and_package_under_ble_scanner() -> None:

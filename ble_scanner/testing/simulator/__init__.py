@@ -10,6 +10,29 @@ client can tell the difference; the real-BlueZ tier (tests/realbluez, Debian's
 bluetoothd 5.66 and 5.82 in QEMU guests) runs the same scenarios on both and
 keeps it honest (tests/README.md).
 
+Modules
+-------
+
+- ``__main__.py``: python -m ble_scanner.testing.simulator, ble-scanner-sim
+- ``simulator.py``: BluezSimulator: the world, scripting and fault injection
+- ``objects.py``: object registry, dispatch, PropertiesChanged coalescing
+- ``adapter.py``: Adapter1, discovery sessions and report gating
+- ``session.py``: one sender's discovery session and filter
+- ``filters.py``: SetDiscoveryFilter parsing, merging, matching
+- ``device.py``: Device1 and how one report changes it
+- ``monitor.py``: AdvertisementMonitorManager1
+- ``report.py``: one advertising report (AD structures)
+- ``radio.py``: advertisers replayed while someone listens
+- ``scene.py``: the demo scene (SmartShunt, Ruuvi, iBeacon, BTHome, phones)
+- ``faults.py``: per-adapter fault switches
+- ``malformed.py``: Device1 data BlueZ would never send
+- ``raw.py``: objects published exactly as given
+- ``introspection.py``: Introspect XML as bluetoothd returns it
+- ``wire.py``: hand-built messages (InterfacesAdded from /), bus/writer.py's fix
+- ``const.py``: BlueZ 5.72 numbers and error texts
+- ``names.py``: D-Bus names only the simulator uses
+- ``uuids.py``: UUIDs as BlueZ spells them: 128-bit, lower case
+
 What it models
 --------------
 

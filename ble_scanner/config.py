@@ -501,10 +501,10 @@ def _type_text(setting: Setting) -> str:
 
 
 def markdown() -> str:
-    """The README's settings table, and why each range is what it is."""
+    """The README's settings table, with why each range is what it is."""
     rows = [
-        "| Setting | Option | Type | Default | Range | Applied | Meaning |",
-        "|---|---|---|---|---|---|---|",
+        "| Setting | Option | Type | Default | Range | Applied | Meaning | Why this range |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for setting in (*SETTINGS, *PROCESS_OPTIONS):
         name = f"`{setting.name}`" if setting.name else "—"
@@ -524,15 +524,9 @@ def markdown() -> str:
             range_text(setting),
             "live" if setting.live else "at start",
             setting.help,
+            setting.why,
         )
         rows.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
-    rows.append("")
-    rows.append("Why these ranges:")
-    rows.append("")
-    for setting in (*SETTINGS, *PROCESS_OPTIONS):
-        if setting.why:
-            label = setting.name or setting.flag
-            rows.append(f"- `{label}` ({range_text(setting)}): {setting.why}.")
     return "\n".join(rows) + "\n"
 
 

@@ -291,7 +291,7 @@ def test_markdown_has_a_row_per_setting_and_a_reason_per_range() -> None:
     assert all(row.replace("\\|", "").count(" | ") == columns for row in rows)
     assert "| `LostTimeout` | `--lost-timeout S` | float (s) | `180` | 10..86400 | live |" in text
     assert "| — | `--min-rssi DBM` | int (dBm) | `none` | -127..20 | at start |" in text
-    assert "- `CacheSize` (100..50000): 100 keeps" in text
+    assert "| Most devices kept; the least recently heard go first | 100 keeps" in text
 
 
 def test_readme_block_is_replaced_and_nothing_else() -> None:

@@ -16,7 +16,7 @@ from dbus_fast.aio import MessageBus
 
 from . import __version__
 from .bluez.objects import Bluez, ScanMode
-from .bus.calls import BusGoneError, CallError, call_bus, name_owner
+from .bus.calls import BusGoneError, CallError, call_bus, disconnect_reason, name_owner
 from .bus.writer import WriterGuard, guard_writer
 from .config import ScannerConfig, add_options, config_from_args, with_values
 from .const import LOST_SWEEP_INTERVAL, SCANNER_SERVICE, SHUTDOWN_TIMEOUT, WATCHDOG_SILENCE
@@ -187,12 +187,15 @@ class ScannerApp:
         return EXIT_OK
 
     async def _watch_bus(self, bus: MessageBus) -> None:
-        """Set ``bus_lost`` when the connection ends without our asking (the daemon went)."""
+        """Set ``bus_lost`` when the connection ends without our asking (the daemon went).
+
+        Never cancelled: that would cancel dbus-fast's own disconnect future.
+        """
         try:
             await bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
-            reason = "the connection was closed"
+            reason = disconnect_reason(None)
         except Exception as exc:  # how dbus-fast ends it: EOFError, OSError...
-            reason = _lost_reason(exc)
+            reason = disconnect_reason(exc)
         if not self._stopping:
             self.bus_lost_reason = reason
             self.bus_lost.set()
@@ -283,7 +286,7 @@ class ScannerApp:
             await asyncio.wait({watch}, timeout=SHUTDOWN_STEP_TIMEOUT)
         _LOGGER.error(
             "lost the system bus (%s); exiting with code %d for the supervisor to restart us",
-            self.bus_lost_reason or "the connection was closed",
+            self.bus_lost_reason or disconnect_reason(None),
             EXIT_BUS_LOST,
         )
         await self.stop()
@@ -293,9 +296,7 @@ class ScannerApp:
 
         With the bus gone every step that needs it is skipped: nothing waits for it.
         """
-        self._stopping = True
-        if self._bus_watch is not None:
-            self._bus_watch.cancel()
+        self._stopping = True  # the bus watch ends with the connection, quietly
         if self._sweeper is not None:
             self._sweeper.cancel()
         if self.tree is not None:
@@ -320,13 +321,6 @@ class ScannerApp:
         bus.disconnect()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(bus.wait_for_disconnect(), SHUTDOWN_STEP_TIMEOUT)  # type: ignore[no-untyped-call]
-
-
-def _lost_reason(exc: BaseException) -> str:
-    """What ended the connection, for the one log line."""
-    if isinstance(exc, EOFError):
-        return "the bus daemon closed the connection"
-    return str(exc) or type(exc).__name__
 
 
 async def run(config: ScannerConfig, use_settings: bool = True, settings_wait: float = 0.0) -> int:

@@ -40,6 +40,23 @@ class BusGoneError(ConnectionError):
     """The connection to the bus is closed or broke: no call on it can succeed."""
 
 
+def disconnect_reason(exc: BaseException | None) -> str:
+    """Why a connection ended, in words for a log line or an error message.
+
+    ``exc`` is what dbus-fast ended it with (``wait_for_disconnect()`` raises
+    it), or a :class:`BusGoneError` from a call, or None for a clean close.
+    """
+    while isinstance(exc, BusGoneError) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    if exc is None or isinstance(exc, BusGoneError):
+        return "the connection was closed"
+    if isinstance(exc, EOFError):
+        return "the bus daemon closed the connection"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"the connection broke: {exc.strerror}"
+    return str(exc) or type(exc).__name__
+
+
 def method_call(
     destination: str,
     path: str,

@@ -139,10 +139,10 @@ class GlibScannerClient:
             long after it was last seen is reported lost.
         on_bus_lost: called (no arguments) on the main loop when the
             connection to the bus ends (dbus-daemon stopped or restarted);
-            the loss is logged as an error either way. A shared bus
-            (``dbus.SystemBus()``) then exits the process with code 1, as
-            libdbus does for it, which a supervisor restarts; a private one
-            lives on, and ``devices()`` raises :class:`BusLost`.
+            the loss is logged as an error either way. libdbus then exits
+            the process with code 1 (its default for bus connections), which
+            a supervisor restarts; after ``bus.set_exit_on_disconnect(False)``
+            the program lives on, and ``devices()`` raises :class:`BusLost`.
     """
 
     def __init__(
@@ -295,26 +295,32 @@ class GlibScannerClient:
         owner = self.owner
 
         def subscribed(path: str) -> None:
-            if owner != self.owner or subscription not in self._subscriptions:
+            # A reply read before the connection broke is dispatched after it.
+            if owner != self.owner or subscription not in self._subscriptions or self.bus_lost:
                 return
             subscription.path = str(path)
             self._by_path[subscription.path] = subscription
-            self.bus.call_async(
-                SCANNER_SERVICE,
-                SCANNER_PATH,
-                PEER,
-                "Ping",
-                "",
-                (),
-                replayed,
-                failed,
-                timeout=CALL_TIMEOUT,
-            )
+            try:
+                self.bus.call_async(
+                    SCANNER_SERVICE,
+                    SCANNER_PATH,
+                    PEER,
+                    "Ping",
+                    "",
+                    (),
+                    replayed,
+                    failed,
+                    timeout=CALL_TIMEOUT,
+                )
+            except dbus.DBusException:
+                return  # disconnected: the Disconnected signal comes next, and says so
 
         def replayed() -> None:
             subscription.expire_later(subscription.ledger.end_resync(), self.lost_timeout)
 
         def failed(error: Exception) -> None:
+            if self.bus_lost:
+                return  # said once, in _disconnected
             _LOGGER.error("subscribing to %s failed: %s", SCANNER_SERVICE, error)
 
         self.bus.call_async(

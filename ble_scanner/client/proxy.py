@@ -30,6 +30,7 @@ from ..bus.calls import (
     add_match,
     call_bus,
     call_reply,
+    disconnect_reason,
     name_owner,
     name_owner_rule,
     raise_for_error,
@@ -106,6 +107,18 @@ def _client_terms() -> Iterator[None]:
         raise CallTimeoutError(str(exc)) from exc
     except BusGoneError as exc:
         raise BusUnreachableError(str(exc)) from exc
+
+
+def _retrieve_failed_write(bus: MessageBus) -> None:
+    """Mark the write that broke on the dead socket as seen.
+
+    Older dbus-fast (2.21.1, on Venus) fails that write's future and never
+    looks at it; asyncio would print its traceback to the user at exit.
+    """
+    writer = getattr(bus, "_writer", None)
+    future = getattr(writer, "fut", None)
+    if isinstance(future, asyncio.Future) and future.done() and not future.cancelled():
+        future.exception()
 
 
 def _variants(wire: dict[str, tuple[str, Any]]) -> dict[str, Variant]:
@@ -352,10 +365,7 @@ class ScannerClient:
         self._by_path.clear()
         for task in list(self._tasks):
             task.cancel()
-        bus, self._bus = self._bus, None
-        if self._bus_watch is not None:
-            self._bus_watch.cancel()
-            self._bus_watch = None
+        bus, self._bus = self._bus, None  # the bus watch ends with the connection, quietly
         if bus is None:
             return
         if self._fallback is not None:
@@ -660,15 +670,12 @@ class ScannerClient:
     # --- the bus itself going away -------------------------------------------------
 
     async def _watch_bus(self, bus: MessageBus) -> None:
+        # Never cancelled: that would cancel dbus-fast's own disconnect future.
         try:
             await bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
-            reason = "the connection was closed"
+            reason = disconnect_reason(None)
         except Exception as exc:  # how dbus-fast ends it: EOFError, OSError...
-            reason = (
-                "the bus daemon closed the connection"
-                if isinstance(exc, EOFError)
-                else (str(exc) or type(exc).__name__)
-            )
+            reason = disconnect_reason(exc)
         if self._bus is bus:  # not our own close()
             self._lost(bus, reason)
 
@@ -676,6 +683,7 @@ class ScannerClient:
         """Note the loss once: streams, waiters and ``on_bus_lost`` hear of it."""
         if self._bus_lost is not None:
             return self._bus_lost
+        _retrieve_failed_write(bus)
         error = self._bus_lost = BusLostError(f"lost the system bus: {reason}")
         _LOGGER.info("%s", error)  # the user hears of it from the error, not the log
         self._error = error
@@ -732,7 +740,7 @@ class ScannerClient:
                 yield
         except BusUnreachableError as exc:
             if self._bus is bus and not bus.connected:  # the watch may not have run yet
-                raise self._lost(bus, str(exc)) from exc
+                raise self._lost(bus, disconnect_reason(exc.__cause__)) from exc
             raise
 
     async def _call(

@@ -16,7 +16,15 @@ from dbus_fast.aio import MessageBus
 
 from . import __version__
 from .bluez.objects import Bluez, ScanMode
-from .bus.calls import BusGoneError, CallError, call_bus, disconnect_reason, name_owner
+from .bus.calls import (
+    BusGoneError,
+    CallError,
+    call_bus,
+    connection_lost,
+    disconnect_reason,
+    name_owner,
+    quiet_after_loss,
+)
 from .bus.writer import WriterGuard, guard_writer
 from .config import ScannerConfig, add_options, config_from_args, with_values
 from .const import LOST_SWEEP_INTERVAL, SCANNER_SERVICE, SHUTDOWN_TIMEOUT, WATCHDOG_SILENCE
@@ -187,15 +195,8 @@ class ScannerApp:
         return EXIT_OK
 
     async def _watch_bus(self, bus: MessageBus) -> None:
-        """Set ``bus_lost`` when the connection ends without our asking (the daemon went).
-
-        Never cancelled: that would cancel dbus-fast's own disconnect future.
-        """
-        try:
-            await bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
-            reason = disconnect_reason(None)
-        except Exception as exc:  # how dbus-fast ends it: EOFError, OSError...
-            reason = disconnect_reason(exc)
+        """Set ``bus_lost`` when the connection ends without our asking (the daemon went)."""
+        reason = await connection_lost(bus)
         if not self._stopping:
             self.bus_lost_reason = reason
             self.bus_lost.set()
@@ -330,40 +331,32 @@ async def run(config: ScannerConfig, use_settings: bool = True, settings_wait: f
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     app = ScannerApp(config, use_settings=use_settings, settings_wait=settings_wait)
+    quiet_after_loss(loop, app.lost_the_bus)
     starting = loop.create_task(app.start())
     stopping = loop.create_task(stop.wait())
     losing = loop.create_task(app.bus_lost.wait())
     try:
         await asyncio.wait({starting, stopping, losing}, return_when=asyncio.FIRST_COMPLETED)
-        if not starting.done():
+        started, code = starting.done(), EXIT_OK
+        if not started:
             starting.cancel()
             with contextlib.suppress(BaseException):
                 await starting
-            if losing.done():
-                await app.stop_for_lost_bus()
-                return EXIT_BUS_LOST
-            _LOGGER.info("stopped during start-up")
-            await app.stop()
-            return EXIT_OK
-        try:
-            code = starting.result()
-        except Exception:
-            if not app.lost_the_bus():
-                raise
-            code = EXIT_BUS_LOST  # a start-up call failed with the loss
+        else:
+            try:
+                code = starting.result()
+            except Exception:
+                if not app.lost_the_bus():  # else a start-up call failed with the loss
+                    raise
+            if code == EXIT_OK and not app.lost_the_bus():
+                await asyncio.wait({stopping, losing}, return_when=asyncio.FIRST_COMPLETED)
         if app.lost_the_bus():
             await app.stop_for_lost_bus()
             return EXIT_BUS_LOST
-        if code != EXIT_OK:
-            await app.stop()
-            return code
-        await asyncio.wait({stopping, losing}, return_when=asyncio.FIRST_COMPLETED)
-        if losing.done():
-            await app.stop_for_lost_bus()
-            return EXIT_BUS_LOST
-        _LOGGER.info("stopping")
+        if code == EXIT_OK:
+            _LOGGER.info("stopping" if started else "stopped during start-up")
         await app.stop()
-        return EXIT_OK
+        return code
     finally:
         stopping.cancel()
         losing.cancel()

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final, NoReturn, TextIO
 
 from .. import __version__
+from ..bus.calls import quiet_after_loss
 from ..const import MAX_COMPANY_ID, SCANNER_SERVICE
 from .errors import (
     BusUnreachableError,
@@ -366,6 +367,7 @@ _COMMANDS: Final = {"status": _status, "devices": _devices, "watch": _watch}
 
 async def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     client = ScannerClient(bus_address=args.bus, timeout=args.timeout, service_timeout=args.wait)
+    quiet_after_loss(asyncio.get_running_loop(), lambda: client.bus_lost is not None)
     try:
         await client.connect()
     except BusUnreachableError as exc:

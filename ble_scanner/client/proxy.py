@@ -30,6 +30,7 @@ from ..bus.calls import (
     add_match,
     call_bus,
     call_reply,
+    connection_lost,
     disconnect_reason,
     name_owner,
     name_owner_rule,
@@ -107,18 +108,6 @@ def _client_terms() -> Iterator[None]:
         raise CallTimeoutError(str(exc)) from exc
     except BusGoneError as exc:
         raise BusUnreachableError(str(exc)) from exc
-
-
-def _retrieve_failed_write(bus: MessageBus) -> None:
-    """Mark the write that broke on the dead socket as seen.
-
-    Older dbus-fast (2.21.1, on Venus) fails that write's future and never
-    looks at it; asyncio would print its traceback to the user at exit.
-    """
-    writer = getattr(bus, "_writer", None)
-    future = getattr(writer, "fut", None)
-    if isinstance(future, asyncio.Future) and future.done() and not future.cancelled():
-        future.exception()
 
 
 def _variants(wire: dict[str, tuple[str, Any]]) -> dict[str, Variant]:
@@ -670,12 +659,7 @@ class ScannerClient:
     # --- the bus itself going away -------------------------------------------------
 
     async def _watch_bus(self, bus: MessageBus) -> None:
-        # Never cancelled: that would cancel dbus-fast's own disconnect future.
-        try:
-            await bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
-            reason = disconnect_reason(None)
-        except Exception as exc:  # how dbus-fast ends it: EOFError, OSError...
-            reason = disconnect_reason(exc)
+        reason = await connection_lost(bus)
         if self._bus is bus:  # not our own close()
             self._lost(bus, reason)
 
@@ -683,7 +667,6 @@ class ScannerClient:
         """Note the loss once: streams, waiters and ``on_bus_lost`` hear of it."""
         if self._bus_lost is not None:
             return self._bus_lost
-        _retrieve_failed_write(bus)
         error = self._bus_lost = BusLostError(f"lost the system bus: {reason}")
         _LOGGER.info("%s", error)  # the user hears of it from the error, not the log
         self._error = error

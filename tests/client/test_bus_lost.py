@@ -8,12 +8,13 @@ service, or awaiting a reply that will never come.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
@@ -35,11 +36,14 @@ from ble_scanner.config import ScannerConfig
 from ble_scanner.const import SCANNER_SERVICE
 from ble_scanner.main import ScannerApp
 from ble_scanner.testing.simulator import BluezSimulator
-from ble_scanner.testing.testbus import TestBus, start_test_bus
+from ble_scanner.testing.testbus import TestBus
 from tests.client.conftest import ROOT, VICTRON
 from tests.helpers import wait_until
+from tests.reliability import test_bus_lost as reliability
+from tests.reliability.test_bus_lost import start_simulator
 
 ADAPTER = "hci0"
+own_bus = reliability.own_bus  # the fixture: a bus of the test's own, which it kills
 # The contract (issue 17): every user-facing piece says so within this.
 BUS_LOST_BUDGET = 2.0
 # Polling step while timing a reaction: fine enough to measure in milliseconds.
@@ -48,23 +52,6 @@ POLL = 0.005
 PROCESS_START = 30.0
 SYSTEM_PYTHON = "/usr/bin/python3"
 LOST_TEXT = "lost the system bus"
-
-
-@pytest.fixture
-def own_bus() -> Iterator[TestBus]:
-    """A bus for this test alone: it gets killed."""
-    bus = start_test_bus(quiet=True)
-    try:
-        yield bus
-    finally:
-        bus.stop()
-
-
-async def _start_simulator(bus: TestBus) -> BluezSimulator:
-    sim = BluezSimulator(bus_address=bus.address)
-    await sim.start()
-    await sim.add_adapter(ADAPTER, address="00:1A:7D:DA:71:10")
-    return sim
 
 
 async def _start_service(bus: TestBus, sim: BluezSimulator) -> ScannerApp:
@@ -77,7 +64,7 @@ async def _start_service(bus: TestBus, sim: BluezSimulator) -> ScannerApp:
 @pytest_asyncio.fixture
 async def service(own_bus: TestBus) -> AsyncIterator[tuple[ScannerApp, BluezSimulator]]:
     """The simulator and the service in-process, on the test's bus."""
-    sim = await _start_simulator(own_bus)
+    sim = await start_simulator(own_bus)
     app = await _start_service(own_bus, sim)
     try:
         yield app, sim
@@ -248,7 +235,7 @@ async def test_bleak_backend_resets_like_bleaks_own_and_scans_again_when_the_bus
     await sim.stop()
 
     own_bus.restart()
-    sim = await _start_simulator(own_bus)
+    sim = await start_simulator(own_bus)
     app = await _start_service(own_bus, sim)
     try:
         await scanner.start()
@@ -264,8 +251,10 @@ async def test_bleak_backend_resets_like_bleaks_own_and_scans_again_when_the_bus
 # --- the command line ----------------------------------------------------------------
 
 
-async def _cli(bus: TestBus, *args: str) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
+@contextlib.asynccontextmanager
+async def _cli(bus: TestBus, *args: str) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``ble-scanner ARGS`` on ``bus``; killed at the end if it is still running."""
+    proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "ble_scanner.client.cli",
@@ -275,6 +264,12 @@ async def _cli(bus: TestBus, *args: str) -> asyncio.subprocess.Process:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
 
 
 async def _kill_and_read(bus: TestBus, proc: asyncio.subprocess.Process) -> tuple[str, float]:
@@ -296,19 +291,14 @@ async def test_cli_watch_says_lost_the_system_bus_and_exits_1(
     own_bus: TestBus, service: tuple[ScannerApp, BluezSimulator]
 ) -> None:
     app, _sim = service
-    proc = await _cli(own_bus, "watch")
-    try:
+    async with _cli(own_bus, "watch") as proc:
         await wait_until(
             lambda: app.hub is not None and len(app.hub.subscriptions) == 1,
             timeout=PROCESS_START,
             what="watch subscribed",
         )
         err, elapsed = await _kill_and_read(own_bus, proc)
-        _assert_told(proc, err, elapsed)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+    _assert_told(proc, err, elapsed)
 
 
 @pytest.mark.parametrize("command", ["status", "devices"])
@@ -316,17 +306,12 @@ async def test_cli_command_in_flight_says_lost_the_system_bus_and_exits_1(
     own_bus: TestBus, mute: Mute, command: str
 ) -> None:
     member = {"status": "GetStatus", "devices": "GetDiscoveredDevices"}[command]
-    proc = await _cli(own_bus, "--timeout", "30", command)
-    try:
+    async with _cli(own_bus, "--timeout", "30", command) as proc:
         await wait_until(
             lambda: member in mute.calls, timeout=PROCESS_START, what=f"{member} in flight"
         )
         err, elapsed = await _kill_and_read(own_bus, proc)
-        _assert_told(proc, err, elapsed)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+    _assert_told(proc, err, elapsed)
 
 
 # --- the GLib helper (dbus-python) ---------------------------------------------------

@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -30,7 +28,7 @@ from ble_scanner.testing.simulator.report import Report
 from ble_scanner.testing.testbus import TestBus, start_test_bus
 from tests.helpers import call, wait_until
 from tests.reliability.conftest import PROCESS_START, has_owner, output_of, spawn_service
-from tests.reliability.test_process import DAEMONTOOLS, REPO, Supervised
+from tests.reliability.test_process import DAEMONTOOLS, Supervised, svscan_running
 
 ADAPTER = "hci0"
 # The contract (issue 17): no process of the project outlives its bus by more than this.
@@ -58,7 +56,7 @@ async def _connect(bus: TestBus) -> MessageBus:
     )
 
 
-async def _start_simulator(bus: TestBus) -> BluezSimulator:
+async def start_simulator(bus: TestBus) -> BluezSimulator:
     sim = BluezSimulator(bus_address=bus.address)
     await sim.start()
     await sim.add_adapter(ADAPTER, address="00:1A:7D:DA:71:10")
@@ -68,7 +66,7 @@ async def _start_simulator(bus: TestBus) -> BluezSimulator:
 @pytest_asyncio.fixture
 async def sim(own_bus: TestBus) -> AsyncIterator[BluezSimulator]:
     """The BlueZ simulator on the test's own bus; its connection dies with the bus."""
-    simulator = await _start_simulator(own_bus)
+    simulator = await start_simulator(own_bus)
     try:
         yield simulator
     finally:
@@ -83,21 +81,6 @@ async def watcher(own_bus: TestBus) -> AsyncIterator[MessageBus]:
         yield bus
     finally:
         bus.disconnect()
-
-
-@pytest.fixture
-def service(own_bus: TestBus) -> Iterator[list[subprocess.Popen[str]]]:
-    """Service processes on the test's bus; killed at the end whatever happened."""
-    processes: list[subprocess.Popen[str]] = []
-    try:
-        yield processes
-    finally:
-        for proc in processes:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(5)
-            if proc.stdout is not None:
-                proc.stdout.close()
 
 
 async def _pids_on(bus: MessageBus) -> set[int]:
@@ -122,6 +105,20 @@ async def _pids_on(bus: MessageBus) -> set[int]:
     return pids
 
 
+async def _scanning_service(
+    bus: TestBus,
+    sim: BluezSimulator,
+    watcher: MessageBus,
+    processes: list[subprocess.Popen[str]],
+) -> subprocess.Popen[str]:
+    """The service as a process on ``bus``, once it owns its name and scans."""
+    proc = spawn_service(bus)
+    processes.append(proc)
+    await wait_until(lambda: has_owner(watcher), timeout=PROCESS_START, what="the service")
+    await wait_until(lambda: bool(sim.sessions(ADAPTER)), timeout=PROCESS_START, what="scanning")
+    return proc
+
+
 async def _kill_bus_and_time_exit(bus: TestBus, proc: subprocess.Popen[str]) -> float:
     """Kill the daemon; the seconds until the service has exited."""
     bus.kill()
@@ -139,6 +136,9 @@ def _assert_one_clear_line(proc: subprocess.Popen[str], elapsed: float) -> None:
     out = output_of(proc)
     assert proc.returncode == EXIT_BUS_LOST, out
     assert out.count(LOST_LINE) == 1, out
+    # The one line a person acts on: nothing else at warning level or above.
+    loud = [line for line in out.splitlines() if line.startswith(("WARNING", "ERROR"))]
+    assert len(loud) == 1, out
     assert "Traceback" not in out, out
     assert elapsed < BUS_LOST_BUDGET, f"exited {elapsed:.2f} s after the bus died\n{out}"
     print(f"service exited {elapsed * 1000:.0f} ms after its bus died")
@@ -148,21 +148,18 @@ async def test_service_exits_3_within_2_s_when_its_bus_dies(
     own_bus: TestBus,
     sim: BluezSimulator,
     watcher: MessageBus,
-    service: list[subprocess.Popen[str]],
+    service_processes: list[subprocess.Popen[str]],
 ) -> None:
-    proc = spawn_service(own_bus)
-    service.append(proc)
-    await wait_until(lambda: has_owner(watcher), timeout=PROCESS_START, what="the service")
-    await wait_until(lambda: bool(sim.sessions(ADAPTER)), timeout=PROCESS_START, what="scanning")
+    proc = await _scanning_service(own_bus, sim, watcher, service_processes)
     _assert_one_clear_line(proc, await _kill_bus_and_time_exit(own_bus, proc))
 
 
 async def test_service_exits_3_when_its_bus_dies_during_start_up(
-    own_bus: TestBus, watcher: MessageBus, service: list[subprocess.Popen[str]]
+    own_bus: TestBus, watcher: MessageBus, service_processes: list[subprocess.Popen[str]]
 ) -> None:
     # With settings and no localsettings, start-up waits for it (--settings-wait).
-    proc = _spawn_with_settings(own_bus, "--settings-wait", str(HELD))
-    service.append(proc)
+    proc = spawn_service(own_bus, "--settings-wait", str(HELD), settings=True)
+    service_processes.append(proc)
 
     async def connected() -> bool:
         return proc.pid in await _pids_on(watcher)
@@ -172,31 +169,15 @@ async def test_service_exits_3_when_its_bus_dies_during_start_up(
     _assert_one_clear_line(proc, await _kill_bus_and_time_exit(own_bus, proc))
 
 
-def _spawn_with_settings(bus: TestBus, *args: str) -> subprocess.Popen[str]:
-    """As ``spawn_service``, but using localsettings (so start-up can wait for it)."""
-    env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=bus.address, PYTHONUNBUFFERED="1")
-    log = tempfile.TemporaryFile(mode="w+", prefix="ble-scanner-", dir="/tmp")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "dbus_ble_scanner.py", *args],
-        env=env,
-        cwd=REPO,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    proc.stdout = log
-    return proc
-
-
 async def test_service_exits_3_when_its_bus_dies_mid_call_to_bluez(
     own_bus: TestBus,
     sim: BluezSimulator,
     watcher: MessageBus,
-    service: list[subprocess.Popen[str]],
+    service_processes: list[subprocess.Popen[str]],
 ) -> None:
     sim.set_reply_delay("StartDiscovery", HELD)
     proc = spawn_service(own_bus)
-    service.append(proc)
+    service_processes.append(proc)
     await wait_until(
         lambda: sim.call_count("StartDiscovery") > 0,
         timeout=PROCESS_START,
@@ -209,12 +190,9 @@ async def test_service_exits_3_when_its_bus_dies_during_a_burst(
     own_bus: TestBus,
     sim: BluezSimulator,
     watcher: MessageBus,
-    service: list[subprocess.Popen[str]],
+    service_processes: list[subprocess.Popen[str]],
 ) -> None:
-    proc = spawn_service(own_bus)
-    service.append(proc)
-    await wait_until(lambda: has_owner(watcher), timeout=PROCESS_START, what="the service")
-    await wait_until(lambda: bool(sim.sessions(ADAPTER)), timeout=PROCESS_START, what="scanning")
+    proc = await _scanning_service(own_bus, sim, watcher, service_processes)
     # A subscriber to everything, so that the service is sending as well as reading.
     client = ScannerClient(bus_address=own_bus.address, service_timeout=PROCESS_START)
     await client.connect()
@@ -263,33 +241,9 @@ async def test_stop_with_the_bus_gone_asks_nothing_of_it(
 
 @pytest.fixture
 def supervised_on_own_bus(tmp_path: Path, own_bus: TestBus) -> Iterator[Supervised]:
-    """Installed as tools/install.sh does, svscan on its /service, on the test's bus."""
-    root = tmp_path / "gx"
-    (root / "data").mkdir(parents=True)
-    (root / "service").mkdir()
-    subprocess.run(
-        ["sh", str(REPO / "tools/install.sh"), "--root", str(root)], check=True, capture_output=True
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    env.update(
-        # python3 of the run script: this interpreter's environment (.venv or .venv-venus).
-        PATH=f"{os.path.dirname(sys.executable)}:{env['PATH']}",
-        DBUS_SYSTEM_BUS_ADDRESS=own_bus.address,
-        DBUS_BLE_SCANNER_LOG_DIR=str(tmp_path / "log"),
-    )
-    svscan = subprocess.Popen(["svscan", str(root / "service")], env=env, start_new_session=True)
-    service = root / "service/dbus-ble-scanner"
-    try:
-        yield Supervised(service)
-    finally:
-        for path in (service, service / "log"):
-            subprocess.run(["svc", "-dx", str(path)], capture_output=True, timeout=5)
-        os.killpg(svscan.pid, 15)
-        svscan.wait(5)
-        try:
-            os.killpg(svscan.pid, 9)  # supervise and children left behind
-        except ProcessLookupError:
-            pass
+    """The service under svscan/supervise on the test's own bus."""
+    with svscan_running(tmp_path, own_bus.address) as supervised:
+        yield supervised
 
 
 def _alive(pid: int) -> bool:
@@ -301,7 +255,7 @@ def _alive(pid: int) -> bool:
 async def test_supervised_service_exits_with_its_bus_and_is_back_when_the_bus_is(
     own_bus: TestBus, tmp_path: Path, supervised_on_own_bus: Supervised
 ) -> None:
-    sim = await _start_simulator(own_bus)
+    sim = await start_simulator(own_bus)
     watcher = await _connect(own_bus)
     try:
         await wait_until(lambda: has_owner(watcher), timeout=PROCESS_START, what="the service")
@@ -315,7 +269,7 @@ async def test_supervised_service_exits_with_its_bus_and_is_back_when_the_bus_is
         watcher.disconnect()
 
         own_bus.restart()
-        sim = await _start_simulator(own_bus)
+        sim = await start_simulator(own_bus)
         watcher = await _connect(own_bus)
         await wait_until(
             lambda: has_owner(watcher), timeout=PROCESS_START, what="the service back on the bus"

@@ -16,7 +16,15 @@ from dbus_fast.aio import MessageBus
 
 from . import __version__
 from .bluez.objects import Bluez, ScanMode
-from .bus.calls import BusGoneError, CallError, call_bus, name_owner
+from .bus.calls import (
+    BusGoneError,
+    CallError,
+    call_bus,
+    connection_lost,
+    disconnect_reason,
+    name_owner,
+    quiet_after_loss,
+)
 from .bus.writer import WriterGuard, guard_writer
 from .config import ScannerConfig, add_options, config_from_args, with_values
 from .const import LOST_SWEEP_INTERVAL, SCANNER_SERVICE, SHUTDOWN_TIMEOUT, WATCHDOG_SILENCE
@@ -35,6 +43,9 @@ _LOGGER = logging.getLogger("ble_scanner")
 EXIT_OK = 0
 EXIT_BUS_UNREACHABLE = 1
 EXIT_NAME_TAKEN = 2
+# The bus went away under a running (or starting) service: only a restart, by
+# the supervisor once the bus is back, puts the service on the bus again.
+EXIT_BUS_LOST = 3
 EXIT_USAGE = 64  # sysexits.h EX_USAGE; argparse's own 2 would read as "name taken"
 # Connecting to the system bus is a local socket and a SASL exchange: ten seconds
 # means the bus daemon is wedged, not slow.
@@ -107,6 +118,10 @@ class ScannerApp:
         self.leases = LeaseRegistry()
         self._background: set[asyncio.Task[bool]] = set()
         self._sweeper: asyncio.Task[None] | None = None
+        self._bus_watch: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.bus_lost = asyncio.Event()
+        self.bus_lost_reason = ""
 
     def status(self) -> ServiceStatus:
         hub, bluez = self.hub, self.bluez
@@ -135,6 +150,9 @@ class ScannerApp:
             _LOGGER.error("cannot connect to the system bus: %s", exc)
             return EXIT_BUS_UNREACHABLE
         bus = self.bus
+        self._bus_watch = asyncio.get_running_loop().create_task(
+            self._watch_bus(bus), name="bus-watch"
+        )
         self.writer = guard_writer(bus)  # EAGAIN waits; overload sheds news (writer.py)
         self.service = ScannerService(bus, self.status, self.leases)
         self.hub = Hub(self.service, self.config)
@@ -175,6 +193,20 @@ class ScannerApp:
         self.ready.set()
         _LOGGER.info("%s %s ready", SCANNER_SERVICE, __version__)
         return EXIT_OK
+
+    async def _watch_bus(self, bus: MessageBus) -> None:
+        """Set ``bus_lost`` when the connection ends without our asking (the daemon went)."""
+        reason = await connection_lost(bus)
+        if not self._stopping:
+            self.bus_lost_reason = reason
+            self.bus_lost.set()
+
+    def lost_the_bus(self) -> bool:
+        """The connection ended without our asking (the watch may not have run yet)."""
+        bus = self.bus
+        return self.bus_lost.is_set() or (
+            bus is not None and not bus.connected and not self._stopping
+        )
 
     async def _start_settings(self, bus: MessageBus) -> tuple[int, str]:
         """localsettings: our settings (applied now and live) and the VRM device instance."""
@@ -247,8 +279,25 @@ class ScannerApp:
             except Exception:
                 _LOGGER.exception("lost-device sweep failed")
 
+    async def stop_for_lost_bus(self) -> None:
+        """One line for the log, then a stop that asks nothing of the bus."""
+        watch = self._bus_watch
+        if watch is not None and not watch.done():
+            # A start-up call saw the loss first; the watch has the reason a moment later.
+            await asyncio.wait({watch}, timeout=SHUTDOWN_STEP_TIMEOUT)
+        _LOGGER.error(
+            "lost the system bus (%s); exiting with code %d for the supervisor to restart us",
+            self.bus_lost_reason or disconnect_reason(None),
+            EXIT_BUS_LOST,
+        )
+        await self.stop()
+
     async def stop(self) -> None:
-        """Stop our discovery sessions, release the name, disconnect; bounded in time."""
+        """Stop our discovery sessions, release the name, disconnect; bounded in time.
+
+        With the bus gone every step that needs it is skipped: nothing waits for it.
+        """
+        self._stopping = True  # the bus watch ends with the connection, quietly
         if self._sweeper is not None:
             self._sweeper.cancel()
         if self.tree is not None:
@@ -258,6 +307,10 @@ class ScannerApp:
                 await asyncio.wait_for(self.settings.close(), SHUTDOWN_STEP_TIMEOUT)
         bus = self.bus
         if bus is None or not bus.connected:
+            if self.bluez is not None:  # its timers and tasks, no call
+                await self.bluez.close(stop_sessions=False)
+            if self.service is not None:
+                self.service.close()
             return
         with contextlib.suppress(Exception):
             if self.bluez is not None:
@@ -272,30 +325,41 @@ class ScannerApp:
 
 
 async def run(config: ScannerConfig, use_settings: bool = True, settings_wait: float = 0.0) -> int:
+    """The service until SIGTERM/SIGINT (EXIT_OK), or until the bus goes (EXIT_BUS_LOST)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     app = ScannerApp(config, use_settings=use_settings, settings_wait=settings_wait)
+    quiet_after_loss(loop, app.lost_the_bus)
     starting = loop.create_task(app.start())
     stopping = loop.create_task(stop.wait())
-    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    if not starting.done():
-        _LOGGER.info("stopped during start-up")
-        starting.cancel()
-        with contextlib.suppress(BaseException):
-            await starting
-        await app.stop()
-        return EXIT_OK
-    stopping.cancel()
-    code = starting.result()
-    if code != EXIT_OK:
+    losing = loop.create_task(app.bus_lost.wait())
+    try:
+        await asyncio.wait({starting, stopping, losing}, return_when=asyncio.FIRST_COMPLETED)
+        started, code = starting.done(), EXIT_OK
+        if not started:
+            starting.cancel()
+            with contextlib.suppress(BaseException):
+                await starting
+        else:
+            try:
+                code = starting.result()
+            except Exception:
+                if not app.lost_the_bus():  # else a start-up call failed with the loss
+                    raise
+            if code == EXIT_OK and not app.lost_the_bus():
+                await asyncio.wait({stopping, losing}, return_when=asyncio.FIRST_COMPLETED)
+        if app.lost_the_bus():
+            await app.stop_for_lost_bus()
+            return EXIT_BUS_LOST
+        if code == EXIT_OK:
+            _LOGGER.info("stopping" if started else "stopped during start-up")
         await app.stop()
         return code
-    await stop.wait()
-    _LOGGER.info("stopping")
-    await app.stop()
-    return EXIT_OK
+    finally:
+        stopping.cancel()
+        losing.cancel()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,6 +16,7 @@ from ble_scanner.main import ScannerApp
 from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.testbus import TestBus, start_test_bus
 from tests.helpers import wait_until
+from tests.leftovers import no_leftover_processes  # noqa: F401 - autouse, see tests/leftovers.py
 
 
 @pytest.fixture(scope="session")

@@ -52,3 +52,18 @@ async def test_bus_is_ready_when_started() -> None:
         assert connection.unique_name
         connection.disconnect()
         await connection.wait_for_disconnect()
+
+
+async def test_bus_restarts_at_the_same_address_and_old_connections_end() -> None:
+    with start_test_bus(quiet=True) as tb:
+        old_address, old_pid = tb.address, tb.process.pid
+        before = await asyncio.wait_for(MessageBus(bus_address=tb.address).connect(), 5)
+        tb.restart()
+        assert tb.process.pid != old_pid and tb.process.poll() is None
+        assert tb.address.split(",")[0] == old_address.split(",")[0]
+        with pytest.raises(EOFError):
+            await asyncio.wait_for(before.wait_for_disconnect(), 5)
+        after = await asyncio.wait_for(MessageBus(bus_address=old_address).connect(), 5)
+        assert after.unique_name
+        after.disconnect()
+        await after.wait_for_disconnect()

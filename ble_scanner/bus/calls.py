@@ -12,6 +12,7 @@ its edge and none has a private call helper.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from dbus_fast import Message, MessageType
@@ -38,6 +39,61 @@ class CallError(Exception):
 
 class BusGoneError(ConnectionError):
     """The connection to the bus is closed or broke: no call on it can succeed."""
+
+
+def disconnect_reason(exc: BaseException | None) -> str:
+    """Why a connection ended, in words for a log line or an error message.
+
+    ``exc`` is what dbus-fast ended it with (``wait_for_disconnect()`` raises
+    it), or a :class:`BusGoneError` from a call, or None for a clean close.
+    """
+    while isinstance(exc, BusGoneError) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    if exc is None or isinstance(exc, BusGoneError):
+        return "the connection was closed"
+    if isinstance(exc, EOFError):
+        return "the bus daemon closed the connection"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"the connection broke: {exc.strerror}"
+    return str(exc) or type(exc).__name__
+
+
+async def connection_lost(bus: MessageBus) -> str:
+    """Wait until the connection ends; why, in words (:func:`disconnect_reason`).
+
+    Never cancel the task awaiting this: that cancels dbus-fast's own
+    disconnect future. The write that broke on the dead socket is marked as
+    seen: dbus-fast's writer (2.21.1) and ours fail its future and never look
+    at it, and asyncio would print its traceback when it is collected.
+    """
+    try:
+        await bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
+        ended: Exception | None = None
+    except Exception as exc:  # how dbus-fast ends it: EOFError, OSError...
+        ended = exc
+    writer = getattr(bus, "_writer", None)
+    failed = getattr(writer, "fut", None)
+    if isinstance(failed, asyncio.Future) and failed.done() and not failed.cancelled():
+        failed.exception()
+    return disconnect_reason(ended)
+
+
+def quiet_after_loss(loop: asyncio.AbstractEventLoop, lost: Callable[[], bool]) -> None:
+    """Once ``lost()``, drop asyncio's reports of futures failed by the dead connection.
+
+    A call in flight when the bus went gets the connection's error; if the task
+    awaiting it is cancelled in the same moment (the process is stopping),
+    nobody reads it, and asyncio prints "Future exception was never retrieved"
+    with a traceback at exit. The one line saying the bus was lost says it all.
+    """
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        error = context.get("exception")
+        if "future" in context and isinstance(error, EOFError | OSError) and lost():
+            return
+        loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
 
 
 def method_call(

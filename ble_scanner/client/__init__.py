@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .errors import (
+        BusLostError,
         BusUnreachableError,
         CallTimeoutError,
         InvalidFilterError,
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
 
 # Public name -> the module of this package that defines it.
 _WHERE = {
+    "BusLostError": "errors",
     "BusUnreachableError": "errors",
     "CallTimeoutError": "errors",
     "InvalidFilterError": "errors",
@@ -80,6 +82,7 @@ __all__ = [
     "AdapterState",
     "Advertisement",
     "AdvertisementStream",
+    "BusLostError",
     "BusUnreachableError",
     "CallTimeoutError",
     "DeviceLost",

@@ -13,11 +13,18 @@ and ``discovered_devices_and_advertisement_data`` behave as bleak documents,
 answered by the shared service: BlueZ discovery is never started by this
 process. Devices the service already knows arrive at once (bleak's own
 backend waits for the next report).
+
+When the system bus goes away it does what bleak's BlueZ backend (3.1) does:
+one warning in the log, ``seen_devices`` emptied, no more callbacks and no
+exception while scanning; ``start()`` fails while the bus is down and works
+again once it is back. Unlike bleak's, ``stop()`` then returns quietly
+(bleak's raises ``OSError`` from the dead socket).
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -28,8 +35,11 @@ from bleak.backends.scanner import (
     BaseBleakScanner,
 )
 
+from .errors import BusLostError
 from .proxy import ScannerClient, Subscription
 from .records import Advertisement, DeviceLost, Event
+
+_LOGGER = logging.getLogger(__name__)
 
 # bleak reports this when it has no RSSI (bluezdbus/scanner.py).
 NO_RSSI = -127
@@ -132,7 +142,15 @@ class ScannerServiceBackend(BaseBleakScanner):
     async def start(self) -> None:
         self.seen_devices = {}
         self._devices_by_address = {}
-        client = ScannerClient(**self._client_options)
+        options = dict(self._client_options)
+        user_on_bus_lost = options.pop("on_bus_lost", None)
+
+        def bus_lost(error: BusLostError) -> None:
+            self._bus_lost(error)
+            if user_on_bus_lost is not None:
+                user_on_bus_lost(error)
+
+        client = ScannerClient(on_bus_lost=bus_lost, **options)
         await client.connect()
         self._client = client
         try:
@@ -146,6 +164,12 @@ class ScannerServiceBackend(BaseBleakScanner):
         self._subscription = None
         if client is not None:
             await client.close()  # ends the subscription with the connection
+
+    def _bus_lost(self, error: BusLostError) -> None:
+        """As bleak's BlueZ manager: say so once, forget every device, stay quiet."""
+        _LOGGER.warning("D-Bus connection to the scanner service was lost (%s); resetting", error)
+        self.seen_devices = {}
+        self._devices_by_address = {}
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, DeviceLost):

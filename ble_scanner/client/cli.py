@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final, NoReturn, TextIO
 
 from .. import __version__
+from ..bus.calls import quiet_after_loss
 from ..const import MAX_COMPANY_ID, SCANNER_SERVICE
 from .errors import (
     BusUnreachableError,
@@ -28,7 +29,7 @@ from .records import Advertisement, DeviceLost, Event, make_filter
 
 # Exit codes scripts can rely on (documented in --help and the README).
 EXIT_OK: Final = 0
-EXIT_BUS_UNREACHABLE: Final = 1
+EXIT_BUS_UNREACHABLE: Final = 1  # also when the bus is lost mid-command (BusLostError)
 EXIT_SERVICE_NOT_RUNNING: Final = 2
 EXIT_UNTRUSTED: Final = 3
 EXIT_SERVICE_ERROR: Final = 4  # the service refused the request or did not answer
@@ -63,7 +64,7 @@ COMPANIES: Final = {
 _EXIT_CODES_HELP: Final = f"""\
 exit codes:
   {EXIT_OK:<3} success (watch: stopped by Ctrl-C, --count or --duration)
-  {EXIT_BUS_UNREACHABLE:<3} the system bus cannot be reached
+  {EXIT_BUS_UNREACHABLE:<3} the system bus cannot be reached, or was lost (dbus-daemon stopped)
   {EXIT_SERVICE_NOT_RUNNING:<3} the scanner service is not running
   {EXIT_UNTRUSTED:<3} the service's name is held by a process that is neither root nor you
   {EXIT_SERVICE_ERROR:<3} the service refused the request (e.g. a bad filter) or did not answer
@@ -366,6 +367,7 @@ _COMMANDS: Final = {"status": _status, "devices": _devices, "watch": _watch}
 
 async def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     client = ScannerClient(bus_address=args.bus, timeout=args.timeout, service_timeout=args.wait)
+    quiet_after_loss(asyncio.get_running_loop(), lambda: client.bus_lost is not None)
     try:
         await client.connect()
     except BusUnreachableError as exc:

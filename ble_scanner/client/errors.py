@@ -11,6 +11,15 @@ class BusUnreachableError(ScannerError):
     """The system bus cannot be reached (no daemon, wrong DBUS_SYSTEM_BUS_ADDRESS...)."""
 
 
+class BusLostError(BusUnreachableError):
+    """The connection to the system bus ended under a connected client.
+
+    The bus daemon stopped or restarted (a package upgrade, by hand): every
+    subscription and call of this client is over. Connect a new client once
+    the bus is back.
+    """
+
+
 class ServiceNotRunningError(ScannerError):
     """``com.victronenergy.ble.scanner`` has no owner (and no fallback was asked for)."""
 

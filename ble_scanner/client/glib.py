@@ -68,6 +68,10 @@ class UntrustedService(ScannerUnavailable):
     """The service's name is owned by a process that is neither root nor us."""
 
 
+class BusLost(ScannerUnavailable):
+    """The connection to the system bus ended (dbus-daemon stopped or restarted)."""
+
+
 def _dbus_filter(wire: dict[str, tuple[str, Any]]) -> dbus.Dictionary:
     return dbus.Dictionary(
         {key: _TYPES[sig](value) for key, (sig, value) in wire.items()}, signature="sv"
@@ -133,6 +137,12 @@ class GlibScannerClient:
         trusted_uids: users the service may run as; default root and us.
         lost_timeout: after a service restart, a device not heard again this
             long after it was last seen is reported lost.
+        on_bus_lost: called (no arguments) on the main loop when the
+            connection to the bus ends (dbus-daemon stopped or restarted);
+            the loss is logged as an error either way. libdbus then exits
+            the process with code 1 (its default for bus connections), which
+            a supervisor restarts; after ``bus.set_exit_on_disconnect(False)``
+            the program lives on, and ``devices()`` raises :class:`BusLost`.
     """
 
     def __init__(
@@ -140,8 +150,13 @@ class GlibScannerClient:
         bus: Any = None,
         trusted_uids: Iterable[int] | None = None,
         lost_timeout: float = DEFAULT_LOST_TIMEOUT,
+        on_bus_lost: Callable[[], None] | None = None,
     ) -> None:
         self.bus = dbus.SystemBus() if bus is None else bus
+        self.on_bus_lost = on_bus_lost
+        self.bus_lost = False
+        # libdbus's own "Disconnected" signal on /org/freedesktop/DBus/Local.
+        self.bus.call_on_disconnection(self._disconnected)
         self.trusted_uids = frozenset((0, os.getuid()) if trusted_uids is None else trusted_uids)
         self.lost_timeout = lost_timeout
         self.owner: str | None = None
@@ -172,6 +187,8 @@ class GlibScannerClient:
     def devices(self, **filters: Any) -> dict[str, Advertisement]:
         """Snapshot of present devices (a blocking call, like velib's own)."""
         flt = make_filter(**filters)
+        if self.bus_lost:
+            raise BusLost("lost the system bus")
         if self.owner is None:
             raise ScannerUnavailable(f"{SCANNER_SERVICE} is not running")
         reply = self.bus.call_blocking(
@@ -205,7 +222,7 @@ class GlibScannerClient:
         path, subscription.path = subscription.path, None
         if path is not None:
             self._by_path.pop(path, None)
-            if self.owner is not None:
+            if self.owner is not None and not self.bus_lost:
                 self.bus.call_async(
                     SCANNER_SERVICE,
                     SCANNER_PATH,
@@ -224,9 +241,24 @@ class GlibScannerClient:
         # The filter stays installed but idle: dbus-python 1.3's
         # remove_message_filter aborts the process (libdbus "no such filter").
         self.owner = None
-        self._owner_watch.remove()
+        if not self.bus_lost:
+            self._owner_watch.remove()
 
     # --- internals -----------------------------------------------------------------
+
+    def _disconnected(self, connection: Any) -> None:
+        self.bus_lost = True
+        self.owner = None
+        self._by_path.clear()
+        for subscription in self._subscriptions:
+            subscription.path = None
+            subscription.cancel_all()
+        _LOGGER.error("lost the system bus: no more events from %s", SCANNER_SERVICE)
+        if self.on_bus_lost is not None:
+            try:
+                self.on_bus_lost()
+            except Exception:
+                _LOGGER.exception("on_bus_lost callback failed")
 
     def _bus_call(self, member: str, signature: str, args: tuple[Any, ...]) -> Any:
         return self.bus.call_blocking(
@@ -263,26 +295,32 @@ class GlibScannerClient:
         owner = self.owner
 
         def subscribed(path: str) -> None:
-            if owner != self.owner or subscription not in self._subscriptions:
+            # A reply read before the connection broke is dispatched after it.
+            if owner != self.owner or subscription not in self._subscriptions or self.bus_lost:
                 return
             subscription.path = str(path)
             self._by_path[subscription.path] = subscription
-            self.bus.call_async(
-                SCANNER_SERVICE,
-                SCANNER_PATH,
-                PEER,
-                "Ping",
-                "",
-                (),
-                replayed,
-                failed,
-                timeout=CALL_TIMEOUT,
-            )
+            try:
+                self.bus.call_async(
+                    SCANNER_SERVICE,
+                    SCANNER_PATH,
+                    PEER,
+                    "Ping",
+                    "",
+                    (),
+                    replayed,
+                    failed,
+                    timeout=CALL_TIMEOUT,
+                )
+            except dbus.DBusException:
+                return  # disconnected: the Disconnected signal comes next, and says so
 
         def replayed() -> None:
             subscription.expire_later(subscription.ledger.end_resync(), self.lost_timeout)
 
         def failed(error: Exception) -> None:
+            if self.bus_lost:
+                return  # said once, in _disconnected
             _LOGGER.error("subscribing to %s failed: %s", SCANNER_SERVICE, error)
 
         self.bus.call_async(

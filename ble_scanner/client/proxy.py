@@ -30,6 +30,8 @@ from ..bus.calls import (
     add_match,
     call_bus,
     call_reply,
+    connection_lost,
+    disconnect_reason,
     name_owner,
     name_owner_rule,
     raise_for_error,
@@ -48,6 +50,7 @@ from ..const import (
     SUBSCRIPTION_PATH_PREFIX,
 )
 from .errors import (
+    BusLostError,
     BusUnreachableError,
     CallTimeoutError,
     InvalidFilterError,
@@ -86,6 +89,7 @@ RESUBSCRIBE_BACKOFF_FACTOR: Final = 2
 RESUBSCRIBE_BACKOFF_MAX: Final = 30.0
 
 Callback = Callable[[Event], Awaitable[None] | None]
+BusLostCallback = Callable[[BusLostError], None]
 Fallback = Literal["bluez"] | None
 
 
@@ -256,6 +260,10 @@ class ScannerClient:
         trusted_uids: users the service may run as; default root and us.
         lost_timeout: after the service restarts, a device it has not heard
             again this long after it was last seen is reported lost.
+        on_bus_lost: called once with a :class:`BusLostError` if the
+            connection to the bus ends under the client (the bus daemon
+            stopped or restarted). Streams raise the same error, calls in
+            flight and later fail with it at once; the client is finished.
     """
 
     def __init__(
@@ -267,6 +275,7 @@ class ScannerClient:
         fallback: Fallback = None,
         trusted_uids: Iterable[int] | None = None,
         lost_timeout: float = DEFAULT_LOST_TIMEOUT,
+        on_bus_lost: BusLostCallback | None = None,
     ) -> None:
         if fallback not in (None, "bluez"):
             raise ValueError(f"fallback must be None or 'bluez', not {fallback!r}")
@@ -288,6 +297,9 @@ class ScannerClient:
         self._latest_owner: str | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._fallback: Any = None  # a BluezListener while it stands in for the service
+        self.on_bus_lost = on_bus_lost
+        self._bus_lost: BusLostError | None = None
+        self._bus_watch: asyncio.Task[None] | None = None
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -313,6 +325,7 @@ class ScannerClient:
         except Exception as exc:
             raise BusUnreachableError(f"cannot connect to the system bus: {exc}") from exc
         self._bus.add_message_handler(self._on_message)
+        self._bus_watch = asyncio.get_running_loop().create_task(self._watch_bus(self._bus))
         try:
             bus = self._bus
             with _client_terms():
@@ -341,7 +354,7 @@ class ScannerClient:
         self._by_path.clear()
         for task in list(self._tasks):
             task.cancel()
-        bus, self._bus = self._bus, None
+        bus, self._bus = self._bus, None  # the bus watch ends with the connection, quietly
         if bus is None:
             return
         if self._fallback is not None:
@@ -358,6 +371,11 @@ class ScannerClient:
         if self._owner is not None:
             return "service"
         return "bluez" if self._fallback is not None else "waiting"
+
+    @property
+    def bus_lost(self) -> BusLostError | None:
+        """Why the connection to the bus ended under the client, or None while it stands."""
+        return self._bus_lost
 
     @property
     def service_owner(self) -> str | None:
@@ -638,6 +656,38 @@ class ScannerClient:
         if self._bus is not None:
             await remove_rules(self._bus, self.timeout)
 
+    # --- the bus itself going away -------------------------------------------------
+
+    async def _watch_bus(self, bus: MessageBus) -> None:
+        reason = await connection_lost(bus)
+        if self._bus is bus:  # not our own close()
+            self._lost(bus, reason)
+
+    def _lost(self, bus: MessageBus, reason: str) -> BusLostError:
+        """Note the loss once: streams, waiters and ``on_bus_lost`` hear of it."""
+        if self._bus_lost is not None:
+            return self._bus_lost
+        error = self._bus_lost = BusLostError(f"lost the system bus: {reason}")
+        _LOGGER.info("%s", error)  # the user hears of it from the error, not the log
+        self._error = error
+        self._owner = None
+        self._fallback = None
+        self._by_path.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        for subscription in self._subscriptions:
+            subscription.path = None
+            subscription._cancel_timers()
+            if subscription.on_error is not None:
+                subscription.on_error(error)
+        self._changed.set()
+        if self.on_bus_lost is not None:
+            try:
+                self.on_bus_lost(error)
+            except Exception:
+                _LOGGER.exception("on_bus_lost callback failed")
+        return error
+
     def _spawn(self, coroutine: Awaitable[None]) -> None:
         async def run() -> None:
             try:
@@ -659,9 +709,22 @@ class ScannerClient:
 
     def _connected_bus(self) -> MessageBus:
         bus = self._bus
+        if self._bus_lost is not None:
+            raise self._bus_lost
         if bus is None or not bus.connected:
             raise BusUnreachableError("not connected to the system bus")
         return bus
+
+    @contextlib.contextmanager
+    def _call_terms(self, bus: MessageBus) -> Iterator[None]:
+        """The client's errors; a call that ended with the connection is BusLostError."""
+        try:
+            with _client_terms():
+                yield
+        except BusUnreachableError as exc:
+            if self._bus is bus and not bus.connected:  # the watch may not have run yet
+                raise self._lost(bus, disconnect_reason(exc.__cause__)) from exc
+            raise
 
     async def _call(
         self,
@@ -674,7 +737,7 @@ class ScannerClient:
     ) -> Message:
         """The reply (its sender matters to Subscribe), or one of the client's errors."""
         bus = self._connected_bus()
-        with _client_terms():
+        with self._call_terms(bus):
             reply = await call_reply(
                 bus, destination, path, interface, member, signature, body, timeout=self.timeout
             )
@@ -687,7 +750,7 @@ class ScannerClient:
 
     async def _unix_user(self, owner: str) -> int:
         bus = self._connected_bus()
-        with _client_terms():
+        with self._call_terms(bus):
             (uid,) = await call_bus(
                 bus, "GetConnectionUnixUser", "s", [owner], timeout=self.timeout
             )

@@ -8,6 +8,7 @@ daemon prints once its socket listens, so nothing sleeps.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import shutil
@@ -21,6 +22,7 @@ from typing import Final
 STOP_TIMEOUT: Final = 3.0
 # --print-address writes one line: the address, well under a page.
 READY_LINE_MAX: Final = 4096
+_CONFIG_NAME: Final = "system-like.conf"
 _SYSTEM_CONF: Final = """<!DOCTYPE busconfig PUBLIC
  "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
@@ -107,10 +109,31 @@ class TestBus:
     directory: str
     process: subprocess.Popen[bytes]
     extra_policies: dict[str, str] = field(default_factory=dict)
+    quiet: bool = False
 
     @property
     def socket_path(self) -> str:
         return os.path.join(self.directory, "bus")
+
+    @property
+    def config_path(self) -> str:
+        return os.path.join(self.directory, _CONFIG_NAME)
+
+    def kill(self) -> None:
+        """The daemon dies at once (SIGKILL), as a crash or an upgrade's restart looks
+        to its clients: every connection ends, the socket file stays."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+
+    def restart(self, timeout: float = 10.0) -> None:
+        """Kill the daemon (if running) and start a new one at the same address."""
+        self.kill()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.socket_path)  # a killed daemon leaves it; bind() would fail
+        self.process, self.address = _spawn_daemon(
+            self.config_path, self.socket_path, timeout, self.quiet
+        )
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -152,10 +175,21 @@ def start_test_bus(
         with open(os.path.join(confdir, name), "w") as f:
             f.write(text)
     socket_path = os.path.join(directory, "bus")
-    config = os.path.join(directory, "system-like.conf")
+    config = os.path.join(directory, _CONFIG_NAME)
     with open(config, "w") as f:
         f.write(_SYSTEM_CONF.format(socket=socket_path, confdir=confdir))
+    try:
+        process, address = _spawn_daemon(config, socket_path, timeout, quiet)
+    except RuntimeError:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    return TestBus(address=address, directory=directory, process=process, quiet=quiet)
 
+
+def _spawn_daemon(
+    config: str, socket_path: str, timeout: float, quiet: bool
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``dbus-daemon`` on ``config``; the process and its address once it listens."""
     read_fd, write_fd = os.pipe()
     try:
         process = subprocess.Popen(
@@ -181,10 +215,9 @@ def start_test_bus(
     if not line:
         process.kill()
         process.wait()
-        shutil.rmtree(directory, ignore_errors=True)
         raise RuntimeError(f"dbus-daemon did not print its address within {timeout} s")
     os.chmod(socket_path, 0o777)
-    return TestBus(address=line, directory=directory, process=process)
+    return process, line
 
 
 def main() -> int:

@@ -151,7 +151,8 @@ class SettingsClient:
                 await add_match(self._bus, rule, timeout=SETTINGS_CALL_TIMEOUT)
             owner = await name_owner(self._bus, SETTINGS_SERVICE, timeout=SETTINGS_CALL_TIMEOUT)
         except _CALL_FAILED as exc:
-            _LOGGER.error("cannot follow localsettings (%s); using the defaults", exc)
+            if not isinstance(exc, BusGoneError):  # the bus itself gone: main.py says so, once
+                _LOGGER.error("cannot follow localsettings (%s); using the defaults", exc)
             return False
         if owner is not None:
             self._owner = owner
@@ -243,7 +244,8 @@ class SettingsClient:
                 timeout=SETTINGS_CALL_TIMEOUT,
             )
         except _CALL_FAILED as exc:
-            _LOGGER.error("AddSettings failed (%s); using the values we have", exc)
+            if not isinstance(exc, BusGoneError):  # the bus itself gone: main.py says so, once
+                _LOGGER.error("AddSettings failed (%s); using the values we have", exc)
             return None
         answered: list[dict[str, Variant]] = results
         return answered

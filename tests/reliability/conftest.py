@@ -76,12 +76,13 @@ async def name_owner(bus: MessageBus, name: str = SCANNER_SERVICE) -> str | None
     return None if reply.error_name else str(reply.body[0])
 
 
-def spawn_service(test_bus: TestBus, *args: str) -> subprocess.Popen[str]:
-    """``dbus_ble_scanner.py --no-settings``; its output goes to a file (a pipe could fill)."""
+def spawn_service(test_bus: TestBus, *args: str, settings: bool = False) -> subprocess.Popen[str]:
+    """``dbus_ble_scanner.py --no-settings`` (or with localsettings); its output goes to a
+    file (a pipe could fill)."""
     env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=test_bus.address, PYTHONUNBUFFERED="1")
     log = tempfile.TemporaryFile(mode="w+", prefix="ble-scanner-", dir="/tmp")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "dbus_ble_scanner.py", "--no-settings", *args],
+        [sys.executable, "dbus_ble_scanner.py", *([] if settings else ["--no-settings"]), *args],
         env=env,
         cwd=ROOT,
         stdout=log,

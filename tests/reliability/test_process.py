@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -69,9 +70,12 @@ class Supervised:
         return int(match.group(1)) if match else None
 
 
-@pytest.fixture
-def supervised(tmp_path: Path, test_bus: TestBus) -> Iterator[Supervised]:
-    """Installed into a temporary GX root as tools/install.sh does, svscan on its /service."""
+@contextlib.contextmanager
+def svscan_running(tmp_path: Path, bus_address: str) -> Iterator[Supervised]:
+    """Installed into a temporary GX root as tools/install.sh does, svscan on its /service.
+
+    The run script's python3 is this interpreter's (``.venv`` or ``.venv-venus``).
+    """
     root = tmp_path / "gx"
     (root / "data").mkdir(parents=True)
     (root / "service").mkdir()
@@ -81,7 +85,7 @@ def supervised(tmp_path: Path, test_bus: TestBus) -> Iterator[Supervised]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env.update(
         PATH=f"{os.path.dirname(sys.executable)}:{env['PATH']}",
-        DBUS_SYSTEM_BUS_ADDRESS=test_bus.address,
+        DBUS_SYSTEM_BUS_ADDRESS=bus_address,
         DBUS_BLE_SCANNER_LOG_DIR=str(tmp_path / "log"),
     )
     svscan = subprocess.Popen(["svscan", str(root / "service")], env=env, start_new_session=True)
@@ -97,6 +101,13 @@ def supervised(tmp_path: Path, test_bus: TestBus) -> Iterator[Supervised]:
             os.killpg(svscan.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+@pytest.fixture
+def supervised(tmp_path: Path, test_bus: TestBus) -> Iterator[Supervised]:
+    """The service under svscan/supervise on the session's test bus."""
+    with svscan_running(tmp_path, test_bus.address) as supervised:
+        yield supervised
 
 
 class OwnerChanges:

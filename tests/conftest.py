@@ -127,12 +127,14 @@ async def scanner(test_bus: TestBus, bluez: BluezSimulator) -> AsyncIterator[Sca
     app = await start_scanner(test_bus)
     try:
         # The session exists once BlueZ answered; reports count only once the
-        # "kernel" scans (Discovering true), a moment later.
+        # "kernel" scans (Discovering true), a moment later; the service knows
+        # of it once BlueZ's reply reached it, later still on a loaded machine.
         await wait_until(
             lambda: (
                 app.bus is not None
                 and app.bus.unique_name in bluez.sessions("hci0")
                 and bluez.is_discovering("hci0")
+                and any(a.name == "hci0" and a.session for a in app.status().adapters)
             ),
             what="the service's discovery session on hci0",
         )

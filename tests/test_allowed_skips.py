@@ -11,7 +11,10 @@ REPO = Path(__file__).resolve().parents[1]
 LISTED = "listed for this test only"
 PYTEST = ["-m", "pytest", "-p", "tests.allowed_skips", "-p", "no:cacheprovider", "-q", "-rs"]
 FILES = {
-    "pytest.ini": "[pytest]\nasyncio_default_fixture_loop_scope = function\n",
+    "pytest.ini": (
+        "[pytest]\nasyncio_default_fixture_loop_scope = function\n"
+        "markers =\n    bluez: the real-BlueZ tier\n"
+    ),
     # The real list may be empty; this run adds one entry to it.
     "conftest.py": (
         "from tests import allowed_skips\n"
@@ -22,6 +25,9 @@ FILES = {
         f"@pytest.mark.skipif(True, reason={LISTED!r})\n"
         "def test_listed_skip():\n    pass\n"
         "def test_passes():\n    assert True\n"
+        "@pytest.mark.bluez\n"
+        "def test_real_bluez_tier_skipped_on_request():\n"
+        "    pytest.skip('BLE_SCANNER_SKIP_BLUEZ=1')\n"
     ),
     "test_in_body.py": (
         "import pytest\ndef test_skips_in_its_body():\n    pytest.skip('tool not installed')\n"
@@ -45,10 +51,10 @@ def run_pytest(where: Path, *files: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_a_skip_on_the_allow_list_passes(tmp_path: Path) -> None:
+def test_a_listed_skip_and_a_real_bluez_tier_skip_pass(tmp_path: Path) -> None:
     out = run_pytest(tmp_path, "test_listed.py")
     assert out.returncode == 0, out.stdout
-    assert "1 passed, 1 skipped" in out.stdout
+    assert "1 passed, 2 skipped" in out.stdout
     assert "allow-list" not in out.stdout
 
 
@@ -60,4 +66,5 @@ def test_skips_not_on_the_allow_list_fail_the_run_and_are_named(tmp_path: Path) 
     assert "test_in_body.py::test_skips_in_its_body: tool not installed" in summary
     assert "test_whole_module.py: no interpreter here" in summary
     assert LISTED not in summary
+    assert "BLE_SCANNER_SKIP_BLUEZ" not in summary
     assert "2 test(s) skipped for a reason not on the allow-list" in summary

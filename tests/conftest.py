@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -17,6 +20,47 @@ from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.testbus import TestBus, start_test_bus
 from tests.helpers import wait_until
 from tests.leftovers import no_leftover_processes  # noqa: F401 - autouse, see tests/leftovers.py
+
+# A skip fails the run unless its reason is allowed there.
+pytest_plugins = ["tests.allowed_skips"]
+
+REPO = Path(__file__).resolve().parents[1]
+# Made by `make setup` (.ci/setup): Venus OS's dbus-fast, for what must run as on a GX.
+VENUS_VENV = REPO / ".venv-venus"
+VENUS_DBUS_FAST = "2.21.1"
+
+
+@dataclass(frozen=True)
+class VenusPython:
+    """The repository's .venv-venus interpreter and where its dbus-fast package lives."""
+
+    python: Path
+    dbus_fast: Path
+
+
+@pytest.fixture(scope="session")
+def venus_python() -> VenusPython:
+    """Python with dbus-fast 2.21.1 as on Venus OS; a missing one fails, it never skips."""
+    python = VENUS_VENV / "bin" / "python"  # not resolved: the venv is in the symlink's path
+    if not python.exists():
+        pytest.fail(
+            f"{python} is missing: run `make setup` (it builds {VENUS_VENV.name})", pytrace=False
+        )
+    found = subprocess.run(
+        [
+            str(python),
+            "-c",
+            "import dbus_fast, os; from importlib.metadata import version; "
+            "print(os.path.dirname(dbus_fast.__file__)); print(version('dbus-fast'))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert found.returncode == 0, f"{python} has no dbus-fast (run `make setup`): {found.stderr}"
+    location, version = found.stdout.split()
+    assert version == VENUS_DBUS_FAST, f"{python} has dbus-fast {version}: run `make setup`"
+    return VenusPython(python, Path(location))
 
 
 @pytest.fixture(scope="session")
@@ -84,12 +128,14 @@ async def scanner(test_bus: TestBus, bluez: BluezSimulator) -> AsyncIterator[Sca
     app = await start_scanner(test_bus)
     try:
         # The session exists once BlueZ answered; reports count only once the
-        # "kernel" scans (Discovering true), a moment later.
+        # "kernel" scans (Discovering true), a moment later; the service knows
+        # of it once BlueZ's reply reached it, later still on a loaded machine.
         await wait_until(
             lambda: (
                 app.bus is not None
                 and app.bus.unique_name in bluez.sessions("hci0")
                 and bluez.is_discovering("hci0")
+                and any(a.name == "hci0" and a.session for a in app.status().adapters)
             ),
             what="the service's discovery session on hci0",
         )

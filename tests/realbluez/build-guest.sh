@@ -26,18 +26,69 @@ PACKAGES=linux-image-amd64,bluez,bluez-test-tools,dbus,python3,kmod,procps,iprou
 INITRD_MODULES="virtio_pci virtio_blk ext4 crc32c_generic"
 BASE_RECIPE_VERSION=1
 
+# Debian's release names (and their -updates): a source for one of them with
+# component main is a Debian mirror, not security and not a third party's
+# repository that reuses the name (those use their own components).
+DEBIAN_SUITES='^(buster|bullseye|bookworm|trixie|forky|duke|sid|oldoldstable|oldstable|stable|testing|unstable)(-updates)?$'
+
+deb822_mirror() {  # deb822 files: the first enabled "deb" stanza for a Debian suite with main
+    awk -v want="$DEBIAN_SUITES" '
+        function has(list, pattern,   n, i, w) {
+            n = split(list, w, /[ \t]+/)
+            for (i = 1; i <= n; i++) if (w[i] ~ pattern) return 1
+            return 0
+        }
+        function flush(   n, i, u) {
+            if (!found && has(f["types"], "^deb$") && tolower(f["enabled"]) != "no" \
+                && has(f["suites"], want) && has(f["components"], "^main$")) {
+                n = split(f["uris"], u, /[ \t]+/)
+                for (i = 1; i <= n; i++) if (u[i] ~ /^https?:/) { print u[i]; found = 1; break }
+            }
+            delete f
+        }
+        FNR == 1 { flush() }                              # a file ends a stanza
+        /^[ \t]*#/ { next }
+        /^[ \t]*$/ { flush(); next }
+        /^[ \t]/ { f[key] = f[key] " " $0; next }      # a continuation line
+        {
+            key = tolower(substr($0, 1, index($0, ":") - 1))
+            f[key] = substr($0, index($0, ":") + 1)
+            gsub(/^[ \t]+|[ \t]+$/, "", f[key])
+        }
+        END { flush() }
+    ' "$@"
+}
+
+oneline_mirror() {  # one-line files: the first "deb URI SUITE main..." for a Debian suite
+    awk -v want="$DEBIAN_SUITES" '
+        found || /^[ \t]*#/ { next }
+        {
+            sub(/\[[^]]*\]/, "")                          # [arch=... signed-by=...]
+            if ($1 != "deb" || $3 !~ want || $2 !~ /^https?:/) next
+            for (i = 4; i <= NF; i++) if ($i == "main") { print $2; found = 1; next }
+        }
+    ' "$@"
+}
+
 mirror() {
-    # The first Debian (not security) mirror of this machine's apt sources.
-    local uri=""
-    if [ -r /etc/apt/sources.list.d/debian.sources ]; then
-        uri=$(awk '/^URIs:/ {for (i = 2; i <= NF; i++) if ($i !~ /security/) {print $i; exit}}' \
-            /etc/apt/sources.list.d/debian.sources)
+    # The first Debian mirror of this machine's apt sources: there is no default,
+    # so nothing outside the machine's own configuration decides where to fetch.
+    local uri="" sources=(/etc/apt/sources.list.d/*.sources) lists=(/etc/apt/sources.list /etc/apt/sources.list.d/*.list)
+    local readable=()
+    for f in "${sources[@]}"; do [ -r "$f" ] && readable+=("$f"); done
+    if [ ${#readable[@]} -gt 0 ]; then uri=$(deb822_mirror "${readable[@]}" | head -n 1); fi
+    if [ -z "$uri" ]; then
+        readable=()
+        for f in "${lists[@]}"; do [ -r "$f" ] && readable+=("$f"); done
+        if [ ${#readable[@]} -gt 0 ]; then uri=$(oneline_mirror "${readable[@]}" | head -n 1); fi
     fi
-    if [ -z "$uri" ] && [ -r /etc/apt/sources.list ]; then
-        uri=$(awk '$1 == "deb" && $0 !~ /security/ {for (i = 2; i <= NF; i++) if ($i ~ /^https?:/) {print $i; exit}}' \
-            /etc/apt/sources.list)
+    if [ -z "$uri" ]; then
+        echo "build-guest: no Debian mirror in this machine's apt sources" \
+            "(/etc/apt/sources.list.d/*.sources, /etc/apt/sources.list, /etc/apt/sources.list.d/*.list):" \
+            "add a \"deb\" source for a Debian suite with component main" >&2
+        return 1
     fi
-    echo "${uri:-http://deb.debian.org/debian}"
+    echo "$uri"
 }
 
 need_host_tools() {
@@ -61,7 +112,7 @@ need_host_tools() {
 
 hash_of() { sha256sum | cut -c1-12; }
 
-MIRROR=$(mirror)
+MIRROR=$(mirror) || exit 1
 base_key=$(printf '%s\n' "$suite" "$PACKAGES" "$INITRD_MODULES" "$MIRROR" "$BASE_RECIPE_VERSION" | hash_of)
 image_key=$( { echo "$base_key"; cat "$here/build-guest.sh" "$here/guest/init" "$here/guest/agent.py"; } | hash_of)
 base=$cache/$suite-base-$base_key

@@ -186,10 +186,14 @@ async def test_kernel_refusal_is_reported_and_retried_without_a_tight_loop(
     assert await app.start() == 0
     try:
         await state_becomes(app, "blocked by another scanner", "hci1")
-        before = bluez.call_count("StartDiscovery", adapter="hci1")
+        # The window opens after the first retry (it has no backoff), and a busy
+        # machine may hold the loop past its end: the bound grows with the overrun.
+        await wait_until(lambda: bluez.call_count("StartDiscovery", adapter="hci1") >= 2)
+        before, started = bluez.call_count("StartDiscovery", adapter="hci1"), time.monotonic()
         await asyncio.sleep(OBSERVATION_WINDOW)
         attempts = bluez.call_count("StartDiscovery", adapter="hci1") - before
-        assert attempts <= MAX_ATTEMPTS_IN_WINDOW, attempts
+        stretch = max(1.0, (time.monotonic() - started) / OBSERVATION_WINDOW)
+        assert attempts <= MAX_ATTEMPTS_IN_WINDOW * stretch, (attempts, stretch)
         assert adapter_state(app, "hci1") == "blocked by another scanner"
     finally:
         await app.stop()

@@ -163,6 +163,9 @@ def _state(view: DeviceView) -> tuple[Any, ...]:
     return (view.address, view.address_type, view.rssi, view.content)
 
 
+# The CI tier's 10 000 cases take ~50 s with every core busy (make test-loaded) and
+# passed the suite's 120 s hang limit beside other runs as well: a bound, not a hang.
+@pytest.mark.timeout(600)
 @settings(max_examples=FUZZ_EXAMPLES, deadline=None)
 @given(st.lists(device_changes(), min_size=1, max_size=4))
 def test_record_parser_never_crashes_and_keeps_only_valid_records(

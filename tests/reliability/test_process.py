@@ -36,6 +36,7 @@ from tests.reliability.conftest import (
     name_owner,
     output_of,
     spawn_service,
+    status_of,
     wait_exit,
 )
 
@@ -218,7 +219,14 @@ async def test_sigterm_stops_our_session_releases_the_name_and_exits_0_within_2_
     proc = spawn_service(test_bus)
     service_processes.append(proc)
     await wait_until(lambda: has_owner(bus), timeout=PROCESS_START, what="the service")
-    await wait_until(lambda: bool(bluez.sessions(ADAPTER)), timeout=PROCESS_START, what="scanning")
+
+    async def service_knows_its_session() -> bool:
+        # BlueZ holds the session before its reply reaches the service: SIGTERM in
+        # between leaves BlueZ to drop it on disconnect, with no StopDiscovery.
+        adapters = (await status_of(bus))["Adapters"].value
+        return bool(bluez.sessions(ADAPTER)) and adapters[ADAPTER]["Session"].value is True
+
+    await wait_until(service_knows_its_session, timeout=PROCESS_START, what="scanning")
     stops = bluez.call_count("StopDiscovery", adapter=ADAPTER)
     started = time.monotonic()
     proc.send_signal(signal.SIGTERM)

@@ -16,11 +16,10 @@ from dbus_fast.aio import MessageBus
 from ble_scanner.const import SCANNER_SERVICE
 from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.testbus import TestBus
+from tests.conftest import VenusPython
 from tests.helpers import call, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
-# python3 on the PATH of the run script: an interpreter with dbus-fast, as on Venus.
-PY221_BIN = os.path.dirname(os.environ.get("BLE_SCANNER_PY221", "/tmp/v221/bin/python"))
 
 pytestmark = pytest.mark.skipif(
     not all(
@@ -50,8 +49,13 @@ class Supervised:
 
 
 @pytest.fixture
-def supervised(tmp_path: Path, test_bus: TestBus) -> Iterator[Supervised]:
-    """The app installed into a temporary GX root, and svscan running on its /service."""
+def supervised(
+    tmp_path: Path, test_bus: TestBus, venus_python: VenusPython
+) -> Iterator[Supervised]:
+    """The app installed into a temporary GX root, and svscan running on its /service.
+
+    The run script starts ``python3`` from its PATH: here the one with Venus's dbus-fast.
+    """
     root = tmp_path / "gx"
     (root / "data").mkdir(parents=True)
     (root / "service").mkdir()
@@ -61,7 +65,7 @@ def supervised(tmp_path: Path, test_bus: TestBus) -> Iterator[Supervised]:
     log_dir = tmp_path / "log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env.update(
-        PATH=f"{PY221_BIN}:{env['PATH']}",
+        PATH=f"{venus_python.python.parent}:{env['PATH']}",
         DBUS_SYSTEM_BUS_ADDRESS=test_bus.address,
         DBUS_BLE_SCANNER_LOG_DIR=str(log_dir),
     )

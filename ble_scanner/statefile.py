@@ -73,7 +73,7 @@ def default_path() -> str:
 
 
 def encode(devices: Iterable[Device], now: float, wall: float) -> bytes:
-    """The file's bytes for ``devices``; ``now``: the cache's monotonic clock; ``wall``: Unix time."""
+    """The file's bytes for ``devices``; ``now`` on the cache's monotonic clock, ``wall`` Unix."""
     entries = []
     for device in devices:
         content = device.content

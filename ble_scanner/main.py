@@ -306,6 +306,8 @@ class ScannerApp:
             self._save_error = ""
             return
         reason = error.strerror or str(error)
+        if error.filename:
+            reason = f"{reason}: {error.filename}"
         if reason != self._save_error:
             _LOGGER.warning("state file %s not written: %s", self.state_file, reason)
         self._save_error = reason

@@ -32,9 +32,10 @@ PROCESS_START = 30.0
 
 
 def spawn(args: list[str], test_bus: TestBus, **kwargs: object) -> subprocess.Popen[str]:
+    """The service with ``args``; never with the machine's own state file (/var/lib)."""
     env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=test_bus.address, PYTHONUNBUFFERED="1")
     return subprocess.Popen(
-        args,
+        [*args, "--state-file", ""],
         env=env,
         cwd=ROOT,
         stdout=subprocess.PIPE,

@@ -155,7 +155,8 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     ),
     Setting(
         "lost_timeout", Kind.SECONDS, DEFAULT_LOST_TIMEOUT,
-        "Seconds without an advertisement before a device is lost (DeviceLost)",
+        "Seconds without an advertisement before a device is lost (DeviceLost); a device "
+        "with a learned advertising interval is lost sooner (README: Presence)",
         flag="--lost-timeout", name="LostTimeout", metavar="S", unit="s",
         low=10.0, high=MAX_SECONDS,
         why="below 10 s a sensor that advertises every few seconds flaps between found and "
@@ -253,7 +254,7 @@ PROCESS_OPTIONS: Final[tuple[Setting, ...]] = (
         flag="--state-file", metavar="PATH", high=4096, live=False,
         default_text="/data/var/lib/dbus-ble-scanner/devices.json on Venus OS, "
         "/var/lib/dbus-ble-scanner/devices.json elsewhere",
-        why="PATH_MAX",
+        why="PATH_MAX on Linux",
     ),
     Setting(
         "state_save_interval", Kind.SECONDS, DEFAULT_STATE_SAVE_INTERVAL,

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from ble_scanner import statefile
 from ble_scanner.config import ScannerConfig
+from ble_scanner.main import build_parser
 from ble_scanner.service import record_variants
 from ble_scanner.statefile import (
     FORMAT_VERSION,
@@ -147,3 +149,20 @@ def test_a_path_that_is_a_directory_cannot_be_read_or_written(tmp_path: Path) ->
     with pytest.raises(OSError):
         write_atomically(str(tmp_path), b"x")
     assert os.listdir(tmp_path) == []
+
+
+def test_the_default_file_is_under_data_on_venus_and_var_lib_elsewhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(statefile, "VENUS_MARKER", str(tmp_path))  # /opt/victronenergy exists
+    assert statefile.default_path() == "/data/var/lib/dbus-ble-scanner/devices.json"
+    monkeypatch.setattr(statefile, "VENUS_MARKER", str(tmp_path / "absent"))
+    assert statefile.default_path() == "/var/lib/dbus-ble-scanner/devices.json"
+
+
+def test_the_options_name_a_file_or_none_and_a_save_interval() -> None:
+    parser = build_parser()
+    args = parser.parse_args([])
+    assert (args.state_file, args.state_save_interval) == (None, 300.0)  # None: the default
+    args = parser.parse_args(["--state-file", "", "--state-save-interval", "5"])
+    assert (args.state_file, args.state_save_interval) == ("", 5.0)

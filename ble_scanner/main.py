@@ -105,6 +105,8 @@ class ScannerApp:
         self.state_save_interval = state_save_interval
         self._saver: asyncio.Task[None] | None = None
         self._save_error = ""  # the last failure logged, so a failing disk logs once
+        # Set once the name is ours: only then may the state file be written.
+        self._owns_name = False
         self.watchdog_silence = watchdog_silence
         self.use_settings = use_settings
         self.settings_wait = settings_wait
@@ -174,6 +176,7 @@ class ScannerApp:
         if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
             _LOGGER.error("%s is already taken by %s", SCANNER_SERVICE, await self._who_owns())
             return EXIT_NAME_TAKEN
+        self._owns_name = True
         self.bluez = Bluez(
             bus,
             self.hub.report,
@@ -315,24 +318,17 @@ class ScannerApp:
     async def _save_periodically(self) -> None:
         while True:
             await asyncio.sleep(self.state_save_interval)
-            try:
-                data = self._state_bytes()
-                # The write and fsync may take a while on flash: not on the loop.
-                await asyncio.to_thread(statefile.write_atomically, self.state_file, data)
-            except OSError as exc:
-                self._saved(exc)
-            except Exception:
-                _LOGGER.exception("state file %s not written", self.state_file)
-            else:
-                self._saved(None)
+            await self.save_state()
 
-    def save_state(self) -> None:
-        """Write the state file now (on SIGTERM); only once we served, so a second
-        instance that found the name taken never overwrites the running one's file."""
-        if not self.state_file or self.hub is None or not self.ready.is_set():
+    async def save_state(self) -> None:
+        """Write the state file now; only once the name is ours, so a second
+        instance that found it taken never overwrites the running one's file."""
+        if not self.state_file or self.hub is None or not self._owns_name:
             return
         try:
-            statefile.write_atomically(self.state_file, self._state_bytes())
+            data = self._state_bytes()
+            # The write and fsync may take a while on flash: not on the loop.
+            await asyncio.to_thread(statefile.write_atomically, self.state_file, data)
         except OSError as exc:
             self._saved(exc)
         except Exception:
@@ -346,7 +342,7 @@ class ScannerApp:
             self._sweeper.cancel()
         if self._saver is not None:
             self._saver.cancel()
-        self.save_state()
+        await self.save_state()
         if self.tree is not None:
             await self.tree.stop()
         if self.settings is not None:

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +41,44 @@ async def devices(bus: MessageBus) -> dict[str, dict[str, Any]]:
     return {a: {k: v.value for k, v in r.items()} for a, r in reply.body[0].items()}
 
 
-async def start(
-    test_bus: TestBus, bus: MessageBus, processes: list[subprocess.Popen[str]], *args: str
-) -> subprocess.Popen[str]:
-    proc = spawn_service(test_bus, *args)
-    processes.append(proc)
-    await wait_until(lambda: has_owner(bus), timeout=PROCESS_START, what="the service on the bus")
-    return proc
+@dataclass
+class Services:
+    """Service processes of one test, on the test bus, next to the simulator."""
+
+    test_bus: TestBus
+    bus: MessageBus
+    bluez: BluezSimulator
+    processes: list[subprocess.Popen[str]]
+    state: Path
+
+    async def start(self, *args: str) -> subprocess.Popen[str]:
+        """A service with the test's state file and ``args``, once it owns the name."""
+        proc = spawn_service(self.test_bus, "--state-file", str(self.state), *args)
+        self.processes.append(proc)
+        await wait_until(
+            lambda: has_owner(self.bus), timeout=PROCESS_START, what="the service on the bus"
+        )
+        return proc
+
+    async def start_hearing_two(self, *args: str) -> subprocess.Popen[str]:
+        """A service scanning, and two devices advertised once each."""
+        proc = await self.start(*args)
+        await wait_until(
+            lambda: bool(self.bluez.sessions(ADAPTER)), timeout=PROCESS_START, what="scan"
+        )
+        await advertise_two(self.bluez)
+        return proc
+
+
+@pytest.fixture
+def services(
+    tmp_path: Path,
+    test_bus: TestBus,
+    bluez: BluezSimulator,
+    bus: MessageBus,
+    service_processes: list[subprocess.Popen[str]],
+) -> Services:
+    return Services(test_bus, bus, bluez, service_processes, tmp_path / "devices.json")
 
 
 async def advertise_two(bluez: BluezSimulator) -> None:
@@ -71,16 +103,10 @@ def addresses_in(path: Path) -> set[str]:
 
 
 async def test_sigterm_then_start_gives_the_same_snapshot_marked_restored_and_no_storm(
-    tmp_path: Path,
-    test_bus: TestBus,
-    bluez: BluezSimulator,
-    bus: MessageBus,
-    service_processes: list[subprocess.Popen[str]],
+    services: Services,
 ) -> None:
-    state = tmp_path / "devices.json"
-    proc = await start(test_bus, bus, service_processes, "--state-file", str(state))
-    await wait_until(lambda: bool(bluez.sessions(ADAPTER)), timeout=PROCESS_START, what="scan")
-    await advertise_two(bluez)
+    state, bus, bluez = services.state, services.bus, services.bluez
+    proc = await services.start_hearing_two()
 
     async def both() -> bool:
         return {VICTRON, RUUVI} <= set(await devices(bus))
@@ -92,7 +118,7 @@ async def test_sigterm_then_start_gives_the_same_snapshot_marked_restored_and_no
     # Nothing may be heard again: the snapshot after the start comes from the file alone.
     await bluez.stop_bluetoothd()
 
-    proc = await start(test_bus, bus, service_processes, "--state-file", str(state))
+    proc = await services.start()
     after = await devices(bus)  # the first answer of the new process
     assert set(after) == set(before)
     for address, record in after.items():
@@ -118,18 +144,9 @@ async def test_sigterm_then_start_gives_the_same_snapshot_marked_restored_and_no
     assert not broadcast.of("DeviceDiscovered"), [m.body[0] for m in broadcast.messages]
 
 
-async def test_kill_9_then_start_restores_the_last_periodic_save(
-    tmp_path: Path,
-    test_bus: TestBus,
-    bluez: BluezSimulator,
-    bus: MessageBus,
-    service_processes: list[subprocess.Popen[str]],
-) -> None:
-    state = tmp_path / "devices.json"
-    args = ("--state-file", str(state), "--state-save-interval", SAVE_INTERVAL)
-    proc = await start(test_bus, bus, service_processes, *args)
-    await wait_until(lambda: bool(bluez.sessions(ADAPTER)), timeout=PROCESS_START, what="scan")
-    await advertise_two(bluez)
+async def test_kill_9_then_start_restores_the_last_periodic_save(services: Services) -> None:
+    state, bus, bluez = services.state, services.bus, services.bluez
+    proc = await services.start_hearing_two("--state-save-interval", SAVE_INTERVAL)
     await wait_until(
         lambda: addresses_in(state) == {VICTRON, RUUVI},
         timeout=PROCESS_START,
@@ -140,7 +157,7 @@ async def test_kill_9_then_start_restores_the_last_periodic_save(
     saved = json.loads(state.read_bytes())
     await bluez.stop_bluetoothd()
 
-    proc = await start(test_bus, bus, service_processes, *args)
+    proc = await services.start("--state-save-interval", SAVE_INTERVAL)
     after = await devices(bus)
     assert set(after) == {VICTRON, RUUVI}
     for entry in saved["devices"]:
@@ -199,18 +216,12 @@ def _bad_file(kind: str, path: Path) -> None:
     ],
 )
 async def test_a_bad_state_file_is_logged_once_and_the_service_starts_empty(
-    kind: str,
-    reason: str,
-    tmp_path: Path,
-    test_bus: TestBus,
-    bluez: BluezSimulator,
-    bus: MessageBus,
-    service_processes: list[subprocess.Popen[str]],
+    kind: str, reason: str, services: Services
 ) -> None:
-    state = tmp_path / "devices.json"
+    state = services.state
     _bad_file(kind, state)
-    proc = await start(test_bus, bus, service_processes, "--state-file", str(state))
-    assert await devices(bus) == {}
+    proc = await services.start()
+    assert await devices(services.bus) == {}
     lines = [line for line in output_of(proc).splitlines() if "ignored" in line]
     assert len(lines) == 1, lines
     assert lines[0].startswith(f"WARNING ble_scanner: state file {state} ignored: {reason}")
@@ -220,17 +231,13 @@ async def test_a_bad_state_file_is_logged_once_and_the_service_starts_empty(
 
 
 async def test_a_state_directory_that_cannot_be_written_is_logged_once_and_the_service_runs(
-    tmp_path: Path,
-    test_bus: TestBus,
-    bluez: BluezSimulator,
-    bus: MessageBus,
-    service_processes: list[subprocess.Popen[str]],
+    tmp_path: Path, services: Services
 ) -> None:
     # Root writes anywhere a mode forbids it, but not below a regular file.
     (tmp_path / "file").write_text("")
-    state = tmp_path / "file" / "devices.json"
-    args = ("--state-file", str(state), "--state-save-interval", SAVE_INTERVAL)
-    proc = await start(test_bus, bus, service_processes, *args)
+    state = services.state = tmp_path / "file" / "devices.json"
+    bus = services.bus
+    proc = await services.start("--state-save-interval", SAVE_INTERVAL)
     await wait_until(
         lambda: "not written" in output_of(proc), timeout=PROCESS_START, what="the failed save"
     )
@@ -242,3 +249,15 @@ async def test_a_state_directory_that_cannot_be_written_is_logged_once_and_the_s
         f"WARNING ble_scanner: state file {state} not written: File exists: {tmp_path / 'file'}"
     ], lines
     assert os.listdir(tmp_path) == ["file"]
+
+
+async def test_a_second_instance_that_finds_the_name_taken_never_writes_the_file(
+    services: Services,
+) -> None:
+    first = await services.start()
+    second = spawn_service(services.test_bus, "--state-file", str(services.state))
+    services.processes.append(second)
+    assert await wait_exit(second, PROCESS_START) == 2
+    assert not services.state.exists()  # the first has not saved yet; the second must not
+    await sigterm(first)
+    assert services.state.exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from ble_scanner.cache import Device
 from ble_scanner.config import ScannerConfig
 from ble_scanner.hub import Hub
 from ble_scanner.presence import (
@@ -17,12 +18,15 @@ from ble_scanner.service import record_variants
 from tests.unit.test_hub import ADDR, Clock, Recorder, heard, make
 
 
-def advertise(hub: Hub, clock: Clock, every: float, times: int) -> None:
-    """``times`` reports, ``every`` seconds apart (the first one now)."""
+def advertise(hub: Hub, clock: Clock, every: float, times: int) -> Device:
+    """``times`` reports, ``every`` seconds apart (the first one now); the cached device."""
     for n in range(times):
         if n:
             clock.now += every
         heard(hub)
+    device = hub.cache.get(ADDR)
+    assert device is not None
+    return device
 
 
 def lost_at(hub: Hub, clock: Clock, rec: Recorder, step: float = 0.5, limit: float = 1e5) -> float:
@@ -41,9 +45,8 @@ def lost_at(hub: Hub, clock: Clock, rec: Recorder, step: float = 0.5, limit: flo
 
 def test_a_1_s_advertiser_is_lost_seconds_after_it_stops_not_after_the_lost_timeout() -> None:
     hub, rec, clock = make(ScannerConfig(lost_timeout=180))
-    advertise(hub, clock, 1.0, INTERVAL_HISTORY + 1)
-    device = hub.cache.get(ADDR)
-    assert device is not None and device.interval == 1.0
+    device = advertise(hub, clock, 1.0, INTERVAL_HISTORY + 1)
+    assert device.interval == 1.0
     assert record_variants(device)["Interval"].value == 1.0
     expected = 1.0 * INTERVAL_FACTOR + INTERVAL_SLACK  # 8 s
     assert lost_at(hub, clock, rec) == expected
@@ -53,20 +56,16 @@ def test_no_interval_until_a_whole_history_is_heard_and_the_lost_timeout_applies
     None
 ):
     hub, rec, clock = make(ScannerConfig(lost_timeout=60))
-    advertise(hub, clock, 1.0, INTERVAL_HISTORY)  # one gap short
-    device = hub.cache.get(ADDR)
-    assert device is not None and device.interval is None
+    device = advertise(hub, clock, 1.0, INTERVAL_HISTORY)  # one gap short
+    assert device.interval is None
     assert "Interval" not in record_variants(device)
     assert lost_at(hub, clock, rec) == 60.0
 
 
-def test_a_60_s_advertiser_stays_present_between_reports_and_is_lost_after_three_intervals() -> (
-    None
-):
+def test_a_60_s_advertiser_stays_present_and_is_lost_after_three_intervals() -> None:
     hub, rec, clock = make(ScannerConfig(lost_timeout=600))
-    advertise(hub, clock, 60.0, INTERVAL_HISTORY + 1)
-    device = hub.cache.get(ADDR)
-    assert device is not None and device.interval == 60.0
+    device = advertise(hub, clock, 60.0, INTERVAL_HISTORY + 1)
+    assert device.interval == 60.0
     assert lost_at(hub, clock, rec, step=1.0) == 60.0 * INTERVAL_FACTOR + INTERVAL_SLACK  # 185 s
 
 
@@ -79,21 +78,17 @@ def test_the_lost_timeout_stays_the_upper_bound() -> None:
 def test_one_late_report_does_not_make_a_device_lost() -> None:
     """Two advertisements missed in a row (3 s gap) after a 1 s history: still present."""
     hub, rec, clock = make()
-    advertise(hub, clock, 1.0, INTERVAL_HISTORY + 1)
+    device = advertise(hub, clock, 1.0, INTERVAL_HISTORY + 1)
     clock.now += 3.0
     assert hub.sweep() == []
     heard(hub)
-    device = hub.cache.get(ADDR)
-    assert device is not None and device.interval == 3.0  # a longer gap counts at once
+    assert device.interval == 3.0  # a longer gap counts at once
 
 
-def test_an_advertiser_that_speeds_up_is_lost_sooner_once_a_block_at_the_new_rate_is_heard() -> (
-    None
-):
+def test_an_advertiser_that_speeds_up_is_judged_by_its_new_rate_after_one_block() -> None:
     hub, rec, clock = make(ScannerConfig(lost_timeout=600))
-    advertise(hub, clock, 10.0, INTERVAL_HISTORY + 1)
-    device = hub.cache.get(ADDR)
-    assert device is not None and device.interval == 10.0
+    device = advertise(hub, clock, 10.0, INTERVAL_HISTORY + 1)
+    assert device.interval == 10.0
     for _ in range(INTERVAL_HISTORY - 1):
         clock.now += 1.0
         heard(hub)

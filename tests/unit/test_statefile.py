@@ -10,6 +10,7 @@ import pytest
 
 from ble_scanner import statefile
 from ble_scanner.config import ScannerConfig
+from ble_scanner.filters import Filter, SubscriptionOptions
 from ble_scanner.main import build_parser
 from ble_scanner.service import record_variants
 from ble_scanner.statefile import (
@@ -62,6 +63,15 @@ def test_restored_devices_heard_again_are_not_news_and_lose_the_mark() -> None:
     assert device is not None and not device.restored
     assert "Restored" not in record_variants(device)
     assert device.interval == 1.0  # kept; the gap across the restart is not one
+
+
+def test_restored_devices_are_replayed_to_a_new_subscription_at_once() -> None:
+    data, _ = saved_hub()
+    hub, _, clock = make(ScannerConfig(lost_timeout=180))
+    hub.restore(decode(data, clock.now, 1017.0, 180.0)[0])
+    _, replay = hub.subscribe(":1.5", Filter(), SubscriptionOptions())
+    assert {d.address for d in replay} == {ADDR, OTHER}
+    assert all(record_variants(d)["Restored"].value is True for d in replay)
 
 
 def test_devices_unheard_past_their_lost_time_are_not_restored() -> None:

@@ -145,14 +145,14 @@ class DeviceCache:
     def expire(self, now: float) -> list[Device]:
         """Remove and return devices not heard for their presence time (``lost_after``).
 
-        Looks at the devices not heard for ``INTERVAL_SLACK`` only: in a crowd
-        most devices were heard within the last few seconds.
+        Looks only at the devices not heard for ``INTERVAL_SLACK`` (or the lost
+        timeout, if shorter): in a crowd most were heard in the last seconds.
         """
         lost: list[Device] = []
         devices = self._devices
         limit = now - self.lost_timeout
-        quiet = now - INTERVAL_SLACK
         lost_timeout = self.lost_timeout
+        quiet = now - min(INTERVAL_SLACK, lost_timeout)
         for device in devices.values():
             heard = device.heard
             if heard > quiet:

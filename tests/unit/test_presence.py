@@ -155,3 +155,10 @@ def test_a_learner_given_an_interval_keeps_it_until_a_block_replaces_it() -> Non
     assert learner.interval == 30.0
     learner.gap(1.0)
     assert learner.interval == 1.0
+
+
+def test_a_lost_timeout_shorter_than_the_slack_still_applies() -> None:
+    """Tests and impatient users set a lost timeout of a second."""
+    hub, rec, clock = make(ScannerConfig(lost_timeout=1.0))
+    heard(hub)
+    assert lost_at(hub, clock, rec, step=0.25) == 1.0

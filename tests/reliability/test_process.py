@@ -83,6 +83,7 @@ def supervised(tmp_path: Path, test_bus: TestBus) -> Iterator[Supervised]:
         PATH=f"{os.path.dirname(sys.executable)}:{env['PATH']}",
         DBUS_SYSTEM_BUS_ADDRESS=test_bus.address,
         DBUS_BLE_SCANNER_LOG_DIR=str(tmp_path / "log"),
+        DBUS_BLE_SCANNER_STATE_FILE=str(tmp_path / "devices.json"),  # not this machine's
     )
     svscan = subprocess.Popen(["svscan", str(root / "service")], env=env, start_new_session=True)
     service = root / "service/dbus-ble-scanner"

@@ -138,10 +138,6 @@ class DeviceCache:
             device.interest = None
         return device, is_new, changed
 
-    def lost_after(self, device: Device) -> float:
-        """Seconds without a report after which ``device`` is lost."""
-        return lost_after(device.learner.interval, self.lost_timeout)
-
     def expire(self, now: float) -> list[Device]:
         """Remove and return devices not heard for their presence time (``lost_after``).
 

@@ -1,10 +1,11 @@
 """Scanner1 messages in D-Bus wire format, from cached parts.
 
 dbus-fast builds and marshals a ``DeviceDiscovered`` record (12 variants) in
-~13 µs (dev VM), every time, although only ``LastSeen``, ``Interval`` and ``Rssi``
-change between most reports. Here the rest of a record is encoded once per change and kept on the
-cached device (``Device.wire``); a signal is then that block, a 38-byte tail
-and a header whose fields are cached per destination. Pure: no D-Bus library.
+~13 µs (dev VM), every time, although only ``LastSeen``, ``Interval`` and
+``Rssi`` change between most reports. Here the rest of a record is encoded once
+per change and kept on the cached device (``Device.wire``); a signal is then
+that block, a 38-byte tail (70 with ``Interval``) and a header whose fields are
+cached per destination. Pure: no D-Bus library.
 
 The layout follows the D-Bus specification ("Marshaling (Wire Format)"), in
 little-endian, with header fields in dbus-fast's order, so that the bytes are

@@ -163,9 +163,10 @@ class Hub:
         again); the broadcast counts them as already told, so hearing them
         again sends nothing unless something changed (no DeviceDiscovered
         storm after a restart). At most ``cache_size``, the most recently
-        heard. Returns the devices added.
+        heard, and none the settings now ignore. Returns the devices added.
         """
-        newest = sorted(devices, key=lambda d: d.heard)[-self.config.cache_size :]
+        kept = [d for d in devices if not self._ignored(d.address, d)]
+        newest = sorted(kept, key=lambda d: d.heard)[-self.config.cache_size :]
         added = self.cache.restore(newest)
         for device in added:
             self.broadcast.mark_sent(device, device.heard)

@@ -74,6 +74,13 @@ def test_restored_devices_are_replayed_to_a_new_subscription_at_once() -> None:
     assert all(record_variants(d)["Restored"].value is True for d in replay)
 
 
+def test_devices_the_settings_now_ignore_are_not_restored() -> None:
+    data, _ = saved_hub()
+    hub, _, clock = make(ScannerConfig(ignore_addresses=frozenset({OTHER})))
+    restored = hub.restore(decode(data, clock.now, 1017.0, 180.0)[0])
+    assert [d.address for d in restored] == [ADDR]
+
+
 def test_devices_unheard_past_their_lost_time_are_not_restored() -> None:
     data, _ = saved_hub()
     # ADDR advertised every second (lost after 8 s); OTHER has no interval (180 s).

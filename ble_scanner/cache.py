@@ -1,8 +1,9 @@
-"""The device cache: one entry per address, lost after a timeout, bounded in size.
+"""The device cache: one entry per address, lost after its presence time, bounded in size.
 
 Pure logic with an injected clock. Entries are kept in least-recently-heard
-order (an OrderedDict moved on every report), so both expiry and eviction
-look only at the front.
+order (an OrderedDict moved on every report): eviction looks only at the
+front, and expiry stops at the first device heard within ``INTERVAL_SLACK``,
+the shortest time after which any device can be lost (presence.py).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
+from .presence import INTERVAL_SLACK, IntervalLearner, lost_after
 from .record import Content
 
 
@@ -35,7 +37,9 @@ class Device:
         "interest",
         "interest_generation",
         "last_seen",
+        "learner",
         "path",
+        "restored",
         "rssi",
         "version",
         "wire",
@@ -53,10 +57,17 @@ class Device:
         self.heard = heard  # monotonic, for expiry
         self.version = 0
         self.wire: bytes | None = None
+        self.learner = IntervalLearner()
+        self.restored = False
         # The subscriptions whose filter matches this content (``Hub``'s
         # cache, valid for one generation of the subscription set).
         self.interest: tuple[Any, ...] | None = None
         self.interest_generation = -1
+
+    @property
+    def interval(self) -> float | None:
+        """The learned advertising interval in seconds; None until learned."""
+        return self.learner.interval
 
     def __repr__(self) -> str:
         return f"Device({self.address} {self.adapter} rssi={self.rssi} v{self.version})"
@@ -102,6 +113,13 @@ class DeviceCache:
             devices[address] = device
         else:
             devices.move_to_end(address)
+            if device.restored:
+                # Heard again: no longer restored, and the time since the
+                # restored report is no gap (it spans the restart).
+                device.restored = False
+                device.wire = None
+            else:
+                device.learner.gap(now - device.heard)
             device.heard = now
             device.last_seen = wall
         if device.path != path or device.address_type != address_type or device.adapter != adapter:
@@ -121,17 +139,48 @@ class DeviceCache:
         return device, is_new, changed
 
     def expire(self, now: float) -> list[Device]:
-        """Remove and return devices not heard for ``lost_timeout``."""
+        """Remove and return devices not heard for their presence time (``lost_after``).
+
+        Looks only at the devices not heard for ``INTERVAL_SLACK`` (or the lost
+        timeout, if shorter): in a crowd most were heard in the last seconds.
+        """
         lost: list[Device] = []
         devices = self._devices
         limit = now - self.lost_timeout
-        while devices:
-            device = next(iter(devices.values()))
-            if device.heard > limit:
+        lost_timeout = self.lost_timeout
+        quiet = now - min(INTERVAL_SLACK, lost_timeout)
+        for device in devices.values():
+            heard = device.heard
+            if heard > quiet:
                 break
+            if heard <= limit:
+                lost.append(device)
+                continue
+            interval = device.learner.interval
+            if interval is not None and now - heard >= lost_after(interval, lost_timeout):
+                lost.append(device)
+        for device in lost:
             del devices[device.address]
-            lost.append(device)
         return lost
+
+    def restore(self, devices: list[Device]) -> list[Device]:
+        """Put devices loaded from the state file into the cache, oldest heard first.
+
+        Only into an empty cache (at start): addresses already here are
+        skipped. Returns the devices added.
+        """
+        added = [
+            d for d in sorted(devices, key=lambda d: d.heard) if d.address not in self._devices
+        ]
+        for device in added:
+            device.restored = True
+            device.wire = None
+            self._devices[device.address] = device
+        if len(self._devices) > len(added):
+            # Reports came first (not at start): keep least-recently-heard order.
+            ordered = sorted(self._devices.values(), key=lambda d: d.heard)
+            self._devices = OrderedDict((d.address, d) for d in ordered)
+        return added
 
     def evict_overflow(self) -> list[Device]:
         """Remove and return the least recently heard devices beyond ``max_size``."""

@@ -25,6 +25,7 @@ from .const import (
     DEFAULT_CACHE_SIZE,
     DEFAULT_LOST_TIMEOUT,
     DEFAULT_PUBLISH_DEVICES_MAX,
+    DEFAULT_STATE_SAVE_INTERVAL,
     MAX_FILTER_LIST_ENTRIES,
     RSSI_MAX,
     RSSI_MIN,
@@ -100,6 +101,7 @@ class Setting:
     choices: tuple[str, ...] = ()
     item: Callable[[str], str | int] | None = None  # LIST: one entry, or ValueError
     live: bool = True  # applied at once when it changes; False: read at start
+    default_text: str = ""  # the default in words, when it depends on the machine
 
     @property
     def path(self) -> str | None:
@@ -153,7 +155,8 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     ),
     Setting(
         "lost_timeout", Kind.SECONDS, DEFAULT_LOST_TIMEOUT,
-        "Seconds without an advertisement before a device is lost (DeviceLost)",
+        "Seconds without an advertisement before a device is lost (DeviceLost); a device "
+        "with a learned advertising interval is lost sooner (README: Presence)",
         flag="--lost-timeout", name="LostTimeout", metavar="S", unit="s",
         low=10.0, high=MAX_SECONDS,
         why="below 10 s a sensor that advertises every few seconds flaps between found and "
@@ -243,6 +246,22 @@ PROCESS_OPTIONS: Final[tuple[Setting, ...]] = (
         "wait (the settings apply live whenever localsettings appears)",
         flag="--settings-wait", metavar="S", unit="s", low=0.0, high=60.0, live=False,
         why="on a GX localsettings is up long before us; a minute covers a slow development start",
+    ),
+    Setting(
+        "state_file", Kind.TEXT, None,
+        "File that keeps the device cache across restarts (written on SIGTERM and every "
+        "--state-save-interval, read at start); empty: none",
+        flag="--state-file", metavar="PATH", high=4096, live=False,
+        default_text="/data/var/lib/dbus-ble-scanner/devices.json on Venus OS, "
+        "/var/lib/dbus-ble-scanner/devices.json elsewhere",
+        why="PATH_MAX on Linux",
+    ),
+    Setting(
+        "state_save_interval", Kind.SECONDS, DEFAULT_STATE_SAVE_INTERVAL,
+        "How often the state file is written while running: what a crash loses",
+        flag="--state-save-interval", metavar="S", unit="s", low=5.0, high=86400.0, live=False,
+        why="each write is the whole cache (up to a few MB) to flash: more often than every "
+        "5 s wears it for nothing; a day is as good as only on SIGTERM",
     ),
     Setting(
         "debug", Kind.FLAG, False, "Log every decision", flag="--debug", live=False,
@@ -468,6 +487,8 @@ README_END: Final = "<!-- settings-table:end -->"
 
 
 def _default_text(setting: Setting) -> str:
+    if setting.default_text:
+        return setting.default_text
     default = setting.default
     if default is None:
         return "none"
@@ -520,7 +541,7 @@ def markdown() -> str:
             name,
             option,
             _type_text(setting),
-            f"`{_default_text(setting)}`",
+            setting.default_text or f"`{_default_text(setting)}`",
             range_text(setting),
             "live" if setting.live else "at start",
             setting.help,

@@ -102,6 +102,11 @@ DEFAULT_BROADCAST_RSSI_DELTA: Final = 8
 # flashmq: the 20 strongest devices show what is around without a flood.
 DEFAULT_PUBLISH_DEVICES_MAX: Final = 20
 
+# The state file (statefile.py) is written this often while running, and on
+# SIGTERM: a crash loses at most this much. Every 5 minutes keeps flash writes
+# to a few hundred a day, a few MB each in the largest cache.
+DEFAULT_STATE_SAVE_INTERVAL: Final = 300.0
+
 # --- timing -------------------------------------------------------------------
 
 # How often the cache looks for lost devices. Loss is reported at most this late.

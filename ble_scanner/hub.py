@@ -156,8 +156,25 @@ class Hub:
         self._generation += 1
         self._interest_sets.clear()
 
+    def restore(self, devices: list[Device]) -> list[Device]:
+        """Devices from the state file, at start: present at once, and not news.
+
+        They are in snapshots and replays (marked ``restored`` until heard
+        again); the broadcast counts them as already told, so hearing them
+        again sends nothing unless something changed (no DeviceDiscovered
+        storm after a restart). At most ``cache_size``, the most recently
+        heard, and none the settings now ignore. Returns the devices added.
+        """
+        kept = [d for d in devices if not self._ignored(d.address, d)]
+        newest = sorted(kept, key=lambda d: d.heard)[-self.config.cache_size :]
+        added = self.cache.restore(newest)
+        for device in added:
+            self.broadcast.mark_sent(device, device.heard)
+        self._evict_overflow()
+        return added
+
     def sweep(self) -> list[Device]:
-        """Report devices not heard for the lost timeout as lost; call about once a second."""
+        """Report devices not heard for their presence time as lost; call about once a second."""
         lost = self.cache.expire(self.monotonic())
         for device in lost:
             self._announce_lost(device)

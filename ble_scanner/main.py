@@ -14,7 +14,7 @@ from typing import Final, NoReturn
 from dbus_fast import BusType, RequestNameReply
 from dbus_fast.aio import MessageBus
 
-from . import __version__
+from . import __version__, statefile
 from .bluez.objects import Bluez, ScanMode
 from .bus.calls import (
     BusGoneError,
@@ -27,7 +27,13 @@ from .bus.calls import (
 )
 from .bus.writer import WriterGuard, guard_writer
 from .config import ScannerConfig, add_options, config_from_args, with_values
-from .const import LOST_SWEEP_INTERVAL, SCANNER_SERVICE, SHUTDOWN_TIMEOUT, WATCHDOG_SILENCE
+from .const import (
+    DEFAULT_STATE_SAVE_INTERVAL,
+    LOST_SWEEP_INTERVAL,
+    SCANNER_SERVICE,
+    SHUTDOWN_TIMEOUT,
+    WATCHDOG_SILENCE,
+)
 from .hub import Hub
 from .leases import LeaseRegistry
 from .service import ScannerService
@@ -101,8 +107,17 @@ class ScannerApp:
         use_settings: bool = True,
         settings_wait: float = 0.0,
         watchdog_silence: float = WATCHDOG_SILENCE,
+        state_file: str = "",
+        state_save_interval: float = DEFAULT_STATE_SAVE_INTERVAL,
     ) -> None:
         self.config = config
+        # The device cache across restarts (statefile.py); "" keeps none.
+        self.state_file = state_file
+        self.state_save_interval = state_save_interval
+        self._saver: asyncio.Task[None] | None = None
+        self._save_error = ""  # the last failure logged, so a failing disk logs once
+        # Set once the name is ours: only then may the state file be written.
+        self._owns_name = False
         self.watchdog_silence = watchdog_silence
         self.use_settings = use_settings
         self.settings_wait = settings_wait
@@ -171,12 +186,15 @@ class ScannerApp:
             values = self.settings.values
             self.tree.set_publish(values.publish_devices, values.publish_devices_max)
         self.tree.refresh()
+        # Restored devices answer the first call, and the settings' lost timeout judges them.
+        self._restore_state()
         # Every path exists before the name is requested (SPEC §4).
         await self.service.start()
         reply = await busitems.register(SCANNER_SERVICE)
         if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
             _LOGGER.error("%s is already taken by %s", SCANNER_SERVICE, await self._who_owns())
             return EXIT_NAME_TAKEN
+        self._owns_name = True
         self.bluez = Bluez(
             bus,
             self.hub.report,
@@ -190,6 +208,8 @@ class ScannerApp:
         await self.bluez.start()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="sweep")
         self.tree.start()
+        if self.state_file:
+            self._saver = asyncio.get_running_loop().create_task(self._save_periodically())
         self.ready.set()
         _LOGGER.info("%s %s ready", SCANNER_SERVICE, __version__)
         return EXIT_OK
@@ -279,6 +299,75 @@ class ScannerApp:
             except Exception:
                 _LOGGER.exception("lost-device sweep failed")
 
+    # --- the state file ---------------------------------------------------------------
+
+    def _restore_state(self) -> None:
+        """Load the state file into the cache; whatever is wrong with it is one log line."""
+        hub, path = self.hub, self.state_file
+        if hub is None or not path:
+            return
+        try:
+            data = statefile.read(path)
+            if data is None:
+                _LOGGER.info("state file %s: none yet; starting with an empty cache", path)
+                return
+            devices, too_old = statefile.decode(
+                data, hub.monotonic(), hub.wall(), hub.config.lost_timeout
+            )
+            restored = hub.restore(devices)
+        except statefile.StateFileError as exc:
+            _LOGGER.warning("state file %s ignored: %s", path, exc)
+            return
+        except Exception as exc:  # never a crash over a file
+            _LOGGER.warning("state file %s ignored: %s: %s", path, type(exc).__name__, exc)
+            return
+        _LOGGER.info(
+            "state file %s: restored %d device(s), %d too long unheard",
+            path,
+            len(restored),
+            too_old + len(devices) - len(restored),
+        )
+
+    def _state_bytes(self) -> bytes:
+        hub = self.hub
+        assert hub is not None
+        return statefile.encode(hub.cache, hub.monotonic(), hub.wall())
+
+    def _saved(self, error: OSError | None) -> None:
+        """Log a failed save once per reason (a full or read-only disk repeats it every time)."""
+        if error is None:
+            if self._save_error:
+                _LOGGER.info("state file %s written again", self.state_file)
+            self._save_error = ""
+            return
+        reason = error.strerror or str(error)
+        if error.filename:
+            reason = f"{reason}: {error.filename}"
+        if reason != self._save_error:
+            _LOGGER.warning("state file %s not written: %s", self.state_file, reason)
+        self._save_error = reason
+
+    async def _save_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.state_save_interval)
+            await self.save_state()
+
+    async def save_state(self) -> None:
+        """Write the state file now; only once the name is ours, so a second
+        instance that found it taken never overwrites the running one's file."""
+        if not self.state_file or self.hub is None or not self._owns_name:
+            return
+        try:
+            data = self._state_bytes()
+            # The write and fsync may take a while on flash: not on the loop.
+            await asyncio.to_thread(statefile.write_atomically, self.state_file, data)
+        except OSError as exc:
+            self._saved(exc)
+        except Exception:
+            _LOGGER.exception("state file %s not written", self.state_file)
+        else:
+            self._saved(None)
+
     async def stop_for_lost_bus(self) -> None:
         """One line for the log, then a stop that asks nothing of the bus."""
         watch = self._bus_watch
@@ -293,13 +382,16 @@ class ScannerApp:
         await self.stop()
 
     async def stop(self) -> None:
-        """Stop our discovery sessions, release the name, disconnect; bounded in time.
+        """Save the cache, stop discovery, release the name, disconnect; bounded in time.
 
         With the bus gone every step that needs it is skipped: nothing waits for it.
         """
         self._stopping = True  # the bus watch ends with the connection, quietly
         if self._sweeper is not None:
             self._sweeper.cancel()
+        if self._saver is not None:
+            self._saver.cancel()
+        await self.save_state()
         if self.tree is not None:
             await self.tree.stop()
         if self.settings is not None:
@@ -324,13 +416,25 @@ class ScannerApp:
             await asyncio.wait_for(bus.wait_for_disconnect(), SHUTDOWN_STEP_TIMEOUT)  # type: ignore[no-untyped-call]
 
 
-async def run(config: ScannerConfig, use_settings: bool = True, settings_wait: float = 0.0) -> int:
+async def run(
+    config: ScannerConfig,
+    use_settings: bool = True,
+    settings_wait: float = 0.0,
+    state_file: str = "",
+    state_save_interval: float = DEFAULT_STATE_SAVE_INTERVAL,
+) -> int:
     """The service until SIGTERM/SIGINT (EXIT_OK), or until the bus goes (EXIT_BUS_LOST)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    app = ScannerApp(config, use_settings=use_settings, settings_wait=settings_wait)
+    app = ScannerApp(
+        config,
+        use_settings=use_settings,
+        settings_wait=settings_wait,
+        state_file=state_file,
+        state_save_interval=state_save_interval,
+    )
     quiet_after_loss(loop, app.lost_the_bus)
     starting = loop.create_task(app.start())
     stopping = loop.create_task(stop.wait())
@@ -374,7 +478,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    return asyncio.run(run(config, not args.no_settings, args.settings_wait))
+    state_file = statefile.default_path() if args.state_file is None else args.state_file
+    return asyncio.run(
+        run(config, not args.no_settings, args.settings_wait, state_file, args.state_save_interval)
+    )
 
 
 if __name__ == "__main__":

@@ -132,7 +132,11 @@ def record_variants(device: Device) -> dict[str, Variant]:
     record["Adapter"] = Variant("s", device.adapter)
     record["Path"] = Variant("o", device.path)
     record["FirstSeen"] = Variant("d", device.first_seen)
+    if device.restored:
+        record["Restored"] = Variant("b", True)
     record["LastSeen"] = Variant("d", device.last_seen)
+    if device.interval is not None:
+        record["Interval"] = Variant("d", device.interval)
     if device.rssi is not None:
         record["Rssi"] = Variant("n", device.rssi)
     return record

@@ -1,10 +1,11 @@
 """Scanner1 messages in D-Bus wire format, from cached parts.
 
 dbus-fast builds and marshals a ``DeviceDiscovered`` record (12 variants) in
-~13 µs (dev VM), every time, although only ``LastSeen`` and ``Rssi`` change between most
-reports. Here the rest of a record is encoded once per change and kept on the
-cached device (``Device.wire``); a signal is then that block, a 38-byte tail
-and a header whose fields are cached per destination. Pure: no D-Bus library.
+~13 µs (dev VM), every time, although only ``LastSeen``, ``Interval`` and
+``Rssi`` change between most reports. Here the rest of a record is encoded once
+per change and kept on the cached device (``Device.wire``); a signal is then
+that block, a 38-byte tail (70 with ``Interval``) and a header whose fields are
+cached per destination. Pure: no D-Bus library.
 
 The layout follows the D-Bus specification ("Marshaling (Wire Format)"), in
 little-endian, with header fields in dbus-fast's order, so that the bytes are
@@ -120,6 +121,8 @@ _ADAPTER: Final = _entry_prefix("Adapter", "s", ALIGN_U32)
 _PATH_ENTRY: Final = _entry_prefix("Path", "o", ALIGN_U32)
 _FIRST_SEEN_PREFIX: Final = _entry_prefix("FirstSeen", "d", ALIGN_STRUCT)
 _FIRST_SEEN: Final = struct.Struct(f"<{len(_FIRST_SEEN_PREFIX)}sd")
+_RESTORED_PREFIX: Final = _entry_prefix("Restored", "b", ALIGN_U32)
+_RESTORED: Final = _RESTORED_PREFIX + _U32.pack(1) + _pad8(len(_RESTORED_PREFIX) + _U32.size)
 _COMPANY: Final = struct.Struct("<H2xI")  # {qay} head: company, padding, payload length
 
 
@@ -149,7 +152,10 @@ def _array_entry(prefix: bytes, elements: list[bytes], alignment: int) -> bytes:
 
 
 def _content_and_identity(device: Device) -> bytes:
-    """Every record entry but LastSeen and Rssi, in ``record_variants`` order, padded to 8."""
+    """Every record entry but LastSeen, Interval and Rssi, in ``record_variants`` order.
+
+    Padded to 8.
+    """
     content = device.content
     assert content is not None
     parts = [
@@ -174,6 +180,8 @@ def _content_and_identity(device: Device) -> bytes:
     parts.append(_string_entry(_ADAPTER, device.adapter))
     parts.append(_string_entry(_PATH_ENTRY, device.path))
     parts.append(_FIRST_SEEN.pack(_FIRST_SEEN_PREFIX, device.first_seen))
+    if device.restored:
+        parts.append(_RESTORED)
     return b"".join(parts)
 
 
@@ -183,12 +191,18 @@ def _padded_string(text: str) -> bytes:
     return data + _ZEROS[: -len(data) % ALIGN_U32]
 
 
-# The two entries that change with every report: LastSeen (24 bytes, so Rssi
-# after it stays 8-aligned) and Rssi (14 bytes; last, so never padded).
+# The entries that change between reports: LastSeen (24 bytes, so what follows
+# stays 8-aligned), Interval (32 bytes, absent until learned) and Rssi (14
+# bytes; last, so never padded).
 _LAST_SEEN_PREFIX: Final = _entry_prefix("LastSeen", "d", ALIGN_STRUCT)
+_INTERVAL_PREFIX: Final = _entry_prefix("Interval", "d", ALIGN_STRUCT)
 _RSSI_PREFIX: Final = _entry_prefix("Rssi", "n", ALIGN_INT16)
 _LAST_SEEN: Final = struct.Struct(f"<{len(_LAST_SEEN_PREFIX)}sd")
 _LAST_SEEN_RSSI: Final = struct.Struct(f"<{len(_LAST_SEEN_PREFIX)}sd{len(_RSSI_PREFIX)}sh")
+_LAST_SEEN_INTERVAL: Final = struct.Struct(f"<{len(_LAST_SEEN_PREFIX)}sd{len(_INTERVAL_PREFIX)}sd")
+_LAST_SEEN_INTERVAL_RSSI: Final = struct.Struct(
+    f"<{len(_LAST_SEEN_PREFIX)}sd{len(_INTERVAL_PREFIX)}sd{len(_RSSI_PREFIX)}sh"
+)
 
 
 def record_entry(device: Device) -> bytes:
@@ -200,10 +214,20 @@ def record_entry(device: Device) -> bytes:
     wire = device.wire
     if wire is None:
         wire = device.wire = _content_and_identity(device)
-    if device.rssi is None:
-        tail = _LAST_SEEN.pack(_LAST_SEEN_PREFIX, device.last_seen)
+    rssi, interval = device.rssi, device.learner.interval
+    if interval is None:
+        if rssi is None:
+            tail = _LAST_SEEN.pack(_LAST_SEEN_PREFIX, device.last_seen)
+        else:
+            tail = _LAST_SEEN_RSSI.pack(_LAST_SEEN_PREFIX, device.last_seen, _RSSI_PREFIX, rssi)
+    elif rssi is None:
+        tail = _LAST_SEEN_INTERVAL.pack(
+            _LAST_SEEN_PREFIX, device.last_seen, _INTERVAL_PREFIX, interval
+        )
     else:
-        tail = _LAST_SEEN_RSSI.pack(_LAST_SEEN_PREFIX, device.last_seen, _RSSI_PREFIX, device.rssi)
+        tail = _LAST_SEEN_INTERVAL_RSSI.pack(
+            _LAST_SEEN_PREFIX, device.last_seen, _INTERVAL_PREFIX, interval, _RSSI_PREFIX, rssi
+        )
     address = device.address.encode()
     head = _U32.pack(len(address)) + address + b"\0"
     head += bytes(-len(head) % ALIGN_U32)

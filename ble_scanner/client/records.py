@@ -29,6 +29,9 @@ class Advertisement:
     """One device's latest advertisement, as the service reports it (SPEC §4.1).
 
     Payloads are the raw bytes from the air; the mappings are read-only.
+    ``interval`` is the advertising interval the service learned (seconds;
+    None until learned); ``restored`` is True for a device the service
+    remembered across its restart and has not heard since.
     """
 
     address: str
@@ -43,6 +46,8 @@ class Advertisement:
     service_uuids: tuple[str, ...]
     first_seen: float
     last_seen: float
+    interval: float | None = None
+    restored: bool = False
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> Advertisement:
@@ -71,6 +76,8 @@ class Advertisement:
                 service_uuids=tuple(str(u) for u in record.get("ServiceUuids", ())),
                 first_seen=float(record.get("FirstSeen", 0.0)),
                 last_seen=float(record.get("LastSeen", 0.0)),
+                interval=None if record.get("Interval") is None else float(record["Interval"]),
+                restored=bool(record.get("Restored", False)),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"malformed advertisement record: {exc!r}") from None
@@ -113,12 +120,14 @@ class Advertisement:
             "service_uuids": list(self.service_uuids),
             "first_seen": self.first_seen,
             "last_seen": self.last_seen,
+            "interval": self.interval,
+            "restored": self.restored,
         }
 
 
 @dataclass(slots=True, frozen=True)
 class DeviceLost:
-    """The device has not been heard for the service's lost timeout."""
+    """The device has not been heard for its lost time (learned interval, or the lost timeout)."""
 
     address: str
 

@@ -72,7 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         _wait_for_line(sim, "ready", "the BlueZ simulator")
         print("demo: BlueZ simulator up (hci0, hci1) with a scene of advertisers", flush=True)
-        service = spawn("dbus_ble_scanner.py")
+        # The demo's devices are the simulator's: no state file of this machine's.
+        service = spawn("dbus_ble_scanner.py", "--state-file", "")
         _wait_for_line(service, "ready", "the scanner service")
         print("demo: com.victronenergy.ble.scanner up; watching (Ctrl-C to stop)\n", flush=True)
         watch = ["-m", "ble_scanner.client.cli", "watch"] + (["--json"] if args.json else [])

@@ -236,7 +236,9 @@ class Bench:
         """The service process; ``direct`` starts it exactly as Venus does, with no launcher."""
         argv = [sys.executable] if direct else self.launcher("service")
         # No localsettings on the bench bus: do not wait for it (on a GX it is up first).
-        return await self.spawn("service", [*argv, "dbus_ble_scanner.py", "--no-settings"], False)
+        # No state file: every scenario starts with an empty cache.
+        command = [*argv, "dbus_ble_scanner.py", "--no-settings", "--state-file", ""]
+        return await self.spawn("service", command, False)
 
     async def relay(self, direct: bool = False) -> Proc:
         argv = [sys.executable] if direct else self.launcher("relay")

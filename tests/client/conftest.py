@@ -112,7 +112,8 @@ async def start_service(test_bus: TestBus, config: ScannerConfig | None = None) 
 def spawn_service(test_bus: TestBus, *args: str) -> subprocess.Popen[str]:
     """The service as its own process (for crash and restart scenarios)."""
     env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=test_bus.address, PYTHONUNBUFFERED="1")
-    extra = ["--no-settings"] if _NO_SETTINGS else []
+    # Never the machine's own state file (/var/lib): restarts here start empty.
+    extra = ["--state-file", "", *(["--no-settings"] if _NO_SETTINGS else [])]
     return subprocess.Popen(
         [sys.executable, "dbus_ble_scanner.py", *extra, *args],
         env=env,

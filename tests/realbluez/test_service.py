@@ -205,7 +205,8 @@ async def service(clean: Backend) -> AsyncIterator[ScannerApp]:
 def spawn_service(backend: Backend, *args: str) -> subprocess.Popen[str]:
     env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=backend.bus.address, PYTHONUNBUFFERED="1")
     return subprocess.Popen(
-        [sys.executable, "dbus_ble_scanner.py", "--no-settings", "--adapter", "hci0", *args],
+        [sys.executable, "dbus_ble_scanner.py", "--no-settings", "--adapter", "hci0",
+         "--state-file", "", *args],
         env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip

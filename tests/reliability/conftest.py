@@ -81,11 +81,22 @@ async def name_owner(bus: MessageBus, name: str = SCANNER_SERVICE) -> str | None
 
 def spawn_service(test_bus: TestBus, *args: str, settings: bool = False) -> subprocess.Popen[str]:
     """``dbus_ble_scanner.py --no-settings`` (or with localsettings); its output goes to a
-    file (a pipe could fill)."""
+    file (a pipe could fill).
+
+    No state file unless ``args`` name one: the default is the machine's own
+    (/var/lib), which tests must neither read nor write.
+    """
     env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=test_bus.address, PYTHONUNBUFFERED="1")
     log = tempfile.TemporaryFile(mode="w+", prefix="ble-scanner-", dir="/tmp")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "dbus_ble_scanner.py", *([] if settings else ["--no-settings"]), *args],
+        [
+            sys.executable,
+            "dbus_ble_scanner.py",
+            *([] if settings else ["--no-settings"]),
+            "--state-file",
+            "",
+            *args,
+        ],
         env=env,
         cwd=ROOT,
         stdout=log,

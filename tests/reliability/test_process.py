@@ -88,6 +88,7 @@ def svscan_running(tmp_path: Path, bus_address: str) -> Iterator[Supervised]:
         PATH=f"{os.path.dirname(sys.executable)}:{env['PATH']}",
         DBUS_SYSTEM_BUS_ADDRESS=bus_address,
         DBUS_BLE_SCANNER_LOG_DIR=str(tmp_path / "log"),
+        DBUS_BLE_SCANNER_STATE_FILE=str(tmp_path / "devices.json"),  # not this machine's
     )
     svscan = subprocess.Popen(["svscan", str(root / "service")], env=env, start_new_session=True)
     service = root / "service/dbus-ble-scanner"

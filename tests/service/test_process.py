@@ -32,9 +32,10 @@ PROCESS_START = 30.0
 
 
 def spawn(args: list[str], test_bus: TestBus, **kwargs: object) -> subprocess.Popen[str]:
+    """The service with ``args``; never with the machine's own state file (/var/lib)."""
     env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=test_bus.address, PYTHONUNBUFFERED="1")
     return subprocess.Popen(
-        args,
+        [*args, "--state-file", ""],
         env=env,
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -286,6 +287,7 @@ def test_help_lists_every_option_with_its_range_default_and_setting(
     [
         (["--lost-timeout", "5"], "argument --lost-timeout: 5 is outside 10..86400 s"),
         (["--scan-mode", "turbo"], "argument --scan-mode: 'turbo' is not one of active"),
+        (["--state-save-interval", "1"], "argument --state-save-interval: 1 is outside 5..86400"),
         (["--ignore-company-id", "apple"], "argument --ignore-company-id: 'apple' is not a"),
         ([a for n in range(65) for a in ("--adapter", f"hci{n}")], "given 65 times, at most 64"),
         (["--no-such-option"], "unrecognized arguments: --no-such-option"),

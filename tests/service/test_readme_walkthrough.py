@@ -23,7 +23,7 @@ README_STEPS = (
     "python -m ble_scanner.testing.testbus &",
     "export DBUS_SYSTEM_BUS_ADDRESS=",
     "python -m ble_scanner.testing.simulator --scene demo --adapters hci0,hci1 &",
-    "python dbus_ble_scanner.py --no-settings &",
+    "python dbus_ble_scanner.py --no-settings --state-file '' &",
     "com.victronenergy.ble.Scanner1 GetDiscoveredDevices 'a{sv}' 0\n",
     "com.victronenergy.ble.Scanner1 GetDiscoveredDevices 'a{sv}' 1 ManufacturerIds aq 1 737\n",
     "introspect com.victronenergy.ble.scanner /\n",
@@ -112,7 +112,7 @@ def test_readme_start_by_hand(processes: list[subprocess.Popen[str]]) -> None:
     assert sim.stdout is not None
     assert "ready" in sim.stdout.readline()
     service = subprocess.Popen(
-        [sys.executable, "dbus_ble_scanner.py", "--no-settings"],
+        [sys.executable, "dbus_ble_scanner.py", "--no-settings", "--state-file", ""],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,

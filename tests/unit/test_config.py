@@ -90,6 +90,8 @@ def test_paths_and_flags_are_the_ones_users_already_have() -> None:
         "--scan-mode",
         "--no-settings",
         "--settings-wait",
+        "--state-file",
+        "--state-save-interval",
         "--debug",
     ]
     assert BY_FIELD["lost_timeout"].path == "/Settings/BleScanner/LostTimeout"

@@ -28,8 +28,16 @@ CONTENTS = [
 ]
 
 
-def device(content: Content, rssi: int | None, address: str = "C0:11:22:33:44:55") -> Device:
+def device(
+    content: Content,
+    rssi: int | None,
+    address: str = "C0:11:22:33:44:55",
+    interval: float | None = None,
+    restored: bool = False,
+) -> Device:
     d = Device(address, 1_700_000_000.25, 12.0)
+    d.learner.interval = interval
+    d.restored = restored
     d.adapter = "hci0"
     d.address_type = "random"
     d.path = "/org/bluez/hci0/dev_" + address.replace(":", "_")
@@ -47,10 +55,15 @@ def dbus_fast_bytes(msg: Message, serial: int) -> bytes:
 @pytest.mark.parametrize("content", CONTENTS)
 @pytest.mark.parametrize("rssi", [None, -127, -60, 20])
 @pytest.mark.parametrize("destination", [None, ":1.42"])
+@pytest.mark.parametrize(("interval", "restored"), [(None, False), (1.25, False), (60.0, True)])
 def test_device_discovered_is_what_dbus_fast_marshals(
-    content: Content, rssi: int | None, destination: str | None
+    content: Content,
+    rssi: int | None,
+    destination: str | None,
+    interval: float | None,
+    restored: bool,
 ) -> None:
-    d = device(content, rssi)
+    d = device(content, rssi, interval=interval, restored=restored)
     expected = Message.new_signal(
         "/Subscription/7" if destination else "/",
         "com.victronenergy.ble.Scanner1",
@@ -70,12 +83,20 @@ def test_device_discovered_is_what_dbus_fast_marshals(
     assert ours == dbus_fast_bytes(expected, 99)
     # and again from the cached block
     assert message(MESSAGE_SIGNAL, 99, fields, record_entry(d)) == ours
+    assert ("Interval" in expected.body[1]) == (interval is not None)
+    assert ("Restored" in expected.body[1]) == restored
 
 
 @pytest.mark.parametrize("count", [0, 1, 3])
 def test_snapshot_reply_is_what_dbus_fast_marshals(count: int) -> None:
     devices = [
-        device(CONTENTS[i % len(CONTENTS)], -50 - i if i % 2 else None, f"C0:00:00:00:00:{i:02X}")
+        device(
+            CONTENTS[i % len(CONTENTS)],
+            -50 - i if i % 2 else None,
+            f"C0:00:00:00:00:{i:02X}",
+            interval=0.5 * i if i else None,
+            restored=i == 2,
+        )
         for i in range(count)
     ]
     call = Message(

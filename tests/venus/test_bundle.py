@@ -226,7 +226,8 @@ def bundled_service(
     unpacked: Path, only_dbus_fast: Path, venus_python: VenusPython, test_bus: TestBus
 ) -> Iterator[subprocess.Popen[str]]:
     proc = subprocess.Popen(
-        [str(venus_python.python), "-S", str(unpacked / "dbus_ble_scanner.py")],
+        # No state file: the default is this machine's /var/lib, not the test's.
+        [str(venus_python.python), "-S", str(unpacked / "dbus_ble_scanner.py"), "--state-file", ""],
         cwd="/",
         env=venus_env(
             only_dbus_fast, DBUS_SYSTEM_BUS_ADDRESS=test_bus.address, PYTHONUNBUFFERED="1"

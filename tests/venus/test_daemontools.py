@@ -68,6 +68,7 @@ def supervised(
         PATH=f"{venus_python.python.parent}:{env['PATH']}",
         DBUS_SYSTEM_BUS_ADDRESS=test_bus.address,
         DBUS_BLE_SCANNER_LOG_DIR=str(log_dir),
+        DBUS_BLE_SCANNER_STATE_FILE=str(tmp_path / "devices.json"),  # not this machine's
     )
     svscan = subprocess.Popen(["svscan", str(root / "service")], env=env, start_new_session=True)
     supervised = Supervised(root / "service/dbus-ble-scanner", log_dir, svscan)

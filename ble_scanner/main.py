@@ -22,6 +22,8 @@ from .config import ScannerConfig, add_options, config_from_args, with_values
 from .const import LOST_SWEEP_INTERVAL, SCANNER_SERVICE, SHUTDOWN_TIMEOUT, WATCHDOG_SILENCE
 from .hub import Hub
 from .leases import LeaseRegistry
+from .loadcap import LoadPolicy
+from .loadguard import LoadGuard, ProcSampler
 from .service import ScannerService
 from .state import ServiceStatus
 from .venus.busitem import BusItemTree
@@ -90,8 +92,14 @@ class ScannerApp:
         use_settings: bool = True,
         settings_wait: float = 0.0,
         watchdog_silence: float = WATCHDOG_SILENCE,
+        load_sampler: ProcSampler | None = None,
+        load_policy: LoadPolicy | None = None,
     ) -> None:
         self.config = config
+        # Tests point the load budget at files they write, and shorten its timing.
+        self.load_sampler = load_sampler
+        self.load_policy = load_policy
+        self.load_guard: LoadGuard | None = None
         self.watchdog_silence = watchdog_silence
         self.use_settings = use_settings
         self.settings_wait = settings_wait
@@ -121,6 +129,7 @@ class ScannerApp:
             ignored=hub.stats.ignored,
             lost_timeout=hub.config.lost_timeout,
             shed=self.writer.shed if self.writer is not None else 0,
+            load_shedding=int(hub.shedding),
             malformed=hub.stats.malformed + (sum(bluez.malformed.counts.values()) if bluez else 0),
         )
 
@@ -171,6 +180,8 @@ class ScannerApp:
         self.service.on_leases_changed = self.bluez.leases_changed
         await self.bluez.start()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="sweep")
+        self.load_guard = LoadGuard(self.hub, self.load_sampler, self.load_policy)
+        self.load_guard.start()
         self.tree.start()
         self.ready.set()
         _LOGGER.info("%s %s ready", SCANNER_SERVICE, __version__)
@@ -234,6 +245,8 @@ class ScannerApp:
         self.config = config
         if self.hub is not None:
             self.hub.configure(config)
+        if self.load_guard is not None:
+            self.load_guard.configure(config)
         if self.bluez is not None:
             self.bluez.set_adapters_wanted(config.adapters)
             self.bluez.set_scan_mode(ScanMode(config.scan_mode))
@@ -251,6 +264,8 @@ class ScannerApp:
         """Stop our discovery sessions, release the name, disconnect; bounded in time."""
         if self._sweeper is not None:
             self._sweeper.cancel()
+        if self.load_guard is not None:
+            await self.load_guard.stop()
         if self.tree is not None:
             await self.tree.stop()
         if self.settings is not None:

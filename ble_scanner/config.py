@@ -432,8 +432,8 @@ def _option_help(setting: Setting) -> str:
         facts.append(f"default {_default_text(setting)}")
     if setting.name is not None:
         facts.append(f"localsettings {setting.name}")
-    help_text = setting.help.replace("%", "%%")  # argparse formats help with %
-    return f"{help_text} ({'; '.join(facts)})" if facts else help_text
+    help_text = f"{setting.help} ({'; '.join(facts)})" if facts else setting.help
+    return help_text.replace("%", "%%")  # argparse formats help with %
 
 
 def _argument_type(setting: Setting) -> Callable[[str], Value]:

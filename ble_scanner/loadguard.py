@@ -28,7 +28,7 @@ SELF_STAT_PATH: Final = "/proc/self/stat"
 # has 1 % resolution at the usual 100 clock ticks a second, and two small reads
 # a second cost nothing.
 SAMPLE_INTERVAL: Final = 1.0
-_CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
+CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
 # Never spin: a sample that comes due early waits this at least.
 _MIN_WAIT: Final = 0.01
 
@@ -83,7 +83,7 @@ def _cpu_seconds(text: str) -> float:
     are counted from its last ``)``.
     """
     fields = text.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 class LoadGuard:

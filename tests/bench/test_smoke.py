@@ -29,4 +29,9 @@ def test_smoke_run_reports_every_scenario(tmp_path: Path) -> None:
         assert isinstance(figures["met"], bool), name
     assert result["scenarios"]["ingest"]["service_rate"] > 0
     assert result["scenarios"]["memory"]["bytes_per_device"]
+    capped = result["scenarios"]["loadcap"]["capped"]
+    assert capped["step"] >= 1  # it shed ...
+    assert (
+        capped["specific_devices"] == result["scenarios"]["loadcap"]["wanted_devices"]
+    )  # ... and served
     assert "| scenario |" in done.stdout

@@ -92,12 +92,12 @@ class LoadGuard:
     def __init__(
         self,
         hub: Hub,
-        sampler: ProcSampler | None = None,
+        sampler: ProcSampler,
         policy: LoadPolicy | None = None,
         sample_interval: float = SAMPLE_INTERVAL,
     ) -> None:
         self.hub = hub
-        self.sampler = sampler or ProcSampler()
+        self.sampler = sampler
         self.policy = policy or LoadPolicy()
         self.sample_interval = sample_interval
         self.last_sample: LoadSample | None = None

@@ -96,7 +96,10 @@ class ScannerApp:
         load_policy: LoadPolicy | None = None,
     ) -> None:
         self.config = config
-        # Tests point the load budget at files they write, and shorten its timing.
+        # The load budget (loadguard.py) runs when given a sampler: the process
+        # gives /proc's; an in-process service (tests) runs without one, so that
+        # the test process's CPU and the machine's load do not make it shed,
+        # unless a test points one at files it writes.
         self.load_sampler = load_sampler
         self.load_policy = load_policy
         self.load_guard: LoadGuard | None = None
@@ -180,8 +183,9 @@ class ScannerApp:
         self.service.on_leases_changed = self.bluez.leases_changed
         await self.bluez.start()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="sweep")
-        self.load_guard = LoadGuard(self.hub, self.load_sampler, self.load_policy)
-        self.load_guard.start()
+        if self.load_sampler is not None:
+            self.load_guard = LoadGuard(self.hub, self.load_sampler, self.load_policy)
+            self.load_guard.start()
         self.tree.start()
         self.ready.set()
         _LOGGER.info("%s %s ready", SCANNER_SERVICE, __version__)
@@ -291,7 +295,9 @@ async def run(config: ScannerConfig, use_settings: bool = True, settings_wait: f
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    app = ScannerApp(config, use_settings=use_settings, settings_wait=settings_wait)
+    app = ScannerApp(
+        config, use_settings=use_settings, settings_wait=settings_wait, load_sampler=ProcSampler()
+    )
     starting = loop.create_task(app.start())
     stopping = loop.create_task(stop.wait())
     await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)

@@ -29,6 +29,7 @@ from ble_scanner.const import SCANNER_SERVICE
 from ble_scanner.testing.testbus import TestBus, start_test_bus
 from tests.bench.common import RELAY_NAME, RELAY_POLICY, cpu_seconds, rss_bytes
 from tests.bench.simproc import ingest_address
+from tests.helpers import NO_LOAD_BUDGET
 
 REPO: Final = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCENARIOS: Final = ("ingest", "latency", "fanout", "memory", "snapshot", "startup", "loadcap")
@@ -252,8 +253,7 @@ class Bench:
         # No localsettings on the bench bus: do not wait for it (on a GX it is up first).
         # The load budget is off unless asked for: other people's load on the
         # machine must not make the other scenarios shed.
-        budget = ("--shed-load-average", "0", "--shed-cpu-percent", "0")
-        command = [*argv, "dbus_ble_scanner.py", "--no-settings", *budget, *options]
+        command = [*argv, "dbus_ble_scanner.py", "--no-settings", *NO_LOAD_BUDGET, *options]
         return await self.spawn("service", command, False)
 
     async def relay(self, direct: bool = False) -> Proc:

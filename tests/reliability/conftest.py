@@ -18,7 +18,7 @@ from ble_scanner.const import SCANNER_INTERFACE, SCANNER_SERVICE
 from ble_scanner.main import ScannerApp
 from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.testbus import TestBus
-from tests.helpers import call, wait_until
+from tests.helpers import NO_LOAD_BUDGET, call, wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Importing dbus-fast on a loaded 2-core machine can take seconds; this bounds a
@@ -77,11 +77,15 @@ async def name_owner(bus: MessageBus, name: str = SCANNER_SERVICE) -> str | None
 
 
 def spawn_service(test_bus: TestBus, *args: str) -> subprocess.Popen[str]:
-    """``dbus_ble_scanner.py --no-settings``; its output goes to a file (a pipe could fill)."""
+    """``dbus_ble_scanner.py --no-settings``; its output goes to a file (a pipe could fill).
+
+    The load budget is off: the machine's load and the test's bursts must not
+    decide what the service sends (tests/service/test_load_shedding.py tests it).
+    """
     env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=test_bus.address, PYTHONUNBUFFERED="1")
     log = tempfile.TemporaryFile(mode="w+", prefix="ble-scanner-", dir="/tmp")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "dbus_ble_scanner.py", "--no-settings", *args],
+        [sys.executable, "dbus_ble_scanner.py", "--no-settings", *NO_LOAD_BUDGET, *args],
         env=env,
         cwd=ROOT,
         stdout=log,

@@ -15,6 +15,7 @@ import pytest_asyncio
 from dbus_fast import Variant
 from dbus_fast.aio import MessageBus
 
+from ble_scanner.client import ScannerClient
 from ble_scanner.config import ScannerConfig
 from ble_scanner.const import ERROR_LIMITS_EXCEEDED, SCANNER_SERVICE
 from ble_scanner.loadcap import LoadPolicy, ShedStep
@@ -116,6 +117,8 @@ async def test_overload_sheds_refuses_all_reports_and_still_serves_specific_subs
             return assert_ok(value)[0].value == 4 and "AllReports refused" in assert_ok(text)[0]
 
         await wait_until(tree_says_step_4, interval=0.1, what="/Stats/LoadShedding 4")
+        async with ScannerClient(bus_address=test_bus.address, service_timeout=5) as client:
+            assert (await client.status()).load_shedding == 4
 
         for reading in range(3):
             await bluez.advertise("hci0", STRANGER, rssi=-50, manufacturer_data={0x004C: b"x"})

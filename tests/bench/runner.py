@@ -97,7 +97,7 @@ FULL: Final = Plan(
     snapshot_calls=60,
     startup_repeats=3,
     loadcap_cap=20,
-    loadcap_rate=12000,
+    loadcap_rate=24000,
     loadcap_duration=20.0,
     loadcap_settle=9.0,
 )

@@ -75,7 +75,7 @@ class Plan:
     snapshot_calls: int
     startup_repeats: int
     loadcap_cap: int
-    loadcap_rate: int
+    loadcap_rates: tuple[int, ...]
     loadcap_duration: float
     loadcap_settle: float
 
@@ -97,7 +97,7 @@ FULL: Final = Plan(
     snapshot_calls=60,
     startup_repeats=3,
     loadcap_cap=20,
-    loadcap_rate=24000,
+    loadcap_rates=(12000, 24000),
     loadcap_duration=20.0,
     loadcap_settle=9.0,
 )
@@ -118,7 +118,7 @@ SMOKE: Final = Plan(
     snapshot_calls=10,
     startup_repeats=1,
     loadcap_cap=5,
-    loadcap_rate=4000,
+    loadcap_rates=(4000,),
     loadcap_duration=3.0,
     loadcap_settle=1.5,
 )
@@ -661,7 +661,7 @@ LOADCAP_WANTED: Final = 5
 LOADCAP_TOLERANCE: Final = 1.25
 
 
-async def loadcap_once(bench: Bench, cap: int) -> dict[str, Any]:
+async def loadcap_once(bench: Bench, cap: int, rate: int) -> dict[str, Any]:
     """Offer far more than the service may take; its CPU share, and what the clients got.
 
     ``cap`` 0 is the same service with the load budget off, for comparison. The
@@ -693,7 +693,7 @@ async def loadcap_once(bench: Bench, cap: int) -> dict[str, Any]:
         offered = asyncio.create_task(
             bench.sim.ask(
                 "ingest",
-                rate=plan.loadcap_rate,
+                rate=rate,
                 duration=plan.loadcap_duration,
                 run=run,
                 devices=plan.ingest_devices,
@@ -732,16 +732,18 @@ async def loadcap_once(bench: Bench, cap: int) -> dict[str, Any]:
 
 
 async def loadcap(bench: Bench) -> dict[str, Any]:
-    """The same overload with the load budget off, then on."""
-    unbounded = await loadcap_once(bench, 0)
-    capped = await loadcap_once(bench, bench.plan.loadcap_cap)
-    return {
-        "cap_percent": bench.plan.loadcap_cap,
-        "wanted_devices": LOADCAP_WANTED,
-        "unbounded": unbounded,
-        "capped": capped,
-        "ratio": _ratio(capped["cpu_percent"], unbounded["cpu_percent"]),
-    }
+    """At each rate, the same overload with the load budget off, then on."""
+    plan = bench.plan
+    rates: dict[str, Any] = {}
+    for rate in plan.loadcap_rates:
+        unbounded = await loadcap_once(bench, 0, rate)
+        capped = await loadcap_once(bench, plan.loadcap_cap, rate)
+        rates[str(rate)] = {
+            "unbounded": unbounded,
+            "capped": capped,
+            "ratio": _ratio(capped["cpu_percent"], unbounded["cpu_percent"]),
+        }
+    return {"cap_percent": plan.loadcap_cap, "wanted_devices": LOADCAP_WANTED, "rates": rates}
 
 
 def _ratio(a: float, b: float) -> float:
@@ -778,10 +780,10 @@ def goal_met(name: str, result: dict[str, Any]) -> bool:
     if name == "startup":
         return bool(result["service"]["discovering_s"] <= 1.5)
     if name == "loadcap":
-        capped = result["capped"]
-        return bool(
-            capped["cpu_percent"] <= result["cap_percent"] * LOADCAP_TOLERANCE
-            and capped["specific_devices"] == result["wanted_devices"]
+        return all(
+            r["capped"]["cpu_percent"] <= result["cap_percent"] * LOADCAP_TOLERANCE
+            and r["capped"]["specific_devices"] == result["wanted_devices"]
+            for r in result["rates"].values()
         )
     raise KeyError(name)
 
@@ -945,9 +947,9 @@ def table(result: dict[str, Any]) -> str:
                 mark("startup"),
             )
         )
-    if "loadcap" in s:
+    for rate in s["loadcap"]["rates"] if "loadcap" in s else ():
         c = s["loadcap"]
-        on, off = c["capped"], c["unbounded"]
+        on, off = c["rates"][rate]["capped"], c["rates"][rate]["unbounded"]
         rows.append(
             (
                 f"Load cap at {on['offered_rate']:,.0f} reports/s: service CPU % of a core "
@@ -958,7 +960,8 @@ def table(result: dict[str, Any]) -> str:
                 f"{off['cpu_percent']:.0f} % (budget off; dbus-daemon "
                 f"{off['daemon_cpu_percent']:.0f} %), "
                 f"{off['specific_devices']:.0f}/{c['wanted_devices']}",
-                f"{c['ratio']:.2f}x (goal <= {c['cap_percent']} % x {LOADCAP_TOLERANCE})",
+                f"{c['rates'][rate]['ratio']:.2f}x (goal <= {c['cap_percent']} % "
+                f"x {LOADCAP_TOLERANCE})",
                 mark("loadcap"),
             )
         )

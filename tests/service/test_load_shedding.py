@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
 import pytest_asyncio
 from dbus_fast import Variant
 from dbus_fast.aio import MessageBus
@@ -50,8 +51,8 @@ class FakeProc:
         self.loadavg.write_text(text)
 
 
-@pytest_asyncio.fixture
-async def proc_files(tmp_path: Path) -> FakeProc:
+@pytest.fixture
+def proc_files(tmp_path: Path) -> FakeProc:
     return FakeProc(tmp_path)
 
 

@@ -31,6 +31,7 @@ from .const import (
     RSSI_MIN,
 )
 from .filters import MAX_SECONDS
+from .loadcap import DEFAULT_SHED_CPU_PERCENT, DEFAULT_SHED_LOAD_AVERAGE
 from .venus.const import SETTINGS_PREFIX
 
 # The values of bluez ScanMode (README "Scan modes"); tests/unit/test_config.py
@@ -65,6 +66,8 @@ class ScannerConfig:
     publish_devices: bool = False
     publish_devices_max: int = DEFAULT_PUBLISH_DEVICES_MAX
     custom_name: str = ""
+    shed_load_average: float = DEFAULT_SHED_LOAD_AVERAGE  # 0: not a trigger
+    shed_cpu_percent: int = DEFAULT_SHED_CPU_PERCENT  # 0: not a trigger
 
 
 Value = float | int | str | bool | frozenset[str] | frozenset[int] | None
@@ -76,6 +79,7 @@ class Kind(enum.Enum):
     """How a setting's value is written and checked."""
 
     SECONDS = enum.auto()  # a duration; a double in localsettings
+    NUMBER = enum.auto()  # any other fraction; a double in localsettings
     INTEGER = enum.auto()
     CHOICE = enum.auto()  # one word of ``choices``
     LIST = enum.auto()  # comma separated in localsettings, a repeated option on the command line
@@ -231,6 +235,26 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         why="a name for one row in the GUI; the bound keeps a client from storing a page of "
         "text in settings.xml",
     ),
+    Setting(
+        "shed_load_average", Kind.NUMBER, DEFAULT_SHED_LOAD_AVERAGE,
+        "Shed work (README 'Under load') when the 5-minute load average reaches this; 0: never "
+        "for the load average",
+        flag="--shed-load-average", name="ShedLoadAverage", metavar="LOAD",
+        low=0.0, high=64.0,
+        why="Venus's watchdog reboots the GX when the 15-minute load average reaches 6 "
+        "(/etc/watchdog.conf max-load-15); the 5-minute average leads it, and 4.5 leaves 1.5 "
+        "for the rest of the GX; 64 is far past any load a GX survives",
+    ),
+    Setting(
+        "shed_cpu_percent", Kind.INTEGER, DEFAULT_SHED_CPU_PERCENT,
+        "Shed work (README 'Under load') when the service uses this much of one CPU core; 0: "
+        "never for the CPU share",
+        flag="--shed-cpu-percent", name="ShedCpuPercent", metavar="PCT", unit="%",
+        low=0, high=100,
+        why="a Cerbo GX is a dual Cortex-A7 shared by a dozen services: 40 % of one core, a "
+        "fifth of the machine, is a crowd, not a normal site; the service is one thread, so "
+        "100 is all it can take",
+    ),
 )  # fmt: skip
 """The settings in ``ScannerConfig``, in the order the README lists them."""
 
@@ -329,10 +353,10 @@ def _list(setting: Setting, texts: Iterable[str]) -> frozenset[str] | frozenset[
 def from_stored(setting: Setting, raw: object) -> Value:
     """A value as localsettings holds it -> the checked, typed value; ValueError says why not."""
     kind = setting.kind
-    if kind in (Kind.SECONDS, Kind.INTEGER, Kind.FLAG):
+    if kind in (Kind.SECONDS, Kind.NUMBER, Kind.INTEGER, Kind.FLAG):
         if isinstance(raw, bool) or not isinstance(raw, int | float):
             raise ValueError(f"{raw!r} is not a number")
-        number: float = float(raw) if kind is Kind.SECONDS else _whole(raw)
+        number: float = float(raw) if kind in (Kind.SECONDS, Kind.NUMBER) else _whole(raw)
         _in_range(setting, number)
         if kind is Kind.FLAG:
             return bool(number)
@@ -360,12 +384,13 @@ def from_text(setting: Setting, text: str) -> Value:
     if kind is Kind.LIST:
         assert setting.item is not None
         return setting.item(text)
-    if kind is Kind.SECONDS:
+    if kind in (Kind.SECONDS, Kind.NUMBER):
         try:
-            seconds = float(text)
+            number = float(text)
         except ValueError:
-            raise ValueError(f"{text!r} is not a number of seconds") from None
-        return from_stored(setting, seconds)
+            what = "a number of seconds" if kind is Kind.SECONDS else "a number"
+            raise ValueError(f"{text!r} is not {what}") from None
+        return from_stored(setting, number)
     if kind is Kind.INTEGER:
         try:
             whole = int(text, 10)
@@ -403,8 +428,8 @@ def add_settings_definitions() -> list[dict[str, Stored]]:
             "path": setting.path,
             "default": stored(setting, setting.default),
         }
-        if setting.kind in (Kind.SECONDS, Kind.INTEGER, Kind.FLAG):
-            as_type = float if setting.kind is Kind.SECONDS else int
+        if setting.kind in (Kind.SECONDS, Kind.NUMBER, Kind.INTEGER, Kind.FLAG):
+            as_type = float if setting.kind in (Kind.SECONDS, Kind.NUMBER) else int
             if setting.low is not None and setting.high is not None:
                 definition["min"] = as_type(setting.low)
                 definition["max"] = as_type(setting.high)
@@ -426,8 +451,8 @@ def _option_help(setting: Setting) -> str:
         facts.append(f"default {_default_text(setting)}")
     if setting.name is not None:
         facts.append(f"localsettings {setting.name}")
-    help_text = setting.help.replace("%", "%%")  # argparse formats help with %
-    return f"{help_text} ({'; '.join(facts)})" if facts else help_text
+    help_text = f"{setting.help} ({'; '.join(facts)})" if facts else setting.help
+    return help_text.replace("%", "%%")  # argparse formats help with %
 
 
 def _argument_type(setting: Setting) -> Callable[[str], Value]:
@@ -504,6 +529,7 @@ def _default_text(setting: Setting) -> str:
 
 _TYPE_TEXT: Final = {
     Kind.SECONDS: "float",
+    Kind.NUMBER: "float",
     Kind.INTEGER: "int",
     Kind.CHOICE: "string",
     Kind.LIST: "list",

@@ -17,6 +17,7 @@ from .cache import Device, DeviceCache
 from .config import ScannerConfig
 from .emission import Listener
 from .filters import EVERYTHING, Filter, SnapshotQuery, SubscriptionOptions
+from .loadcap import SHED_RSSI_DELTA, SheddingLoad, ShedStep
 from .record import DeviceView
 from .subscriptions import Subscription, SubscriptionRegistry
 
@@ -66,6 +67,10 @@ class Hub:
         self._generation = 0
         self._interest_sets: dict[tuple[Subscription, ...], tuple[Subscription, ...]] = {}
         self.stats = Stats()
+        # Load shedding (loadcap.py): the step, and while coalescing the devices
+        # reported since the last flush, each considered once at the flush.
+        self.shedding = ShedStep.NONE
+        self._pending: dict[str, Device] | None = None
 
     # --- configuration ---------------------------------------------------------
 
@@ -74,8 +79,7 @@ class Hub:
         self.config = config
         self.cache.lost_timeout = config.lost_timeout
         self.cache.max_size = config.cache_size
-        self.broadcast.rssi_delta = config.broadcast_rssi_delta
-        self.broadcast.keep_alive = config.broadcast_keep_alive
+        self._apply_shedding()
         for device in [d for d in self.cache if self._ignored(d.address, d)]:
             self.cache.remove(device.address)
             self._announce_lost(device)
@@ -121,6 +125,17 @@ class Hub:
             self.wall(),
             now,
         )
+        pending = self._pending
+        if pending is None:
+            self._consider(device, now)
+        else:
+            pending[address] = device
+        if len(self.cache) > self.config.cache_size:
+            self._evict_overflow()
+        return device
+
+    def _consider(self, device: Device, now: float) -> None:
+        """Tell every listener for whom this state of ``device`` is news."""
         broadcast = self.broadcast.consider(device, now)
         interest = device.interest
         if interest is None or device.interest_generation != self._generation:
@@ -128,9 +143,45 @@ class Hub:
         targets = [s for s in interest if s.listener.consider_matching(device, now)]
         if broadcast or targets:
             self.emitter.device_discovered(device, broadcast, targets)
-        if len(self.cache) > self.config.cache_size:
-            self._evict_overflow()
-        return device
+
+    # --- load shedding ------------------------------------------------------------
+
+    def shed(self, step: ShedStep) -> None:
+        """Shed work up to ``step`` (loadcap.ShedStep); lower steps are undone at once."""
+        self.shedding = step
+        if step >= ShedStep.COALESCE:
+            if self._pending is None:
+                self._pending = {}
+        else:
+            self.flush()
+            self._pending = None
+        self._apply_shedding()
+
+    def flush(self) -> None:
+        """Send what the coalescing window gathered: each device once, in its latest state."""
+        pending = self._pending
+        if not pending:
+            return
+        self._pending = {}
+        now = self.monotonic()
+        get = self.cache.get
+        for address, device in pending.items():
+            if get(address) is device:  # not lost or evicted since
+                self._consider(device, now)
+
+    def _apply_shedding(self) -> None:
+        """Set every listener's RssiDelta and KeepAlive from the settings and the step."""
+        step, config = self.shedding, self.config
+        rssi_delta = config.broadcast_rssi_delta
+        if step >= ShedStep.RSSI_DELTA:
+            rssi_delta = max(rssi_delta, SHED_RSSI_DELTA)
+        keep_alives = step < ShedStep.NO_KEEP_ALIVE
+        self.broadcast.rssi_delta = rssi_delta
+        self.broadcast.keep_alive = config.broadcast_keep_alive if keep_alives else 0.0
+        for subscription in self.subscriptions:
+            keep_alive = subscription.options.keep_alive
+            assert keep_alive is not None  # resolved at subscribe
+            subscription.listener.keep_alive = keep_alive if keep_alives else 0.0
 
     def _interest(self, device: Device) -> tuple[Subscription, ...]:
         """The subscriptions whose filter matches this device's content; kept on the device.
@@ -208,7 +259,15 @@ class Hub:
     def subscribe(
         self, owner: str, flt: Filter, options: SubscriptionOptions
     ) -> tuple[Subscription, list[Device]]:
-        """Create a subscription; returns it and the devices to replay (already marked sent)."""
+        """Create a subscription; returns it and the devices to replay (already marked sent).
+
+        Raises ``SheddingLoad`` for ``AllReports`` while the service sheds that much.
+        """
+        if options.all_reports and self.shedding >= ShedStep.REFUSE_ALL_REPORTS:
+            raise SheddingLoad(
+                "the service is shedding load (step 4 of 4): new AllReports subscriptions "
+                "are refused until the load falls; subscribe without AllReports"
+            )
         resolved = replace(
             options,
             rssi_delta=(
@@ -223,7 +282,8 @@ class Hub:
             ),
         )
         assert resolved.rssi_delta is not None and resolved.keep_alive is not None
-        listener = Listener(flt, resolved.rssi_delta, resolved.keep_alive, resolved.all_reports)
+        keep_alive = resolved.keep_alive if self.shedding < ShedStep.NO_KEEP_ALIVE else 0.0
+        listener = Listener(flt, resolved.rssi_delta, keep_alive, resolved.all_reports)
         subscription = self.subscriptions.add(owner, listener, resolved)
         self._subscriptions_changed()
         replay: list[Device] = []

@@ -36,6 +36,8 @@ from .const import (
 )
 from .hub import Hub
 from .leases import LeaseRegistry
+from .loadcap import LoadPolicy
+from .loadguard import LoadGuard, ProcSampler
 from .service import ScannerService
 from .state import ServiceStatus
 from .venus.busitem import BusItemTree
@@ -109,6 +111,8 @@ class ScannerApp:
         watchdog_silence: float = WATCHDOG_SILENCE,
         state_file: str = "",
         state_save_interval: float = DEFAULT_STATE_SAVE_INTERVAL,
+        load_sampler: ProcSampler | None = None,
+        load_policy: LoadPolicy | None = None,
     ) -> None:
         self.config = config
         # The device cache across restarts (statefile.py); "" keeps none.
@@ -118,6 +122,13 @@ class ScannerApp:
         self._save_error = ""  # the last failure logged, so a failing disk logs once
         # Set once the name is ours: only then may the state file be written.
         self._owns_name = False
+        # The load budget (loadguard.py) runs when given a sampler: the process
+        # gives /proc's; an in-process service (tests) runs without one, so that
+        # the test process's CPU and the machine's load do not make it shed,
+        # unless a test points one at files it writes.
+        self.load_sampler = load_sampler
+        self.load_policy = load_policy
+        self.load_guard: LoadGuard | None = None
         self.watchdog_silence = watchdog_silence
         self.use_settings = use_settings
         self.settings_wait = settings_wait
@@ -151,6 +162,7 @@ class ScannerApp:
             ignored=hub.stats.ignored,
             lost_timeout=hub.config.lost_timeout,
             shed=self.writer.shed if self.writer is not None else 0,
+            load_shedding=int(hub.shedding),
             malformed=hub.stats.malformed + (sum(bluez.malformed.counts.values()) if bluez else 0),
         )
 
@@ -207,6 +219,9 @@ class ScannerApp:
         self.service.on_leases_changed = self.bluez.leases_changed
         await self.bluez.start()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="sweep")
+        if self.load_sampler is not None:
+            self.load_guard = LoadGuard(self.hub, self.load_sampler, self.load_policy)
+            self.load_guard.start()
         self.tree.start()
         if self.state_file:
             self._saver = asyncio.get_running_loop().create_task(self._save_periodically())
@@ -286,6 +301,8 @@ class ScannerApp:
         self.config = config
         if self.hub is not None:
             self.hub.configure(config)
+        if self.load_guard is not None:
+            self.load_guard.configure(config)
         if self.bluez is not None:
             self.bluez.set_adapters_wanted(config.adapters)
             self.bluez.set_scan_mode(ScanMode(config.scan_mode))
@@ -392,6 +409,8 @@ class ScannerApp:
         if self._saver is not None:
             self._saver.cancel()
         await self.save_state()
+        if self.load_guard is not None:
+            await self.load_guard.stop()
         if self.tree is not None:
             await self.tree.stop()
         if self.settings is not None:
@@ -434,6 +453,7 @@ async def run(
         settings_wait=settings_wait,
         state_file=state_file,
         state_save_interval=state_save_interval,
+        load_sampler=ProcSampler(),
     )
     quiet_after_loss(loop, app.lost_the_bus)
     starting = loop.create_task(app.start())

@@ -45,6 +45,7 @@ from .const import (
 from .filters import FilterTooLarge, InvalidFilter, parse_snapshot_query, parse_subscription
 from .hub import Hub
 from .leases import LeaseError, LeaseKind, LeaseRegistry, TooManyLeases
+from .loadcap import SheddingLoad
 from .state import ServiceStatus
 from .subscriptions import NotOwner, Subscription, TooManySubscriptions, UnknownSubscription
 
@@ -165,6 +166,7 @@ def status_variants(status: ServiceStatus) -> dict[str, Variant]:
         "Malformed": Variant("t", status.malformed),
         "LostTimeout": Variant("d", status.lost_timeout),
         "Shed": Variant("t", status.shed),
+        "LoadShedding": Variant("u", status.load_shedding),
     }
 
 
@@ -329,7 +331,7 @@ class ScannerService:
             return Message.new_error(msg, SCANNER_ERROR_UNKNOWN_LEASE, f"no lease {exc}")
         except InvalidFilter as exc:
             return Message.new_error(msg, ERROR_INVALID_ARGS, f"{member}: {exc}")
-        except (FilterTooLarge, TooManySubscriptions) as exc:
+        except (FilterTooLarge, TooManySubscriptions, SheddingLoad) as exc:
             return Message.new_error(msg, ERROR_LIMITS_EXCEEDED, f"{member}: {exc}")
         except NotOwner as exc:
             return Message.new_error(msg, SCANNER_ERROR_NOT_OWNER, str(exc))

@@ -29,6 +29,7 @@ class ServiceStatus:
     malformed: int
     lost_timeout: float = 0.0
     shed: int = 0  # DeviceDiscovered dropped because the bus was not keeping up
+    load_shedding: int = 0  # loadcap.ShedStep: 0 off .. 4 AllReports refused
 
     @property
     def scanning(self) -> bool:

@@ -19,6 +19,9 @@ T = TypeVar("T")
 
 # Everything a test calls answers from memory; 5 s is a hang, on a busy machine too.
 CALL_TIMEOUT: Final = 5.0
+# The service's options that turn its load budget off, for a service process
+# whose emissions a test or benchmark counts: the machine's load must not decide them.
+NO_LOAD_BUDGET: Final = ("--shed-load-average", "0", "--shed-cpu-percent", "0")
 
 
 async def wait_until(

@@ -290,6 +290,7 @@ async def _status(client: ScannerClient, args: argparse.Namespace, out: TextIO) 
         out.write(json.dumps(status.as_dict(), sort_keys=True) + "\n")
         return EXIT_OK
     yes = {True: "yes", False: "no"}
+    shedding = f"step {status.load_shedding} of 4" if status.load_shedding else "off"
     out.write(
         f"Service        {SCANNER_SERVICE} {status.version} ({client.service_owner})\n"
         f"BlueZ          {'present' if status.bluez_present else 'not running'}\n"
@@ -297,6 +298,7 @@ async def _status(client: ScannerClient, args: argparse.Namespace, out: TextIO) 
         f"Devices        {status.devices}\n"
         f"Subscriptions  {status.subscriptions}\n"
         f"Reports        {status.reports}\n"
+        f"Load shedding  {shedding}\n"
     )
     if status.adapters:
         rows = [["ADAPTER", "ADDRESS", "POWERED", "DISCOVERING", "OURS", "STATE"]]

@@ -30,6 +30,9 @@ class ScannerStatus:
     subscriptions: int
     reports: int
     raw: Mapping[str, Any]  # every key, including ones this client does not know
+    # The service's load-shedding step: 0 off, 1 coalescing, 2 + broadcast RssiDelta
+    # raised, 3 + no keep-alives, 4 + new AllReports subscriptions refused.
+    load_shedding: int = 0
 
     @classmethod
     def from_dbus(cls, raw: Mapping[str, Any]) -> ScannerStatus:
@@ -61,6 +64,7 @@ class ScannerStatus:
             devices=int(raw.get("Devices", 0)),
             subscriptions=int(raw.get("Subscriptions", 0)),
             reports=int(raw.get("Reports", 0)),
+            load_shedding=int(raw.get("LoadShedding", 0)),
             raw=MappingProxyType({**raw, "Adapters": plain_adapters}),
         )
 

@@ -18,6 +18,7 @@ from .. import __version__
 from ..cache import Device
 from ..config import BY_FIELD, from_stored
 from ..const import DEFAULT_PUBLISH_DEVICES_MAX
+from ..loadcap import ShedStep
 from ..state import AdapterStatus, ServiceStatus
 from .busitem import BusItemTree, Value, add_mandatory_paths
 
@@ -80,6 +81,8 @@ class ScannerTree:
         tree.add_item("/Stats/Reports", 0, kind=int)
         tree.add_item("/Stats/ReportsPerSecond", 0.0, kind=float, text_fn=lambda v: f"{v:.1f}/s")
         tree.add_item("/Stats/Subscriptions", 0, kind=int)
+        # The load-shedding step as a number (0..4), its meaning as the item's text.
+        tree.add_item("/Stats/LoadShedding", 0, kind=int, text_fn=lambda v: ShedStep(int(v)).text)
 
     def _custom(self, path: str, value: object) -> bool:
         # The settings table's bound, so /CustomName and the setting agree.
@@ -127,6 +130,7 @@ class ScannerTree:
         tree["/Devices/Count"] = status.devices
         tree["/Stats/Reports"] = status.reports
         tree["/Stats/Subscriptions"] = status.subscriptions
+        tree["/Stats/LoadShedding"] = status.load_shedding
         if self._last_reports is not None:
             then, reports = self._last_reports
             if now > then:

@@ -63,6 +63,7 @@ class Client:
         self.seen: set[int] = set()
         self.signals = 0  # every signal handled
         self.callbacks = 0  # signals that reached the application (after filtering)
+        self.addresses: set[str] = set()  # devices heard of in this run
         # bluez mode
         self.views: dict[str, DeviceView] = {}
         self.filter: Filter | None = None
@@ -154,12 +155,29 @@ class Client:
             return False
         self.signals += 1
         self.callbacks += 1
+        self.addresses.add(msg.body[0])
         mfr = msg.body[1].get("ManufacturerData")
         if mfr is not None:
             payload = mfr.value.get(BENCH_COMPANY)
             if payload is not None:
                 self.stamped(payload)
         return False
+
+    async def try_subscribe(self, filter: dict[str, Any]) -> str:
+        """Subscribe; the D-Bus error name if the service refuses, else ""."""
+        msg = Message(
+            destination=SCANNER_SERVICE,
+            path=SCANNER_PATH,
+            interface=SCANNER_INTERFACE,
+            member="Subscribe",
+            signature="a{sv}",
+            body=[variants(filter)],
+        )
+        answer = await asyncio.wait_for(self.bus.call(msg), 30)
+        assert answer is not None
+        if answer.message_type is MessageType.ERROR:
+            return answer.error_name or "error"
+        return ""
 
     def on_relay_signal(self, msg: Message) -> bool:
         if msg.member != "PropertiesChanged" or msg.sender == DBUS_SERVICE:
@@ -292,6 +310,7 @@ async def main() -> None:
                 client.latencies = []
                 client.seen = set()
                 client.signals = client.callbacks = 0
+                client.addresses = set()
                 reply(ok=True)
             elif name == "count":
                 reply(received=len(client.seen), signals=client.signals)
@@ -300,6 +319,7 @@ async def main() -> None:
                     received=len(client.seen),
                     signals=client.signals,
                     callbacks=client.callbacks,
+                    devices=sorted(client.addresses),
                     latency=percentiles(client.latencies),
                 )
             elif name == "watch":
@@ -314,6 +334,8 @@ async def main() -> None:
                 reply(**await client.snapshot(cmd["count"]))
             elif name == "managed_objects":
                 reply(**await client.managed_objects(cmd["count"]))
+            elif name == "try_subscribe":
+                reply(refused=await client.try_subscribe(cmd["filter"]))
             elif name == "status":
                 reply(**await client.status())
             else:

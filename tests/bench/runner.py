@@ -28,9 +28,11 @@ from typing import Any, Final
 from ble_scanner.const import SCANNER_SERVICE
 from ble_scanner.testing.testbus import TestBus, start_test_bus
 from tests.bench.common import RELAY_NAME, RELAY_POLICY, cpu_seconds, rss_bytes
+from tests.bench.simproc import ingest_address
+from tests.helpers import NO_LOAD_BUDGET
 
 REPO: Final = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SCENARIOS: Final = ("ingest", "latency", "fanout", "memory", "snapshot", "startup")
+SCENARIOS: Final = ("ingest", "latency", "fanout", "memory", "snapshot", "startup", "loadcap")
 
 # SPEC §8 and issue 7: the goals, as same-run ratios or absolute figures.
 GOALS: Final = {
@@ -40,6 +42,7 @@ GOALS: Final = {
     "memory": "<= 2048 B/device",
     "snapshot": "p50 <= 20 ms (1 000 devices)",
     "startup": "<= 1.5 s to discovery started",
+    "loadcap": "shed CPU <= cap x 1.25, specific devices all delivered",
 }
 # A rate step passes when every report arrived and the p99 latency stayed under
 # this: a pipeline that keeps up answers in milliseconds, while one that is 10 %
@@ -71,6 +74,10 @@ class Plan:
     memory_sizes: tuple[int, int]
     snapshot_calls: int
     startup_repeats: int
+    loadcap_cap: int
+    loadcap_rates: tuple[int, ...]
+    loadcap_duration: float
+    loadcap_settle: float
 
 
 FULL: Final = Plan(
@@ -89,6 +96,10 @@ FULL: Final = Plan(
     memory_sizes=(1000, 10000),
     snapshot_calls=60,
     startup_repeats=3,
+    loadcap_cap=20,
+    loadcap_rates=(12000, 24000),
+    loadcap_duration=20.0,
+    loadcap_settle=9.0,
 )
 SMOKE: Final = Plan(
     repeats=1,
@@ -106,6 +117,10 @@ SMOKE: Final = Plan(
     memory_sizes=(1000, 2000),
     snapshot_calls=10,
     startup_repeats=1,
+    loadcap_cap=5,
+    loadcap_rates=(4000,),
+    loadcap_duration=3.0,
+    loadcap_settle=1.5,
 )
 
 
@@ -232,12 +247,22 @@ class Bench:
             argv += ["--profile", os.path.join(self.workdir, f"{self._count + 1:03d}-{name}.prof")]
         return argv
 
-    async def service(self, direct: bool = False) -> Proc:
+    async def service(self, direct: bool = False, options: Sequence[str] = ()) -> Proc:
         """The service process; ``direct`` starts it exactly as Venus does, with no launcher."""
         argv = [sys.executable] if direct else self.launcher("service")
         # No localsettings on the bench bus: do not wait for it (on a GX it is up first).
-        # No state file: every scenario starts with an empty cache.
-        command = [*argv, "dbus_ble_scanner.py", "--no-settings", "--state-file", ""]
+        # No state file: every scenario starts with an empty cache. The load
+        # budget is off unless asked for: other people's load on the machine
+        # must not make the other scenarios shed.
+        command = [
+            *argv,
+            "dbus_ble_scanner.py",
+            "--no-settings",
+            "--state-file",
+            "",
+            *NO_LOAD_BUDGET,
+            *options,
+        ]
         return await self.spawn("service", command, False)
 
     async def relay(self, direct: bool = False) -> Proc:
@@ -639,6 +664,97 @@ async def startup(bench: Bench) -> dict[str, Any]:
     return out
 
 
+# A subscriber asks for this many of the ingest devices, by address.
+LOADCAP_WANTED: Final = 5
+# The cap holds when the shed service stays within this factor of it.
+LOADCAP_TOLERANCE: Final = 1.25
+
+
+async def loadcap_once(bench: Bench, cap: int, rate: int) -> dict[str, Any]:
+    """Offer far more than the service may take; its CPU share, and what the clients got.
+
+    ``cap`` 0 is the same service with the load budget off, for comparison. The
+    CPU share is measured after ``loadcap_settle`` seconds, once every step had
+    time to come in (one per 2 s).
+    """
+    plan = bench.plan
+    assert bench.sim is not None
+    options = ("--shed-cpu-percent", str(cap)) if cap else ()
+    every = plan.ingest_devices // LOADCAP_WANTED
+    wanted = [ingest_address(i * every) for i in range(LOADCAP_WANTED)]
+    service = await bench.service(options=options)
+    clients: list[Proc] = []
+    try:
+        await bench.sessions(1)
+        specific = await bench.client("loadcap-specific")
+        clients.append(specific)
+        await specific.ask("listen", mode="subscribe", filter={"Addresses": wanted})
+        everything = await bench.client("loadcap-all-reports")
+        clients.append(everything)
+        await everything.ask("listen", mode="subscribe", filter={"AllReports": True})
+        late = await bench.client("loadcap-late")
+        clients.append(late)
+        await bench.sim.ask("warm", devices=plan.ingest_devices)
+        await asyncio.sleep(0.3)
+        run = bench.next_run()
+        for client in clients[:2]:
+            await client.ask("reset", run=run)
+        offered = asyncio.create_task(
+            bench.sim.ask(
+                "ingest",
+                rate=rate,
+                duration=plan.loadcap_duration,
+                run=run,
+                devices=plan.ingest_devices,
+                timeout=plan.loadcap_duration * 4 + 30,
+            )
+        )
+        await asyncio.sleep(plan.loadcap_settle)
+        for client in clients[:2]:
+            await client.ask("reset", run=run)
+        assert bench.bus is not None
+        daemon = bench.bus.process.pid
+        t0, cpu0, daemon0 = time.monotonic(), cpu_seconds(service.pid), cpu_seconds(daemon)
+        sent = await offered
+        t1, cpu1, daemon1 = time.monotonic(), cpu_seconds(service.pid), cpu_seconds(daemon)
+        status = await late.ask("status")
+        refused = (await late.ask("try_subscribe", filter={"AllReports": True}))["refused"]
+        await asyncio.sleep(DELIVERY_GRACE)
+        got = await specific.ask("stats")
+        everything_got = await everything.ask("stats")
+        return {
+            "cpu_percent": 100 * (cpu1 - cpu0) / (t1 - t0),
+            "daemon_cpu_percent": 100 * (daemon1 - daemon0) / (t1 - t0),
+            "offered_rate": round(sent["achieved"]),
+            "step": status["LoadShedding"],
+            "all_reports_refused": refused,
+            "specific_devices": len(set(got["devices"]) & set(wanted)),
+            "specific_signals": got["signals"],
+            "specific_p99_ms": got["latency"]["p99"] * 1000,
+            "all_reports_signals": everything_got["signals"],
+        }
+    finally:
+        for client in clients:
+            await client.stop()
+        await service.stop()
+        await bench.sessions(0)
+
+
+async def loadcap(bench: Bench) -> dict[str, Any]:
+    """At each rate, the same overload with the load budget off, then on."""
+    plan = bench.plan
+    rates: dict[str, Any] = {}
+    for rate in plan.loadcap_rates:
+        unbounded = await loadcap_once(bench, 0, rate)
+        capped = await loadcap_once(bench, plan.loadcap_cap, rate)
+        rates[str(rate)] = {
+            "unbounded": unbounded,
+            "capped": capped,
+            "ratio": _ratio(capped["cpu_percent"], unbounded["cpu_percent"]),
+        }
+    return {"cap_percent": plan.loadcap_cap, "wanted_devices": LOADCAP_WANTED, "rates": rates}
+
+
 def _ratio(a: float, b: float) -> float:
     return a / b if b else float("nan")
 
@@ -672,6 +788,12 @@ def goal_met(name: str, result: dict[str, Any]) -> bool:
         return bool(result["p50_ms"] <= 20)
     if name == "startup":
         return bool(result["service"]["discovering_s"] <= 1.5)
+    if name == "loadcap":
+        return all(
+            r["capped"]["cpu_percent"] <= result["cap_percent"] * LOADCAP_TOLERANCE
+            and r["capped"]["specific_devices"] == result["wanted_devices"]
+            for r in result["rates"].values()
+        )
     raise KeyError(name)
 
 
@@ -711,6 +833,9 @@ async def run_all(
             if "startup" in only:
                 progress("  start-up")
                 runs["startup"].append(await startup(bench))
+            if "loadcap" in only:
+                progress("  load cap")
+                runs["loadcap"].append(await loadcap(bench))
     scenarios: dict[str, Any] = {}
     for name, results in runs.items():
         merged = _median_of(results)
@@ -829,6 +954,24 @@ def table(result: dict[str, Any]) -> str:
                 f"{u['relay']['name_owned_s']:.2f} / {u['relay']['discovering_s']:.2f}",
                 "goal <= 1.5 s",
                 mark("startup"),
+            )
+        )
+    for rate in s["loadcap"]["rates"] if "loadcap" in s else ():
+        c = s["loadcap"]
+        on, off = c["rates"][rate]["capped"], c["rates"][rate]["unbounded"]
+        rows.append(
+            (
+                f"Load cap at {on['offered_rate']:,.0f} reports/s: service CPU % of a core "
+                f"(step), specific devices got",
+                f"{on['cpu_percent']:.0f} % (step {on['step']:.0f}; dbus-daemon "
+                f"{on['daemon_cpu_percent']:.0f} %), "
+                f"{on['specific_devices']:.0f}/{c['wanted_devices']}",
+                f"{off['cpu_percent']:.0f} % (budget off; dbus-daemon "
+                f"{off['daemon_cpu_percent']:.0f} %), "
+                f"{off['specific_devices']:.0f}/{c['wanted_devices']}",
+                f"{c['rates'][rate]['ratio']:.2f}x (goal <= {c['cap_percent']} % "
+                f"x {LOADCAP_TOLERANCE})",
+                mark("loadcap"),
             )
         )
     header = ("scenario", "service", "baseline (relay / no-daemon)", "ratio / goal", "met")

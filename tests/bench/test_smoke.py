@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tests.bench.runner import REPO, SCENARIOS
 
-# The smoke run takes ~17 s on the 2-vCPU development VM; this leaves room for load.
+# The smoke run takes ~27 s on the 2-vCPU development VM; this leaves room for load.
 SMOKE_TIMEOUT = 90
 
 
@@ -29,4 +29,8 @@ def test_smoke_run_reports_every_scenario(tmp_path: Path) -> None:
         assert isinstance(figures["met"], bool), name
     assert result["scenarios"]["ingest"]["service_rate"] > 0
     assert result["scenarios"]["memory"]["bytes_per_device"]
+    loadcap = result["scenarios"]["loadcap"]
+    for rate in loadcap["rates"].values():
+        assert rate["capped"]["step"] >= 1  # it shed ...
+        assert rate["capped"]["specific_devices"] == loadcap["wanted_devices"]  # ... and served
     assert "| scenario |" in done.stdout

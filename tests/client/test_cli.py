@@ -53,6 +53,7 @@ async def test_status_shows_adapters_and_counts(test_bus: TestBus, scanner: Scan
     code, out, err = await run(test_bus, "status")
     assert code == 0, err
     assert "Scanning       yes" in out
+    assert "Load shedding  off" in out
     lines = out.splitlines()
     header = next(line for line in lines if line.startswith("ADAPTER"))
     assert header.split() == ["ADAPTER", "ADDRESS", "POWERED", "DISCOVERING", "OURS", "STATE"]

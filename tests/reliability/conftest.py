@@ -18,7 +18,7 @@ from ble_scanner.const import SCANNER_INTERFACE, SCANNER_SERVICE
 from ble_scanner.main import ScannerApp
 from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.testbus import TestBus
-from tests.helpers import call, wait_until
+from tests.helpers import NO_LOAD_BUDGET, call, wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Importing dbus-fast on a loaded 2-core machine can take seconds; this bounds a
@@ -84,7 +84,9 @@ def spawn_service(test_bus: TestBus, *args: str, settings: bool = False) -> subp
     file (a pipe could fill).
 
     No state file unless ``args`` name one: the default is the machine's own
-    (/var/lib), which tests must neither read nor write.
+    (/var/lib), which tests must neither read nor write. The load budget is off:
+    the machine's load and the test's bursts must not decide what the service
+    sends (tests/service/test_load_shedding.py tests it).
     """
     env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=test_bus.address, PYTHONUNBUFFERED="1")
     log = tempfile.TemporaryFile(mode="w+", prefix="ble-scanner-", dir="/tmp")  # noqa: SIM115
@@ -95,6 +97,7 @@ def spawn_service(test_bus: TestBus, *args: str, settings: bool = False) -> subp
             *([] if settings else ["--no-settings"]),
             "--state-file",
             "",
+            *NO_LOAD_BUDGET,
             *args,
         ],
         env=env,

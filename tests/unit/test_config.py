@@ -77,6 +77,8 @@ def test_paths_and_flags_are_the_ones_users_already_have() -> None:
         "PublishDevices",
         "PublishDevicesMax",
         "CustomName",
+        "ShedLoadAverage",
+        "ShedCpuPercent",
     ]
     assert [s.flag for s in (*SETTINGS, *PROCESS_OPTIONS) if s.flag] == [
         "--adapter",
@@ -88,6 +90,8 @@ def test_paths_and_flags_are_the_ones_users_already_have() -> None:
         "--ignore-address",
         "--min-rssi",
         "--scan-mode",
+        "--shed-load-average",
+        "--shed-cpu-percent",
         "--no-settings",
         "--settings-wait",
         "--state-file",
@@ -99,7 +103,14 @@ def test_paths_and_flags_are_the_ones_users_already_have() -> None:
 
 def test_every_range_has_a_reason_and_holds_its_default() -> None:
     for setting in (*SETTINGS, *PROCESS_OPTIONS):
-        if setting.kind in (Kind.SECONDS, Kind.INTEGER, Kind.LIST, Kind.TEXT, Kind.CHOICE):
+        if setting.kind in (
+            Kind.SECONDS,
+            Kind.NUMBER,
+            Kind.INTEGER,
+            Kind.LIST,
+            Kind.TEXT,
+            Kind.CHOICE,
+        ):
             assert setting.why, f"{setting.field} has a range without a reason"
         if setting.default is not None and setting.kind is not Kind.FLAG:
             assert from_stored(setting, config.stored(setting, setting.default)) == setting.default

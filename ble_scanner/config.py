@@ -32,6 +32,7 @@ from .const import (
 )
 from .filters import MAX_SECONDS
 from .loadcap import DEFAULT_SHED_CPU_PERCENT, DEFAULT_SHED_LOAD_AVERAGE
+from .venus.blesensors import BLE_SENSORS_COMPANY_IDS, NOT_TAKEN
 from .venus.const import SETTINGS_PREFIX
 
 # The values of bluez ScanMode (README "Scan modes"); tests/unit/test_config.py
@@ -68,6 +69,10 @@ class ScannerConfig:
     custom_name: str = ""
     shed_load_average: float = DEFAULT_SHED_LOAD_AVERAGE  # 0: not a trigger
     shed_cpu_percent: int = DEFAULT_SHED_CPU_PERCENT  # 0: not a trigger
+    ble_sensors_feed: bool = False
+    ble_sensors_company_ids: frozenset[int] = BLE_SENSORS_COMPANY_IDS
+    # dbus-ble-sensors' Bluetooth/Enabled as the feed found it (NOT_TAKEN: untouched).
+    ble_sensors_bluetooth_was: int = NOT_TAKEN
 
 
 Value = float | int | str | bool | frozenset[str] | frozenset[int] | None
@@ -255,6 +260,28 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "fifth of the machine, is a crowd, not a normal site; the service is one thread, so "
         "100 is all it can take",
     ),
+    Setting(
+        "ble_sensors_feed", Kind.FLAG, False,
+        "1: send every report of a device dbus-ble-sensors handles to its UDP input and switch "
+        "its own Bluetooth scan off (README 'Let dbus-ble-scanner do the scanning for "
+        "dbus-ble-sensors'); 0: put its scan back",
+        flag="--ble-sensors-feed", name="BleSensorsFeed", low=0, high=1, why="off or on",
+    ),
+    Setting(
+        "ble_sensors_company_ids", Kind.LIST, BLE_SENSORS_COMPANY_IDS,
+        "Manufacturer ids whose reports go to dbus-ble-sensors, decimal or 0x hex; the default "
+        "is every id dbus-ble-sensors v0.31 handles",
+        name="BleSensorsCompanyIds", item=company_id,
+        high=MAX_FILTER_LIST_ENTRIES, why=_LIST_WHY,
+    ),
+    Setting(
+        "ble_sensors_bluetooth_was", Kind.INTEGER, NOT_TAKEN,
+        "Kept by the service, not for editing: dbus-ble-sensors' Bluetooth/Enabled before the "
+        "feed switched it off, put back when the feed is turned off or by tools/uninstall.sh; "
+        "-1: nothing taken over",
+        name="BleSensorsBluetoothWas", low=NOT_TAKEN, high=1,
+        why="-1 or the 0/1 of Bluetooth/Enabled",
+    ),
 )  # fmt: skip
 """The settings in ``ScannerConfig``, in the order the README lists them."""
 
@@ -410,6 +437,8 @@ def stored(setting: Setting, value: Value) -> Stored:
     if isinstance(value, int | float | str):
         return value
     if isinstance(value, frozenset):
+        if setting.item is company_id:  # as the Bluetooth SIG writes them: 0x02E1
+            return ",".join(f"0x{v:04X}" for v in sorted(value))
         return ",".join(sorted(str(v) for v in value))
     raise TypeError(f"{setting.field} has no stored form")
 

@@ -71,6 +71,9 @@ class Hub:
         # reported since the last flush, each considered once at the flush.
         self.shedding = ShedStep.NONE
         self._pending: dict[str, Device] | None = None
+        # Sees every report the settings keep, before any emission decision
+        # (the dbus-ble-sensors feed, venus/feed.py): it must be cheap and never raise.
+        self.tap: Callable[[DeviceView], None] | None = None
 
     # --- configuration ---------------------------------------------------------
 
@@ -114,6 +117,9 @@ class Hub:
         if self._ignored(address, view):
             stats.ignored += 1
             return None
+        tap = self.tap
+        if tap is not None:
+            tap(view)
         now = self.monotonic()
         device, _is_new, _changed = self.cache.report(
             address,

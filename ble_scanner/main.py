@@ -42,6 +42,7 @@ from .service import ScannerService
 from .state import ServiceStatus
 from .venus.busitem import BusItemTree
 from .venus.const import PREFERRED_DEVICE_INSTANCE
+from .venus.feed import BleSensorsFeed
 from .venus.settings import SettingsClient
 from .venus.tree import ScannerTree
 
@@ -134,6 +135,7 @@ class ScannerApp:
         self.settings_wait = settings_wait
         self.settings: SettingsClient | None = None
         self.tree: ScannerTree | None = None
+        self.feed: BleSensorsFeed | None = None
         self.bus_address = bus_address
         self.bus: MessageBus | None = None
         self.writer: WriterGuard | None = None
@@ -185,6 +187,14 @@ class ScannerApp:
         self.hub = Hub(self.service, self.config)
         self.service.attach(self.hub)
         device_instance, custom_name = await self._start_settings(bus)
+        self.feed = BleSensorsFeed(
+            bus,
+            self.config,
+            self._adapter_addresses,
+            self._store_setting if self.settings is not None else None,
+        )
+        await self.feed.start()
+        self.hub.tap = self.feed.report
         busitems = BusItemTree(bus)
         self.tree = ScannerTree(
             busitems,
@@ -193,6 +203,7 @@ class ScannerApp:
             device_instance,
             custom_name,
             self._custom_name_set,
+            feed=self.feed.status,
         )
         if self.settings is not None:
             values = self.settings.values
@@ -266,6 +277,17 @@ class ScannerApp:
             self.tree.set_publish(values.publish_devices, values.publish_devices_max)
             self.tree.set_custom_name(values.custom_name)
 
+    def _adapter_addresses(self) -> dict[str, str]:
+        """Each adapter's address by name, for the dbus-ble-sensors feed's datagrams."""
+        if self.bluez is None:
+            return {}
+        return {a.name: a.address for a in self.bluez.adapters.values()}
+
+    async def _store_setting(self, field: str, value: int) -> bool:
+        """One of our settings stored in localsettings (the feed remembers what it took over)."""
+        assert self.settings is not None
+        return await self.settings.set_value(field, value)
+
     def _device_instance_changed(self, instance: int) -> None:
         if self.tree is not None:
             self.tree.tree["/DeviceInstance"] = instance
@@ -303,6 +325,8 @@ class ScannerApp:
             self.hub.configure(config)
         if self.load_guard is not None:
             self.load_guard.configure(config)
+        if self.feed is not None:
+            self.feed.configure(config)
         if self.bluez is not None:
             self.bluez.set_adapters_wanted(config.adapters)
             self.bluez.set_scan_mode(ScanMode(config.scan_mode))
@@ -413,6 +437,9 @@ class ScannerApp:
             await self.load_guard.stop()
         if self.tree is not None:
             await self.tree.stop()
+        if self.feed is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.feed.close(), SHUTDOWN_STEP_TIMEOUT)
         if self.settings is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.settings.close(), SHUTDOWN_STEP_TIMEOUT)

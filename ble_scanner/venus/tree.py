@@ -20,6 +20,7 @@ from ..config import BY_FIELD, from_stored
 from ..const import DEFAULT_PUBLISH_DEVICES_MAX
 from ..loadcap import ShedStep
 from ..state import AdapterStatus, ServiceStatus
+from .blesensors import FeedStatus
 from .busitem import BusItemTree, Value, add_mandatory_paths
 
 _LOGGER = logging.getLogger(__name__)
@@ -50,8 +51,10 @@ class ScannerTree:
         custom_name: str,
         on_custom_name: Callable[[str], None],
         monotonic: Callable[[], float] = time.monotonic,
+        feed: Callable[[], FeedStatus] = FeedStatus,
     ) -> None:
         self.tree = tree
+        self.feed = feed
         self.status = status
         self.devices = devices
         self.monotonic = monotonic
@@ -83,6 +86,10 @@ class ScannerTree:
         tree.add_item("/Stats/Subscriptions", 0, kind=int)
         # The load-shedding step as a number (0..4), its meaning as the item's text.
         tree.add_item("/Stats/LoadShedding", 0, kind=int, text_fn=lambda v: ShedStep(int(v)).text)
+        # The dbus-ble-sensors feed (venus/feed.py): its state in words and its datagrams.
+        tree.add_item("/BleSensorsFeed/State", FeedStatus().state, kind=str)
+        tree.add_item("/BleSensorsFeed/Sent", 0, kind=int)
+        tree.add_item("/BleSensorsFeed/Errors", 0, kind=int)
 
     def _custom(self, path: str, value: object) -> bool:
         # The settings table's bound, so /CustomName and the setting agree.
@@ -139,6 +146,10 @@ class ScannerTree:
                 )
         self._last_reports = (now, status.reports)
         self._refresh_adapters(status.adapters)
+        feed = self.feed()
+        tree["/BleSensorsFeed/State"] = feed.state
+        tree["/BleSensorsFeed/Sent"] = feed.sent
+        tree["/BleSensorsFeed/Errors"] = feed.errors
         if now - self._last_device_list >= DEVICE_LIST_INTERVAL:
             self._last_device_list = now
             self._refresh_device_list()

@@ -79,6 +79,9 @@ def test_paths_and_flags_are_the_ones_users_already_have() -> None:
         "CustomName",
         "ShedLoadAverage",
         "ShedCpuPercent",
+        "BleSensorsFeed",
+        "BleSensorsCompanyIds",
+        "BleSensorsBluetoothWas",
     ]
     assert [s.flag for s in (*SETTINGS, *PROCESS_OPTIONS) if s.flag] == [
         "--adapter",
@@ -92,6 +95,7 @@ def test_paths_and_flags_are_the_ones_users_already_have() -> None:
         "--scan-mode",
         "--shed-load-average",
         "--shed-cpu-percent",
+        "--ble-sensors-feed",
         "--no-settings",
         "--settings-wait",
         "--state-file",

@@ -19,6 +19,9 @@ against the protocol and not against our own assumptions:
 - ``/Settings/Devices/<id>/ClassAndVrmInstance``: ``class:N`` strings unique per
   class; a taken instance moves to the next free one.
 
+``ble_sensors_settings()`` (``--ble-sensors``) adds the settings Victron's
+dbus-ble-sensors keeps there, for the feed's tests.
+
 Run it with ``python -m ble_scanner.testing.localsettings`` on the bus in
 ``DBUS_SYSTEM_BUS_ADDRESS`` (``--path FILE`` keeps the values in a JSON file).
 """
@@ -457,6 +460,30 @@ class LocalSettingsStandIn:
         return self._unknown(msg)
 
 
+def ble_sensors_settings(
+    port: int | None = 18542,
+    bind_address: str | None = "127.0.0.1",
+    bluetooth_enabled: int | None = 1,
+) -> dict[str, Setting]:
+    """dbus-ble-sensors' own settings as v0.31 adds them (src/ble-socket.c, src/ble-scan.c).
+
+    None leaves a setting out: ``port=None`` is a dbus-ble-sensors older than
+    v0.30, which has no socket input.
+    """
+    settings: dict[str, Setting] = {}
+    if port is not None:
+        settings["/Settings/BleSensors/Socket/Port"] = Setting("i", port, 18542, 1, 65535)
+    if bind_address is not None:
+        settings["/Settings/BleSensors/Socket/BindAddress"] = Setting(
+            "s", bind_address, "127.0.0.1"
+        )
+    if bluetooth_enabled is not None:
+        settings["/Settings/BleSensors/Bluetooth/Enabled"] = Setting(
+            "i", bluetooth_enabled, 1, 0, 1
+        )
+    return settings
+
+
 def _load(store: str | None) -> dict[str, Setting]:
     if store is None or not os.path.exists(store):
         return {}
@@ -464,8 +491,11 @@ def _load(store: str | None) -> dict[str, Setting]:
         return {p: Setting(**fields) for p, fields in json.load(f).items()}
 
 
-async def _serve(store: str | None) -> None:
-    standin = await LocalSettingsStandIn.start(settings=_load(store), store=store)
+async def _serve(store: str | None, ble_sensors: bool = False) -> None:
+    settings = _load(store)
+    if ble_sensors:
+        settings = ble_sensors_settings() | settings
+    standin = await LocalSettingsStandIn.start(settings=settings, store=store)
     print(f"localsettings stand-in on {SETTINGS_SERVICE}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -481,9 +511,14 @@ async def _serve(store: str | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="localsettings stand-in on the system bus")
     parser.add_argument("--path", help="JSON file that keeps the settings across restarts")
+    parser.add_argument(
+        "--ble-sensors",
+        action="store_true",
+        help="hold dbus-ble-sensors' settings too (socket input, Bluetooth enabled)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    asyncio.run(_serve(args.path))
+    asyncio.run(_serve(args.path, args.ble_sensors))
     return 0
 
 

@@ -42,7 +42,7 @@ DEFAULT_PORT: Final = 18542
 PORT_MIN: Final = 1
 PORT_MAX: Final = 65535
 # A bind address that listens on every interface is reached on loopback.
-_WILDCARD_TO_LOOPBACK: Final = {"0.0.0.0": "127.0.0.1", "::": "::1"}
+_WILDCARD_TO_LOOPBACK: Final = {"0.0.0.0": "127.0.0.1"}
 # Our BleSensorsBluetoothWas when nothing is remembered (we did not take over).
 NOT_TAKEN: Final = -1
 
@@ -102,15 +102,18 @@ def datagrams(
     """The version-2 datagrams for one report: one, unless 128 bytes cannot hold it.
 
     ``adapter`` and ``advertiser`` are ``bdaddr`` bytes; ``companies`` are the
-    entries of ``manufacturer_data`` to send (``handled``). The name goes
-    first when the whole does not fit, then each manufacturer entry gets a
-    datagram of its own; an entry that cannot fit even alone (over 110 bytes
-    of payload: an extended advertisement) is left out.
+    entries of ``manufacturer_data`` to send (``handled``). The name comes
+    after them: ble_parse_adv names only a device a manufacturer handler has
+    created, in the order of the AD structures. When the whole does not fit
+    the name is dropped first, then each manufacturer entry gets a datagram
+    of its own; an entry that cannot fit even alone (over 110 bytes of
+    payload: an extended advertisement) is left out.
     """
     header = bytes((PACKET_VERSION,)) + adapter + advertiser + bytes((_rssi_byte(rssi),))
     entries = [
         _ad(AD_MANUFACTURER_DATA, company.to_bytes(2, "little") + manufacturer_data[company])
         for company in companies
+        if manufacturer_data[company]  # ble_parse_adv skips an entry without payload
     ]
     entries = [e for e in entries if len(e) - 1 <= _AD_LENGTH_MAX]
     if not entries:
@@ -145,8 +148,8 @@ LEFT_ALONE: Final = {
     FeedState.NO_SOCKET: f"{SOCKET_PORT_PATH} does not exist: dbus-ble-sensors before v0.30 "
     "reads no UDP",
     FeedState.SOCKET_DISABLED: f"{SOCKET_BIND_ADDRESS_PATH} is empty, which disables it",
-    FeedState.BAD_ADDRESS: f"{SOCKET_BIND_ADDRESS_PATH} or {SOCKET_PORT_PATH} is not an IP "
-    "address and port",
+    FeedState.BAD_ADDRESS: f"{SOCKET_BIND_ADDRESS_PATH} is not an IPv4 address or "
+    f"{SOCKET_PORT_PATH} not a port: dbus-ble-sensors cannot listen there either",
 }
 
 
@@ -172,15 +175,19 @@ class FeedPlan:
     def text(self) -> str:
         if self.state is FeedState.FEEDING and self.target is not None:
             host, port = self.target
-            return f"feeding {host}:{port}" if ":" not in host else f"feeding [{host}]:{port}"
+            return f"feeding {host}:{port}"
         return self.state.value
 
 
 def _host(bind_address: str) -> str | None:
-    """The address to send to for dbus-ble-sensors' bind address; None if not an IP address."""
+    """The address to send to for dbus-ble-sensors' bind address; None if it cannot bind it.
+
+    ble-socket.c binds an AF_INET socket to what ``inet_pton(AF_INET)``
+    accepts: an IPv4 address in dotted form, nothing else.
+    """
     text = bind_address.strip()
     try:
-        ipaddress.ip_address(text)
+        ipaddress.IPv4Address(text)
     except ValueError:
         return None
     return _WILDCARD_TO_LOOPBACK.get(text, text)

@@ -92,8 +92,7 @@ class DatagramSender:
         self.close()
         if target is None:
             return
-        family = socket.AF_INET6 if ":" in target[0] else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_DGRAM)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # ble-socket.c is IPv4 only
         sock.setblocking(False)
         try:
             sock.connect(target)

@@ -46,6 +46,46 @@ if [ -z "$PREFIX" ] && [ -e "$LINK" ] && command -v svc >/dev/null 2>&1; then
 	echo "stopped $NAME"
 fi
 
+# The feed to dbus-ble-sensors (README "Let dbus-ble-scanner do the scanning for
+# dbus-ble-sensors") switched its own Bluetooth scan off and remembered the value
+# it found in our settings: put that back. Through whichever client the system
+# has (dbus-send, or Venus's dbus); without localsettings on the bus, nothing.
+SETTINGS=com.victronenergy.settings
+WAS_PATH=/Settings/BleScanner/BleSensorsBluetoothWas
+ENABLED_PATH=/Settings/BleSensors/Bluetooth/Enabled
+
+get_setting() {
+	if command -v dbus-send >/dev/null 2>&1; then
+		dbus-send --system --print-reply=literal --dest=$SETTINGS "$1" \
+			com.victronenergy.BusItem.GetValue 2>/dev/null | awk '{ print $NF }'
+	elif command -v dbus >/dev/null 2>&1; then
+		dbus -y $SETTINGS "$1" GetValue 2>/dev/null
+	fi
+}
+
+set_setting() {
+	if command -v dbus-send >/dev/null 2>&1; then
+		dbus-send --system --print-reply --dest=$SETTINGS "$1" \
+			com.victronenergy.BusItem.SetValue "variant:int32:$2" >/dev/null 2>&1
+	elif command -v dbus >/dev/null 2>&1; then
+		dbus -y $SETTINGS "$1" SetValue "%$2" >/dev/null 2>&1
+	else
+		return 1
+	fi
+}
+
+WAS=$(get_setting $WAS_PATH || true)
+case "$WAS" in
+0 | 1)
+	if set_setting $ENABLED_PATH "$WAS"; then
+		set_setting $WAS_PATH -1 || true
+		echo "put dbus-ble-sensors' own Bluetooth scan back ($ENABLED_PATH = $WAS)"
+	else
+		echo "$0: could not set $ENABLED_PATH back to $WAS; set it in the GUI" >&2
+	fi
+	;;
+esac
+
 if [ -L "$LINK" ]; then
 	rm -f "$LINK"
 	echo "removed $LINK"

@@ -56,7 +56,7 @@ ENABLED_PATH=/Settings/BleSensors/Bluetooth/Enabled
 
 get_setting() {
 	if command -v dbus-send >/dev/null 2>&1; then
-		dbus-send --system --print-reply=literal --dest=$SETTINGS "$1" \
+		dbus-send --system --reply-timeout=5000 --print-reply=literal --dest=$SETTINGS "$1" \
 			com.victronenergy.BusItem.GetValue 2>/dev/null | awk '{ print $NF }'
 	elif command -v dbus >/dev/null 2>&1; then
 		dbus -y $SETTINGS "$1" GetValue 2>/dev/null
@@ -65,7 +65,7 @@ get_setting() {
 
 set_setting() {
 	if command -v dbus-send >/dev/null 2>&1; then
-		dbus-send --system --print-reply --dest=$SETTINGS "$1" \
+		dbus-send --system --reply-timeout=5000 --print-reply --dest=$SETTINGS "$1" \
 			com.victronenergy.BusItem.SetValue "variant:int32:$2" >/dev/null 2>&1
 	elif command -v dbus >/dev/null 2>&1; then
 		dbus -y $SETTINGS "$1" SetValue "%$2" >/dev/null 2>&1

@@ -11,15 +11,18 @@ only names a device a manufacturer handler knows). ``BleSensorsReceiver``
 listens on UDP and records sensors as dbus-ble-sensors would create them.
 
 ``python -m ble_scanner.testing.blesensors_socket --port N --count-file F``
-counts datagrams in a process of its own (the bench), writing the count to
-F on SIGTERM.
+counts datagrams in a process of its own (the bench): it prints
+``{"ready": true, "port": P}`` once bound (``--port 0``: any free port) and
+writes the count to F on SIGTERM.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import signal
+import socket
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -169,6 +172,10 @@ class BleSensorsReceiver(asyncio.DatagramProtocol):
             self.transport.close()
 
 
+# Asked of the kernel for the counting receiver (it grants up to net.core.rmem_max).
+_RCVBUF: Final = 4 * 1024 * 1024
+
+
 class _Counter(asyncio.DatagramProtocol):
     def __init__(self) -> None:
         self.count = 0
@@ -179,13 +186,17 @@ class _Counter(asyncio.DatagramProtocol):
 
 async def _count(port: int) -> int:
     loop = asyncio.get_running_loop()
-    transport, counter = await loop.create_datagram_endpoint(
-        _Counter, local_addr=("127.0.0.1", port)
-    )
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    # A burst must not overflow the receive buffer: the count is the loss measurement.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
+    sock.bind(("127.0.0.1", port))
+    transport, counter = await loop.create_datagram_endpoint(_Counter, sock=sock)
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    print(f"listening on 127.0.0.1:{transport.get_extra_info('sockname')[1]}", flush=True)
+    # A JSON line, as the bench's processes announce themselves (tests/bench/runner.py).
+    port = transport.get_extra_info("sockname")[1]
+    print(json.dumps({"ready": True, "port": port}), flush=True)
     await stop.wait()
     transport.close()
     return counter.count

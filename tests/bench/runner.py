@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import importlib.metadata
 import json
 import os
@@ -26,13 +27,24 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from ble_scanner.const import SCANNER_SERVICE
+from ble_scanner.testing.localsettings import Setting as LocalSetting
+from ble_scanner.testing.localsettings import ble_sensors_settings
 from ble_scanner.testing.testbus import TestBus, start_test_bus
 from tests.bench.common import RELAY_NAME, RELAY_POLICY, cpu_seconds, rss_bytes
 from tests.bench.simproc import ingest_address
 from tests.helpers import NO_LOAD_BUDGET
 
 REPO: Final = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SCENARIOS: Final = ("ingest", "latency", "fanout", "memory", "snapshot", "startup", "loadcap")
+SCENARIOS: Final = (
+    "ingest",
+    "latency",
+    "fanout",
+    "memory",
+    "snapshot",
+    "startup",
+    "loadcap",
+    "feed",
+)
 
 # SPEC §8 and issue 7: the goals, as same-run ratios or absolute figures.
 GOALS: Final = {
@@ -43,7 +55,10 @@ GOALS: Final = {
     "snapshot": "p50 <= 20 ms (1 000 devices)",
     "startup": "<= 1.5 s to discovery started",
     "loadcap": "shed CPU <= cap x 1.25, specific devices all delivered",
+    "feed": "no datagram lost, service CPU <= 1.1x feed off",
 }
+# Issue 14: feeding dbus-ble-sensors may cost the service at most 10 % more CPU.
+FEED_CPU_RATIO: Final = 1.1
 # A rate step passes when every report arrived and the p99 latency stayed under
 # this: a pipeline that keeps up answers in milliseconds, while one that is 10 %
 # short of the offered rate has fallen ~270 ms behind by the end of a 3 s step.
@@ -135,6 +150,7 @@ class Proc:
         self.name = name
         self.process = process
         self.log = log
+        self.ready: dict[str, Any] = {}  # what it said when it was ready
 
     @property
     def pid(self) -> int:
@@ -232,7 +248,7 @@ class Bench:
             )
         proc = Proc(name, process, log)
         if control:
-            await proc.read()  # {"ready": true}
+            proc.ready = await proc.read()  # {"ready": true, ...}
         return proc
 
     async def client(self, name: str = "client") -> Proc:
@@ -247,8 +263,14 @@ class Bench:
             argv += ["--profile", os.path.join(self.workdir, f"{self._count + 1:03d}-{name}.prof")]
         return argv
 
-    async def service(self, direct: bool = False, options: Sequence[str] = ()) -> Proc:
-        """The service process; ``direct`` starts it exactly as Venus does, with no launcher."""
+    async def service(
+        self, direct: bool = False, options: Sequence[str] = (), settings: bool = False
+    ) -> Proc:
+        """The service process; ``direct`` starts it exactly as Venus does, with no launcher.
+
+        ``settings``: use the localsettings stand-in the scenario started
+        (waiting for it as a GX start would not need to).
+        """
         argv = [sys.executable] if direct else self.launcher("service")
         # No localsettings on the bench bus: do not wait for it (on a GX it is up first).
         # No state file: every scenario starts with an empty cache. The load
@@ -257,7 +279,7 @@ class Bench:
         command = [
             *argv,
             "dbus_ble_scanner.py",
-            "--no-settings",
+            *(("--settings-wait", "10") if settings else ("--no-settings",)),
             "--state-file",
             "",
             *NO_LOAD_BUDGET,
@@ -473,10 +495,33 @@ FANOUT_SLICES: Final = (
 )
 
 
-async def fanout_once(bench: Bench, design: str) -> dict[str, Any]:
+async def fanout_once(bench: Bench, design: str, feed: bool | None = None) -> dict[str, Any]:
+    """The fan-out scene; ``feed`` (service only) adds localsettings holding dbus-ble-sensors'
+    settings and a receiver process counting datagrams, the feed switched on or off."""
     plan = bench.plan
     assert bench.sim is not None and bench.bus is not None
-    service = await bench.service() if design == "service" else None
+    extras: list[Proc] = []
+    receiver: Proc | None = None
+    count_file = os.path.join(bench.workdir, f"feed-{bench._count}.count")
+    if feed is not None:
+        receiver = await bench.spawn(
+            "blesensors-receiver",
+            [sys.executable, "-m", "ble_scanner.testing.blesensors_socket", "--port", "0",
+             "--count-file", count_file],
+        )  # fmt: skip
+        extras.append(receiver)
+        port = receiver.ready["port"]
+        store = os.path.join(bench.workdir, f"settings-{bench._count}.json")
+        with open(store, "w") as f:
+            json.dump(_feed_settings(port, feed), f)
+        extras.append(
+            await bench.spawn(
+                "localsettings",
+                [sys.executable, "-m", "ble_scanner.testing.localsettings", "--path", store],
+                control=False,
+            )
+        )
+    service = await bench.service(settings=feed is not None) if design == "service" else None
     clients: list[Proc] = []
     try:
         if service is not None:
@@ -509,7 +554,12 @@ async def fanout_once(bench: Bench, design: str) -> dict[str, Any]:
             await spy.wait()
         used = {pid: after[pid] - before[pid] for pid in before}
         stats = [await c.ask("stats") for c in clients]
-        return {
+        fed: dict[str, Any] = {}
+        if receiver is not None:
+            await receiver.stop()  # it writes its count on SIGTERM
+            with open(count_file) as f:
+                fed = {"fed": scene["fed"], "received": int(f.read())}
+        return fed | {
             "cpu_s": sum(used[pid] for pid in measured),
             "service_cpu_s": used[service.pid] if service else 0.0,
             "clients_cpu_s": sum(used[c.pid] for c in clients),
@@ -524,7 +574,32 @@ async def fanout_once(bench: Bench, design: str) -> dict[str, Any]:
             await client.stop()
         if service is not None:
             await service.stop()
+        for extra in extras:
+            await extra.stop()
         await bench.sessions(0)
+
+
+def _feed_settings(port: int, feed: bool) -> dict[str, dict[str, Any]]:
+    """The localsettings stand-in's store: dbus-ble-sensors' settings, and our feed on or off."""
+    stored = {path: dataclasses.asdict(s) for path, s in ble_sensors_settings(port=port).items()}
+    stored["/Settings/BleScanner/BleSensorsFeed"] = dataclasses.asdict(
+        LocalSetting("i", int(feed), 0, 0, 1)
+    )
+    return stored
+
+
+async def feed(bench: Bench) -> dict[str, Any]:
+    """The fan-out scene with the feed off, then on, same run: what feeding costs, what arrives."""
+    off = await fanout_once(bench, "service", feed=False)
+    on = await fanout_once(bench, "service", feed=True)
+    return {
+        "off": off,
+        "on": on,
+        "cpu_ratio": _ratio(on["service_cpu_s"], off["service_cpu_s"]),
+        "lost": on["fed"] - on["received"],
+        "received_while_off": off["received"],
+        "rate": on["fed"] / bench.plan.scene_duration,
+    }
 
 
 async def _py_spy(bench: Bench, proc: Proc, duration: float) -> asyncio.subprocess.Process | None:
@@ -782,6 +857,8 @@ def goal_met(name: str, result: dict[str, Any]) -> bool:
         return all(r["p99_ratio"] <= 1.5 for r in result.values() if isinstance(r, dict))
     if name == "fanout":
         return bool(result["ratio"] <= 0.5)
+    if name == "feed":
+        return bool(result["lost"] == 0 and result["cpu_ratio"] <= FEED_CPU_RATIO)
     if name == "memory":
         return all(v <= 2048 for v in result["bytes_per_device"].values())
     if name == "snapshot":
@@ -836,6 +913,9 @@ async def run_all(
             if "loadcap" in only:
                 progress("  load cap")
                 runs["loadcap"].append(await loadcap(bench))
+            if "feed" in only:
+                progress("  feed to dbus-ble-sensors")
+                runs["feed"].append(await feed(bench))
     scenarios: dict[str, Any] = {}
     for name, results in runs.items():
         merged = _median_of(results)
@@ -972,6 +1052,19 @@ def table(result: dict[str, Any]) -> str:
                 f"{c['rates'][rate]['ratio']:.2f}x (goal <= {c['cap_percent']} % "
                 f"x {LOADCAP_TOLERANCE})",
                 mark("loadcap"),
+            )
+        )
+    if "feed" in s:
+        d = s["feed"]
+        rows.append(
+            (
+                "Feed to dbus-ble-sensors in the fan-out scene: service CPU s, datagrams "
+                "received / sent",
+                f"{d['on']['service_cpu_s']:.2f}, {d['on']['received']:,.0f} / "
+                f"{d['on']['fed']:,.0f} ({d['rate']:,.0f}/s)",
+                f"{d['off']['service_cpu_s']:.2f} (feed off)",
+                f"{d['cpu_ratio']:.2f}x, lost {d['lost']:.0f} (goal <= {FEED_CPU_RATIO}x, none)",
+                mark("feed"),
             )
         )
     header = ("scenario", "service", "baseline (relay / no-daemon)", "ratio / goal", "met")

@@ -125,7 +125,9 @@ class SimProcess:
         # Devices are out of phase, as real advertisers are.
         phase = [rng.uniform(0, period) for _ in range(devices)]
         counts = [0] * devices
-        reports = 0
+        reports = fed = 0
+        # Scene kinds whose company id dbus-ble-sensors handles: Victron, Ruuvi, Nordic.
+        fed_kinds = (0, 1, 4)
         t0 = time.monotonic()
         while (elapsed := time.monotonic() - t0) < duration:
             for i in range(devices):
@@ -136,9 +138,10 @@ class SimProcess:
                     advertise(ADAPTER, scene_report(i, n // change_every, rssi))
                     counts[i] = n + 1
                     reports += 1
+                    fed += i % 5 in fed_kinds
             await sim.drain()
             await asyncio.sleep(0.01)
-        return {"reports": reports, "elapsed": time.monotonic() - t0}
+        return {"reports": reports, "fed": fed, "elapsed": time.monotonic() - t0}
 
     async def populate(self, start: int, count: int) -> None:
         """``count`` new devices with typical content (name, 20-byte payload, a UUID)."""

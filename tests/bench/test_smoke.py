@@ -33,4 +33,6 @@ def test_smoke_run_reports_every_scenario(tmp_path: Path) -> None:
     for rate in loadcap["rates"].values():
         assert rate["capped"]["step"] >= 1  # it shed ...
         assert rate["capped"]["specific_devices"] == loadcap["wanted_devices"]  # ... and served
+    feed = result["scenarios"]["feed"]
+    assert feed["on"]["received"] > 0 and feed["received_while_off"] == 0
     assert "| scenario |" in done.stdout

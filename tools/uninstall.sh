@@ -52,6 +52,7 @@ fi
 # has (dbus-send, or Venus's dbus); without localsettings on the bus, nothing.
 SETTINGS=com.victronenergy.settings
 WAS_PATH=/Settings/BleScanner/BleSensorsBluetoothWas
+FEED_PATH=/Settings/BleScanner/BleSensorsFeed
 ENABLED_PATH=/Settings/BleSensors/Bluetooth/Enabled
 
 get_setting() {
@@ -77,6 +78,8 @@ set_setting() {
 WAS=$(get_setting $WAS_PATH || true)
 case "$WAS" in
 0 | 1)
+	# The feed off first: a service still stopping would otherwise take the scan again.
+	set_setting $FEED_PATH 0 || true
 	if set_setting $ENABLED_PATH "$WAS"; then
 		set_setting $WAS_PATH -1 || true
 		echo "put dbus-ble-sensors' own Bluetooth scan back ($ENABLED_PATH = $WAS)"

@@ -82,6 +82,15 @@ def _rssi_byte(rssi: int | None) -> int:
     return rssi & 0xFF
 
 
+def rssi_byte(rssi: int | None) -> bytes:
+    """Byte 13: the RSSI as int8, 0x7F when unknown or not an int8."""
+    return _RSSI_BYTES[_rssi_byte(rssi)]
+
+
+# Every RSSI byte made once: the feed puts one in each datagram.
+_RSSI_BYTES: Final = tuple(bytes((value,)) for value in range(256))
+
+
 def _ad(ad_type: int, data: bytes) -> bytes:
     return bytes((len(data) + 1, ad_type)) + data
 
@@ -89,6 +98,46 @@ def _ad(ad_type: int, data: bytes) -> bytes:
 def handled(manufacturer_data: Mapping[int, bytes], company_ids: frozenset[int]) -> list[int]:
     """The company ids of ``manufacturer_data`` dbus-ble-sensors handles, in the report's order."""
     return [company for company in manufacturer_data if company in company_ids]
+
+
+def header(adapter: bytes, advertiser: bytes, rssi: int | None) -> bytes:
+    """The first 14 bytes: version, receiving adapter, advertiser (``bdaddr`` bytes), RSSI."""
+    return bytes((PACKET_VERSION,)) + adapter + advertiser + rssi_byte(rssi)
+
+
+def bodies(
+    manufacturer_data: Mapping[int, bytes], companies: Iterable[int], name: str | None
+) -> list[bytes]:
+    """The AD structures of each datagram for one report: one body, unless 128 bytes cannot hold it.
+
+    ``companies`` are the entries of ``manufacturer_data`` to send
+    (``handled``). The name comes after them: ble_parse_adv names only a
+    device a manufacturer handler has created, in the order of the AD
+    structures. When the whole does not fit the name is dropped first, then
+    each manufacturer entry gets a datagram of its own; an entry that cannot
+    fit even alone (over 110 bytes of payload: an extended advertisement) is
+    left out. Apart from the header, so that the feed can keep them while a
+    device repeats itself.
+    """
+    room = MAX_PACKET - HEADER_SIZE
+    entries = [
+        _ad(AD_MANUFACTURER_DATA, company.to_bytes(2, "little") + manufacturer_data[company])
+        for company in companies
+        if manufacturer_data[company]  # ble_parse_adv skips an entry without payload
+    ]
+    entries = [e for e in entries if len(e) <= room]
+    if not entries:
+        return []
+    body = b"".join(entries)
+    if name:
+        encoded = name.encode("utf-8")
+        if len(encoded) < _AD_LENGTH_MAX:
+            with_name = body + _ad(AD_COMPLETE_LOCAL_NAME, encoded)
+            if len(with_name) <= room:
+                return [with_name]
+    if len(body) <= room:
+        return [body]
+    return entries
 
 
 def datagrams(
@@ -99,35 +148,9 @@ def datagrams(
     companies: Iterable[int],
     name: str | None,
 ) -> list[bytes]:
-    """The version-2 datagrams for one report: one, unless 128 bytes cannot hold it.
-
-    ``adapter`` and ``advertiser`` are ``bdaddr`` bytes; ``companies`` are the
-    entries of ``manufacturer_data`` to send (``handled``). The name comes
-    after them: ble_parse_adv names only a device a manufacturer handler has
-    created, in the order of the AD structures. When the whole does not fit
-    the name is dropped first, then each manufacturer entry gets a datagram
-    of its own; an entry that cannot fit even alone (over 110 bytes of
-    payload: an extended advertisement) is left out.
-    """
-    header = bytes((PACKET_VERSION,)) + adapter + advertiser + bytes((_rssi_byte(rssi),))
-    entries = [
-        _ad(AD_MANUFACTURER_DATA, company.to_bytes(2, "little") + manufacturer_data[company])
-        for company in companies
-        if manufacturer_data[company]  # ble_parse_adv skips an entry without payload
-    ]
-    entries = [e for e in entries if len(e) - 1 <= _AD_LENGTH_MAX]
-    if not entries:
-        return []
-    body = b"".join(entries)
-    if name:
-        encoded = name.encode("utf-8")
-        if len(encoded) < _AD_LENGTH_MAX:
-            with_name = header + body + _ad(AD_COMPLETE_LOCAL_NAME, encoded)
-            if len(with_name) <= MAX_PACKET:
-                return [with_name]
-    if len(header) + len(body) <= MAX_PACKET:
-        return [header + body]
-    return [header + e for e in entries if len(header) + len(e) <= MAX_PACKET]
+    """The version-2 datagrams for one report (``header`` + each of ``bodies``)."""
+    head = header(adapter, advertiser, rssi)
+    return [head + body for body in bodies(manufacturer_data, companies, name)]
 
 
 # --- what to do with dbus-ble-sensors' settings ----------------------------------------

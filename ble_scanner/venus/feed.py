@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Mapping
@@ -33,7 +32,7 @@ from ..bus.calls import (
 )
 from ..config import ScannerConfig, with_values
 from ..const import DBUS_SERVICE
-from ..record import DeviceView
+from ..record import Content, DeviceView
 from .blesensors import (
     BDADDR_SIZE,
     BLE_SENSORS_PREFIX,
@@ -41,6 +40,7 @@ from .blesensors import (
     FOLLOWED_PATHS,
     LEFT_ALONE,
     NOT_TAKEN,
+    PACKET_VERSION,
     SOCKET_BIND_ADDRESS_PATH,
     SOCKET_PORT_PATH,
     BleSensorsSettings,
@@ -48,8 +48,9 @@ from .blesensors import (
     FeedState,
     FeedStatus,
     bdaddr,
-    datagrams,
+    bodies,
     plan,
+    rssi_byte,
 )
 from .const import BUSITEM_INTERFACE, SETTINGS_CALL_TIMEOUT, SETTINGS_SERVICE, SETVALUE_OK
 
@@ -62,14 +63,11 @@ _UNKNOWN_OBJECT: Final = "org.freedesktop.DBus.Error.UnknownObject"
 # An adapter whose address BlueZ has not told us yet: dbus-ble-sensors only
 # shows the repeater's address, so zeros are better than no datagram.
 _NO_ADDRESS: Final = bytes(BDADDR_SIZE)
-# Advertisers' addresses in bdaddr form, remembered: the hot path converts
-# each address once. A GX hears a few thousand devices at most.
-_BDADDR_CACHE: Final = 4096
-
-
-@functools.lru_cache(maxsize=_BDADDR_CACHE)
-def _bdaddr(address: str) -> bytes:
-    return bdaddr(address)
+# What a device's reports are sent as while its content stays: (content,
+# adapter, the first 13 bytes, the AD bodies). Emptied now and then; a GX
+# hears a few thousand devices at most.
+_Built = tuple[Content, str, bytes, list[bytes]]
+_BUILT_MAX: Final = 4096
 
 
 class DatagramSender:
@@ -146,6 +144,7 @@ class BleSensorsFeed:
         self._config = config
         self._adapters = adapters
         self._adapter_bytes: dict[str, bytes] = {}
+        self._built: dict[str, _Built] = {}  # by Device1 path
         self._store = store
         self._sender = DatagramSender()
         self._company_ids = config.ble_sensors_company_ids
@@ -203,41 +202,58 @@ class BleSensorsFeed:
     def configure(self, config: ScannerConfig) -> None:
         """Our settings changed (BleSensorsFeed, the company ids, what we remembered)."""
         self._config = config
-        self._company_ids = config.ble_sensors_company_ids
+        if config.ble_sensors_company_ids != self._company_ids:
+            self._company_ids = config.ble_sensors_company_ids
+            self._built.clear()
         self._decide()
 
     def status(self) -> FeedStatus:
         """For the Venus tree, about once a second; adapters' addresses are looked up afresh."""
         self._adapter_bytes.clear()
+        self._built.clear()
         sender = self._sender
         return FeedStatus(self._plan.text, sender.sent, sender.errors)
 
     # --- the report path -------------------------------------------------------------
 
     def report(self, view: DeviceView) -> None:
-        """One report: sent if the feed is on and dbus-ble-sensors handles its company id."""
+        """One report: sent if the feed is on and dbus-ble-sensors handles its company id.
+
+        What a device sends is built once per content (``blesensors.bodies``)
+        and kept: most reports repeat the content before, only the RSSI differs.
+        """
         sender = self._sender
         if sender.target is None:
             return
-        manufacturer_data = view.content.manufacturer_data
-        if not manufacturer_data:
-            return
-        company_ids = self._company_ids
-        companies = [c for c in manufacturer_data if c in company_ids]
-        if not companies:
-            return
-        adapter = self._adapter_bytes.get(view.adapter)
-        if adapter is None:
-            adapter = self._adapter_address(view.adapter)
-        try:
-            advertiser = _bdaddr(view.address)
-        except ValueError:
-            sender.errors += 1
-            return
-        for datagram in datagrams(
-            adapter, advertiser, view.rssi, manufacturer_data, companies, view.content.name
-        ):
-            sender.send(datagram)
+        built = self._built.get(view.path)
+        if built is None or built[0] is not view.content or built[1] != view.adapter:
+            built = self._build(view)
+        parts = built[3]
+        if parts:
+            head = built[2] + rssi_byte(view.rssi)
+            for body in parts:
+                sender.send(head + body)
+
+    def _build(self, view: DeviceView) -> _Built:
+        content = view.content
+        manufacturer_data = content.manufacturer_data
+        companies = [c for c in manufacturer_data if c in self._company_ids]
+        parts = bodies(manufacturer_data, companies, content.name) if companies else []
+        prefix = b""
+        if parts:
+            adapter = self._adapter_bytes.get(view.adapter)
+            if adapter is None:
+                adapter = self._adapter_address(view.adapter)
+            try:
+                prefix = bytes((PACKET_VERSION,)) + adapter + bdaddr(view.address)
+            except ValueError:
+                self._sender.errors += 1
+                parts = []
+        if len(self._built) >= _BUILT_MAX:
+            self._built.clear()
+        built = (content, view.adapter, prefix, parts)
+        self._built[view.path] = built
+        return built
 
     def _adapter_address(self, name: str) -> bytes:
         text = self._adapters().get(name, "")

@@ -317,6 +317,7 @@ async def test_uninstaller_puts_its_scan_back(
             assert process.returncode == 0, err.decode()
             assert settings.value(ENABLED) == 1
             assert settings.value(WAS) == -1
+            assert settings.value(FEED) == 0
         assert "dbus-ble-sensors" not in out.decode()  # the second run: nothing to put back
     finally:
         await settings.stop()

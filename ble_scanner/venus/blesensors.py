@@ -20,6 +20,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from ..const import RSSI_UNAVAILABLE
+
 # --- what dbus-ble-sensors handles ------------------------------------------------
 
 # The company ids dbus-ble-sensors v0.31 has manufacturer handlers for
@@ -53,8 +55,8 @@ PACKET_VERSION: Final = 2
 MAX_PACKET: Final = 128
 # version (1), repeater bdaddr (6), advertiser bdaddr (6), RSSI (1).
 HEADER_SIZE: Final = 14
-# ble-socket.c: an RSSI of 0x7F (int8 127) is "invalid", as in HCI LE reports.
-RSSI_UNKNOWN: Final = 0x7F
+# ble-socket.c: an RSSI of 0x7F is "invalid": HCI's "RSSI not available".
+RSSI_UNKNOWN: Final = RSSI_UNAVAILABLE
 BDADDR_SIZE: Final = 6
 # AD types ble_parse_adv reads (Bluetooth Core Supplement, part A, 1.2 and 1.4).
 AD_COMPLETE_LOCAL_NAME: Final = 0x09

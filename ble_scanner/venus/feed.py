@@ -23,11 +23,7 @@ from dbus_fast.aio import MessageBus
 from ..bus.calls import (
     BusGoneError,
     CallError,
-    add_match,
     call,
-    name_owner,
-    name_owner_rule,
-    remove_match,
     signal_rule,
 )
 from ..config import ScannerConfig, with_values
@@ -52,12 +48,11 @@ from .blesensors import (
     plan,
     rssi_byte,
 )
-from .const import BUSITEM_INTERFACE, SETTINGS_CALL_TIMEOUT, SETTINGS_SERVICE, SETVALUE_OK
+from .const import BUSITEM_INTERFACE, SETTINGS_CALL_TIMEOUT, SETTINGS_SERVICE
+from .settings import CALL_FAILED, follow, set_setting, settings_rules, unfollow
 
 _LOGGER = logging.getLogger(__name__)
 
-# How a call to localsettings or the bus daemon can fail (bus/calls.py).
-_CALL_FAILED: Final = (CallError, TimeoutError, BusGoneError)
 # localsettings answers GetValue on a path it does not hold with this.
 _UNKNOWN_OBJECT: Final = "org.freedesktop.DBus.Error.UnknownObject"
 # An adapter whose address BlueZ has not told us yet: dbus-ble-sensors only
@@ -156,12 +151,8 @@ class BleSensorsFeed:
         self._wake = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
         self._rules = (
-            name_owner_rule(SETTINGS_SERVICE),
-            signal_rule(
-                interface=BUSITEM_INTERFACE,
-                member="PropertiesChanged",
-                path_namespace=BLE_SENSORS_PREFIX,
-            ),
+            *settings_rules(BLE_SENSORS_PREFIX),
+            # Newer localsettings also tells changes in one ItemsChanged on "/".
             signal_rule(interface=BUSITEM_INTERFACE, member="ItemsChanged", path="/"),
         )
 
@@ -172,10 +163,8 @@ class BleSensorsFeed:
         if self._store is not None:
             self._bus.add_message_handler(self._on_message)
             try:
-                for rule in self._rules:
-                    await add_match(self._bus, rule, timeout=SETTINGS_CALL_TIMEOUT)
-                owner = await name_owner(self._bus, SETTINGS_SERVICE, timeout=SETTINGS_CALL_TIMEOUT)
-            except _CALL_FAILED as exc:
+                owner = await follow(self._bus, self._rules)
+            except CALL_FAILED as exc:
                 _LOGGER.error("cannot follow dbus-ble-sensors' settings (%s)", exc)
                 owner = None
             self._owner = owner
@@ -194,10 +183,7 @@ class BleSensorsFeed:
         if self._store is None:
             return
         self._bus.remove_message_handler(self._on_message)
-        if self._bus.connected:
-            for rule in self._rules:
-                with contextlib.suppress(*_CALL_FAILED):
-                    await remove_match(self._bus, rule, timeout=SETTINGS_CALL_TIMEOUT)
+        await unfollow(self._bus, self._rules)
 
     def configure(self, config: ScannerConfig) -> None:
         """Our settings changed (BleSensorsFeed, the company ids, what we remembered)."""
@@ -385,7 +371,7 @@ class BleSensorsFeed:
         if not await self._store("ble_sensors_bluetooth_was", was):
             return  # nothing remembered: nothing switched off
         self._config_remembered(was)
-        if await self._set_value(BLUETOOTH_ENABLED_PATH, 0):
+        if await set_setting(self._bus, BLUETOOTH_ENABLED_PATH, 0):
             _LOGGER.info(
                 "switched dbus-ble-sensors' own Bluetooth scan off (%s was %d): "
                 "this service feeds it now",
@@ -398,7 +384,7 @@ class BleSensorsFeed:
         was = self._config.ble_sensors_bluetooth_was
         if was == NOT_TAKEN:
             return
-        if not await self._set_value(BLUETOOTH_ENABLED_PATH, was):
+        if not await set_setting(self._bus, BLUETOOTH_ENABLED_PATH, was):
             return  # try again at the next change; the value stays remembered
         _LOGGER.info(
             "put dbus-ble-sensors' own Bluetooth scan back (%s = %d): %s",
@@ -413,23 +399,3 @@ class BleSensorsFeed:
         """What we stored applies now (its PropertiesChanged may come later)."""
         self._config = with_values(self._config, {"ble_sensors_bluetooth_was": was})
         self._decide()
-
-    async def _set_value(self, path: str, value: int) -> bool:
-        try:
-            (code,) = await call(
-                self._bus,
-                SETTINGS_SERVICE,
-                path,
-                BUSITEM_INTERFACE,
-                "SetValue",
-                "v",
-                [Variant("i", value)],
-                timeout=SETTINGS_CALL_TIMEOUT,
-            )
-        except _CALL_FAILED as exc:
-            _LOGGER.warning("localsettings did not store %s = %d: %s", path, value, exc)
-            return False
-        if code != SETVALUE_OK:
-            _LOGGER.warning("localsettings refused %s = %d (%s)", path, value, code)
-            return False
-        return True

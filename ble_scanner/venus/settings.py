@@ -60,6 +60,8 @@ from .const import (
 _LOGGER = logging.getLogger(__name__)
 
 Raw = int | float | str
+# How a call to localsettings or the bus daemon can fail (bus/calls.py).
+CALL_FAILED: Final = (CallError, TimeoutError, BusGoneError)
 
 
 def parse_class_and_instance(raw: object) -> tuple[str, int]:
@@ -87,11 +89,61 @@ def _definition(entry: Mapping[str, Raw]) -> dict[str, Variant]:
     return {key: _variant(value) for key, value in entry.items()}
 
 
+async def set_setting(bus: MessageBus, path: str, value: Raw) -> bool:
+    """SetValue on any localsettings path; True if stored, else False and a warning says why."""
+    try:
+        (code,) = await call(
+            bus,
+            SETTINGS_SERVICE,
+            path,
+            BUSITEM_INTERFACE,
+            "SetValue",
+            "v",
+            [_variant(value)],
+            timeout=SETTINGS_CALL_TIMEOUT,
+        )
+    except CALL_FAILED as exc:
+        _LOGGER.warning("localsettings did not store %s = %r: %s", path, value, exc)
+        return False
+    if code != SETVALUE_OK:
+        _LOGGER.warning("localsettings refused %s = %r (%s)", path, value, code)
+        return False
+    return True
+
+
+def settings_rules(*namespaces: str) -> tuple[str, ...]:
+    """Match rules for localsettings' owner and for changes of the settings below each path."""
+    return (
+        name_owner_rule(SETTINGS_SERVICE),
+        *(
+            signal_rule(
+                interface=BUSITEM_INTERFACE, member="PropertiesChanged", path_namespace=namespace
+            )
+            for namespace in namespaces
+        ),
+    )
+
+
+async def follow(bus: MessageBus, rules: tuple[str, ...]) -> str | None:
+    """Add the match rules for localsettings' signals; its owner now (None: not on the bus).
+
+    Raises what ``bus/calls.py`` raises (``CALL_FAILED``).
+    """
+    for rule in rules:
+        await add_match(bus, rule, timeout=SETTINGS_CALL_TIMEOUT)
+    return await name_owner(bus, SETTINGS_SERVICE, timeout=SETTINGS_CALL_TIMEOUT)
+
+
+async def unfollow(bus: MessageBus, rules: tuple[str, ...]) -> None:
+    """Remove the match rules ``follow`` added, if the bus is still there."""
+    if bus.connected:
+        for rule in rules:
+            with contextlib.suppress(*CALL_FAILED):
+                await remove_match(bus, rule, timeout=SETTINGS_CALL_TIMEOUT)
+
+
 OnChange = Callable[[ScannerConfig, frozenset[str]], None]
 """(the new values, names of the fields that changed)."""
-
-# How a call to localsettings or the bus daemon can fail (bus/calls.py).
-_CALL_FAILED: Final = (CallError, TimeoutError, BusGoneError)
 
 
 class SettingsClient:
@@ -120,19 +172,7 @@ class SettingsClient:
         self._owner_seen = asyncio.Event()
         self._said_absent = False
         self._tasks: set[asyncio.Task[None]] = set()
-        self._rules = (
-            name_owner_rule(SETTINGS_SERVICE),
-            signal_rule(
-                interface=BUSITEM_INTERFACE,
-                member="PropertiesChanged",
-                path_namespace=SETTINGS_PREFIX,
-            ),
-            signal_rule(
-                interface=BUSITEM_INTERFACE,
-                member="PropertiesChanged",
-                path_namespace=f"{DEVICES_PREFIX}/{DEVICE_SETTINGS_ID}",
-            ),
-        )
+        self._rules = settings_rules(SETTINGS_PREFIX, f"{DEVICES_PREFIX}/{DEVICE_SETTINGS_ID}")
         bus.add_message_handler(self._on_message)
 
     @property
@@ -147,10 +187,8 @@ class SettingsClient:
         or restarts, the settings are created and read again then.
         """
         try:
-            for rule in self._rules:
-                await add_match(self._bus, rule, timeout=SETTINGS_CALL_TIMEOUT)
-            owner = await name_owner(self._bus, SETTINGS_SERVICE, timeout=SETTINGS_CALL_TIMEOUT)
-        except _CALL_FAILED as exc:
+            owner = await follow(self._bus, self._rules)
+        except CALL_FAILED as exc:
             if not isinstance(exc, BusGoneError):  # the bus itself gone: main.py says so, once
                 _LOGGER.error("cannot follow localsettings (%s); using the defaults", exc)
             return False
@@ -198,24 +236,7 @@ class SettingsClient:
         if self._owner is None:
             self._apply(setting, value, source="locally (localsettings is absent)")
             return False
-        try:
-            (code,) = await call(
-                self._bus,
-                SETTINGS_SERVICE,
-                setting.path,
-                BUSITEM_INTERFACE,
-                "SetValue",
-                "v",
-                [_variant(value)],
-                timeout=SETTINGS_CALL_TIMEOUT,
-            )
-        except _CALL_FAILED as exc:
-            _LOGGER.warning("localsettings did not store %s = %r: %s", setting.path, value, exc)
-            return False
-        if code != SETVALUE_OK:
-            _LOGGER.warning("localsettings refused %s = %r (%s)", setting.path, value, code)
-            return False
-        return True
+        return await set_setting(self._bus, setting.path, value)
 
     async def set_custom_name(self, name: str) -> bool:
         return await self.set_value("custom_name", name)
@@ -224,10 +245,7 @@ class SettingsClient:
         self._bus.remove_message_handler(self._on_message)
         for task in list(self._tasks):
             task.cancel()
-        if self._bus.connected:
-            for rule in self._rules:
-                with contextlib.suppress(*_CALL_FAILED):
-                    await remove_match(self._bus, rule, timeout=SETTINGS_CALL_TIMEOUT)
+        await unfollow(self._bus, self._rules)
 
     # --- internals ------------------------------------------------------------
 
@@ -243,7 +261,7 @@ class SettingsClient:
                 [definitions],
                 timeout=SETTINGS_CALL_TIMEOUT,
             )
-        except _CALL_FAILED as exc:
+        except CALL_FAILED as exc:
             if not isinstance(exc, BusGoneError):  # the bus itself gone: main.py says so, once
                 _LOGGER.error("AddSettings failed (%s); using the values we have", exc)
             return None
@@ -315,7 +333,7 @@ class SettingsClient:
                     [Variant("s", f"{device_class}:{preferred}")],
                     timeout=SETTINGS_CALL_TIMEOUT,
                 )
-            except _CALL_FAILED as exc:
+            except CALL_FAILED as exc:
                 _LOGGER.warning("could not move the device instance off 0: %s", exc)
             return  # the new value arrives as PropertiesChanged
         if instance != self.device_instance:

@@ -22,7 +22,7 @@ PACKAGE = "ble_scanner/"
 # both; tests: test doubles, which the bundle leaves out.
 SIDES = frozenset({"service", "client", "shared", "tests"})
 # The folders a reader of the top level looks for (issue 13).
-TOP_LEVEL = ("ble_scanner/", "tests/", "tools/", "service/", "ext/", ".ci/")
+TOP_LEVEL = ("ble_scanner/", "tests/", "tools/", "service/", "ext/", "docs/", ".ci/")
 INDENT = 2
 # Folders whose modules are listed in their package docstring's "Modules"
 # section instead of the README (the simulator: a test double with its own manual).

@@ -367,38 +367,35 @@ async def _watch(client: ScannerClient, args: argparse.Namespace, out: TextIO) -
 _COMMANDS: Final = {"status": _status, "devices": _devices, "watch": _watch}
 
 
+# The exit code for each error, most specific first (ScannerError catches the rest).
+_EXIT_FOR: Final = (
+    (ServiceNotRunningError, EXIT_SERVICE_NOT_RUNNING),
+    (UntrustedServiceError, EXIT_UNTRUSTED),
+    (BusUnreachableError, EXIT_BUS_UNREACHABLE),
+    (ScannerError, EXIT_SERVICE_ERROR),
+)
+
+
+def _failed(exc: ScannerError, connecting: bool = False) -> int:
+    """One line on stderr, never a traceback; the exit code scripts rely on."""
+    message = f"ble-scanner: {exc}"
+    if connecting and isinstance(exc, ServiceNotRunningError):
+        message += ". Is dbus-ble-scanner installed and started (svstat /service/dbus-ble-scanner)?"
+    print(message, file=sys.stderr)
+    return next(code for kind, code in _EXIT_FOR if isinstance(exc, kind))
+
+
 async def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     client = ScannerClient(bus_address=args.bus, timeout=args.timeout, service_timeout=args.wait)
     quiet_after_loss(asyncio.get_running_loop(), lambda: client.bus_lost is not None)
     try:
         await client.connect()
-    except BusUnreachableError as exc:
-        print(f"ble-scanner: {exc}", file=sys.stderr)
-        return EXIT_BUS_UNREACHABLE
-    except ServiceNotRunningError as exc:
-        print(
-            f"ble-scanner: {exc}. Is dbus-ble-scanner installed and started "
-            "(svstat /service/dbus-ble-scanner)?",
-            file=sys.stderr,
-        )
-        return EXIT_SERVICE_NOT_RUNNING
-    except UntrustedServiceError as exc:
-        print(f"ble-scanner: {exc}", file=sys.stderr)
-        return EXIT_UNTRUSTED
+    except ScannerError as exc:
+        return _failed(exc, connecting=True)
     try:
         return await _COMMANDS[args.command](client, args, out)
-    except ServiceNotRunningError as exc:
-        print(f"ble-scanner: {exc}", file=sys.stderr)
-        return EXIT_SERVICE_NOT_RUNNING
-    except UntrustedServiceError as exc:
-        print(f"ble-scanner: {exc}", file=sys.stderr)
-        return EXIT_UNTRUSTED
-    except BusUnreachableError as exc:
-        print(f"ble-scanner: {exc}", file=sys.stderr)
-        return EXIT_BUS_UNREACHABLE
     except ScannerError as exc:
-        print(f"ble-scanner: {exc}", file=sys.stderr)
-        return EXIT_SERVICE_ERROR
+        return _failed(exc)
     finally:
         await client.close()
 

@@ -79,6 +79,9 @@ def test_paths_and_flags_are_the_ones_users_already_have() -> None:
         "CustomName",
         "ShedLoadAverage",
         "ShedCpuPercent",
+        "SilenceRestart",
+        "SilencePowerCycle",
+        "DrainTimeout",
     ]
     assert [s.flag for s in (*SETTINGS, *PROCESS_OPTIONS) if s.flag] == [
         "--adapter",
@@ -92,10 +95,14 @@ def test_paths_and_flags_are_the_ones_users_already_have() -> None:
         "--scan-mode",
         "--shed-load-average",
         "--shed-cpu-percent",
+        "--silence-restart",
+        "--silence-power-cycle",
+        "--drain-timeout",
         "--no-settings",
         "--settings-wait",
         "--state-file",
         "--state-save-interval",
+        "--claims-dir",
         "--debug",
     ]
     assert BY_FIELD["lost_timeout"].path == "/Settings/BleScanner/LostTimeout"

@@ -16,7 +16,7 @@ RESTART, POWER_CYCLE = WatchdogAction.RESTART, WatchdogAction.POWER_CYCLE
 
 
 def ladder(max_power_cycles_per_hour: int = 3) -> SilenceLadder:
-    return SilenceLadder(SILENCE, max_power_cycles_per_hour, MAX_INTERVAL)
+    return SilenceLadder(SILENCE, SILENCE, max_power_cycles_per_hour, MAX_INTERVAL)
 
 
 def run(

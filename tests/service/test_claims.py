@@ -24,7 +24,6 @@ import pytest_asyncio
 from ble_scanner.claims import LIVE_FOR
 from ble_scanner.config import ScannerConfig
 from ble_scanner.main import ScannerApp
-from ble_scanner.testing.localsettings import LocalSettingsStandIn
 from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.testbus import TestBus
 from ble_scanner.watchdog import MIN_SILENCE
@@ -114,17 +113,23 @@ def our_drain(tmp_path: Path) -> bool:
         return False
 
 
+async def silent_until_draining(app: ScannerApp, bluez: BluezSimulator, tmp_path: Path) -> int:
+    """Silent until the power cycle is due and we wait in our drain; the Set count then."""
+    await silent_after_heard(app, bluez)
+    sets = power_sets(bluez)
+    await wait_until(lambda: our_drain(tmp_path), TO_POWER_CYCLE, what="our drain claim")
+    assert adapter_state(app) == "waiting for other links to close before a power cycle"
+    assert power_sets(bluez) == sets, "powered off while another process holds a link"
+    return sets
+
+
 async def test_drain_is_taken_the_link_holds_the_cycle_and_it_goes_once_the_link_goes(
     test_bus: TestBus, bluez: BluezSimulator, tmp_path: Path, hold: Start
 ) -> None:
     link = await hold(f"{HCI0_KEY}.link.0", "dbus-serialbattery")
     app = await start_app(test_bus, tmp_path)
     try:
-        await silent_after_heard(app, bluez)
-        sets = power_sets(bluez)
-        await wait_until(lambda: our_drain(tmp_path), TO_POWER_CYCLE, what="our drain claim")
-        assert adapter_state(app) == "waiting for other links to close before a power cycle"
-        assert power_sets(bluez) == sets, "powered off while another process holds a link"
+        sets = await silent_until_draining(app, bluez, tmp_path)
         await link.release()
         await wait_until(lambda: power_sets(bluez) >= sets + 2, 10, what="the power cycle")
         await wait_until(lambda: not our_drain(tmp_path), what="the drain released")
@@ -260,51 +265,12 @@ async def test_a_connection_made_during_the_drain_wait_holds_the_cycle_off(
     link = await hold(f"{HCI0_KEY}.link.0", "dbus-serialbattery")
     app = await start_app(test_bus, tmp_path, replace(QUICK, drain_timeout=4.0))
     try:
-        await silent_after_heard(app, bluez)
-        sets = power_sets(bluez)
-        await wait_until(lambda: our_drain(tmp_path), TO_POWER_CYCLE, what="our drain claim")
+        sets = await silent_until_draining(app, bluez, tmp_path)
         bluez.set_connected("hci0", ADDR)
         await link.release()
         held = f"reset held off by a connection to {ADDR}"
         await wait_until(lambda: adapter_state(app) == held, 10, what=held)
         assert power_sets(bluez) == sets
         await wait_until(lambda: not our_drain(tmp_path), what="the drain released")
-    finally:
-        await app.stop()
-
-
-@pytest_asyncio.fixture
-async def localsettings(test_bus: TestBus) -> AsyncIterator[LocalSettingsStandIn]:
-    standin = await LocalSettingsStandIn.start(test_bus.address)
-    try:
-        yield standin
-    finally:
-        await standin.stop()
-
-
-async def test_watchdog_timings_and_drain_timeout_are_settings_applied_live(
-    test_bus: TestBus, bluez: BluezSimulator, localsettings: LocalSettingsStandIn
-) -> None:
-    app = ScannerApp(ScannerConfig(), bus_address=test_bus.address)
-    assert await asyncio.wait_for(app.start(), 10) == 0
-    try:
-        assert app.bluez is not None
-        ladder = app.bluez.adapters["/org/bluez/hci0"].ladder
-        assert (ladder.restart_after, ladder.power_cycle_after) == (90.0, 90.0)
-        assert app.bluez.drain_timeout == 30.0
-        for name, value in (("SilenceRestart", 7.0), ("SilencePowerCycle", 11.0)):
-            assert localsettings.set_value(f"/Settings/BleScanner/{name}", value) == 0
-        assert localsettings.set_value("/Settings/BleScanner/DrainTimeout", 3.0) == 0
-        await wait_until(
-            lambda: (ladder.restart_after, ladder.power_cycle_after) == (7.0, 11.0),
-            what="the ladder's new timings",
-        )
-        await wait_until(lambda: app.bluez is not None and app.bluez.drain_timeout == 3.0)
-        assert ladder.wait == 7.0, "the step under way waits by the new timing"
-        # Below the 5 s minimum: refused, nothing changes.
-        localsettings.set_value("/Settings/BleScanner/SilenceRestart", 4.0)
-        localsettings.set_value("/Settings/BleScanner/DrainTimeout", 5.0)
-        await wait_until(lambda: app.bluez is not None and app.bluez.drain_timeout == 5.0)
-        assert ladder.restart_after == 7.0 and app.config.silence_restart == 7.0
     finally:
         await app.stop()

@@ -3,7 +3,9 @@
 The watchdog runs on its settings' minimum (5 s per step), so a silence
 reaches the power cycle in about ten seconds; every claim is a file in a
 temporary directory, held by a process that heartbeats it as convention 0.4
-asks (tests/service/claim_holder.py).
+asks (tests/service/claim_holder.py). A connected device with no claims at
+all is tests/realbluez/test_links.py, which runs on the simulator in the
+default suite and on the real bluetoothd in the real-BlueZ tier.
 """
 
 from __future__ import annotations
@@ -236,25 +238,6 @@ async def test_an_unusable_claims_directory_means_no_coordination_logged_once(
         warnings = [r for r in caplog.records if "is unusable" in r.getMessage()]
         assert len(warnings) == 1, [r.getMessage() for r in warnings]
         assert str(claims_dir) in warnings[0].getMessage()
-    finally:
-        await app.stop()
-
-
-async def test_no_power_cycle_while_a_device_on_the_adapter_is_connected(
-    test_bus: TestBus, bluez: BluezSimulator, tmp_path: Path
-) -> None:
-    """Whatever the claims say (there are none): a connected device's silence is no fault."""
-    app = await start_app(test_bus, tmp_path)
-    try:
-        await silent_after_heard(app, bluez)
-        bluez.set_connected("hci0", ADDR)
-        starts, sets = bluez.call_count("StartDiscovery", adapter="hci0"), power_sets(bluez)
-        await asyncio.sleep(OBSERVATION)  # nothing is to happen: a window, not a sync
-        assert power_sets(bluez) == sets, "a power cycle dropped a link"
-        assert bluez.call_count("StartDiscovery", adapter="hci0") == starts
-        assert adapter_state(app) == "scanning"
-        bluez.set_connected("hci0", ADDR, False)
-        await wait_until(lambda: power_sets(bluez) >= sets + 2, TO_POWER_CYCLE, what="power cycle")
     finally:
         await app.stop()
 

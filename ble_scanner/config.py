@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from typing import Final
 
 from . import identifiers
+from .claims import CLAIMS_DIR, DEFAULT_DRAIN_TIMEOUT
 from .const import (
     DEFAULT_BROADCAST_KEEP_ALIVE,
     DEFAULT_BROADCAST_RSSI_DELTA,
@@ -29,11 +30,13 @@ from .const import (
     MAX_FILTER_LIST_ENTRIES,
     RSSI_MAX,
     RSSI_MIN,
+    WATCHDOG_SILENCE,
 )
 from .filters import MAX_SECONDS
 from .loadcap import DEFAULT_SHED_CPU_PERCENT, DEFAULT_SHED_LOAD_AVERAGE
 from .venus.blesensors import BLE_SENSORS_COMPANY_IDS, NOT_TAKEN
 from .venus.const import SETTINGS_PREFIX
+from .watchdog import DEFAULT_SILENCE_POWER_CYCLE, MIN_SILENCE
 
 # The values of bluez ScanMode (README "Scan modes"); tests/unit/test_config.py
 # holds the two equal, so that this module need not import the BlueZ side.
@@ -73,6 +76,9 @@ class ScannerConfig:
     ble_sensors_company_ids: frozenset[int] = BLE_SENSORS_COMPANY_IDS
     # dbus-ble-sensors' Bluetooth/Enabled as the feed found it (NOT_TAKEN: untouched).
     ble_sensors_bluetooth_was: int = NOT_TAKEN
+    silence_restart: float = WATCHDOG_SILENCE
+    silence_power_cycle: float = DEFAULT_SILENCE_POWER_CYCLE
+    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
 
 
 Value = float | int | str | bool | frozenset[str] | frozenset[int] | None
@@ -282,6 +288,34 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         name="BleSensorsBluetoothWas", low=NOT_TAKEN, high=1,
         why="-1 or the 0/1 of Bluetooth/Enabled",
     ),
+    Setting(
+        "silence_restart", Kind.SECONDS, WATCHDOG_SILENCE,
+        "Seconds without a report, while scanning, before the watchdog restarts discovery "
+        "on an adapter that was hearing advertisements (silence while a device on it is "
+        "connected does not count)",
+        flag="--silence-restart", name="SilenceRestart", metavar="S", unit="s",
+        low=MIN_SILENCE, high=MAX_SECONDS,
+        why="below 5 s an adapter whose one sensor advertises every few seconds looks silent "
+        "between reports; a day is as good as never",
+    ),
+    Setting(
+        "silence_power_cycle", Kind.SECONDS, DEFAULT_SILENCE_POWER_CYCLE,
+        "Further seconds of silence after that restart before the one power cycle of the "
+        "adapter (never while a link is on it: README 'Other processes' links and claims')",
+        flag="--silence-power-cycle", name="SilencePowerCycle", metavar="S", unit="s",
+        low=MIN_SILENCE, high=MAX_SECONDS,
+        why="the restart needs a few seconds to show whether it helped; a day is as good as "
+        "never",
+    ),
+    Setting(
+        "drain_timeout", Kind.SECONDS, DEFAULT_DRAIN_TIMEOUT,
+        "How long a power cycle waits, holding the adapter's bt-claims drain, for other "
+        "processes' links and uses (and connected devices) to go; if any remain it is held off",
+        flag="--drain-timeout", name="DrainTimeout", metavar="S", unit="s",
+        low=0.0, high=600.0,
+        why="0 only looks once; past ten minutes a stuck adapter stays stuck for longer than "
+        "any connection manager needs to move its links",
+    ),
 )  # fmt: skip
 """The settings in ``ScannerConfig``, in the order the README lists them."""
 
@@ -313,6 +347,13 @@ PROCESS_OPTIONS: Final[tuple[Setting, ...]] = (
         flag="--state-save-interval", metavar="S", unit="s", low=5.0, high=86400.0, live=False,
         why="each write is the whole cache (up to a few MB) to flash: more often than every "
         "5 s wears it for nothing; a day is as good as only on SIGTERM",
+    ),
+    Setting(
+        "claims_dir", Kind.TEXT, CLAIMS_DIR,
+        "The bt-claims directory shared with other Bluetooth services (convention 0.4); "
+        "an unusable one means no coordination (logged once)",
+        flag="--claims-dir", metavar="DIR", high=4096, live=False,
+        why="PATH_MAX on Linux",
     ),
     Setting(
         "debug", Kind.FLAG, False, "Log every decision", flag="--debug", live=False,

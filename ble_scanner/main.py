@@ -26,13 +26,13 @@ from .bus.calls import (
     quiet_after_loss,
 )
 from .bus.writer import WriterGuard, guard_writer
+from .claimsdir import ClaimsDir
 from .config import ScannerConfig, add_options, config_from_args, with_values
 from .const import (
     DEFAULT_STATE_SAVE_INTERVAL,
     LOST_SWEEP_INTERVAL,
     SCANNER_SERVICE,
     SHUTDOWN_TIMEOUT,
-    WATCHDOG_SILENCE,
 )
 from .hub import Hub
 from .leases import LeaseRegistry
@@ -109,13 +109,19 @@ class ScannerApp:
         bus_address: str | None = None,
         use_settings: bool = True,
         settings_wait: float = 0.0,
-        watchdog_silence: float = WATCHDOG_SILENCE,
+        watchdog_silence: float | None = None,
         state_file: str = "",
         state_save_interval: float = DEFAULT_STATE_SAVE_INTERVAL,
         load_sampler: ProcSampler | None = None,
         load_policy: LoadPolicy | None = None,
+        claims_dir: str = "",
     ) -> None:
+        """``watchdog_silence``: both watchdog steps, below the settings' 5 s minimum (tests).
+
+        ``claims_dir``: the bt-claims directory; "" coordinates with no other process.
+        """
         self.config = config
+        self.claims_dir = claims_dir
         # The device cache across restarts (statefile.py); "" keeps none.
         self.state_file = state_file
         self.state_save_interval = state_save_interval
@@ -225,8 +231,9 @@ class ScannerApp:
             scan_mode=ScanMode(self.config.scan_mode),
             leases=self.leases,
             report_counts=lambda: self.hub.stats.per_adapter if self.hub else {},
-            watchdog_silence=self.watchdog_silence,
+            claims=ClaimsDir(self.claims_dir) if self.claims_dir else None,
         )
+        self._configure_watchdog(self.config)
         self.service.on_leases_changed = self.bluez.leases_changed
         await self.bluez.start()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="sweep")
@@ -330,6 +337,16 @@ class ScannerApp:
         if self.bluez is not None:
             self.bluez.set_adapters_wanted(config.adapters)
             self.bluez.set_scan_mode(ScanMode(config.scan_mode))
+            self._configure_watchdog(config)
+
+    def _configure_watchdog(self, config: ScannerConfig) -> None:
+        assert self.bluez is not None
+        silence = self.watchdog_silence
+        self.bluez.set_watchdog(
+            config.silence_restart if silence is None else silence,
+            config.silence_power_cycle if silence is None else silence,
+            config.drain_timeout,
+        )
 
     async def _sweep(self) -> None:
         assert self.hub is not None
@@ -468,6 +485,7 @@ async def run(
     settings_wait: float = 0.0,
     state_file: str = "",
     state_save_interval: float = DEFAULT_STATE_SAVE_INTERVAL,
+    claims_dir: str = "",
 ) -> int:
     """The service until SIGTERM/SIGINT (EXIT_OK), or until the bus goes (EXIT_BUS_LOST)."""
     loop = asyncio.get_running_loop()
@@ -481,6 +499,7 @@ async def run(
         state_file=state_file,
         state_save_interval=state_save_interval,
         load_sampler=ProcSampler(),
+        claims_dir=claims_dir,
     )
     quiet_after_loss(loop, app.lost_the_bus)
     starting = loop.create_task(app.start())
@@ -527,7 +546,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     state_file = statefile.default_path() if args.state_file is None else args.state_file
     return asyncio.run(
-        run(config, not args.no_settings, args.settings_wait, state_file, args.state_save_interval)
+        run(
+            config,
+            not args.no_settings,
+            args.settings_wait,
+            state_file,
+            args.state_save_interval,
+            args.claims_dir,
+        )
     )
 
 

@@ -4,6 +4,11 @@ The decisions are :mod:`.discovery`'s; this module only feeds it events
 (Adapter1 properties, the monitor manager coming and going, settings and
 leases, our monitor's Activate and Release, the watchdog) and turns its
 actions into calls to BlueZ, one at a time, each answer fed back as an event.
+
+It also makes the watchdog's power cycle, which drops every link on the
+adapter: never while a Device1 on it is connected, and only after taking the
+adapter's bt-claims drain and waiting for other processes' links and uses
+to go (:mod:`..claims`).
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 from dbus_fast import Variant
 
+from .. import claims
 from ..bus.calls import BusGoneError, CallError
+from ..claimsdir import Drain, DrainHeld
 from ..const import (
     BLUEZ_ADAPTER,
     BLUEZ_ERROR_ALREADY_EXISTS,
@@ -42,13 +49,17 @@ from .discovery import (
     Blocker,
     Call,
     DiscoveringChanged,
+    DrainWait,
     Event,
     ManagerChanged,
     MonitorReleased,
+    OtherDrain,
     Outcome,
     PowerCycleDone,
     PoweredChanged,
     Register,
+    ResetHeldOff,
+    SilenceEnded,
     SilencePowerCycle,
     SilenceRestart,
     Start,
@@ -68,6 +79,11 @@ if TYPE_CHECKING:
     from .objects import Bluez
 
 _LOGGER = logging.getLogger(__name__)
+
+# How often the claims and links are looked at while we wait to power-cycle:
+# a link that goes is noticed within a second, and a directory listing of a
+# few files a second costs nothing.
+DRAIN_POLL_INTERVAL: Final = 1.0
 
 # The filter we always set (SPEC §6): a real filter so BlueZ neither pauses 5 s
 # between scan rounds nor hides non-discoverable advertisers; DuplicateData so
@@ -122,12 +138,14 @@ class AdapterDiscovery:
         self.monitor_active = False  # BlueZ called Activate on our monitor
         # Watchdog: what a silence costs this adapter (see watchdog.py).
         self.ladder = SilenceLadder(
-            silence=bluez.watchdog_silence,
+            restart_after=bluez.silence_restart,
+            power_cycle_after=bluez.silence_power_cycle,
             max_power_cycles_per_hour=WATCHDOG_MAX_POWER_CYCLES_PER_HOUR,
             max_interval=WATCHDOG_MAX_INTERVAL,
         )
         self._falls = 0  # Discovering true → false, counted for the start in flight
         self._call: asyncio.Task[None] | None = None
+        self._reset: asyncio.Task[None] | None = None  # the power cycle, drain wait included
         self._backoff: asyncio.TimerHandle | None = None
         self._closed = False
 
@@ -297,20 +315,99 @@ class AdapterDiscovery:
     def watchdog_step(self) -> int:
         return self.ladder.step
 
+    @property
+    def claim_keys(self) -> tuple[str, ...]:
+        """The bt-claims keys of this adapter: its address (convention 0.4), its name (0.3)."""
+        return claims.keys_for(self.address, self.name)
+
     def watch(self, count: int, now: float) -> WatchdogAction | None:
-        """One watchdog look at this adapter's report count; returns the action due."""
+        """One watchdog look at this adapter's report count; returns the action due.
+
+        Silence while a device on the adapter is connected is no fault (a
+        connected peripheral usually stops advertising), and neither is
+        silence while a reset (ours or another process's) is under way.
+        """
         machine = self.machine
         scanning = (
-            machine.wants.enabled and machine.powered and (machine.session or machine.monitor)
+            machine.wants.enabled
+            and machine.powered
+            and (machine.session or machine.monitor)
+            and not (machine.drained_by or machine.draining or machine.cycling)
+            and self.bluez.connected_device(self.path) is None
         )
-        return self.ladder.look(count, now, scanning)
+        action = self.ladder.look(count, now, scanning)
+        if machine.held_off and self.ladder.step == 0:
+            self.feed(SilenceEnded())
+        return action
+
+    def other_drain(self, by: str) -> None:
+        """Another process's live drain on the adapter (``by``), or none (``""``)."""
+        if by != self.machine.drained_by:
+            self.feed(OtherDrain(by))
 
     async def restart_discovery(self) -> None:
         """Watchdog step 1: stop and start our session (and monitor) again."""
         self.feed(SilenceRestart())
 
+    def begin_power_cycle(self) -> None:
+        """Watchdog step 2, in the background: the drain wait may take DrainTimeout seconds."""
+        if self._reset is None or self._reset.done():
+            self._reset = asyncio.get_running_loop().create_task(
+                self.power_cycle(), name=f"{self.name}-power-cycle"
+            )
+
     async def power_cycle(self) -> None:
-        """Watchdog step 2: power the adapter off and on; BlueZ then needs us to re-arm."""
+        """Power the adapter off and on, unless that would drop someone's link.
+
+        The adapter's drain is taken first (exclusive, heartbeated) and other
+        owners' ``.link.*`` / ``.use.*`` claims and connected Device1 objects
+        get up to DrainTimeout seconds to go; whatever remains holds the
+        power cycle off. Another process's drain means it resets the adapter
+        itself: we make no call then.
+        """
+        directory = self.bluez.claims
+        drain: Drain | None = None
+        if directory is not None:
+            try:
+                drain = directory.take_drain(self.claim_keys[0])
+            except DrainHeld as held:
+                self.other_drain(held.claim.service)
+                return
+        heartbeat = asyncio.get_running_loop().create_task(self._heartbeat(drain))
+        try:
+            self.feed(DrainWait())
+            deadline = time.monotonic() + self.bluez.drain_timeout
+            # Polled: the links are files of other processes and BlueZ's objects.
+            link = self._link_in_the_way()
+            while link and time.monotonic() < deadline:
+                await asyncio.sleep(DRAIN_POLL_INTERVAL)
+                link = self._link_in_the_way()
+            if link:
+                self.feed(ResetHeldOff(link))
+                return
+            await self._power_off_and_on()
+        finally:
+            heartbeat.cancel()
+            if drain is not None:
+                drain.release()
+
+    def _link_in_the_way(self) -> str:
+        """Whose link a power cycle would drop now, in words; "" when none."""
+        address = self.bluez.connected_device(self.path)
+        if address is not None:
+            return f"a connection to {address}"
+        directory = self.bluez.claims
+        if directory is None:
+            return ""
+        veto = claims.vetoes(directory.read(self.claim_keys), directory.pid)
+        return str(veto[0]) if veto else ""
+
+    async def _heartbeat(self, drain: Drain | None) -> None:
+        while drain is not None:
+            await asyncio.sleep(claims.HEARTBEAT)
+            drain.touch()
+
+    async def _power_off_and_on(self) -> None:
         self.feed(SilencePowerCycle())
         try:
             for value in (False, True):
@@ -331,6 +428,8 @@ class AdapterDiscovery:
     def forget(self) -> None:
         """The adapter or bluetoothd is gone: no more calls, nothing to undo."""
         self._closed = True
+        if self._reset is not None:
+            self._reset.cancel()  # its finally releases our drain
         if self._backoff is not None:
             self._backoff.cancel()
         if self._call is not None:

@@ -17,6 +17,14 @@ time, and feeds each answer back as :class:`Answered`.
 We track our own session and never infer it from ``Discovering``, which
 other clients (or a raw-HCI scanner) also move (SPEC §6).
 
+A power cycle drops every link on the adapter, so ``adapter.py`` takes the
+bt-claims drain and waits for other processes' links first (README "Other
+processes' links and claims"); the machine only records where that stands:
+waiting (:class:`DrainWait`), held off (:class:`ResetHeldOff`), or going
+ahead (:class:`SilencePowerCycle`). While another process drains the adapter
+(:class:`OtherDrain`) the machine makes no call at all: that process is about
+to reset it, and starting again would only put new work on it.
+
 Activities, and the events that lead out of them (every one also takes
 :class:`WantsChanged` and :class:`PoweredChanged`, which lead to "not used",
 "paused" or "powered off"):
@@ -39,7 +47,10 @@ waiting for the old bluetoothd's scan to end               Answered REGISTER ok,
 scanning (passive until the old bluetoothd's scan ends)    Answered START ok (the kernel ended it)
 restarting discovery (InProgress)                          Answered START (the next answer)
 restarting discovery (adapter went silent)                 Answered REGISTER ok, Answered START ok
+waiting for other links to close before a power cycle      SilencePowerCycle, ResetHeldOff
 power-cycling (adapter went silent)                        PoweredChanged(False), PowerCycleDone
+reset held off by <who> (a link we must not drop)          SilenceEnded, SilencePowerCycle
+being reset by <service> (another process's drain)         OtherDrain("") (no calls until then)
 error: BlueZ did not answer                                Answered START (the next answer)
 error: <BlueZ's error text>                                Answered START (the next answer)
 =========================================================  =======================================
@@ -86,7 +97,10 @@ class Activity(enum.Enum):
     OLD_SCAN_PASSIVE = "scanning (passive until the old bluetoothd's scan ends)"
     RESTARTING_IN_PROGRESS = "restarting discovery (InProgress)"
     RESTARTING_SILENT = "restarting discovery (adapter went silent)"
+    DRAINING = "waiting for other links to close before a power cycle"
     POWER_CYCLING = "power-cycling (adapter went silent)"
+    HELD_OFF = "reset held off by {}"  # who holds the link: "dbus-serialbattery pid 812"
+    BEING_RESET = "being reset by {}"  # the service that holds the adapter's drain
     NO_ANSWER = "error: BlueZ did not answer"
     ERROR = "error: {}"  # with BlueZ's error text (or name)
 
@@ -191,6 +205,30 @@ class PowerCycleDone:
 
 
 @dataclass(frozen=True, slots=True)
+class DrainWait:
+    """Watchdog step 2 is due: we hold the adapter's drain and wait for other links to go."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResetHeldOff:
+    """The power cycle is not made: a link remains (``by`` says whose)."""
+
+    by: str
+
+
+@dataclass(frozen=True, slots=True)
+class SilenceEnded:
+    """The adapter was heard again: a held-off reset is no longer wanted."""
+
+
+@dataclass(frozen=True, slots=True)
+class OtherDrain:
+    """Another process's live drain on the adapter appeared (``by``) or went (``""``)."""
+
+    by: str
+
+
+@dataclass(frozen=True, slots=True)
 class SessionLost:
     """We no longer count a session BlueZ may still hold (a start that timed out here
     but ran in BlueZ); the next start meets InProgress and stops it first."""
@@ -207,6 +245,10 @@ Event = (
     | SilenceRestart
     | SilencePowerCycle
     | PowerCycleDone
+    | DrainWait
+    | ResetHeldOff
+    | SilenceEnded
+    | OtherDrain
     | SessionLost
 )
 
@@ -273,6 +315,9 @@ class AdapterState:
     stop_first: bool = False  # the next start stops a session BlueZ may hold for us
     restart_monitor: bool = False  # the watchdog wants the monitor off and on again
     cycling: bool = False  # the watchdog's power cycle runs
+    draining: bool = False  # we hold the drain and wait for other links before a power cycle
+    held_off: str = ""  # who kept the last power cycle from happening, until heard again
+    drained_by: str = ""  # the service whose drain is on the adapter: we keep off it
     blocker: Blocker | None = None  # who refused our last start, until one succeeds
     note: Activity = Activity.STARTING  # shown while we neither scan nor wait on a cause
     error: str = ""  # the text of Activity.ERROR
@@ -312,13 +357,19 @@ def activity(state: AdapterState) -> Activity:
     wants = state.wants
     if not wants.enabled:
         return Activity.NOT_USED
+    if state.drained_by:
+        return Activity.BEING_RESET  # also while its reset has the adapter off
     if not state.powered:
         return Activity.POWERED_OFF
     if state.cycling:
         return Activity.POWER_CYCLING
+    if state.draining:
+        return Activity.DRAINING
     session, monitor = state.session, state.monitor
     if wants.paused and not session:
         return Activity.PAUSED_PASSIVE if monitor else Activity.PAUSED
+    if state.held_off and (session or monitor):
+        return Activity.HELD_OFF
     if state.blocker is Blocker.OLD_BLUETOOTHD and not session:
         return Activity.OLD_SCAN_PASSIVE if monitor else Activity.OLD_SCAN
     if state.blocker is Blocker.OTHER_SCANNER and not session:
@@ -334,8 +385,15 @@ def activity(state: AdapterState) -> Activity:
 
 def text(state: AdapterState) -> str:
     """The adapter's state in words, for GetStatus, /Adapters/<hciN>/State and the CLI."""
-    words: str = activity(state).value
-    return words.format(state.error) if words == Activity.ERROR.value else words
+    now = activity(state)
+    words: str = now.value
+    if now is Activity.ERROR:
+        return words.format(state.error)
+    if now is Activity.HELD_OFF:
+        return words.format(state.held_off)
+    if now is Activity.BEING_RESET:
+        return words.format(state.drained_by)
+    return words
 
 
 def begin(state: AdapterState) -> tuple[AdapterState, tuple[Action, ...]]:
@@ -392,6 +450,8 @@ def _apply(s: AdapterState, event: Event) -> tuple[AdapterState, tuple[Action, .
         s = _failed(replace(s, monitor=False), event.now)
         return s, (Warn("BlueZ released our advertisement monitor"),)
     if isinstance(event, SilenceRestart):
+        if s.drained_by:
+            return s, ()  # the other process's reset re-arms us
         s = replace(
             s,
             note=Activity.RESTARTING_SILENT,
@@ -401,11 +461,25 @@ def _apply(s: AdapterState, event: Event) -> tuple[AdapterState, tuple[Action, .
         )
         return s, (Warn("no reports for a while; restarting discovery"),)
     if isinstance(event, SilencePowerCycle):
-        return replace(s, cycling=True), (
+        return replace(s, cycling=True, draining=False, held_off=""), (
             Warn("still silent after a restart; power-cycling the adapter"),
         )
     if isinstance(event, PowerCycleDone):
         return replace(s, cycling=False), ()
+    if isinstance(event, DrainWait):
+        return replace(s, draining=True), ()
+    if isinstance(event, ResetHeldOff):
+        return replace(s, draining=False, held_off=event.by), (
+            Warn(f"still silent, but not power-cycling: {event.by} holds a link"),
+        )
+    if isinstance(event, SilenceEnded):
+        return replace(s, held_off=""), ()
+    if isinstance(event, OtherDrain):
+        if event.by and event.by != s.drained_by:
+            return replace(s, drained_by=event.by), (
+                Warn(f"{event.by} is about to reset the adapter; keeping off it"),
+            )
+        return replace(s, drained_by=event.by), ()
     return replace(s, session=False), ()  # SessionLost
 
 
@@ -478,7 +552,7 @@ def _plan(s: AdapterState) -> tuple[AdapterState, tuple[Action, ...]]:
         if s.monitor:
             return replace(s, monitor=False, busy=Call.UNREGISTER), (Unregister(),)
         return s, ()
-    if not s.powered:
+    if not s.powered or s.drained_by:
         return s, ()
     if s.restart_monitor:
         s = replace(s, restart_monitor=False)

@@ -5,7 +5,8 @@ One connection, explicit match rules, one message handler, no proxy objects
 GetManagedObjects when it appears, and InterfacesAdded / InterfacesRemoved /
 PropertiesChanged from then on: an adapter's object may gain or lose an
 interface (AdvertisementMonitorManager1) at any time. Each adapter's discovery
-is an :class:`~.adapter.AdapterDiscovery`; Device1 objects become reports.
+is an :class:`~.adapter.AdapterDiscovery`; Device1 objects become reports,
+and their ``Connected`` is followed so that no power cycle drops a link.
 D-Bus types are checked here, at the edge; anything malformed is counted and
 logged (rate-limited), never passed on.
 """
@@ -23,6 +24,8 @@ from dbus_fast.aio import MessageBus
 
 from ..bus import calls
 from ..bus.calls import BusGoneError, CallError
+from ..claims import DEFAULT_DRAIN_TIMEOUT, other_drain
+from ..claimsdir import ClaimsDir
 from ..const import (
     BLUEZ_ADAPTER,
     BLUEZ_CALL_TIMEOUT,
@@ -41,7 +44,7 @@ from ..const import (
 from ..leases import LeaseKind, LeaseRegistry
 from ..record import DeviceView, MalformedData, adapter_name, unwrap_device
 from ..state import AdapterStatus
-from ..watchdog import WatchdogAction
+from ..watchdog import DEFAULT_SILENCE_POWER_CYCLE, WatchdogAction
 from .adapter import AdapterDiscovery
 from .discovery import Blocker, ScanMode, Wants
 from .monitors import is_call_for_monitor_app
@@ -92,7 +95,10 @@ class Bluez:
         scan_mode: ScanMode = ScanMode.ACTIVE,
         leases: LeaseRegistry | None = None,
         report_counts: Callable[[], Mapping[str, int]] | None = None,
-        watchdog_silence: float = WATCHDOG_SILENCE,
+        silence_restart: float = WATCHDOG_SILENCE,
+        silence_power_cycle: float = DEFAULT_SILENCE_POWER_CYCLE,
+        drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
+        claims: ClaimsDir | None = None,
     ) -> None:
         self.bus = bus
         self.on_report = on_report
@@ -103,7 +109,12 @@ class Bluez:
         self.leases = leases if leases is not None else LeaseRegistry()
         self._lease_timer: asyncio.TimerHandle | None = None
         self.report_counts = report_counts
-        self.watchdog_silence = watchdog_silence
+        self.silence_restart = silence_restart
+        self.silence_power_cycle = silence_power_cycle
+        self.drain_timeout = drain_timeout
+        # The bt-claims directory (README "Other processes' links and claims");
+        # None: no coordination with other processes, only our own Device1 view.
+        self.claims = claims
         self._watchdog: asyncio.Task[None] | None = None
         self.owner: str | None = None
         # When bluetoothd came back while we ran: a refusal soon after is most
@@ -117,6 +128,8 @@ class Bluez:
         # The interfaces on each adapter's object, as bluetoothd added and removed them.
         self.interfaces: dict[str, set[str]] = {}
         self.views: dict[str, DeviceView] = {}  # by Device1 object path
+        # Device1 objects with Connected true → their address: links a power cycle would drop.
+        self.links: dict[str, str] = {}
         self.malformed = RateLimitedLog()
         # bluetoothd's object signals held while our GetManagedObjects is out:
         # applied after its reply, so an older snapshot never undoes them.
@@ -202,24 +215,46 @@ class Bluez:
         for adapter in list(self.adapters.values()):
             adapter.wants_changed(self.wants_for(adapter.name))
 
+    def set_watchdog(
+        self, silence_restart: float, silence_power_cycle: float, drain_timeout: float
+    ) -> None:
+        """The watchdog's timings and the drain wait, live (the settings changed)."""
+        self.silence_restart, self.silence_power_cycle = silence_restart, silence_power_cycle
+        self.drain_timeout = drain_timeout
+        for adapter in self.adapters.values():
+            adapter.ladder.configure(silence_restart, silence_power_cycle)
+
+    def connected_device(self, adapter_path: str) -> str | None:
+        """The address of a device connected on the adapter, if any."""
+        prefix = adapter_path + "/"
+        return next((a for p, a in sorted(self.links.items()) if p.startswith(prefix)), None)
+
     async def _run_watchdog(self) -> None:
         assert self.report_counts is not None
-        interval = min(
-            WATCHDOG_MAX_LOOK_INTERVAL, self.watchdog_silence / WATCHDOG_LOOKS_PER_SILENCE
-        )
         while True:
-            await asyncio.sleep(interval)
+            silence = min(self.silence_restart, self.silence_power_cycle)
+            await asyncio.sleep(
+                min(WATCHDOG_MAX_LOOK_INTERVAL, silence / WATCHDOG_LOOKS_PER_SILENCE)
+            )
             counts = self.report_counts()
             now = time.monotonic()
             for adapter in list(self.adapters.values()):
-                action = adapter.watch(counts.get(adapter.name, 0), now)
                 try:
+                    self._look_at_claims(adapter)
+                    action = adapter.watch(counts.get(adapter.name, 0), now)
                     if action is WatchdogAction.RESTART:
                         await adapter.restart_discovery()
                     elif action is WatchdogAction.POWER_CYCLE:
-                        await adapter.power_cycle()
+                        adapter.begin_power_cycle()
                 except Exception:
                     _LOGGER.exception("%s: watchdog action failed", adapter.name)
+
+    def _look_at_claims(self, adapter: AdapterDiscovery) -> None:
+        """Another process's drain on the adapter holds us off it until it goes."""
+        if self.claims is None:
+            return
+        drain = other_drain(self.claims.read(adapter.claim_keys), self.claims.pid)
+        adapter.other_drain(drain.service if drain is not None else "")
 
     def _on_monitor_call(self, msg: Message) -> Message | bool:
         if not is_call_for_monitor_app(msg):
@@ -283,6 +318,7 @@ class Bluez:
         self.adapters.clear()
         self.interfaces.clear()
         self.views.clear()
+        self.links.clear()
         self.status_changed()
 
     # --- signals -----------------------------------------------------------------
@@ -341,6 +377,7 @@ class Bluez:
         interface, changed, invalidated = msg.body
         path = msg.path or ""
         if interface == BLUEZ_DEVICE:
+            self._follow_link(path, changed, invalidated)
             view = self.views.get(path)
             if view is not None:
                 self._update_view(view, changed, invalidated)
@@ -367,6 +404,7 @@ class Bluez:
             self._adapter_interfaces_added(path, interfaces)
         device_props = interfaces.get(BLUEZ_DEVICE)
         if device_props is not None:
+            self._follow_link(path, device_props, [])
             view = self.views.get(path)
             if view is None:
                 view = DeviceView(path, adapter_name(path))
@@ -383,6 +421,27 @@ class Bluez:
             # report if it carries an RSSI, i.e. was heard in a running discovery.
             if is_report and (not initial or view.rssi is not None):
                 self.on_report(view)
+
+    def _follow_link(self, path: str, props: Mapping[str, Variant], invalidated: list[str]) -> None:
+        """Device1's Connected, for "never drop a link"; a malformed value counts as none."""
+        connected = props.get("Connected")
+        if "Connected" in invalidated:
+            self.links.pop(path, None)
+        if not isinstance(connected, Variant) or connected.signature != "b":
+            return
+        if connected.value:
+            address = props.get("Address")
+            known = self.views.get(path)
+            self.links[path] = (
+                address.value
+                if isinstance(address, Variant) and address.signature == "s"
+                else known.address
+                if known is not None and known.address
+                else path.rsplit("/", 1)[-1]
+            )
+            _LOGGER.info("%s: connected (no power cycle while it is)", self.links[path])
+        elif self.links.pop(path, None) is not None:
+            _LOGGER.info("%s: disconnected", path.rsplit("/", 1)[-1])
 
     def _adapter_interfaces_added(
         self, path: str, interfaces: Mapping[str, Mapping[str, Variant]]
@@ -411,6 +470,7 @@ class Bluez:
             # Presence is ours to decide (SPEC §6): BlueZ dropping its object
             # after 30 s says nothing about the device being gone.
             self.views.pop(path, None)
+            self.links.pop(path, None)
         known = self.interfaces.get(path)
         if known is None:
             return
@@ -426,6 +486,8 @@ class Bluez:
                 prefix = path + "/"
                 for view_path in [p for p in self.views if p.startswith(prefix)]:
                     del self.views[view_path]
+                for link_path in [p for p in self.links if p.startswith(prefix)]:
+                    del self.links[link_path]
                 self.status_changed()
         elif adapter is not None and had_manager and BLUEZ_MONITOR_MANAGER in names:
             _LOGGER.warning("%s: advertisement monitor manager disappeared", adapter.name)

@@ -27,6 +27,9 @@ ORPHAN_SCAN_LIMIT = 20.0
 # boot, this is only the simulator's stand-in so that both look alike.
 SIM_ADVERTISER_ADDRESS = "00:AA:01:01:00:01"
 SCAN_ADAPTER = "hci0"
+# An LE connect with GATT discovery between two btvirt controllers under TCG:
+# seconds; the margin is for a loaded 2-core machine.
+CONNECT_TIMEOUT = 60.0
 ADVERTISING_ADAPTER = "hci1"
 
 
@@ -97,6 +100,14 @@ class Backend(ABC):
     async def stop_advertising(self) -> None: ...
 
     @abstractmethod
+    async def connect(self, bus: Any) -> None:
+        """An LE connection from hci0 to the advertiser, made by another client (``bus``)."""
+
+    @abstractmethod
+    async def disconnect(self, bus: Any) -> None:
+        """That connection ends."""
+
+    @abstractmethod
     async def kill_bluetoothd(self) -> None:
         """bluetoothd dies (SIGKILL): its bus connection drops, org.bluez loses its owner."""
 
@@ -151,6 +162,25 @@ class GuestBackend(Backend):
 
     async def stop_advertising(self) -> None:
         await asyncio.to_thread(self.guest.stop_advertising)
+
+    def _device_path(self) -> str:
+        return f"/org/bluez/{SCAN_ADAPTER}/dev_{self._advertiser.replace(':', '_')}"
+
+    async def connect(self, bus: Any) -> None:
+        """Device1.Connect on hci0's object for hci1: btvirt makes a real LE link between them."""
+        from tests.helpers import assert_ok, call
+
+        self._dirty = True  # a link changes both controllers' state; the next test starts clean
+        reply = await call(bus, "org.bluez", self._device_path(), "org.bluez.Device1", "Connect",
+                           timeout=CONNECT_TIMEOUT)  # fmt: skip
+        assert_ok(reply)
+
+    async def disconnect(self, bus: Any) -> None:
+        from tests.helpers import assert_ok, call
+
+        reply = await call(bus, "org.bluez", self._device_path(), "org.bluez.Device1",
+                           "Disconnect", timeout=CONNECT_TIMEOUT)  # fmt: skip
+        assert_ok(reply)
 
     async def kill_bluetoothd(self) -> None:
         self._dirty = True
@@ -276,6 +306,12 @@ class SimulatorBackend(Backend):
 
     async def stop_advertising(self) -> None:
         pass  # the simulator reports only when told to
+
+    async def connect(self, bus: Any) -> None:
+        self.sim.set_connected(SCAN_ADAPTER, SIM_ADVERTISER_ADDRESS, True)
+
+    async def disconnect(self, bus: Any) -> None:
+        self.sim.set_connected(SCAN_ADAPTER, SIM_ADVERTISER_ADDRESS, False)
 
     async def kill_bluetoothd(self) -> None:
         await self.sim.stop_bluetoothd(graceful=False)  # a crash: the connection just drops

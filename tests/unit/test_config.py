@@ -82,6 +82,9 @@ def test_paths_and_flags_are_the_ones_users_already_have() -> None:
         "BleSensorsFeed",
         "BleSensorsCompanyIds",
         "BleSensorsBluetoothWas",
+        "SilenceRestart",
+        "SilencePowerCycle",
+        "DrainTimeout",
     ]
     assert [s.flag for s in (*SETTINGS, *PROCESS_OPTIONS) if s.flag] == [
         "--adapter",
@@ -96,10 +99,14 @@ def test_paths_and_flags_are_the_ones_users_already_have() -> None:
         "--shed-load-average",
         "--shed-cpu-percent",
         "--ble-sensors-feed",
+        "--silence-restart",
+        "--silence-power-cycle",
+        "--drain-timeout",
         "--no-settings",
         "--settings-wait",
         "--state-file",
         "--state-save-interval",
+        "--claims-dir",
         "--debug",
     ]
     assert BY_FIELD["lost_timeout"].path == "/Settings/BleScanner/LostTimeout"

@@ -16,15 +16,19 @@ from ble_scanner.bluez.discovery import (
     Blocker,
     Call,
     DiscoveringChanged,
+    DrainWait,
     Event,
     ManagerChanged,
     MonitorReleased,
+    OtherDrain,
     Outcome,
     PowerCycleDone,
     PoweredChanged,
     Register,
+    ResetHeldOff,
     ScanMode,
     SessionLost,
+    SilenceEnded,
     SilencePowerCycle,
     SilenceRestart,
     Start,
@@ -110,7 +114,10 @@ TEXTS = {
     Activity.OLD_SCAN_PASSIVE: "scanning (passive until the old bluetoothd's scan ends)",
     Activity.RESTARTING_IN_PROGRESS: "restarting discovery (InProgress)",
     Activity.RESTARTING_SILENT: "restarting discovery (adapter went silent)",
+    Activity.DRAINING: "waiting for other links to close before a power cycle",
     Activity.POWER_CYCLING: "power-cycling (adapter went silent)",
+    Activity.HELD_OFF: "reset held off by {}",
+    Activity.BEING_RESET: "being reset by {}",
     Activity.NO_ANSWER: "error: BlueZ did not answer",
     Activity.ERROR: "error: {}",
 }
@@ -133,7 +140,10 @@ SHOWING = {
     Activity.OLD_SCAN_PASSIVE: adapter(blocker=Blocker.OLD_BLUETOOTHD, monitor=True),
     Activity.RESTARTING_IN_PROGRESS: adapter(note=Activity.RESTARTING_IN_PROGRESS),
     Activity.RESTARTING_SILENT: adapter(note=Activity.RESTARTING_SILENT),
+    Activity.DRAINING: adapter(draining=True, session=True),
     Activity.POWER_CYCLING: adapter(cycling=True, session=True),
+    Activity.HELD_OFF: adapter(held_off="{}", session=True),
+    Activity.BEING_RESET: adapter(drained_by="{}", powered=False),
     Activity.NO_ANSWER: adapter(note=Activity.NO_ANSWER),
     Activity.ERROR: adapter(note=Activity.ERROR, error="{}"),
 }
@@ -390,3 +400,58 @@ def test_a_power_cycle_is_named_until_the_adapter_goes_off() -> None:
     assert text(state) == "powered off"
     state, actions = run(state, PoweredChanged(True), PowerCycleDone())
     assert actions == [Start(stop_first=False)] and not state.cycling
+
+
+# --- other processes' links and claims -------------------------------------------------
+
+
+def scanning_state() -> AdapterState:
+    state, _ = run(first(adapter())[0], ok(Call.START))
+    assert state.session
+    return state
+
+
+def test_a_power_cycle_waits_for_the_drain_then_goes_ahead() -> None:
+    state, actions = run(scanning_state(), DrainWait())
+    assert actions == [] and text(state) == "waiting for other links to close before a power cycle"
+    state, _ = run(state, SilencePowerCycle())
+    assert text(state) == "power-cycling (adapter went silent)" and not state.draining
+
+
+def test_a_held_off_reset_says_whose_link_and_keeps_scanning() -> None:
+    state, actions = run(scanning_state(), DrainWait(), ResetHeldOff("dbus-serialbattery pid 812"))
+    assert calls(actions) == [], "no call: the session we hold goes on"
+    assert any(isinstance(a, Warn) for a in actions)
+    assert state.session and text(state) == "reset held off by dbus-serialbattery pid 812"
+    state, _ = run(state, SilenceEnded())
+    assert text(state) == "scanning"
+
+
+def test_a_power_cycle_after_a_held_off_one_clears_the_words() -> None:
+    state, _ = run(scanning_state(), ResetHeldOff("a connection to AA:BB:CC:DD:EE:FF"))
+    state, _ = run(state, SilencePowerCycle())
+    assert state.held_off == "" and state.cycling
+
+
+def test_another_process_s_drain_stops_every_start_until_it_goes() -> None:
+    state, _ = run(scanning_state(), OtherDrain("dbus-serialbattery"))
+    assert text(state) == "being reset by dbus-serialbattery"
+    # Its reset: power off (our session ends) and on again; we make no call.
+    state, actions = run(state, PoweredChanged(False), PoweredChanged(True))
+    assert calls(actions) == [] and not state.session
+    assert text(state) == "being reset by dbus-serialbattery"
+    # The watchdog's restart is not made on a drained adapter either.
+    state, actions = run(state, SilenceRestart())
+    assert calls(actions) == []
+    # The drain goes: re-armed at once.
+    state, actions = run(state, OtherDrain(""))
+    assert calls(actions) == [Start(stop_first=False)]
+    state, _ = run(state, ok(Call.START))
+    assert text(state) == "scanning"
+
+
+def test_another_drain_is_shown_even_while_the_adapter_is_off_and_not_when_unused() -> None:
+    state, _ = run(scanning_state(), OtherDrain("svc"), PoweredChanged(False))
+    assert text(state) == "being reset by svc"
+    state, _ = run(state, WantsChanged(Wants(enabled=False)))
+    assert text(state) == "not used (settings)"

@@ -16,7 +16,7 @@ RESTART, POWER_CYCLE = WatchdogAction.RESTART, WatchdogAction.POWER_CYCLE
 
 
 def ladder(max_power_cycles_per_hour: int = 3) -> SilenceLadder:
-    return SilenceLadder(SILENCE, max_power_cycles_per_hour, MAX_INTERVAL)
+    return SilenceLadder(SILENCE, SILENCE, max_power_cycles_per_hour, MAX_INTERVAL)
 
 
 def run(
@@ -105,3 +105,31 @@ def test_not_scanning_stops_the_clock_without_resetting_the_ladder() -> None:
     kinds = [a for _, a in run(watch, 800.0, 800.0 + 3600.0, count=1)]
     assert POWER_CYCLE not in kinds
     assert kinds[0] is RESTART
+
+
+def test_the_restart_and_the_power_cycle_wait_their_own_settings() -> None:
+    watch = SilenceLadder(10.0, 25.0, 3, MAX_INTERVAL)
+    watch.look(1, 0.0, True)
+    assert watch.look(1, 9.9, True) is None
+    assert watch.look(1, 10.0, True) is RESTART
+    assert watch.look(1, 34.9, True) is None
+    assert watch.look(1, 35.0, True) is POWER_CYCLE
+    assert watch.look(1, 84.9, True) is None, "then doubling from the power cycle's wait"
+    assert watch.look(1, 85.0, True) is RESTART
+
+
+def test_new_timings_apply_to_the_step_under_way() -> None:
+    watch = SilenceLadder(90.0, 90.0, 3, MAX_INTERVAL)
+    watch.look(1, 0.0, True)
+    watch.configure(5.0, 7.0)
+    assert watch.look(1, 5.0, True) is RESTART
+    watch.configure(5.0, 6.0)
+    assert watch.look(1, 11.0, True) is POWER_CYCLE
+
+
+def test_silence_that_does_not_count_stops_the_clock() -> None:
+    """A connected device on the adapter (or a reset under way): no step comes due."""
+    watch = ladder()
+    watch.look(1, 0.0, True)
+    assert run(watch, LOOK, DAY, count=1, scanning=False) == []
+    assert watch.step == 0

@@ -379,12 +379,20 @@ class Adapter:
         self._kernel(done)
         return True
 
+    def set_connected(self, dev: Device, connected: bool) -> None:
+        """Connected on a device (another process's link); a connected device does not expire."""
+        if dev.connected != connected:
+            dev.connected = connected
+            self.server.changed(dev.path, BLUEZ_DEVICE, ["Connected"])
+
     def set_powered(self, value: bool) -> None:
-        """Power on or off now; off drops every session (``adapter_stop``)."""
+        """Power on or off now; off drops every session (``adapter_stop``) and every link."""
         if value == self.powered:
             return
         if not value:
             self.stop_all_discovery()
+            for dev in list(self.devices.values()):
+                self.set_connected(dev, False)
             # property_set_mode also removes every temporary device.
             for dev in list(self.devices.values()):
                 if dev.temporary:
@@ -485,6 +493,9 @@ class Adapter:
         """The temporary timer, restarted by every report (``device_update_last_seen``)."""
         dev.timer = None
         if self.devices.get(dev.address) is not dev or not dev.temporary:
+            return
+        if dev.connected:
+            dev.timer = self.loop.call_later(self.temporary_timeout, self._expire, dev)
             return
         remaining = dev.last_seen + self.temporary_timeout - self.loop.time()
         if remaining > 0.001:

@@ -40,6 +40,8 @@ class Radio:
     def __init__(self, sim: BluezSimulator) -> None:
         self.sim = sim
         self.advertisers: dict[tuple[str, str], _Advertiser] = {}
+        # Advertisers holding a connection: a connected peripheral stops advertising.
+        self.muted: set[tuple[str, str]] = set()
         self._task: asyncio.Task[None] | None = None
 
     def add(self, adapter: str, address: str, factory: ReportFactory, period: float) -> None:
@@ -50,6 +52,12 @@ class Radio:
 
     def remove(self, adapter: str, address: str) -> None:
         self.advertisers.pop((adapter, address), None)
+
+    def set_muted(self, adapter: str, address: str, muted: bool) -> None:
+        if muted:
+            self.muted.add((adapter, address))
+        else:
+            self.muted.discard((adapter, address))
 
     async def stop(self) -> None:
         task, self._task = self._task, None
@@ -68,8 +76,8 @@ class Radio:
         loop = asyncio.get_running_loop()
         while True:
             now = loop.time()
-            for adv in list(self.advertisers.values()):
-                if adv.next_due > now:
+            for key, adv in list(self.advertisers.items()):
+                if adv.next_due > now or key in self.muted:
                     continue
                 adv.next_due = now + adv.period
                 if self.sim._server is not None and self._listening(adv.adapter):

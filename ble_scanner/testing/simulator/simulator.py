@@ -403,6 +403,19 @@ class BluezSimulator:
     def remove_advertiser(self, adapter: str, address: str) -> None:
         self.radio.remove(adapter, address.upper())
 
+    def set_connected(self, adapter: str, address: str, connected: bool = True) -> None:
+        """Another process connected to (or left) a device the adapter has seen.
+
+        Connected goes true on its Device1 and, as a connected peripheral
+        usually does, it stops advertising until the link ends.
+        """
+        target = self.adapter(adapter)
+        dev = target.devices.get(address.upper())
+        if dev is None:
+            raise KeyError(f"{adapter} has no device {address}")
+        target.set_connected(dev, connected)
+        self.radio.set_muted(adapter, address.upper(), connected)
+
     # --- faults --------------------------------------------------------------
 
     def refuse_start_discovery(self, adapter: str, count: int = 1) -> None:

@@ -171,7 +171,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting(
         "lost_timeout", Kind.SECONDS, DEFAULT_LOST_TIMEOUT,
         "Seconds without an advertisement before a device is lost (DeviceLost); a device "
-        "with a learned advertising interval is lost sooner (README: Presence)",
+        "with a learned advertising interval is lost sooner (docs/behaviour.md, Presence)",
         flag="--lost-timeout", name="LostTimeout", metavar="S", unit="s",
         low=10.0, high=MAX_SECONDS,
         why="below 10 s a sensor that advertises every few seconds flaps between found and "

@@ -165,7 +165,8 @@ class BleSensorsFeed:
             try:
                 owner = await follow(self._bus, self._rules)
             except CALL_FAILED as exc:
-                _LOGGER.error("cannot follow dbus-ble-sensors' settings (%s)", exc)
+                if not isinstance(exc, BusGoneError):  # the bus itself gone: main.py says so, once
+                    _LOGGER.error("cannot follow dbus-ble-sensors' settings (%s)", exc)
                 owner = None
             self._owner = owner
             if owner is not None:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -200,8 +200,8 @@ async def test_client_waits_for_a_service_that_starts_late(
         await app.stop()
 
 
-async def test_unreachable_bus_is_reported_as_such() -> None:
-    path = f"/tmp/no-such-bus-{os.getpid()}"
+async def test_unreachable_bus_is_reported_as_such(tmp_path: Path) -> None:
+    path = tmp_path / "no-such-bus"  # a directory the test makes; nothing listens there
     with pytest.raises(BusUnreachableError, match="cannot connect"):
         await ScannerClient(bus_address=f"unix:path={path}", timeout=2).connect()
 

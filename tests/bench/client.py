@@ -61,6 +61,7 @@ class Client:
         self.run = -1
         self.latencies: list[float] = []
         self.seen: set[int] = set()
+        self.first = self.last = 0.0  # arrival of the run's first and last stamped report
         self.signals = 0  # every signal handled
         self.callbacks = 0  # signals that reached the application (after filtering)
         self.addresses: set[str] = set()  # devices heard of in this run
@@ -104,6 +105,8 @@ class Client:
         if run == self.run:
             self.latencies.append(now - t)
             self.seen.add(seq)
+            self.first = self.first or now
+            self.last = now
 
     # --- modes ---------------------------------------------------------------------
 
@@ -280,15 +283,23 @@ class Client:
 
     async def managed_objects(self, count: int) -> dict[str, Any]:
         times: list[float] = []
+        devices = 0
         for _ in range(count):
             t0 = time.perf_counter()
-            await self.call(BLUEZ_SERVICE, "/", OBJECT_MANAGER, "GetManagedObjects")
+            result = await self.call(BLUEZ_SERVICE, "/", OBJECT_MANAGER, "GetManagedObjects")
             times.append(time.perf_counter() - t0)
-        return percentiles(times)
+            devices = sum(BLUEZ_DEVICE in interfaces for interfaces in result.body[0].values())
+        return {"devices": devices, **percentiles(times)}
 
     async def status(self) -> dict[str, Any]:
         result = await self.call(SCANNER_SERVICE, SCANNER_PATH, SCANNER_INTERFACE, "GetStatus")
         return {k: v.value for k, v in result.body[0].items() if k != "Adapters"}
+
+    async def ingest(self) -> dict[str, str]:
+        """Each adapter's ingest as GetStatus reports it ("mgmt" or "dbus")."""
+        result = await self.call(SCANNER_SERVICE, SCANNER_PATH, SCANNER_INTERFACE, "GetStatus")
+        adapters = result.body[0]["Adapters"].value
+        return {name: fields["Ingest"].value for name, fields in adapters.items()}
 
 
 async def main() -> None:
@@ -310,6 +321,7 @@ async def main() -> None:
                 client.latencies = []
                 client.seen = set()
                 client.signals = client.callbacks = 0
+                client.first = client.last = 0.0
                 client.addresses = set()
                 reply(ok=True)
             elif name == "count":
@@ -321,6 +333,8 @@ async def main() -> None:
                     callbacks=client.callbacks,
                     devices=sorted(client.addresses),
                     latency=percentiles(client.latencies),
+                    first=client.first,
+                    last=client.last,
                 )
             elif name == "watch":
                 await client.watch(cmd["name"])
@@ -338,6 +352,8 @@ async def main() -> None:
                 reply(refused=await client.try_subscribe(cmd["filter"]))
             elif name == "status":
                 reply(**await client.status())
+            elif name == "ingest":
+                reply(adapters=await client.ingest())
             else:
                 reply(error=f"unknown command {name}")
         except Exception as exc:  # reported to the orchestrator, which fails the scenario

@@ -2,12 +2,17 @@
 
 Commands (JSON lines on stdin, see ``common``): ``wait_sessions``,
 ``warm`` (create the ingest devices), ``ingest`` (paced, timestamped reports),
-``scene`` (the 200-device fan-out scene), ``populate`` (N new devices, for the
-memory and snapshot scenarios).
+``burst`` (timestamped reports as fast as it can), ``scene`` (the 200-device
+fan-out scene), ``populate`` (N new devices, for the memory and snapshot
+scenarios).
+
+``--mgmt-socket PATH`` also serves every report on the management-channel seam
+at PATH (the kernel's frames), for the service's management ingest.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import random
@@ -115,6 +120,28 @@ class SimProcess:
         elapsed = monotonic() - t0
         return {"sent": sent, "elapsed": elapsed, "achieved": sent / elapsed}
 
+    async def burst(self, count: int, run: int, devices: int) -> dict[str, Any]:
+        """``count`` timestamped reports, round robin over devices, as fast as it can emit.
+
+        ``t0`` (``CLOCK_MONOTONIC``, as the stamps) lets the orchestrator time
+        delivery from the first emission to the last arrival.
+        """
+        sim, advertise = self.sim, self.sim.advertise_report
+        addresses = [ingest_address(i) for i in range(devices)]
+        monotonic = time.monotonic
+        t0 = monotonic()
+        for seq in range(count):
+            report = Report(
+                addresses[seq % devices],
+                manufacturer_data={BENCH_COMPANY: stamp(run, seq, monotonic())},
+            )
+            advertise(ADAPTER, report)
+            if (seq + 1) % DRAIN_EVERY == 0:
+                await sim.drain()
+        await sim.drain()
+        elapsed = monotonic() - t0
+        return {"sent": count, "t0": t0, "elapsed": elapsed, "achieved": count / elapsed}
+
     async def scene(
         self, devices: int, period: float, change_every: int, duration: float
     ) -> dict[str, Any]:
@@ -162,7 +189,14 @@ class SimProcess:
 
 
 async def main() -> None:
-    sim = BluezSimulator(bus_address=os.environ["DBUS_SYSTEM_BUS_ADDRESS"])
+    parser = argparse.ArgumentParser(prog="python -m tests.bench.simproc")
+    parser.add_argument("--mgmt-socket", metavar="PATH", default="")
+    args = parser.parse_args()
+    bus_address = os.environ["DBUS_SYSTEM_BUS_ADDRESS"]
+    if args.mgmt_socket:
+        sim = BluezSimulator(bus_address=bus_address, mgmt_socket=args.mgmt_socket)
+    else:
+        sim = BluezSimulator(bus_address=bus_address)
     await sim.start()
     await sim.add_adapter(ADAPTER, address="00:1A:7D:DA:71:10")
     proc = SimProcess(sim)
@@ -178,6 +212,8 @@ async def main() -> None:
             reply(ok=True)
         elif name == "ingest":
             reply(**await proc.ingest(**cmd))
+        elif name == "burst":
+            reply(**await proc.burst(**cmd))
         elif name == "scene":
             reply(**await proc.scene(**cmd))
         elif name == "populate":

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.bench.runner import REPO, SCENARIOS
+from tests.bench.runner import INGESTS, REPO, SCENARIOS, SCENES, result_keys
 
 # The smoke run takes ~27 s on the 2-vCPU development VM; this leaves room for load.
 SMOKE_TIMEOUT = 90
@@ -24,15 +24,24 @@ def test_smoke_run_reports_every_scenario(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(out.read_text())
-    assert set(result["scenarios"]) == set(SCENARIOS)
-    for name, figures in result["scenarios"].items():
+    scenarios = result["scenarios"]
+    assert set(scenarios) == set(result_keys(SCENARIOS, INGESTS))
+    for name, figures in scenarios.items():
         assert isinstance(figures["met"], bool), name
-    assert result["scenarios"]["ingest"]["service_rate"] > 0
-    assert result["scenarios"]["memory"]["bytes_per_device"]
-    loadcap = result["scenarios"]["loadcap"]
+    for ingest in INGESTS:
+        assert scenarios[f"ingest/{ingest}"]["service_rate"] > 0
+        assert scenarios[f"burst/{ingest}"]["service"]["received"] > 0
+        assert scenarios[f"latency/{ingest}"]["200"]["service"]["n"] > 0
+        for scene in SCENES:
+            fanout = scenarios[f"fanout/{scene}/{ingest}"]
+            assert min(fanout["service"]["callbacks"]) > 0  # every client heard its slice
+            assert fanout["service"]["daemon_cpu_s"] >= 0 and fanout["ratio"] > 0
+    assert scenarios["snapshot"]["devices"] > 0 and scenarios["snapshot"]["ratio"] > 0
+    assert scenarios["memory"]["bytes_per_device"]
+    loadcap = scenarios["loadcap"]
     for rate in loadcap["rates"].values():
         assert rate["capped"]["step"] >= 1  # it shed ...
         assert rate["capped"]["specific_devices"] == loadcap["wanted_devices"]  # ... and served
-    feed = result["scenarios"]["feed"]
+    feed = scenarios["feed"]
     assert feed["on"]["received"] > 0 and feed["received_while_off"] == 0
     assert "| scenario |" in done.stdout

@@ -848,6 +848,7 @@ async def memory_and_snapshot(bench: Bench) -> tuple[dict[str, Any], dict[str, A
     assert bench.sim is not None
     small, large = plan.memory_sizes
     warm = 100  # first reports allocate once-only state; measure growth after them
+    await bench.sim.ask("forget")  # BlueZ and the service hold the same devices
     service = await bench.service()
     client = await bench.client("snapshot-client")
     try:

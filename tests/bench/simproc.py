@@ -3,8 +3,8 @@
 Commands (JSON lines on stdin, see ``common``): ``wait_sessions``,
 ``warm`` (create the ingest devices), ``ingest`` (paced, timestamped reports),
 ``burst`` (timestamped reports as fast as it can), ``scene`` (the 200-device
-fan-out scene), ``populate`` (N new devices, for the memory and snapshot
-scenarios).
+fan-out scene), ``forget`` (remove every device) and ``populate`` (N new
+devices), for the memory and snapshot scenarios.
 
 ``--mgmt-socket PATH`` also serves every report on the management-channel seam
 at PATH (the kernel's frames), for the service's management ingest.
@@ -170,6 +170,19 @@ class SimProcess:
             await asyncio.sleep(0.01)
         return {"reports": reports, "fed": fed, "elapsed": time.monotonic() - t0}
 
+    async def forget(self) -> int:
+        """Remove every device (InterfacesRemoved, as RemoveDevice does); how many there were.
+
+        The snapshot compares the service's GetDiscoveredDevices with
+        GetManagedObjects, and both must hold the same devices.
+        """
+        adapter = self.sim.adapter(ADAPTER)
+        devices = list(adapter.devices.values())
+        for dev in devices:
+            adapter.remove_device(dev)
+        await self.sim.drain()
+        return len(devices)
+
     async def populate(self, start: int, count: int) -> None:
         """``count`` new devices with typical content (name, 20-byte payload, a UUID)."""
         for i in range(start, start + count):
@@ -216,6 +229,8 @@ async def main() -> None:
             reply(**await proc.burst(**cmd))
         elif name == "scene":
             reply(**await proc.scene(**cmd))
+        elif name == "forget":
+            reply(removed=await proc.forget())
         elif name == "populate":
             await proc.populate(**cmd)
             reply(ok=True)

@@ -202,14 +202,12 @@ class SimProcess:
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m tests.bench.simproc")
-    parser.add_argument("--mgmt-socket", metavar="PATH", default="")
+    parser = argparse.ArgumentParser(description="the BlueZ side of a benchmark")
+    parser.add_argument("--mgmt-socket", default=None, metavar="PATH", help="management seam")
     args = parser.parse_args()
-    bus_address = os.environ["DBUS_SYSTEM_BUS_ADDRESS"]
-    if args.mgmt_socket:
-        sim = BluezSimulator(bus_address=bus_address, mgmt_socket=args.mgmt_socket)
-    else:
-        sim = BluezSimulator(bus_address=bus_address)
+    sim = BluezSimulator(
+        bus_address=os.environ["DBUS_SYSTEM_BUS_ADDRESS"], mgmt_socket=args.mgmt_socket
+    )
     await sim.start()
     await sim.add_adapter(ADAPTER, address="00:1A:7D:DA:71:10")
     proc = SimProcess(sim)

@@ -183,7 +183,7 @@ SMOKE: Final = Plan(
     scene_devices=200,
     scene_period=0.5,
     scene_change_every=2,
-    scene_duration=2.0,
+    scene_duration=1.5,
     memory_sizes=(1000, 2000),
     snapshot_calls=10,
     startup_repeats=1,
@@ -708,9 +708,16 @@ async def fanout_once(
     try:
         if service is not None:
             await bench.sessions(1)
-        for i, slice_ in enumerate(FANOUT_SLICES):
-            client = await bench.client(f"{design}-fanout-{i}")
-            clients.append(client)
+        # Started together: each is a Python process importing dbus-fast.
+        started = await asyncio.gather(
+            *(bench.client(f"{design}-fanout-{i}") for i in range(len(FANOUT_SLICES))),
+            return_exceptions=True,
+        )
+        clients += [c for c in started if isinstance(c, Proc)]
+        for failed in started:
+            if isinstance(failed, BaseException):
+                raise failed
+        for client, slice_ in zip(clients, FANOUT_SLICES, strict=True):
             await client.ask(
                 "listen", mode="subscribe" if service is not None else "bluez", filter=slice_
             )
@@ -1341,8 +1348,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         plan = Plan(**{**plan.__dict__, "repeats": args.repeat})
     only = args.only or list(SCENARIOS)
 
+    t0 = time.monotonic()
+
     def progress(text: str) -> None:
-        print(text, file=sys.stderr, flush=True)
+        print(f"{time.monotonic() - t0:6.1f} s {text}", file=sys.stderr, flush=True)
 
     result = asyncio.run(
         run_all(

@@ -44,11 +44,16 @@ def unstamp(payload: bytes) -> tuple[int, int, float]:
     return run, seq, t
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (from /proc/<pid>/stat)."""
+def cpu_split(pid: int) -> tuple[float, float]:
+    """User and system CPU time of a process so far (from /proc/<pid>/stat)."""
     with open(f"/proc/{pid}/stat", "rb") as f:
         fields = f.read().rsplit(b")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+    return int(fields[11]) / _CLK_TCK, int(fields[12]) / _CLK_TCK
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    return sum(cpu_split(pid))
 
 
 def rss_bytes(pid: int) -> int:

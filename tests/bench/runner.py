@@ -30,7 +30,7 @@ from ble_scanner.const import SCANNER_SERVICE
 from ble_scanner.testing.localsettings import Setting as LocalSetting
 from ble_scanner.testing.localsettings import ble_sensors_settings
 from ble_scanner.testing.testbus import TestBus, start_test_bus
-from tests.bench.common import RELAY_NAME, RELAY_POLICY, cpu_seconds, rss_bytes
+from tests.bench.common import RELAY_NAME, RELAY_POLICY, cpu_seconds, cpu_split, rss_bytes
 from tests.bench.simproc import ingest_address
 from tests.helpers import NO_LOAD_BUDGET
 
@@ -730,6 +730,8 @@ async def fanout_once(
         measured = [p.pid for p in ([service] if service else []) + clients]
         daemon, sim = bench.bus.process.pid, bench.sim.pid
         before = {pid: cpu_seconds(pid) for pid in [*measured, daemon, sim]}
+        # The service's system time apart: system calls (recv, send, epoll) per wake-up.
+        service_sys0 = cpu_split(service.pid)[1] if service else 0.0
         spy = await _py_spy(bench, service, plan.scene_duration) if service else None
         played = await bench.sim.ask(
             "scene",
@@ -741,6 +743,7 @@ async def fanout_once(
         )
         await asyncio.sleep(0.3)  # let the last reports through
         after = {pid: cpu_seconds(pid) for pid in before}
+        service_sys = cpu_split(service.pid)[1] - service_sys0 if service else 0.0
         if spy is not None:
             await spy.wait()
         used = {pid: after[pid] - before[pid] for pid in before}
@@ -753,6 +756,7 @@ async def fanout_once(
         return fed | {
             "cpu_s": sum(used[pid] for pid in measured),
             "service_cpu_s": used[service.pid] if service else 0.0,
+            "service_sys_s": service_sys,
             "clients_cpu_s": sum(used[c.pid] for c in clients),
             "daemon_cpu_s": used[daemon],
             "simulator_cpu_s": used[sim],

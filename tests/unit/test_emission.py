@@ -3,6 +3,10 @@ the latest state when it ends, subscriptions untouched; on an injected clock."""
 
 from __future__ import annotations
 
+import random
+
+import pytest
+
 from ble_scanner.config import ScannerConfig
 from ble_scanner.emission import Broadcast
 from ble_scanner.filters import Filter, SubscriptionOptions
@@ -249,3 +253,40 @@ def test_due_hands_back_each_held_address_once_and_skips_forgotten_ones() -> Non
     assert broadcast.due(clock.now + 0.5) == [ADDR]
     assert broadcast.due(clock.now + 5) == []
     assert broadcast.next_due() is None
+
+
+@pytest.mark.parametrize("interval", [0.0, 0.3, 1.0])
+@pytest.mark.parametrize("step", list(ShedStep))
+def test_at_every_step_the_broadcast_gets_no_more_than_a_subscription(
+    interval: float, step: ShedStep
+) -> None:
+    """The shedding order (loadcap.py): whatever the step, the broadcast is told no
+    more often than a subscription with the broadcast's own settings, and an
+    AllReports subscription no less often than a plain one."""
+    rng = random.Random(f"{interval}-{int(step)}")
+    config = ScannerConfig(
+        broadcast_interval=interval, broadcast_rssi_delta=8, broadcast_keep_alive=2.0
+    )
+    hub, rec, clock = make(config)
+    plain, _ = hub.subscribe(":1.5", Filter(), SubscriptionOptions(replay=False))
+    every, _ = hub.subscribe(":1.6", Filter(), SubscriptionOptions(replay=False, all_reports=True))
+    hub.shed(step)
+    value, rssi = 0, -60
+    for tick in range(300):  # 30 s of reports every 0.1 s; quiet from 10 to 15 s
+        clock.now += 0.1
+        if not 100 <= tick < 150:
+            if rng.random() < 0.3:
+                value += 1  # new content now and then
+            rssi = max(-100, min(-30, rssi + rng.randint(-6, 6)))
+            heard(hub, rssi=rssi, mfr=reading(value))
+        if tick % 5 == 4:  # the coalescing window, as loadguard's loop flushes
+            hub.flush()
+    hub.flush()
+    events = rec.take()
+    told = {
+        name: sum(1 for e in events if (e[2] if path == "/" else path in e[3]))
+        for name, path in (("broadcast", "/"), ("plain", plain.path), ("every", every.path))
+    }
+    assert told["broadcast"] <= told["plain"] <= told["every"], told
+    if interval == 0 and step == ShedStep.NONE:
+        assert told["broadcast"] == told["plain"], told  # the same rules, nothing shed

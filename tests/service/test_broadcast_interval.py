@@ -10,13 +10,17 @@ arrived too. That is the synchronisation; the only sleeps pace the advertiser.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
 import pytest_asyncio
 from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
+from ble_scanner import main
+from ble_scanner.bus.writer import guard_writer
 from ble_scanner.config import ScannerConfig, config_from_args
 from ble_scanner.main import ScannerApp, build_parser
 from ble_scanner.testing.localsettings import LocalSettingsStandIn
@@ -24,6 +28,8 @@ from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.testbus import TestBus
 from tests.conftest import start_scanner
 from tests.helpers import assert_ok, wait_until
+from tests.reliability.test_load import DEVICES as BURST_DEVICES
+from tests.reliability.test_load import burst, reports, shrink_send_buffer
 from tests.service.conftest import scanner_call, watch_broadcast
 
 RUUVI = "C0:11:22:33:44:05"
@@ -36,6 +42,8 @@ WINDOW = 3.0
 # A busy 2-core machine may deliver a broadcast late, so that two land in one
 # second of reception time: one more than the arithmetic is tolerated.
 TOLERANCE = 1
+# A write budget the burst below must reach (the real one is 4 MB): ~250 signals.
+SMALL_BUDGET = 64 * 1024
 
 
 class Signals:
@@ -253,5 +261,49 @@ async def test_status_answers_while_the_broadcast_holds(
         await wait_until(lambda: 2 in signals.on(plain), what="the subscriber's report")
         (devices,) = assert_ok(await scanner_call(bus, "GetDiscoveredDevices", "a{sv}", [{}]))
         assert _counter([RUUVI, devices[RUUVI]]) == 2
+    finally:
+        await app.stop()
+
+
+async def test_when_the_bus_falls_behind_the_broadcast_is_shed_before_subscribers(
+    test_bus: TestBus, bluez: BluezSimulator, bus: MessageBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A burst on a tiny send buffer and a small write budget, every report news on
+    both (interval 0): the broadcast loses signals first, the subscriber fewer."""
+    monkeypatch.setattr(main, "guard_writer", lambda b: guard_writer(b, SMALL_BUDGET))
+    app = await start_scanner(test_bus, ScannerConfig(broadcast_interval=0))
+    try:
+        await scanning(app, bluez)
+        assert app.bus is not None and app.writer is not None and app.hub is not None
+        guard, stats = app.writer, app.hub.stats
+        shrink_send_buffer(app.bus)
+        await watch_broadcast(bus)
+        counts: Counter[str] = Counter()
+
+        def count(msg: Message) -> bool:
+            if msg.message_type == MessageType.SIGNAL and msg.member == "DeviceDiscovered":
+                counts["/" if msg.path == "/" else "subscription"] += 1
+            return False
+
+        bus.add_message_handler(count)
+        reply = await scanner_call(bus, "Subscribe", "a{sv}", [{"AllReports": Variant("b", True)}])
+        assert_ok(reply)
+        batch = reports(BURST_DEVICES * 10)
+        await burst(bluez, batch, 5)
+        total = len(batch) * 5
+        await wait_until(
+            lambda: stats.reports == total and guard.backlog_bytes == 0,
+            timeout=60,
+            what=f"{total} reports handled and written",
+        )
+        # Every DeviceDiscovered is either delivered or counted as shed.
+        await wait_until(
+            lambda: counts["/"] + counts["subscription"] + guard.shed >= 2 * total,
+            timeout=30,
+            what="every signal not shed delivered",
+        )
+        assert guard.shed > 0, "the budget was never reached: the test shows nothing"
+        lost = {key: total - counts[key] for key in ("/", "subscription")}
+        assert lost["subscription"] < lost["/"], lost
     finally:
         await app.stop()

@@ -21,6 +21,7 @@ from typing import Final
 from . import identifiers
 from .claims import CLAIMS_DIR, DEFAULT_DRAIN_TIMEOUT
 from .const import (
+    DEFAULT_BROADCAST_INTERVAL,
     DEFAULT_BROADCAST_KEEP_ALIVE,
     DEFAULT_BROADCAST_RSSI_DELTA,
     DEFAULT_CACHE_SIZE,
@@ -61,6 +62,7 @@ class ScannerConfig:
     cache_size: int = DEFAULT_CACHE_SIZE
     broadcast_keep_alive: float = DEFAULT_BROADCAST_KEEP_ALIVE  # 0: never
     broadcast_rssi_delta: int = DEFAULT_BROADCAST_RSSI_DELTA
+    broadcast_interval: float = DEFAULT_BROADCAST_INTERVAL  # 0: every change
     # Reports whose manufacturer data carries only these company ids are
     # dropped before they reach the cache (e.g. 0x004C for Apple's chatter).
     ignore_company_ids: frozenset[int] = frozenset()
@@ -199,6 +201,15 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         low=0, high=RSSI_MAX - RSSI_MIN,
         why="a subscription's RssiDelta range: 0 and 1 re-send on every change; 147, BlueZ's "
         "whole RSSI span (-127..20), means in practice only on new content",
+    ),
+    Setting(
+        "broadcast_interval", Kind.SECONDS, DEFAULT_BROADCAST_INTERVAL,
+        "Broadcast each device at most this often, its latest state when the time is up "
+        "(subscriptions get every change); 0: every change",
+        flag="--broadcast-interval", name="BroadcastInterval", metavar="S", unit="s",
+        low=0.0, high=60.0,
+        why="0 is every change, as before; a minute is the broadcast's default KeepAlive: "
+        "a slower broadcast would show readings older than a still device's keep-alive",
     ),
     Setting(
         "ignore_company_ids", Kind.LIST, frozenset(),

@@ -98,6 +98,11 @@ DEFAULT_BROADCAST_KEEP_ALIVE: Final = 60.0
 # Broadcast RSSI change that counts as news. BlueZ's own threshold is 8 dBm
 # (src/device.c RSSI_THRESHOLD); 8 keeps the broadcast no chattier than BlueZ.
 DEFAULT_BROADCAST_RSSI_DELTA: Final = 8
+# The broadcast tells each device at most once per this many seconds (the latest
+# state when it ends): the Venus GUI refreshes once a second, so a broadcast
+# listener loses nothing it shows, and a sensor whose every advertisement is new
+# (a counter: Victron, Ruuvi, Mopeka) costs one broadcast a second, not ten.
+DEFAULT_BROADCAST_INTERVAL: Final = 1.0
 # The opt-in /Devices list in the Venus tree goes to MQTT and VRM through
 # flashmq: the 20 strongest devices show what is around without a flood.
 DEFAULT_PUBLISH_DEVICES_MAX: Final = 20

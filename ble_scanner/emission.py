@@ -2,12 +2,17 @@
 
 Pure logic. A listener is the broadcast or one subscription; it remembers,
 per address, what it was last told, and answers "is this report news to me?".
+The broadcast (``Broadcast``) also tells each device at most once per interval
+(README "Signals"): a subscription is how a program gets every change.
 """
 
 from __future__ import annotations
 
+import heapq
+from collections.abc import Callable
+
 from .cache import Device
-from .filters import Filter
+from .filters import EVERYTHING, Filter
 
 
 class Listener:
@@ -66,3 +71,87 @@ class Listener:
     def forget(self, address: str) -> bool:
         """The device is lost; True if this listener had been told about it."""
         return self.sent.pop(address, None) is not None
+
+
+class Broadcast(Listener):
+    """The broadcast's listener: each device at most once per ``interval`` seconds.
+
+    News is judged by the rules every listener has (new content, RSSI moved by
+    the delta, keep-alive due). News within ``interval`` of the device's last
+    broadcast is held, and ``due`` hands the device back when the interval
+    ends; ``release`` then judges its latest state against what was last sent,
+    so a change is never lost and a reading is never older than the interval
+    (plus the tick that calls ``due``), while a held RSSI move that has gone back
+    within the delta sends nothing. A device is held once however often it
+    changes meanwhile. The first sighting is never held; ``forget`` (the device
+    is lost) drops a held change. A keep-alive shorter than the interval is in
+    effect the interval. ``interval`` 0 holds nothing.
+    """
+
+    __slots__ = ("_deadlines", "held", "interval", "wake")
+
+    def __init__(self, rssi_delta: int, keep_alive: float, interval: float) -> None:
+        super().__init__(EVERYTHING, rssi_delta, keep_alive)
+        self.interval = interval
+        # address -> monotonic time its held news is due; the heap orders the same
+        # pairs (entries whose address is no longer held at that time are stale).
+        self.held: dict[str, float] = {}
+        self._deadlines: list[tuple[float, str]] = []
+        # Called when a hold makes a new earliest deadline: the I/O side's timer
+        # sleeps until ``next_due`` and must then wake sooner (loadguard.py).
+        self.wake: Callable[[], None] | None = None
+
+    def consider(self, device: Device, now: float) -> bool:
+        address = device.address
+        if address in self.held:
+            return False  # its latest state goes out when due
+        previous = self.sent.get(address)
+        if not self._news(device, now):
+            return False
+        if previous is not None and now - previous[2] < self.interval:
+            self.sent[address] = previous  # not sent: held until the interval ends
+            self._hold(address, previous[2] + self.interval)
+            return False
+        return True
+
+    def _hold(self, address: str, due: float) -> None:
+        self.held[address] = due
+        deadlines = self._deadlines
+        heapq.heappush(deadlines, (due, address))
+        if deadlines[0][1] == address and deadlines[0][0] == due and self.wake is not None:
+            self.wake()
+
+    def due(self, now: float) -> list[str]:
+        """The held addresses whose interval has ended by ``now``; they are held no more."""
+        deadlines, held = self._deadlines, self.held
+        ready: list[str] = []
+        while deadlines and deadlines[0][0] <= now:
+            due, address = heapq.heappop(deadlines)
+            if held.get(address) == due:
+                del held[address]
+                ready.append(address)
+        return ready
+
+    def release(self, device: Device, now: float) -> bool:
+        """True if the latest state of a device ``due`` returned is still news (and note it)."""
+        return self._news(device, now)
+
+    def next_due(self) -> float | None:
+        """When the earliest held device is due; None if none is held."""
+        deadlines, held = self._deadlines, self.held
+        while deadlines and held.get(deadlines[0][1]) != deadlines[0][0]:
+            heapq.heappop(deadlines)  # stale: released, forgotten or re-timed
+        return deadlines[0][0] if deadlines else None
+
+    def set_interval(self, interval: float) -> None:
+        """A new interval, live: each held device is due at its last broadcast plus the new one."""
+        self.interval = interval
+        self.held = {address: self.sent[address][2] + interval for address in self.held}
+        self._deadlines = [(due, address) for address, due in self.held.items()]
+        heapq.heapify(self._deadlines)
+        if self.held and self.wake is not None:
+            self.wake()
+
+    def forget(self, address: str) -> bool:
+        self.held.pop(address, None)
+        return super().forget(address)

@@ -15,8 +15,8 @@ from typing import Protocol
 
 from .cache import Device, DeviceCache
 from .config import ScannerConfig
-from .emission import Listener
-from .filters import EVERYTHING, Filter, SnapshotQuery, SubscriptionOptions
+from .emission import Broadcast, Listener
+from .filters import Filter, SnapshotQuery, SubscriptionOptions
 from .loadcap import SHED_RSSI_DELTA, SheddingLoad, ShedStep
 from .record import DeviceView
 from .subscriptions import Subscription, SubscriptionRegistry
@@ -59,8 +59,10 @@ class Hub:
         self.monotonic = monotonic
         self.wall = wall
         self.cache = DeviceCache(self.config.lost_timeout, self.config.cache_size)
-        self.broadcast = Listener(
-            EVERYTHING, self.config.broadcast_rssi_delta, self.config.broadcast_keep_alive
+        self.broadcast = Broadcast(
+            self.config.broadcast_rssi_delta,
+            self.config.broadcast_keep_alive,
+            self.config.broadcast_interval,
         )
         self.subscriptions = SubscriptionRegistry()
         # Bumped whenever a subscription starts or ends: it invalidates Device.interest.
@@ -82,6 +84,8 @@ class Hub:
         self.config = config
         self.cache.lost_timeout = config.lost_timeout
         self.cache.max_size = config.cache_size
+        if config.broadcast_interval != self.broadcast.interval:
+            self.broadcast.set_interval(config.broadcast_interval)
         self._apply_shedding()
         for device in [d for d in self.cache if self._ignored(d.address, d)]:
             self.cache.remove(device.address)
@@ -164,16 +168,27 @@ class Hub:
         self._apply_shedding()
 
     def flush(self) -> None:
-        """Send what the coalescing window gathered: each device once, in its latest state."""
-        pending = self._pending
-        if not pending:
-            return
-        self._pending = {}
+        """Send what is due: what the coalescing window gathered (each device once, in
+        its latest state), then the broadcast's held devices whose interval has ended."""
         now = self.monotonic()
         get = self.cache.get
-        for address, device in pending.items():
-            if get(address) is device:  # not lost or evicted since
-                self._consider(device, now)
+        pending = self._pending
+        if pending:
+            self._pending = {}
+            for address, device in pending.items():
+                if get(address) is device:  # not lost or evicted since
+                    self._consider(device, now)
+        broadcast = self.broadcast
+        if not broadcast.held:
+            return
+        for address in broadcast.due(now):
+            held = get(address)
+            if held is not None and broadcast.release(held, now):
+                self.emitter.device_discovered(held, True, [])
+
+    def next_due(self) -> float | None:
+        """When ``flush`` next has a held broadcast to send (monotonic); None: nothing held."""
+        return self.broadcast.next_due()
 
     def _apply_shedding(self) -> None:
         """Set every listener's RssiDelta and KeepAlive from the settings and the step."""

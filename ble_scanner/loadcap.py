@@ -13,6 +13,17 @@ stayed under a lower mark for a while (hysteresis), so it does not flap.
 Steps are cumulative: step 3 means steps 1, 2 and 3. Subscriptions for specific
 devices (address, manufacturer or any other filter) keep getting their devices
 at every step: coalescing delays them by at most a window, nothing drops them.
+
+The broadcast is shed first or together with subscriptions, never after: they
+asked for their devices, the broadcast is for watching (README "The broadcast
+is rate-limited"). Step 1 coalesces both (the broadcast, told at most once per
+``BroadcastInterval``, 1 s by default, is coalesced more than that already);
+step 2 is the broadcast's alone; step 3 stops the keep-alives of both; step 4
+refuses only new ``AllReports`` subscriptions, after three steps that shed the
+broadcast. Below these steps, when the bus daemon does not keep up, the write
+budget (bus/writer.py) drops the broadcast's DeviceDiscovered at half the
+budget and subscriptions' only at all of it. tests/unit/test_emission.py holds
+the broadcast to at most what a subscription with its settings gets, at every step.
 """
 
 from __future__ import annotations

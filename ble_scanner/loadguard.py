@@ -3,7 +3,11 @@
 The thin I/O part of the load budget (README "Under load"): ``ProcSampler``
 reads the 5-minute load average and this process's CPU time, ``LoadGuard``
 samples once a second, moves the hub's shedding step and, while emissions
-are coalesced, flushes them once per window.
+are coalesced, flushes them once per window. The same loop is the hub's one
+timer for what it holds back: it flushes the broadcast's held devices
+(emission.Broadcast) when the earliest is due, woken by the hub when a hold
+makes an earlier deadline; without a sampler (an in-process service in tests)
+it does only that.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
@@ -87,12 +92,15 @@ def _cpu_seconds(text: str) -> float:
 
 
 class LoadGuard:
-    """Samples, moves the hub's shedding step, flushes coalesced emissions."""
+    """Samples, moves the hub's shedding step, flushes coalesced and held emissions.
+
+    ``sampler`` None: no load budget, only the flushing (the step stays NONE).
+    """
 
     def __init__(
         self,
         hub: Hub,
-        sampler: ProcSampler,
+        sampler: ProcSampler | None,
         policy: LoadPolicy | None = None,
         sample_interval: float = SAMPLE_INTERVAL,
     ) -> None:
@@ -102,6 +110,7 @@ class LoadGuard:
         self.sample_interval = sample_interval
         self.last_sample: LoadSample | None = None
         self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
         self.configure(hub.config)
 
     @property
@@ -112,6 +121,7 @@ class LoadGuard:
         self.policy.configure(config.shed_load_average, config.shed_cpu_percent)
 
     def start(self) -> None:
+        self.hub.broadcast.wake = self._wake.set
         self._task = asyncio.get_running_loop().create_task(self._run(), name="load-guard")
 
     async def stop(self) -> None:
@@ -119,13 +129,16 @@ class LoadGuard:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        self.hub.broadcast.wake = None
         self.hub.flush()
 
     def tick(self) -> None:
         """One sample and its decision."""
-        sample = self.last_sample = self.sampler.sample()
+        sampler = self.sampler
+        assert sampler is not None
+        sample = self.last_sample = sampler.sample()
         before = self.policy.step
-        step = self.policy.update(sample, self.sampler.monotonic())
+        step = self.policy.update(sample, sampler.monotonic())
         if step != before:
             self.hub.shed(step)
             load = f"{sample.load5:.2f}" if sample.load5 is not None else "unknown"
@@ -140,16 +153,26 @@ class LoadGuard:
             )
 
     async def _run(self) -> None:
-        next_sample = 0.0
+        hub, wake = self.hub, self._wake
+        next_sample = 0.0 if self.sampler is not None else math.inf
         while True:
+            wake.clear()
             now = time.monotonic()
             try:
                 if now >= next_sample:
                     next_sample = now + self.sample_interval
                     self.tick()
-                self.hub.flush()
+                hub.flush()
             except Exception:
                 _LOGGER.exception("load budget check failed")
-            coalescing = self.policy.step >= ShedStep.COALESCE
-            wait = COALESCE_WINDOW if coalescing else self.sample_interval
-            await asyncio.sleep(min(wait, max(_MIN_WAIT, next_sample - time.monotonic())))
+            wait = next_sample - time.monotonic()
+            if self.policy.step >= ShedStep.COALESCE:
+                wait = min(wait, COALESCE_WINDOW)
+            due = hub.next_due()
+            if due is not None:
+                wait = min(wait, due - hub.monotonic())
+            with contextlib.suppress(TimeoutError):
+                # math.inf: nothing to do until the hub holds something (it wakes us).
+                await asyncio.wait_for(
+                    wake.wait(), None if wait == math.inf else max(_MIN_WAIT, wait)
+                )

@@ -129,7 +129,7 @@ class ScannerApp:
         self._save_error = ""  # the last failure logged, so a failing disk logs once
         # Set once the name is ours: only then may the state file be written.
         self._owns_name = False
-        # The load budget (loadguard.py) runs when given a sampler: the process
+        # The load budget (loadguard.py) samples when given a sampler: the process
         # gives /proc's; an in-process service (tests) runs without one, so that
         # the test process's CPU and the machine's load do not make it shed,
         # unless a test points one at files it writes.
@@ -237,9 +237,9 @@ class ScannerApp:
         self.service.on_leases_changed = self.bluez.leases_changed
         await self.bluez.start()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="sweep")
-        if self.load_sampler is not None:
-            self.load_guard = LoadGuard(self.hub, self.load_sampler, self.load_policy)
-            self.load_guard.start()
+        # Always: it is also the timer of the broadcast's held devices (loadguard.py).
+        self.load_guard = LoadGuard(self.hub, self.load_sampler, self.load_policy)
+        self.load_guard.start()
         self.tree.start()
         if self.state_file:
             self._saver = asyncio.get_running_loop().create_task(self._save_periodically())

@@ -8,9 +8,12 @@ one connection so that EAGAIN means "wait until writable", as it should.
 
 ``guard_writer`` adds a budget: once more than ``max_backlog`` bytes wait for
 the socket (the daemon is not keeping up), DeviceDiscovered signals are shed
-instead of queued, so the service's memory stays bounded. Method replies, errors
-and every other message are always queued: they are bounded by what clients ask.
-A shed DeviceDiscovered is news a later report repeats; the count is kept.
+instead of queued, so the service's memory stays bounded; the broadcast's
+(no destination) already past ``BROADCAST_BACKLOG_SHARE`` of the budget, so
+that subscribers, who asked for their devices, are shed last (README "Under
+load"). Method replies, errors and every other message are always queued: they
+are bounded by what clients ask. A shed DeviceDiscovered is news a later report
+repeats; the count is kept.
 
 Both reach into dbus-fast's private writer (``bus._writer``: ``messages``,
 ``buf``, ``offset``, ``fut``, ``sock``, ``loop``, ``fd``), whose layout is the
@@ -32,6 +35,7 @@ from dbus_fast.aio import MessageBus
 from .marshal import (
     ALIGN_STRUCT,
     ALIGN_U32,
+    FIELD_DESTINATION,
     FIELD_MEMBER,
     FIELDS_START,
     LITTLE_ENDIAN,
@@ -46,6 +50,9 @@ _LOGGER = logging.getLogger(__name__)
 MAX_WRITE_BACKLOG: Final = 4 * 1024 * 1024
 # Members shed under overload: news that the next report of the device repeats.
 SHED_MEMBERS: Final = frozenset({b"DeviceDiscovered"})
+# Share of the budget past which the broadcast's DeviceDiscovered is shed: half
+# leaves the other half (~8 000 signals) for subscribers before theirs go too.
+BROADCAST_BACKLOG_SHARE: Final = 0.5
 # At most one "shedding" log line per this many seconds.
 SHED_LOG_INTERVAL: Final = 60.0
 
@@ -159,8 +166,9 @@ class _BudgetQueue(deque[tuple[Any, Any, Any]]):
     def append(self, item: tuple[Any, Any, Any]) -> None:
         guard = self.guard
         buf, fds, fut = item
-        if self.nbytes + len(buf) > guard.max_backlog and fds is None:
-            item = self._shed(item)
+        after = self.nbytes + len(buf)
+        if after > guard.max_backlog * BROADCAST_BACKLOG_SHARE and fds is None:
+            item = self._shed(item, broadcast_only=after <= guard.max_backlog)
             buf, _fds, fut = item
             if not buf and fut is None:
                 return
@@ -178,13 +186,13 @@ class _BudgetQueue(deque[tuple[Any, Any, Any]]):
         super().clear()
         self.nbytes = 0
 
-    def _shed(self, item: tuple[Any, Any, Any]) -> tuple[Any, Any, Any]:
+    def _shed(self, item: tuple[Any, Any, Any], broadcast_only: bool) -> tuple[Any, Any, Any]:
         buf, fds, fut = item
         kept: list[bytes] = []
         dropped = 0
         data = bytes(buf)
-        for start, end, sheddable in split_messages(data):
-            if sheddable:
+        for start, end, sheddable, unicast in split_messages(data):
+            if sheddable and not (broadcast_only and unicast):
                 dropped += 1
             else:
                 kept.append(data[start:end])
@@ -197,8 +205,9 @@ class _BudgetQueue(deque[tuple[Any, Any, Any]]):
 
 def split_messages(
     data: bytes, shed_members: frozenset[bytes] = SHED_MEMBERS
-) -> Iterable[tuple[int, int, bool]]:
-    """(start, end, sheddable) of each marshalled D-Bus message in ``data``, back to back."""
+) -> Iterable[tuple[int, int, bool, bool]]:
+    """(start, end, sheddable, unicast) of each marshalled D-Bus message in ``data``,
+    back to back; unicast: it has a destination (a subscription's signal, a reply)."""
     offset, size = 0, len(data)
     while offset < size:
         endianness, message_type, _flags, _version = data[offset : offset + _FIXED_BYTES]
@@ -209,19 +218,20 @@ def split_messages(
         header_end = offset + FIELDS_START + fields_length
         header_end += -(header_end - offset) % ALIGN_STRUCT
         end = header_end + body_length
-        sheddable = (
-            message_type == MESSAGE_SIGNAL
-            and _member(data, offset, fields_length, fmt) in shed_members
-        )
-        yield offset, end, sheddable
+        member, unicast = _member(data, offset, fields_length, fmt)
+        sheddable = message_type == MESSAGE_SIGNAL and member in shed_members
+        yield offset, end, sheddable, unicast
         offset = end
 
 
-def _member(data: bytes, start: int, fields_length: int, fmt: str) -> bytes | None:
-    """The MEMBER header field of the message at ``start``, or None."""
+def _member(data: bytes, start: int, fields_length: int, fmt: str) -> tuple[bytes | None, bool]:
+    """The MEMBER header field of the message at ``start`` (None: none, or a header
+    this cannot read, never shed), and whether it has a DESTINATION."""
     u32 = struct.Struct(fmt + "I")
     pos = start + FIELDS_START
     stop = pos + fields_length
+    member: bytes | None = None
+    destination = False
     while pos < stop:
         # A field is a struct: its code (a byte), then a variant: signature, value.
         pos += -(pos - start) % ALIGN_STRUCT
@@ -235,15 +245,17 @@ def _member(data: bytes, start: int, fields_length: int, fmt: str) -> bytes | No
             (length,) = u32.unpack_from(data, pos)
             pos += u32.size
             if code == FIELD_MEMBER:
-                return data[pos : pos + length]
+                member = data[pos : pos + length]
+            elif code == FIELD_DESTINATION:
+                destination = True
             pos += length + _NUL
         elif signature == b"g":
             pos += data[pos] + _SIGNATURE_OVERHEAD
         elif signature == b"u":
             pos += -(pos - start) % ALIGN_U32 + u32.size
         else:
-            return None
-    return None
+            return None, True
+    return member, destination
 
 
 def guard_writer(bus: MessageBus, max_backlog: int = MAX_WRITE_BACKLOG) -> WriterGuard | None:

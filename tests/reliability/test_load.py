@@ -40,6 +40,9 @@ BROADCAST_RULE = signal_rule(interface="com.victronenergy.ble.Scanner1", path="/
 # What the service may grow by over the burst: the writer's budget plus the
 # interpreter's arenas; a leak per report (≥ 40 bytes) would exceed it.
 BURST_RSS_GROWTH = MAX_WRITE_BACKLOG + 16 * 1024 * 1024
+# Every report news on the broadcast too (BroadcastInterval 0): two signals a
+# report, the most a burst can make the service write.
+FULL_LOAD = ScannerConfig(broadcast_interval=0)
 
 
 def reports(count: int) -> list[Report]:
@@ -96,7 +99,7 @@ async def test_unguarded_dbus_fast_writer_dies_of_eagain_under_a_burst(
     guard's EAGAIN half could go (its budget stays useful).
     """
     monkeypatch.setattr(main, "guard_writer", lambda bus: None)
-    app = ScannerApp(ScannerConfig(), bus_address=test_bus.address, use_settings=False)
+    app = ScannerApp(FULL_LOAD, bus_address=test_bus.address, use_settings=False)
     assert await app.start() == 0
     try:
         await wait_until(lambda: our_session(app, bluez), what="discovery session")
@@ -146,7 +149,7 @@ async def test_guarded_service_survives_a_burst_on_a_tiny_send_buffer(
     the budget is reached: what is not shed reaches the subscriber, and the
     queue never holds much more than the budget.
     """
-    app = ScannerApp(ScannerConfig(), bus_address=test_bus.address, use_settings=False)
+    app = ScannerApp(FULL_LOAD, bus_address=test_bus.address, use_settings=False)
     assert await app.start() == 0
     try:
         await wait_until(lambda: our_session(app, bluez), what="discovery session")
@@ -179,7 +182,7 @@ async def test_burst_of_100000_reports_is_caught_up_with_memory_bounded(
     test_bus: TestBus, bluez: BluezSimulator, bus: MessageBus
 ) -> None:
     """No connection death, every report counted, nothing lost but shed news, memory flat."""
-    app = ScannerApp(ScannerConfig(), bus_address=test_bus.address, use_settings=False)
+    app = ScannerApp(FULL_LOAD, bus_address=test_bus.address, use_settings=False)
     assert await app.start() == 0
     try:
         await wait_until(lambda: our_session(app, bluez), what="discovery session")

@@ -41,9 +41,14 @@ class Recorder:
         return events
 
 
+# The broadcast's interval (emission.Broadcast) has tests of its own (test_emission.py);
+# by default the hub here broadcasts every change, so these tests see the other rules.
+EVERY_CHANGE = ScannerConfig(broadcast_interval=0)
+
+
 def make(config: ScannerConfig | None = None) -> tuple[Hub, Recorder, Clock]:
     recorder, clock = Recorder(), Clock()
-    scanner = Hub(recorder, config or ScannerConfig(), monotonic=clock, wall=clock)
+    scanner = Hub(recorder, config or EVERY_CHANGE, monotonic=clock, wall=clock)
     return scanner, recorder, clock
 
 
@@ -90,7 +95,7 @@ def test_content_change_is_news() -> None:
 
 
 def test_rssi_moving_by_the_delta_is_news() -> None:
-    scanner, rec, _ = make(ScannerConfig(broadcast_rssi_delta=8))
+    scanner, rec, _ = make(ScannerConfig(broadcast_rssi_delta=8, broadcast_interval=0))
     heard(scanner, rssi=-60)
     rec.take()
     heard(scanner, rssi=-67)

@@ -14,7 +14,12 @@ from ble_scanner.bus.marshal import (
     snapshot_body,
     string_body,
 )
-from ble_scanner.bus.writer import split_messages
+from ble_scanner.bus.writer import (
+    BROADCAST_BACKLOG_SHARE,
+    WriterGuard,
+    _BudgetQueue,
+    split_messages,
+)
 from ble_scanner.cache import Device
 from ble_scanner.record import Content
 from ble_scanner.service import record_variants
@@ -140,12 +145,52 @@ def test_the_writer_finds_each_message_and_sheds_only_device_discovered() -> Non
     )
     call.sender = ":1.9"
     reply = dbus_fast_bytes(Message.new_method_return(call, "s", ["DeviceDiscovered"]), 9)
-    data = discovered + lost + reply + discovered
+    unicast = message(
+        MESSAGE_SIGNAL,
+        10,
+        header_fields(
+            "sa{sv}",
+            path="/Subscription/1",
+            interface="x.y",
+            member="DeviceDiscovered",
+            destination=":1.7",
+        ),
+        record_entry(d),
+    )
+    data = discovered + lost + reply + discovered + unicast
     spans = list(split_messages(data))
-    assert [(end - start, shed) for start, end, shed in spans] == [
-        (len(discovered), True),
-        (len(lost), False),
-        (len(reply), False),
-        (len(discovered), True),
+    assert [(end - start, shed, to_one) for start, end, shed, to_one in spans] == [
+        (len(discovered), True, False),
+        (len(lost), False, False),
+        (len(reply), False, True),
+        (len(discovered), True, False),
+        (len(unicast), True, True),
     ]
     assert spans[-1][1] == len(data)
+
+
+def test_the_budget_sheds_the_broadcast_before_subscriptions() -> None:
+    """Past half the budget only broadcast DeviceDiscovered goes; past all of it, any."""
+    d = device(CONTENTS[1], -60)
+
+    def discovered(destination: str | None) -> bytes:
+        path = "/" if destination is None else "/Subscription/1"
+        fields = header_fields(
+            "sa{sv}", path=path, interface="x.y", member="DeviceDiscovered", destination=destination
+        )
+        return message(MESSAGE_SIGNAL, 1, fields, record_entry(d))
+
+    broadcast, unicast = discovered(None), discovered(":1.7")
+    budget = 10 * len(broadcast)
+    guard = WriterGuard(budget)
+    queue = _BudgetQueue([], guard)
+    while queue.nbytes + len(broadcast) <= budget * BROADCAST_BACKLOG_SHARE:
+        queue.append((broadcast + unicast, None, None))
+    assert guard.shed == 0
+    queue.append((broadcast + unicast, None, None))  # past half: the broadcast's goes
+    assert guard.shed == 1 and queue[-1][0] == unicast
+    while queue.nbytes + len(broadcast + unicast) <= budget:
+        queue.append((broadcast + unicast, None, None))
+    shed = guard.shed
+    queue.append((broadcast + unicast, None, None))  # past the budget: both go
+    assert guard.shed == shed + 2

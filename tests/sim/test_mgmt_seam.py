@@ -469,3 +469,11 @@ async def test_standalone_process_serves_the_socket(test_bus: TestBus, mgmt_path
         rc = await asyncio.wait_for(proc.wait(), 5)
     assert rc == 0
     assert not socket_file(mgmt_path)
+
+
+async def test_a_scan_response_carries_the_scan_response_flag_alone(msim, client, bus):
+    """process_adv_report: a scan response's sender may or may not be connectable."""
+    await start_discovery(msim, bus)
+    await msim.advertise(ADAPTER, "C0:00:00:00:00:01", connectable=False, scan_response=True)
+    await msim.advertise(ADAPTER, "C0:00:00:00:00:01", connectable=False)
+    assert [f[14:18] for f in await client.until_marker(msim)] == [h("20000000"), h("04000000")]

@@ -107,8 +107,12 @@ def _rssi(value: int | None) -> int:
 
 
 def found_flags(report: Report) -> int:
-    flags = 0 if report.connectable else FOUND_NOT_CONNECTABLE
-    return flags | FOUND_SCAN_RESPONSE if report.scan_response else flags
+    """A scan response carries Scan Response alone: hci_event.c's process_adv_report
+    cannot tell whether its sender is connectable (before the kernel gained
+    MGMT_DEV_FOUND_SCAN_RSP in 2023 it marked it Not Connectable instead)."""
+    if report.scan_response:
+        return FOUND_SCAN_RESPONSE
+    return 0 if report.connectable else FOUND_NOT_CONNECTABLE
 
 
 def device_found(index: int, report: Report) -> bytes:
@@ -203,6 +207,9 @@ class MgmtChannel:
         self.sent: Counter[int] = Counter()
         self.dropped = 0
         self._clients: dict[int, _Client] = {}
+        # The clients as a tuple, rebuilt on connect and disconnect: ``send`` runs
+        # for every report and iterates it without copying.
+        self._targets: tuple[tuple[int, _Client], ...] = ()
         self._listener: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -256,7 +263,7 @@ class MgmtChannel:
     def send(self, frame: bytes, code: int) -> None:
         """One event to every client; ``code`` is what ``sent`` counts it under."""
         self.sent[code] += 1
-        for fd, client in list(self._clients.items()):
+        for fd, client in self._targets:
             if client.queue:
                 if len(client.queue) >= self.queue_limit:
                     self.dropped += 1
@@ -285,6 +292,7 @@ class MgmtChannel:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, CLIENT_SNDBUF)
         fd = sock.fileno()
         self._clients[fd] = _Client(sock)
+        self._targets = tuple(self._clients.items())
         assert self._loop is not None
         self._loop.add_reader(fd, self._readable, fd)
 
@@ -330,6 +338,7 @@ class MgmtChannel:
         client = self._clients.pop(fd, None)
         if client is None:
             return
+        self._targets = tuple(self._clients.items())
         assert self._loop is not None
         self._loop.remove_reader(fd)
         if client.writing:

@@ -85,13 +85,9 @@ def mgmt_path() -> Iterator[str]:
 
 @pytest_asyncio.fixture
 async def msim(test_bus: TestBus, mgmt_path: str) -> AsyncIterator[BluezSimulator]:
-    simulator = BluezSimulator(bus_address=test_bus.address, mgmt_socket=mgmt_path)
-    await simulator.start()
-    await simulator.add_adapter(ADAPTER, address="00:1A:7D:DA:71:10")
-    try:
+    async with BluezSimulator(bus_address=test_bus.address, mgmt_socket=mgmt_path) as simulator:
+        await simulator.add_adapter(ADAPTER)
         yield simulator
-    finally:
-        await simulator.stop()
 
 
 @pytest_asyncio.fixture
@@ -433,22 +429,13 @@ def test_without_a_socket_the_helpers_say_so():
 
 
 async def test_standalone_process_serves_the_socket(test_bus: TestBus, mgmt_path, bus):
-    env = dict(
-        os.environ,
-        DBUS_SYSTEM_BUS_ADDRESS=test_bus.address,
-        PYTHONPATH=os.pathsep.join(p for p in sys.path if p),
-    )
+    pythonpath = os.pathsep.join(p for p in sys.path if p)
+    command = ["-m", "ble_scanner.testing.simulator", "--mgmt-socket", mgmt_path]
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
-        "-m",
-        "ble_scanner.testing.simulator",
-        "--scene",
-        "demo",
-        "--period",
-        "0.1",
-        "--mgmt-socket",
-        mgmt_path,
-        env=env,
+        *command,
+        *("--scene", "demo", "--period", "0.1"),
+        env={**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": test_bus.address, "PYTHONPATH": pythonpath},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

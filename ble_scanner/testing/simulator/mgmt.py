@@ -61,8 +61,9 @@ CLIENT_SNDBUF = 1 << 20
 
 _HEADER = struct.Struct("<HHH")
 # Device Found parameters before the EIR: address, type, RSSI, flags, EIR length.
-_FOUND = struct.Struct("<HHH6sBbIH")
-_MONITOR_FOUND = struct.Struct("<HHHH6sBbIH")
+_FOUND = struct.Struct("<6sBbIH")
+# The header of Adv Monitor Device Found with the monitor handle that leads its parameters.
+_MONITOR_HEADER = struct.Struct("<HHHH")
 _CONNECTED = struct.Struct("<HHH6sBIH")
 _DISCONNECTED = struct.Struct("<HHH6sBB")
 
@@ -115,14 +116,12 @@ def found_flags(report: Report) -> int:
     return 0 if report.connectable else FOUND_NOT_CONNECTABLE
 
 
-def device_found(index: int, report: Report) -> bytes:
-    """``Device Found`` (0x0012) for one advertising report."""
+def device_found(index: int, report: Report, monitor_handle: int | None = None) -> bytes:
+    """``Device Found`` (0x0012) for one advertising report, or with a monitor handle
+    ``Adv Monitor Device Found`` (0x002F): the handle, then the same fields."""
     eir = report_eir(report)
-    return (
+    params = (
         _FOUND.pack(
-            EV_DEVICE_FOUND,
-            index,
-            _FOUND.size - _HEADER.size + len(eir),
             address_bytes(report.address),
             ADDRESS_TYPES.get(report.address_type, 1),
             _rssi(report.rssi),
@@ -131,24 +130,11 @@ def device_found(index: int, report: Report) -> bytes:
         )
         + eir
     )
-
-
-def adv_monitor_device_found(index: int, report: Report, handle: int) -> bytes:
-    """``Adv Monitor Device Found`` (0x002F): the monitor handle, then Device Found's fields."""
-    eir = report_eir(report)
+    if monitor_handle is None:
+        return _HEADER.pack(EV_DEVICE_FOUND, index, len(params)) + params
     return (
-        _MONITOR_FOUND.pack(
-            EV_ADV_MONITOR_DEVICE_FOUND,
-            index,
-            _MONITOR_FOUND.size - _HEADER.size + len(eir),
-            handle,
-            address_bytes(report.address),
-            ADDRESS_TYPES.get(report.address_type, 1),
-            _rssi(report.rssi),
-            found_flags(report),
-            len(eir),
-        )
-        + eir
+        _MONITOR_HEADER.pack(EV_ADV_MONITOR_DEVICE_FOUND, index, 2 + len(params), monitor_handle)
+        + params
     )
 
 
@@ -297,17 +283,16 @@ class MgmtChannel:
         self._loop.add_reader(fd, self._readable, fd)
 
     def _readable(self, fd: int) -> None:
-        """Commands are not answered: what a client sends is read and discarded."""
+        """Commands are not answered: what a client sends is read and discarded;
+        end of file or an error ends the client."""
         client = self._clients.get(fd)
-        if client is None:
-            return
         try:
-            data = client.sock.recv(65536)
+            ended = client is not None and not client.sock.recv(65536)
         except (BlockingIOError, InterruptedError):
-            return
+            ended = False
         except OSError:
-            data = b""
-        if not data:
+            ended = True
+        if ended:
             self._drop(fd)
 
     def _want_write(self, fd: int, client: _Client) -> None:

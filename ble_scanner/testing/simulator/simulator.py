@@ -457,7 +457,7 @@ class BluezSimulator:
                 return
             channel.send(mgmt.device_found(index, report), mgmt.EV_DEVICE_FOUND)
         elif target.monitors is not None and target.monitors.active:
-            frame = mgmt.adv_monitor_device_found(index, report, mgmt.MONITOR_HANDLE_SOFTWARE)
+            frame = mgmt.device_found(index, report, mgmt.MONITOR_HANDLE_SOFTWARE)
             channel.send(frame, mgmt.EV_ADV_MONITOR_DEVICE_FOUND)
 
     def _link_changed(self, target: Adapter, dev: Device, connected: bool) -> None:

@@ -101,20 +101,26 @@ class Other:
 
 
 @dataclass(slots=True, frozen=True)
-class Found:
-    """One advertising report (Device Found, or Adv Monitor Device Found with ``monitor``)."""
+class DeviceEvent:
+    """An event about one device on one controller."""
 
     index: int  # controller index: hci<index>
     address: str  # AA:BB:CC:DD:EE:FF
     address_type: str  # Device1's AddressType
-    rssi: int | None  # dBm; None: the controller had no reading
-    flags: int
-    eir: bytes
-    monitor: int | None = None  # the monitor handle of Adv Monitor Device Found
 
     @property
     def path(self) -> str:
         return device_path(self.index, self.address)
+
+
+@dataclass(slots=True, frozen=True)
+class Found(DeviceEvent):
+    """One advertising report (Device Found, or Adv Monitor Device Found with ``monitor``)."""
+
+    rssi: int | None  # dBm; None: the controller had no reading
+    flags: int
+    eir: bytes
+    monitor: int | None = None  # the monitor handle of Adv Monitor Device Found
 
     @property
     def scan_response(self) -> bool:
@@ -122,30 +128,15 @@ class Found:
 
 
 @dataclass(slots=True, frozen=True)
-class Connected:
+class Connected(DeviceEvent):
     """A link came up (Device Connected): no power cycle while it lasts."""
-
-    index: int
-    address: str
-    address_type: str
-
-    @property
-    def path(self) -> str:
-        return device_path(self.index, self.address)
 
 
 @dataclass(slots=True, frozen=True)
-class Disconnected:
+class Disconnected(DeviceEvent):
     """A link went down (Device Disconnected)."""
 
-    index: int
-    address: str
-    address_type: str
     reason: int
-
-    @property
-    def path(self) -> str:
-        return device_path(self.index, self.address)
 
 
 Event = Found | Connected | Disconnected | Other | Malformed

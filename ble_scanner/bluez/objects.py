@@ -627,7 +627,7 @@ class Bluez:
             return
         _LOGGER.info("management ingest again")
         self.status_changed()
-        self._run_switch(self._remove_device_match())
+        self._run_switch(self._want_device_match(False))
 
     def _channel_lost(self, reason: str) -> None:
         """The channel failed: D-Bus ingest until it can be opened again."""
@@ -656,30 +656,22 @@ class Bluez:
 
     async def _fall_back(self) -> None:
         """The broad match again, then Device1 state read again (not reported)."""
-        await self._add_device_match()
+        await self._want_device_match(True)
         owner = self.owner
         if owner is not None and not self.mgmt_active and not self._closing:
             await self._bluez_appeared(owner, report=False)
 
-    async def _add_device_match(self) -> None:
-        if self._device_match:
+    async def _want_device_match(self, wanted: bool) -> None:
+        """Our match for every Device1 PropertiesChanged on (D-Bus ingest) or off."""
+        if self._device_match == wanted or (not wanted and not self.mgmt_active):
             return
+        change = calls.add_match if wanted else calls.remove_match
         try:
-            await calls.add_match(self.bus, _properties_rule(), timeout=self.call_timeout)
+            await change(self.bus, _properties_rule(), timeout=self.call_timeout)
         except (CallError, TimeoutError, BusGoneError) as exc:
-            _LOGGER.warning("Device1 match not added: %s", exc)
+            _LOGGER.warning("Device1 match not %s: %s", "added" if wanted else "removed", exc)
             return
-        self._device_match = True
-
-    async def _remove_device_match(self) -> None:
-        if not self._device_match or not self.mgmt_active:
-            return
-        try:
-            await calls.remove_match(self.bus, _properties_rule(), timeout=self.call_timeout)
-        except (CallError, TimeoutError, BusGoneError) as exc:
-            _LOGGER.warning("Device1 match not removed: %s", exc)
-            return
-        self._device_match = False
+        self._device_match = wanted
 
     def _on_mgmt_event(self, event: mgmt.Event) -> None:
         if isinstance(event, mgmt.Found):

@@ -13,11 +13,11 @@ import pytest_asyncio
 from dbus_fast import Message, Variant
 from dbus_fast.aio import MessageBus
 
-from ble_scanner.config import ScannerConfig
 from ble_scanner.const import SCANNER_INTERFACE, SCANNER_SERVICE
 from ble_scanner.main import ScannerApp
 from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.testbus import TestBus
+from tests import ingest
 from tests.helpers import NO_LOAD_BUDGET, call, wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -98,6 +98,7 @@ def spawn_service(test_bus: TestBus, *args: str, settings: bool = False) -> subp
             "--state-file",
             "",
             *NO_LOAD_BUDGET,
+            *ingest.service_args(env.get("DBUS_SYSTEM_BUS_ADDRESS")),
             *args,
         ],
         env=env,
@@ -141,7 +142,9 @@ async def wait_exit(proc: subprocess.Popen[str], timeout: float) -> int:
 @pytest_asyncio.fixture
 async def app(test_bus: TestBus, bluez: BluezSimulator) -> AsyncIterator[ScannerApp]:
     """The service in-process (its tasks and handlers are counted), scanning hci0."""
-    service = ScannerApp(ScannerConfig(), bus_address=test_bus.address, use_settings=False)
+    service = ScannerApp(
+        ingest.config(test_bus.address), bus_address=test_bus.address, use_settings=False
+    )
     assert await service.start() == 0
     try:
         await wait_until(lambda: our_session(service, bluez), what="discovery session")

@@ -1,22 +1,32 @@
-"""Fault 11: malformed BlueZ data is skipped and counted, and the record parser never crashes."""
+"""Fault 11: malformed BlueZ data is skipped and counted, and the record parser never crashes.
+
+The service here reads Device1 signals whatever the suite's ingest: the
+malformed data is BlueZ's D-Bus data. Malformed management frames are
+tests/service/test_mgmt_ingest.py and tests/unit/test_mgmt.py.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+import pytest_asyncio
 from dbus_fast import Message, Variant
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ble_scanner.config import ScannerConfig
 from ble_scanner.const import BLUEZ_DEVICE, MAX_PAYLOAD_BYTES, RSSI_MAX, RSSI_MIN
 from ble_scanner.main import ScannerApp
 from ble_scanner.record import DeviceView, MalformedData, unwrap_device
 from ble_scanner.testing.simulator import BluezSimulator, malformed
 from ble_scanner.testing.simulator.wire import interfaces_removed, properties_changed
+from ble_scanner.testing.testbus import TestBus
 from tests.helpers import wait_until
+from tests.reliability.conftest import our_session
 
 ADAPTER = "hci0"
 GOOD = "C0:11:22:33:44:01"
@@ -26,6 +36,20 @@ FUZZ_EXAMPLES = 10_000 if os.environ.get("CI") else 300
 FLOOD = 200
 # What the bluez.py edge catches; anything else escaping the parser is a bug.
 CAUGHT = (MalformedData, AttributeError, TypeError, ValueError)
+
+
+@pytest_asyncio.fixture
+async def app(test_bus: TestBus, bluez: BluezSimulator) -> AsyncIterator[ScannerApp]:
+    """The service on D-Bus ingest, scanning hci0."""
+    service = ScannerApp(
+        ScannerConfig(ingest="dbus"), bus_address=test_bus.address, use_settings=False
+    )
+    assert await service.start() == 0
+    try:
+        await wait_until(lambda: our_session(service, bluez), what="discovery session")
+        yield service
+    finally:
+        await service.stop()
 
 
 def malformed_count(app: ScannerApp) -> int:

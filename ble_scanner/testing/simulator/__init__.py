@@ -150,7 +150,8 @@ Python API
     BluezSimulator(..., mgmt_socket="/tmp/x/mgmt")   # serve the management channel
 
 ``advertise`` is async and applies back-pressure: it waits for the socket to
-drain past 512 queued messages. ``scene.load_scene(sim, "demo",
+drain past 512 queued messages (D-Bus signals, or management frames waiting
+for a client); ``drain`` waits for both. ``scene.load_scene(sim, "demo",
 adapters=["hci0"], period=1.0, seed=None)`` starts the demo scene on an existing
 simulator; ``await scene.stop()`` ends it.
 

@@ -198,6 +198,8 @@ class MgmtChannel:
         self._targets: tuple[tuple[int, _Client], ...] = ()
         self._listener: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Set whenever a client's queue empties or a client goes: ``drain`` looks again.
+        self._drained = asyncio.Event()
 
     @property
     def clients(self) -> int:
@@ -237,6 +239,20 @@ class MgmtChannel:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
 
+    def backlog(self) -> int:
+        """Frames waiting for clients that read: a full queue is a client that does
+        not, and is not waited for (it stalls nobody; its frames are dropped)."""
+        limit = self.queue_limit
+        return sum(len(c.queue) for _, c in self._targets if len(c.queue) < limit)
+
+    async def drain(self) -> None:
+        """Wait until every frame sent so far is in its client's socket (or the client
+        is gone, or not reading): a bulk sender that drains now and then loses
+        nothing to a reader that keeps up, as ``BluezSimulator.drain`` does for D-Bus."""
+        while self.backlog():
+            self._drained.clear()
+            await self._drained.wait()
+
     def disconnect_clients(self) -> None:
         """Every client's connection ends (the channel failed)."""
         for fd in list(self._clients):
@@ -255,6 +271,8 @@ class MgmtChannel:
                     self.dropped += 1
                 else:
                     client.queue.append(frame)
+                    if len(client.queue) >= self.queue_limit:
+                        self._drained.set()  # full: no longer waited for
                 continue
             try:
                 client.sock.send(frame)
@@ -318,12 +336,14 @@ class MgmtChannel:
         client.writing = False
         assert self._loop is not None
         self._loop.remove_writer(fd)
+        self._drained.set()
 
     def _drop(self, fd: int) -> None:
         client = self._clients.pop(fd, None)
         if client is None:
             return
         self._targets = tuple(self._clients.items())
+        self._drained.set()
         assert self._loop is not None
         self._loop.remove_reader(fd)
         if client.writing:

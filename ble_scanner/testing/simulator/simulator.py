@@ -406,6 +406,8 @@ class BluezSimulator:
         reported = self.advertise_report(adapter, report)
         if self.server.backlog() > DRAIN_HIGH_WATER:
             await self.server.drain()
+        if self.mgmt is not None and self.mgmt.backlog() > DRAIN_HIGH_WATER:
+            await self.mgmt.drain()
         return reported
 
     def advertise_report(self, adapter: str, report: Report) -> bool:
@@ -499,9 +501,12 @@ class BluezSimulator:
         )
 
     async def drain(self) -> None:
-        """Wait until every signal emitted so far is on the socket."""
+        """Wait until every signal emitted so far is on the socket, and every
+        management frame in its client's socket."""
         self.server.flush()
         await self.server.drain()
+        if self.mgmt is not None:
+            await self.mgmt.drain()
 
     def add_advertiser(
         self,

@@ -15,7 +15,8 @@ from dbus_fast import BusType, RequestNameReply
 from dbus_fast.aio import MessageBus
 
 from . import __version__, statefile
-from .bluez.objects import Bluez, Ingest, MgmtUnavailable, ScanMode
+from .bluez.ingest import Ingest, MgmtUnavailable
+from .bluez.objects import Bluez, ScanMode
 from .bus.calls import (
     BusGoneError,
     CallError,
@@ -345,7 +346,7 @@ class ScannerApp:
         if self.bluez is not None:
             self.bluez.set_adapters_wanted(config.adapters)
             self.bluez.set_scan_mode(ScanMode(config.scan_mode))
-            self.bluez.set_ingest(Ingest(config.ingest))
+            self.bluez.ingest.set(Ingest(config.ingest))
             self._configure_watchdog(config)
 
     def _configure_watchdog(self, config: ScannerConfig) -> None:

@@ -143,7 +143,7 @@ async def scanner(test_bus: TestBus, bluez: BluezSimulator) -> AsyncIterator[Sca
             what="the service's discovery session on hci0",
         )
         # The suite's ingest is the one in use (tests/ingest.py).
-        assert app.bluez is not None and app.bluez.mgmt_active == ingest.mgmt()
+        assert app.bluez is not None and app.bluez.ingest.mgmt_active == ingest.mgmt()
         yield app
     finally:
         await app.stop()

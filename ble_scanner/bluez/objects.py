@@ -10,25 +10,20 @@ and their ``Connected`` is followed so that no power cycle drops a link.
 D-Bus types are checked here, at the edge; anything malformed is counted and
 logged (rate-limited), never passed on.
 
-Ingest (README "Ingest"): with the kernel's management channel open
-(``mgmtchannel.py``), reports come from its frames instead of Device1
-``PropertiesChanged``, whose match is then removed; only a match narrowed
-to Adapter1 stays, and links are followed from Device Connected /
-Disconnected. Device1 objects are still followed through InterfacesAdded /
-Removed for what the channel lacks (a cached name, links at start-up). When
-the channel fails the broad match comes back, Device1 state is read again,
-and the channel is tried again every ``MGMT_RETRY_INTERVAL``.
+With management ingest (``ingest.py`` switches) reports come from the
+channel's frames instead of Device1 ``PropertiesChanged``, and links from its
+Device Connected / Disconnected. Device1 objects are still followed through
+InterfacesAdded / Removed for what the channel lacks (a cached name, links at
+start-up), never as a second report of what the channel reported.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
-import enum
 import logging
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from dbus_fast import Message, MessageFlag, MessageType, Variant
@@ -48,7 +43,6 @@ from ..const import (
     DBUS_SERVICE,
     ERROR_UNKNOWN_OBJECT,
     OBJECT_MANAGER,
-    PROPERTIES,
     WATCHDOG_LOOKS_PER_SILENCE,
     WATCHDOG_MAX_LOOK_INTERVAL,
     WATCHDOG_SILENCE,
@@ -60,31 +54,15 @@ from ..watchdog import DEFAULT_SILENCE_POWER_CYCLE, WatchdogAction
 from . import mgmt
 from .adapter import AdapterDiscovery
 from .discovery import Blocker, ScanMode, Wants
-from .mgmtchannel import MgmtChannel, describe
+from .ingest import Ingest, IngestSwitch, properties_rule
 from .monitors import is_call_for_monitor_app
 
-__all__ = ["Bluez", "Ingest", "MgmtUnavailable", "ScanMode"]
+__all__ = ["Bluez", "ScanMode"]
 
 _LOGGER = logging.getLogger(__name__)
 
 # At most one log line per kind of malformed data per this many seconds.
 MALFORMED_LOG_INTERVAL: Final = 60.0
-# How often a failed management channel is tried again: a bluetoothd or
-# kernel hiccup is over by then, and a refusal (no CAP_NET_ADMIN) costs one
-# failed socket(2) twice a minute.
-MGMT_RETRY_INTERVAL: Final = 30.0
-
-
-class Ingest(enum.Enum):
-    """Where reports come from (README "Ingest"); the value is the option's word."""
-
-    AUTO = "auto"  # the management channel when it works, else D-Bus
-    MGMT = "mgmt"  # the channel, required at start; a later failure still falls back
-    DBUS = "dbus"  # Device1 PropertiesChanged only
-
-
-class MgmtUnavailable(Exception):
-    """``--ingest mgmt`` and the management channel cannot be opened."""
 
 
 def is_adapter_path(path: str) -> bool:
@@ -170,14 +148,10 @@ class Bluez:
         self._sync: asyncio.Task[None] | None = None
         self._generation = 0
         self._closing = False
-        self.ingest = ingest
-        self.channel = MgmtChannel(self._on_mgmt_event, self._channel_lost, mgmt_socket)
-        # True while reports come from the channel (its socket is open).
-        self.mgmt_active = False
-        # Whether our match for every Device1 PropertiesChanged is on the bus.
-        self._device_match = False
-        self._retry: asyncio.TimerHandle | None = None
-        self._switch: asyncio.Task[None] | None = None
+        self.ingest = IngestSwitch(
+            bus, call_timeout, ingest, mgmt_socket,
+            self._on_mgmt_event, self._resync, self.status_changed,
+        )  # fmt: skip
 
     # --- life cycle --------------------------------------------------------------
 
@@ -191,22 +165,10 @@ class Bluez:
         for rule in (
             calls.name_owner_rule(BLUEZ_SERVICE),
             calls.signal_rule(sender=BLUEZ_SERVICE, interface=OBJECT_MANAGER, path="/"),
-            _properties_rule(BLUEZ_ADAPTER),
+            properties_rule(BLUEZ_ADAPTER),
         ):
             await calls.add_match(self.bus, rule, timeout=self.call_timeout)
-        if self.ingest is not Ingest.DBUS:
-            error = self._open_channel()
-            if error and self.ingest is Ingest.MGMT:
-                raise MgmtUnavailable(f"cannot open {self.channel.source}: {error}")
-            if error:
-                _LOGGER.warning(
-                    "cannot open %s (%s): D-Bus ingest, trying again every %g s",
-                    self.channel.source, error, MGMT_RETRY_INTERVAL,
-                )  # fmt: skip
-                self._schedule_retry()
-        if not self.mgmt_active:
-            await calls.add_match(self.bus, _properties_rule(), timeout=self.call_timeout)
-            self._device_match = True
+        await self.ingest.start()
         owner = await calls.name_owner(self.bus, BLUEZ_SERVICE, timeout=self.call_timeout)
         if owner is None:
             _LOGGER.warning("bluetoothd is not on the bus; waiting for it")
@@ -218,12 +180,7 @@ class Bluez:
         self._closing = True
         if self._lease_timer is not None:
             self._lease_timer.cancel()
-        if self._retry is not None:
-            self._retry.cancel()
-        if self._switch is not None:
-            self._switch.cancel()
-        self.channel.close()
-        self.mgmt_active = False
+        self.ingest.close()
         if self._watchdog is not None:
             self._watchdog.cancel()
         if self._sync is not None:
@@ -252,25 +209,6 @@ class Bluez:
             _LOGGER.info("scan mode %s", mode.value)
             self.scan_mode = mode
             self._wants_changed()
-
-    def set_ingest(self, ingest: Ingest) -> None:
-        """The Ingest setting changed: switch now (a failing channel falls back as ever)."""
-        if ingest is self.ingest:
-            return
-        _LOGGER.info("ingest %s", ingest.value)
-        self.ingest = ingest
-        if ingest is not Ingest.DBUS:
-            if not self.mgmt_active and self._retry is None:
-                self._retry_channel()
-            return
-        if self._retry is not None:
-            self._retry.cancel()
-            self._retry = None
-        if self.mgmt_active:
-            self.channel.close()
-            self.mgmt_active = False
-            self.status_changed()
-            self._run_switch(self._fall_back())
 
     def leases_changed(self) -> None:
         """A lease was taken, released or dropped: converge, and wake at the next expiry."""
@@ -458,7 +396,7 @@ class Bluez:
             self._follow_link(path, changed, invalidated)
             view = self.views.get(path)
             # With the channel, its frames are the reports (and the match is going).
-            if view is not None and not self.mgmt_active:
+            if view is not None and not self.ingest.mgmt_active:
                 self._update_view(view, changed, invalidated)
         elif interface == BLUEZ_ADAPTER:
             adapter = self.adapters.get(path)
@@ -491,13 +429,13 @@ class Bluez:
             view = self.views.get(path)
             try:
                 props = unwrap_device(device_props)
-                if self.mgmt_active and view is not None:
+                if self.ingest.mgmt_active and view is not None:
                     # The channel reported this device: no second report, and no
                     # older content over its own; only a name bluetoothd remembered.
                     report = False
                     name = props.get("Name")
                     props = {} if name is None or view.content.name else {"Name": name}
-                elif self.mgmt_active and not initial:
+                elif self.ingest.mgmt_active and not initial:
                     report = False  # the channel's frame that made this object reports it
                 if view is None:
                     view = DeviceView(path, adapter_name(path))
@@ -594,7 +532,7 @@ class Bluez:
         adapter.forget()
 
     def adapter_statuses(self) -> list[AdapterStatus]:
-        ingest = Ingest.MGMT.value if self.mgmt_active else Ingest.DBUS.value
+        ingest = self.ingest.in_use
         return [
             dataclasses.replace(a.status(), ingest=ingest)
             for a in sorted(self.adapters.values(), key=lambda a: a.name)
@@ -602,76 +540,11 @@ class Bluez:
 
     # --- the management channel -------------------------------------------------------
 
-    def _open_channel(self) -> str:
-        """Open the channel; "" when it reads, else why not."""
-        try:
-            self.channel.open()
-        except OSError as exc:
-            return describe(exc)
-        self.mgmt_active = True
-        return ""
-
-    def _schedule_retry(self) -> None:
-        if not self._closing:
-            loop = asyncio.get_running_loop()
-            self._retry = loop.call_later(MGMT_RETRY_INTERVAL, self._retry_channel)
-
-    def _retry_channel(self) -> None:
-        self._retry = None
-        if self._closing or self.mgmt_active or self.ingest is Ingest.DBUS:
-            return
-        error = self._open_channel()
-        if error:
-            _LOGGER.debug("management channel still unavailable: %s", error)
-            self._schedule_retry()
-            return
-        _LOGGER.info("management ingest again")
-        self.status_changed()
-        self._run_switch(self._want_device_match(False))
-
-    def _channel_lost(self, reason: str) -> None:
-        """The channel failed: D-Bus ingest until it can be opened again."""
-        self.mgmt_active = False
-        if self._closing:
-            return
-        _LOGGER.warning(
-            "management channel lost (%s): D-Bus ingest, trying again every %g s",
-            reason, MGMT_RETRY_INTERVAL,
-        )  # fmt: skip
-        self.status_changed()
-        self._schedule_retry()
-        self._run_switch(self._fall_back())
-
-    def _run_switch(self, step: Coroutine[Any, Any, None]) -> None:
-        """One change of match at a time, in the order asked."""
-        previous = self._switch
-
-        async def run() -> None:
-            if previous is not None:
-                with contextlib.suppress(BaseException):
-                    await previous
-            await step
-
-        self._switch = asyncio.get_running_loop().create_task(run(), name="ingest-switch")
-
-    async def _fall_back(self) -> None:
-        """The broad match again, then Device1 state read again (not reported)."""
-        await self._want_device_match(True)
+    async def _resync(self) -> None:
+        """Back on D-Bus ingest: Device1 state read again, reporting nothing."""
         owner = self.owner
-        if owner is not None and not self.mgmt_active and not self._closing:
+        if owner is not None and not self._closing:
             await self._bluez_appeared(owner, report=False)
-
-    async def _want_device_match(self, wanted: bool) -> None:
-        """Our match for every Device1 PropertiesChanged on (D-Bus ingest) or off."""
-        if self._device_match == wanted or (not wanted and not self.mgmt_active):
-            return
-        change = calls.add_match if wanted else calls.remove_match
-        try:
-            await change(self.bus, _properties_rule(), timeout=self.call_timeout)
-        except (CallError, TimeoutError, BusGoneError) as exc:
-            _LOGGER.warning("Device1 match not %s: %s", "added" if wanted else "removed", exc)
-            return
-        self._device_match = wanted
 
     def _on_mgmt_event(self, event: mgmt.Event) -> None:
         if isinstance(event, mgmt.Found):
@@ -708,14 +581,3 @@ class Bluez:
             return
         self.views[path] = view
         self.on_report(view)
-
-
-def _properties_rule(interface: str | None = None) -> str:
-    """bluetoothd's PropertiesChanged under /org/bluez; of one interface when given."""
-    return calls.signal_rule(
-        sender=BLUEZ_SERVICE,
-        interface=PROPERTIES,
-        member="PropertiesChanged",
-        path_namespace=BLUEZ_ROOT_PATH,
-        arg0=interface,
-    )

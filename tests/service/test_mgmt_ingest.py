@@ -18,7 +18,7 @@ import pytest_asyncio
 from dbus_fast import Variant
 from dbus_fast.aio import MessageBus
 
-from ble_scanner.bluez import objects
+from ble_scanner.bluez import ingest as bluez_ingest
 from ble_scanner.config import ScannerConfig
 from ble_scanner.const import OBJECT_MANAGER, SCANNER_SERVICE
 from ble_scanner.main import EXIT_NO_MGMT, ScannerApp
@@ -117,7 +117,7 @@ def without_times(devices: dict[str, dict[str, Variant]]) -> dict[str, dict[str,
 async def test_reports_carry_exactly_what_was_advertised(
     app: ScannerApp, sim: BluezSimulator, bus: MessageBus
 ) -> None:
-    assert app.bluez is not None and app.bluez.mgmt_active
+    assert app.bluez is not None and app.bluez.ingest.mgmt_active
     await scene(sim)
     await wait_until(lambda: app.hub is not None and len(app.hub.cache) == 3, what="3 devices")
     devices = without_times(await get_devices(bus))
@@ -142,7 +142,7 @@ async def test_every_report_is_one_report_and_device1_signals_are_not_followed(
     """The Device1 match is gone; InterfacesAdded of a device the channel reported
     adds no second report."""
     assert app.bluez is not None and app.hub is not None
-    assert not app.bluez._device_match
+    assert not app.bluez.ingest.device_match
     before = app.hub.stats.reports
     await sim.advertise("hci0", VICTRON, rssi=-60, manufacturer_data={0x02E1: b"\x01"})
     await wait_until(lambda: VICTRON in app.hub.cache if app.hub else False, what="reported")
@@ -213,7 +213,7 @@ async def test_malformed_frames_are_counted_and_the_channel_survives_them(
     await wait_until(lambda: sum(app.bluez.malformed.counts.values()) >= 3 if app.bluez else False)
     (status,) = assert_ok(await scanner_call(bus, "GetStatus"))
     assert status["Malformed"].value == before + 3
-    assert app.bluez.mgmt_active
+    assert app.bluez.ingest.mgmt_active
     await sim.advertise("hci0", VICTRON, rssi=-60, manufacturer_data={0x02E1: b"\x01"})
     await wait_until(lambda: app.hub is not None and VICTRON in app.hub.cache, what="reported")
     assert ingest_of(app) == "mgmt"
@@ -231,18 +231,20 @@ async def test_status_and_tree_say_which_ingest(app: ScannerApp, bus: MessageBus
 async def test_falls_back_when_the_channel_fails_and_returns_when_it_can(
     app: ScannerApp, sim: BluezSimulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(objects, "MGMT_RETRY_INTERVAL", QUICK_RETRY)
+    monkeypatch.setattr(bluez_ingest, "MGMT_RETRY_INTERVAL", QUICK_RETRY)
     assert app.bluez is not None and app.hub is not None
     sim.mgmt_stop_listening()  # it cannot be opened again for now
     sim.mgmt_disconnect_clients()
     await wait_until(lambda: ingest_of(app) == "dbus", what="D-Bus ingest")
-    await wait_until(lambda: app.bluez is not None and app.bluez._device_match, what="the match")
+    await wait_until(
+        lambda: app.bluez is not None and app.bluez.ingest.device_match, what="the match"
+    )
     # The radio is never deaf: reports come over D-Bus meanwhile.
     await sim.advertise("hci0", VICTRON, rssi=-60, manufacturer_data={0x02E1: b"\x01"})
     await wait_until(lambda: app.hub is not None and VICTRON in app.hub.cache, what="over D-Bus")
     sim.mgmt_start_listening()
     await wait_until(lambda: ingest_of(app) == "mgmt", what="management ingest again")
-    await wait_until(lambda: app.bluez is not None and not app.bluez._device_match)
+    await wait_until(lambda: app.bluez is not None and not app.bluez.ingest.device_match)
     await sim.advertise("hci0", RUUVI, rssi=-70, manufacturer_data={0x0499: b"\x05"})
     await wait_until(
         lambda: app.hub is not None and RUUVI in app.hub.cache, what="from the channel"
@@ -252,7 +254,7 @@ async def test_falls_back_when_the_channel_fails_and_returns_when_it_can(
 async def test_links_come_from_the_channel(app: ScannerApp, sim: BluezSimulator) -> None:
     """With the Device1 match gone, Device Connected / Disconnected keep the link
     rule (no power cycle under a link) informed."""
-    assert app.bluez is not None and not app.bluez._device_match
+    assert app.bluez is not None and not app.bluez.ingest.device_match
     await sim.advertise("hci0", VICTRON, rssi=-60, manufacturer_data={0x02E1: b"\x01"})
     await wait_until(lambda: app.hub is not None and VICTRON in app.hub.cache, what="heard")
     sim.set_connected("hci0", VICTRON, True)

@@ -13,7 +13,8 @@ from typing import NoReturn
 import pytest
 
 from ble_scanner import config
-from ble_scanner.bluez.objects import Ingest, ScanMode
+from ble_scanner.bluez.ingest import Ingest
+from ble_scanner.bluez.objects import ScanMode
 from ble_scanner.config import (
     BY_FIELD,
     PROCESS_OPTIONS,

@@ -13,6 +13,7 @@ import pytest_asyncio
 from dbus_fast import Message, Variant
 from dbus_fast.aio import MessageBus
 
+from ble_scanner.config import ScannerConfig
 from ble_scanner.const import SCANNER_INTERFACE, SCANNER_SERVICE
 from ble_scanner.main import ScannerApp
 from ble_scanner.testing.simulator import BluezSimulator
@@ -139,12 +140,18 @@ async def wait_exit(proc: subprocess.Popen[str], timeout: float) -> int:
     return proc.returncode
 
 
+@pytest.fixture
+def app_config(test_bus: TestBus) -> ScannerConfig:
+    """The settings of ``app``: defaults with the suite's ingest (a test file may override)."""
+    return ingest.config(test_bus.address)
+
+
 @pytest_asyncio.fixture
-async def app(test_bus: TestBus, bluez: BluezSimulator) -> AsyncIterator[ScannerApp]:
+async def app(
+    test_bus: TestBus, bluez: BluezSimulator, app_config: ScannerConfig
+) -> AsyncIterator[ScannerApp]:
     """The service in-process (its tasks and handlers are counted), scanning hci0."""
-    service = ScannerApp(
-        ingest.config(test_bus.address), bus_address=test_bus.address, use_settings=False
-    )
+    service = ScannerApp(app_config, bus_address=test_bus.address, use_settings=False)
     assert await service.start() == 0
     try:
         await wait_until(lambda: our_session(service, bluez), what="discovery session")

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from dbus_fast import Message, Variant
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -24,9 +22,7 @@ from ble_scanner.main import ScannerApp
 from ble_scanner.record import DeviceView, MalformedData, unwrap_device
 from ble_scanner.testing.simulator import BluezSimulator, malformed
 from ble_scanner.testing.simulator.wire import interfaces_removed, properties_changed
-from ble_scanner.testing.testbus import TestBus
 from tests.helpers import wait_until
-from tests.reliability.conftest import our_session
 
 ADAPTER = "hci0"
 GOOD = "C0:11:22:33:44:01"
@@ -38,18 +34,10 @@ FLOOD = 200
 CAUGHT = (MalformedData, AttributeError, TypeError, ValueError)
 
 
-@pytest_asyncio.fixture
-async def app(test_bus: TestBus, bluez: BluezSimulator) -> AsyncIterator[ScannerApp]:
-    """The service on D-Bus ingest, scanning hci0."""
-    service = ScannerApp(
-        ScannerConfig(ingest="dbus"), bus_address=test_bus.address, use_settings=False
-    )
-    assert await service.start() == 0
-    try:
-        await wait_until(lambda: our_session(service, bluez), what="discovery session")
-        yield service
-    finally:
-        await service.stop()
+@pytest.fixture
+def app_config() -> ScannerConfig:
+    """The service of these tests reads Device1 signals (D-Bus ingest)."""
+    return ScannerConfig(ingest="dbus")
 
 
 def malformed_count(app: ScannerApp) -> int:

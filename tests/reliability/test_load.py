@@ -17,6 +17,7 @@ from ble_scanner.config import ScannerConfig
 from ble_scanner.main import ScannerApp
 from ble_scanner.testing.simulator import BluezSimulator, Report
 from ble_scanner.testing.testbus import TestBus
+from tests import ingest
 from tests.helpers import add_match, assert_ok, wait_until
 from tests.reliability.conftest import (
     name_owner,
@@ -99,7 +100,11 @@ async def test_unguarded_dbus_fast_writer_dies_of_eagain_under_a_burst(
     guard's EAGAIN half could go (its budget stays useful).
     """
     monkeypatch.setattr(main, "guard_writer", lambda bus: None)
-    app = ScannerApp(FULL_LOAD, bus_address=test_bus.address, use_settings=False)
+    app = ScannerApp(
+        ingest.config(test_bus.address, FULL_LOAD),
+        bus_address=test_bus.address,
+        use_settings=False,
+    )
     assert await app.start() == 0
     try:
         await wait_until(lambda: our_session(app, bluez), what="discovery session")
@@ -149,7 +154,11 @@ async def test_guarded_service_survives_a_burst_on_a_tiny_send_buffer(
     the budget is reached: what is not shed reaches the subscriber, and the
     queue never holds much more than the budget.
     """
-    app = ScannerApp(FULL_LOAD, bus_address=test_bus.address, use_settings=False)
+    app = ScannerApp(
+        ingest.config(test_bus.address, FULL_LOAD),
+        bus_address=test_bus.address,
+        use_settings=False,
+    )
     assert await app.start() == 0
     try:
         await wait_until(lambda: our_session(app, bluez), what="discovery session")
@@ -182,7 +191,11 @@ async def test_burst_of_100000_reports_is_caught_up_with_memory_bounded(
     test_bus: TestBus, bluez: BluezSimulator, bus: MessageBus
 ) -> None:
     """No connection death, every report counted, nothing lost but shed news, memory flat."""
-    app = ScannerApp(FULL_LOAD, bus_address=test_bus.address, use_settings=False)
+    app = ScannerApp(
+        ingest.config(test_bus.address, FULL_LOAD),
+        bus_address=test_bus.address,
+        use_settings=False,
+    )
     assert await app.start() == 0
     try:
         await wait_until(lambda: our_session(app, bluez), what="discovery session")

@@ -85,13 +85,9 @@ def mgmt_path() -> Iterator[str]:
 
 @pytest_asyncio.fixture
 async def msim(test_bus: TestBus, mgmt_path: str) -> AsyncIterator[BluezSimulator]:
-    simulator = BluezSimulator(bus_address=test_bus.address, mgmt_socket=mgmt_path)
-    await simulator.start()
-    await simulator.add_adapter(ADAPTER, address="00:1A:7D:DA:71:10")
-    try:
+    async with BluezSimulator(bus_address=test_bus.address, mgmt_socket=mgmt_path) as simulator:
+        await simulator.add_adapter(ADAPTER)
         yield simulator
-    finally:
-        await simulator.stop()
 
 
 @pytest_asyncio.fixture
@@ -281,7 +277,7 @@ async def test_monitors_only_every_report_with_handle_0(msim, client, bus):
     assert [f[:2] for f in await client.until_marker(msim)] == [h("1200")]
 
 
-@pytest.mark.parametrize("fault", ["silent", "external_scanner", "power_off"])
+@pytest.mark.parametrize("fault", ["silent", "power_off"])
 async def test_faulty_adapter_delivers_nothing(msim, client, bus, fault):
     monitor = Monitor(VICTRON_PATTERN)
     await _register(bus, monitor)
@@ -289,8 +285,6 @@ async def test_faulty_adapter_delivers_nothing(msim, client, bus, fault):
     await start_discovery(msim, bus)
     if fault == "silent":
         msim.set_silent(ADAPTER)
-    elif fault == "external_scanner":
-        msim.set_external_scanner(ADAPTER)
     else:
         await msim.set_powered(ADAPTER, False)
     await msim.advertise(ADAPTER, "C0:00:00:00:00:01", manufacturer_data={0x02E1: b"\x10"})
@@ -433,22 +427,13 @@ def test_without_a_socket_the_helpers_say_so():
 
 
 async def test_standalone_process_serves_the_socket(test_bus: TestBus, mgmt_path, bus):
-    env = dict(
-        os.environ,
-        DBUS_SYSTEM_BUS_ADDRESS=test_bus.address,
-        PYTHONPATH=os.pathsep.join(p for p in sys.path if p),
-    )
+    pythonpath = os.pathsep.join(p for p in sys.path if p)
+    command = ["-m", "ble_scanner.testing.simulator", "--mgmt-socket", mgmt_path]
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
-        "-m",
-        "ble_scanner.testing.simulator",
-        "--scene",
-        "demo",
-        "--period",
-        "0.1",
-        "--mgmt-socket",
-        mgmt_path,
-        env=env,
+        *command,
+        *("--scene", "demo", "--period", "0.1"),
+        env={**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": test_bus.address, "PYTHONPATH": pythonpath},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -469,3 +454,11 @@ async def test_standalone_process_serves_the_socket(test_bus: TestBus, mgmt_path
         rc = await asyncio.wait_for(proc.wait(), 5)
     assert rc == 0
     assert not socket_file(mgmt_path)
+
+
+async def test_a_scan_response_carries_the_scan_response_flag_alone(msim, client, bus):
+    """process_adv_report: a scan response's sender may or may not be connectable."""
+    await start_discovery(msim, bus)
+    await msim.advertise(ADAPTER, "C0:00:00:00:00:01", connectable=False, scan_response=True)
+    await msim.advertise(ADAPTER, "C0:00:00:00:00:01", connectable=False)
+    assert [f[14:18] for f in await client.until_marker(msim)] == [h("20000000"), h("04000000")]

@@ -101,8 +101,9 @@ What it models
   Found with handle 0 (passive scanning, no controller offload:
   ``mgmt_adv_monitor_device_found`` leaves matching to bluetoothd). The EIR
   is the report's AD structures (``Report.ad_structures``), built once per
-  Report; a scan response is its own event with flag bit 5, not connectable
-  sets bit 2, an unknown RSSI is 127, LE public/random are address types 1/2.
+  Report; a scan response is its own event with flags 0x20 (Scan Response
+  alone, as the kernel sets it), a not connectable advertisement has 0x04, an
+  unknown RSSI is 127, LE public/random are address types 1/2.
   The channel outlives bluetoothd: a restart keeps clients connected; while
   bluetoothd is down (and after it is back but not yet discovering) reports
   still arrive only while a crashed one's scan is orphaned in the kernel
@@ -149,7 +150,8 @@ Python API
     BluezSimulator(..., mgmt_socket="/tmp/x/mgmt")   # serve the management channel
 
 ``advertise`` is async and applies back-pressure: it waits for the socket to
-drain past 512 queued messages. ``scene.load_scene(sim, "demo",
+drain past 512 queued messages (D-Bus signals, or management frames waiting
+for a client); ``drain`` waits for both. ``scene.load_scene(sim, "demo",
 adapters=["hci0"], period=1.0, seed=None)`` starts the demo scene on an existing
 simulator; ``await scene.stop()`` ends it.
 

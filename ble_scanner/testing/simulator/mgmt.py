@@ -61,8 +61,9 @@ CLIENT_SNDBUF = 1 << 20
 
 _HEADER = struct.Struct("<HHH")
 # Device Found parameters before the EIR: address, type, RSSI, flags, EIR length.
-_FOUND = struct.Struct("<HHH6sBbIH")
-_MONITOR_FOUND = struct.Struct("<HHHH6sBbIH")
+_FOUND = struct.Struct("<6sBbIH")
+# The header of Adv Monitor Device Found with the monitor handle that leads its parameters.
+_MONITOR_HEADER = struct.Struct("<HHHH")
 _CONNECTED = struct.Struct("<HHH6sBIH")
 _DISCONNECTED = struct.Struct("<HHH6sBB")
 
@@ -107,18 +108,20 @@ def _rssi(value: int | None) -> int:
 
 
 def found_flags(report: Report) -> int:
-    flags = 0 if report.connectable else FOUND_NOT_CONNECTABLE
-    return flags | FOUND_SCAN_RESPONSE if report.scan_response else flags
+    """A scan response carries Scan Response alone: hci_event.c's process_adv_report
+    cannot tell whether its sender is connectable (before the kernel gained
+    MGMT_DEV_FOUND_SCAN_RSP in 2023 it marked it Not Connectable instead)."""
+    if report.scan_response:
+        return FOUND_SCAN_RESPONSE
+    return 0 if report.connectable else FOUND_NOT_CONNECTABLE
 
 
-def device_found(index: int, report: Report) -> bytes:
-    """``Device Found`` (0x0012) for one advertising report."""
+def device_found(index: int, report: Report, monitor_handle: int | None = None) -> bytes:
+    """``Device Found`` (0x0012) for one advertising report, or with a monitor handle
+    ``Adv Monitor Device Found`` (0x002F): the handle, then the same fields."""
     eir = report_eir(report)
-    return (
+    params = (
         _FOUND.pack(
-            EV_DEVICE_FOUND,
-            index,
-            _FOUND.size - _HEADER.size + len(eir),
             address_bytes(report.address),
             ADDRESS_TYPES.get(report.address_type, 1),
             _rssi(report.rssi),
@@ -127,24 +130,11 @@ def device_found(index: int, report: Report) -> bytes:
         )
         + eir
     )
-
-
-def adv_monitor_device_found(index: int, report: Report, handle: int) -> bytes:
-    """``Adv Monitor Device Found`` (0x002F): the monitor handle, then Device Found's fields."""
-    eir = report_eir(report)
+    if monitor_handle is None:
+        return _HEADER.pack(EV_DEVICE_FOUND, index, len(params)) + params
     return (
-        _MONITOR_FOUND.pack(
-            EV_ADV_MONITOR_DEVICE_FOUND,
-            index,
-            _MONITOR_FOUND.size - _HEADER.size + len(eir),
-            handle,
-            address_bytes(report.address),
-            ADDRESS_TYPES.get(report.address_type, 1),
-            _rssi(report.rssi),
-            found_flags(report),
-            len(eir),
-        )
-        + eir
+        _MONITOR_HEADER.pack(EV_ADV_MONITOR_DEVICE_FOUND, index, 2 + len(params), monitor_handle)
+        + params
     )
 
 
@@ -203,8 +193,13 @@ class MgmtChannel:
         self.sent: Counter[int] = Counter()
         self.dropped = 0
         self._clients: dict[int, _Client] = {}
+        # The clients as a tuple, rebuilt on connect and disconnect: ``send`` runs
+        # for every report and iterates it without copying.
+        self._targets: tuple[tuple[int, _Client], ...] = ()
         self._listener: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Set whenever a client's queue empties or a client goes: ``drain`` looks again.
+        self._drained = asyncio.Event()
 
     @property
     def clients(self) -> int:
@@ -244,6 +239,20 @@ class MgmtChannel:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
 
+    def backlog(self) -> int:
+        """Frames waiting for clients that read: a full queue is a client that does
+        not, and is not waited for (it stalls nobody; its frames are dropped)."""
+        limit = self.queue_limit
+        return sum(len(c.queue) for _, c in self._targets if len(c.queue) < limit)
+
+    async def drain(self) -> None:
+        """Wait until every frame sent so far is in its client's socket (or the client
+        is gone, or not reading): a bulk sender that drains now and then loses
+        nothing to a reader that keeps up, as ``BluezSimulator.drain`` does for D-Bus."""
+        while self.backlog():
+            self._drained.clear()
+            await self._drained.wait()
+
     def disconnect_clients(self) -> None:
         """Every client's connection ends (the channel failed)."""
         for fd in list(self._clients):
@@ -256,12 +265,14 @@ class MgmtChannel:
     def send(self, frame: bytes, code: int) -> None:
         """One event to every client; ``code`` is what ``sent`` counts it under."""
         self.sent[code] += 1
-        for fd, client in list(self._clients.items()):
+        for fd, client in self._targets:
             if client.queue:
                 if len(client.queue) >= self.queue_limit:
                     self.dropped += 1
                 else:
                     client.queue.append(frame)
+                    if len(client.queue) >= self.queue_limit:
+                        self._drained.set()  # full: no longer waited for
                 continue
             try:
                 client.sock.send(frame)
@@ -285,21 +296,21 @@ class MgmtChannel:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, CLIENT_SNDBUF)
         fd = sock.fileno()
         self._clients[fd] = _Client(sock)
+        self._targets = tuple(self._clients.items())
         assert self._loop is not None
         self._loop.add_reader(fd, self._readable, fd)
 
     def _readable(self, fd: int) -> None:
-        """Commands are not answered: what a client sends is read and discarded."""
+        """Commands are not answered: what a client sends is read and discarded;
+        end of file or an error ends the client."""
         client = self._clients.get(fd)
-        if client is None:
-            return
         try:
-            data = client.sock.recv(65536)
+            ended = client is not None and not client.sock.recv(65536)
         except (BlockingIOError, InterruptedError):
-            return
+            ended = False
         except OSError:
-            data = b""
-        if not data:
+            ended = True
+        if ended:
             self._drop(fd)
 
     def _want_write(self, fd: int, client: _Client) -> None:
@@ -325,11 +336,14 @@ class MgmtChannel:
         client.writing = False
         assert self._loop is not None
         self._loop.remove_writer(fd)
+        self._drained.set()
 
     def _drop(self, fd: int) -> None:
         client = self._clients.pop(fd, None)
         if client is None:
             return
+        self._targets = tuple(self._clients.items())
+        self._drained.set()
         assert self._loop is not None
         self._loop.remove_reader(fd)
         if client.writing:

@@ -406,6 +406,8 @@ class BluezSimulator:
         reported = self.advertise_report(adapter, report)
         if self.server.backlog() > DRAIN_HIGH_WATER:
             await self.server.drain()
+        if self.mgmt is not None and self.mgmt.backlog() > DRAIN_HIGH_WATER:
+            await self.mgmt.drain()
         return reported
 
     def advertise_report(self, adapter: str, report: Report) -> bool:
@@ -445,7 +447,10 @@ class BluezSimulator:
                 channel.send(mgmt.device_found(index, report), mgmt.EV_DEVICE_FOUND)
             return
         faults = target.faults
-        if not target.powered or faults.silent or faults.external_scanner:
+        # An external raw-HCI scanner does not hide reports: the controller's
+        # events reach the kernel whoever enabled the scan, and bluetoothd gets
+        # them from here (Adapter.advertise reports them over D-Bus too).
+        if not target.powered or faults.silent:
             return
         if target.discovering or faults.busy_until > now():
             current = target.current
@@ -457,7 +462,7 @@ class BluezSimulator:
                 return
             channel.send(mgmt.device_found(index, report), mgmt.EV_DEVICE_FOUND)
         elif target.monitors is not None and target.monitors.active:
-            frame = mgmt.adv_monitor_device_found(index, report, mgmt.MONITOR_HANDLE_SOFTWARE)
+            frame = mgmt.device_found(index, report, mgmt.MONITOR_HANDLE_SOFTWARE)
             channel.send(frame, mgmt.EV_ADV_MONITOR_DEVICE_FOUND)
 
     def _link_changed(self, target: Adapter, dev: Device, connected: bool) -> None:
@@ -496,9 +501,12 @@ class BluezSimulator:
         )
 
     async def drain(self) -> None:
-        """Wait until every signal emitted so far is on the socket."""
+        """Wait until every signal emitted so far is on the socket, and every
+        management frame in its client's socket."""
         self.server.flush()
         await self.server.drain()
+        if self.mgmt is not None:
+            await self.mgmt.drain()
 
     def add_advertiser(
         self,

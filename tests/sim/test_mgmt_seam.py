@@ -277,7 +277,7 @@ async def test_monitors_only_every_report_with_handle_0(msim, client, bus):
     assert [f[:2] for f in await client.until_marker(msim)] == [h("1200")]
 
 
-@pytest.mark.parametrize("fault", ["silent", "external_scanner", "power_off"])
+@pytest.mark.parametrize("fault", ["silent", "power_off"])
 async def test_faulty_adapter_delivers_nothing(msim, client, bus, fault):
     monitor = Monitor(VICTRON_PATTERN)
     await _register(bus, monitor)
@@ -285,8 +285,6 @@ async def test_faulty_adapter_delivers_nothing(msim, client, bus, fault):
     await start_discovery(msim, bus)
     if fault == "silent":
         msim.set_silent(ADAPTER)
-    elif fault == "external_scanner":
-        msim.set_external_scanner(ADAPTER)
     else:
         await msim.set_powered(ADAPTER, False)
     await msim.advertise(ADAPTER, "C0:00:00:00:00:01", manufacturer_data={0x02E1: b"\x10"})

@@ -446,7 +446,10 @@ class BluezSimulator:
                 channel.send(mgmt.device_found(index, report), mgmt.EV_DEVICE_FOUND)
             return
         faults = target.faults
-        if not target.powered or faults.silent or faults.external_scanner:
+        # An external raw-HCI scanner does not hide reports: the controller's
+        # events reach the kernel whoever enabled the scan, and bluetoothd gets
+        # them from here (Adapter.advertise reports them over D-Bus too).
+        if not target.powered or faults.silent:
             return
         if target.discovering or faults.busy_until > now():
             current = target.current

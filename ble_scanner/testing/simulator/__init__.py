@@ -93,13 +93,16 @@ What it models
   ``Device Connected`` (0x000B) / ``Device Disconnected`` (0x000C) for
   ``set_connected`` and power-off. Every connected client gets every event.
   What the kernel delivers comes before bluetoothd's gating (no discoverable
-  flags, DuplicateData, Pattern or RSSI-delta logic): a powered adapter,
-  not silent and not held by an external scanner, reports while discovering
+  flags, DuplicateData, Pattern or RSSI-delta logic): a powered adapter that
+  is not silent reports while discovering
   (Device Found; only the Start Service Discovery filter applies: the merged
   RSSI threshold, and UUIDs looked for in the UUID lists, not in service
   data), or, with only monitors active, every report as Adv Monitor Device
   Found with handle 0 (passive scanning, no controller offload:
-  ``mgmt_adv_monitor_device_found`` leaves matching to bluetoothd). The EIR
+  ``mgmt_adv_monitor_device_found`` leaves matching to bluetoothd). An
+  external raw-HCI scanner hides nothing: its scan's reports reach the kernel
+  too, and with monitors registered the kernel passes them on (as the D-Bus
+  side delivers them to monitors). The EIR
   is the report's AD structures (``Report.ad_structures``), built once per
   Report; a scan response is its own event with flags 0x20 (Scan Response
   alone, as the kernel sets it), a not connectable advertisement has 0x04, an

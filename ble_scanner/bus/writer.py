@@ -166,9 +166,8 @@ class _BudgetQueue(deque[tuple[Any, Any, Any]]):
     def append(self, item: tuple[Any, Any, Any]) -> None:
         guard = self.guard
         buf, fds, fut = item
-        after = self.nbytes + len(buf)
-        if after > guard.max_backlog * BROADCAST_BACKLOG_SHARE and fds is None:
-            item = self._shed(item, broadcast_only=after <= guard.max_backlog)
+        if self.nbytes + len(buf) > guard.max_backlog * BROADCAST_BACKLOG_SHARE and fds is None:
+            item = self._shed(item)
             buf, _fds, fut = item
             if not buf and fut is None:
                 return
@@ -186,16 +185,27 @@ class _BudgetQueue(deque[tuple[Any, Any, Any]]):
         super().clear()
         self.nbytes = 0
 
-    def _shed(self, item: tuple[Any, Any, Any], broadcast_only: bool) -> tuple[Any, Any, Any]:
+    def _shed(self, item: tuple[Any, Any, Any]) -> tuple[Any, Any, Any]:
+        """Drop, message by message, the DeviceDiscovered that would take the queue past
+        its limit: all of the budget for unicast ones, its broadcast share for the rest.
+
+        One buffer may hold a whole loop iteration's signals (bus/outbox.py), so the
+        limits are applied to each message, not to the buffer as a whole.
+        """
         buf, fds, fut = item
+        full = self.guard.max_backlog
+        share = full * BROADCAST_BACKLOG_SHARE
+        queued = self.nbytes
         kept: list[bytes] = []
         dropped = 0
         data = bytes(buf)
         for start, end, sheddable, unicast in split_messages(data):
-            if sheddable and not (broadcast_only and unicast):
+            size = end - start
+            if sheddable and queued + size > (full if unicast else share):
                 dropped += 1
             else:
                 kept.append(data[start:end])
+                queued += size
         if dropped:
             self.guard._note_shed(dropped)
             buf = b"".join(kept)

@@ -188,8 +188,7 @@ async def test_the_interval_follows_localsettings_live(
     localsettings: LocalSettingsStandIn,
 ) -> None:
     path = "/Settings/BleScanner/BroadcastInterval"
-    app = ScannerApp(ScannerConfig(), bus_address=test_bus.address)
-    assert await asyncio.wait_for(app.start(), 10) == 0
+    app = await start_scanner(test_bus)  # with localsettings
     try:
         assert localsettings.value(path) == 1.0  # created with its default
         await scanning(app, bluez)

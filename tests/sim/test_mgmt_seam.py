@@ -27,7 +27,7 @@ from ble_scanner.testing.simulator.mgmt import (
     EV_DEVICE_FOUND,
 )
 from ble_scanner.testing.testbus import TestBus
-from tests.helpers import assert_ok, wait_until
+from tests.helpers import assert_error, assert_ok, wait_until
 from tests.sim.conftest import ADAPTER, adapter_call, set_filter
 from tests.sim.test_monitors import VICTRON_PATTERN, Monitor, _register
 
@@ -462,3 +462,16 @@ async def test_a_scan_response_carries_the_scan_response_flag_alone(msim, client
     await msim.advertise(ADAPTER, "C0:00:00:00:00:01", connectable=False, scan_response=True)
     await msim.advertise(ADAPTER, "C0:00:00:00:00:01", connectable=False)
     assert [f[14:18] for f in await client.until_marker(msim)] == [h("20000000"), h("04000000")]
+
+
+async def test_an_external_scanner_hides_nothing_from_monitors(msim, client, bus):
+    """The controller's reports reach the kernel whoever enabled the scan: with a
+    monitor registered they come as Adv Monitor Device Found, as over D-Bus."""
+    msim.set_external_scanner(ADAPTER)
+    assert_error(await adapter_call(bus, "StartDiscovery"), "org.bluez.Error.InProgress")
+    monitor = Monitor(VICTRON_PATTERN)
+    await _register(bus, monitor)
+    await wait_until(lambda: bool(msim.monitors(ADAPTER)), what="the monitor active")
+    assert not msim.is_discovering(ADAPTER)
+    assert await msim.advertise(ADAPTER, "C0:00:00:00:00:01", manufacturer_data={0x02E1: b"\x10"})
+    assert [f[:2] for f in await client.until_marker(msim)] == [h("2f00")]

@@ -170,7 +170,8 @@ def test_the_writer_finds_each_message_and_sheds_only_device_discovered() -> Non
 
 
 def test_the_budget_sheds_the_broadcast_before_subscriptions() -> None:
-    """Past half the budget only broadcast DeviceDiscovered goes; past all of it, any."""
+    """Message by message: past its share of the budget a broadcast DeviceDiscovered
+    goes, a subscription's only past all of it; other messages always stay."""
     d = device(CONTENTS[1], -60)
 
     def discovered(destination: str | None) -> bytes:
@@ -181,16 +182,23 @@ def test_the_budget_sheds_the_broadcast_before_subscriptions() -> None:
         return message(MESSAGE_SIGNAL, 1, fields, record_entry(d))
 
     broadcast, unicast = discovered(None), discovered(":1.7")
-    budget = 10 * len(broadcast)
+    lost = dbus_fast_bytes(Message.new_signal("/", "x.y", "DeviceLost", "s", [d.address]), 8)
+    pairs = 40
+    budget = 10 * len(unicast)
     guard = WriterGuard(budget)
     queue = _BudgetQueue([], guard)
-    while queue.nbytes + len(broadcast) <= budget * BROADCAST_BACKLOG_SHARE:
-        queue.append((broadcast + unicast, None, None))
-    assert guard.shed == 0
-    queue.append((broadcast + unicast, None, None))  # past half: the broadcast's goes
-    assert guard.shed == 1 and queue[-1][0] == unicast
-    while queue.nbytes + len(broadcast + unicast) <= budget:
-        queue.append((broadcast + unicast, None, None))
-    shed = guard.shed
-    queue.append((broadcast + unicast, None, None))  # past the budget: both go
-    assert guard.shed == shed + 2
+    # One loop iteration's signals in one buffer (bus/outbox.py), then a DeviceLost.
+    queue.append(((broadcast + unicast) * pairs + lost, None, None))
+    (kept,) = list(queue)
+    spans = list(split_messages(bytes(kept[0])))
+    kept_broadcast = sum(1 for _s, _e, shed, to_one in spans if shed and not to_one)
+    kept_unicast = sum(1 for _s, _e, shed, to_one in spans if shed and to_one)
+    assert not spans[-1][2]  # the DeviceLost is kept
+    share, pair = int(budget * BROADCAST_BACKLOG_SHARE), len(broadcast) + len(unicast)
+    # Broadcasts kept while the queue stays within the share, then unicasts to the top.
+    assert kept_broadcast == (share - len(broadcast)) // pair + 1
+    kept_bytes = kept_broadcast * len(broadcast) + kept_unicast * len(unicast)
+    assert kept_bytes <= budget < kept_bytes + len(unicast)
+    assert kept_unicast > kept_broadcast
+    assert guard.shed == 2 * pairs - kept_broadcast - kept_unicast
+    assert queue.nbytes <= budget + len(lost)

@@ -83,7 +83,8 @@ class BluezSimulator:
 
         ``mgmt_socket``: serve the kernel's management channel on a Unix
         SOCK_SEQPACKET socket at this path, from ``start`` to ``stop`` (see
-        ``mgmt_*`` and the package doc).
+        ``mgmt_*`` and the package doc). A Unix socket path has at most 107
+        bytes: pytest's ``tmp_path`` can be longer, a ``/tmp`` directory is not.
         """
         if version not in SUPPORTED_VERSIONS:
             raise ValueError(f"version must be one of {SUPPORTED_VERSIONS}")

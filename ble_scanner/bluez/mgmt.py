@@ -100,9 +100,13 @@ class Other:
     code: int
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class DeviceEvent:
-    """An event about one device on one controller."""
+    """An event about one device on one controller.
+
+    Not frozen (nor are its subclasses and ``Advertisement``): one is made per
+    report, and a frozen dataclass's ``__init__`` costs twice as much; nothing
+    changes one after parsing."""
 
     index: int  # controller index: hci<index>
     address: str  # AA:BB:CC:DD:EE:FF
@@ -113,7 +117,7 @@ class DeviceEvent:
         return device_path(self.index, self.address)
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Found(DeviceEvent):
     """One advertising report (Device Found, or Adv Monitor Device Found with ``monitor``)."""
 
@@ -127,12 +131,12 @@ class Found(DeviceEvent):
         return bool(self.flags & FLAG_SCAN_RESPONSE)
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Connected(DeviceEvent):
     """A link came up (Device Connected): no power cycle while it lasts."""
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Disconnected(DeviceEvent):
     """A link went down (Device Disconnected)."""
 
@@ -142,7 +146,7 @@ class Disconnected(DeviceEvent):
 Event = Found | Connected | Disconnected | Other | Malformed
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Advertisement:
     """The AD structures of one report, as bluetoothd's eir_parse reads them."""
 
@@ -170,7 +174,7 @@ def device_path(index: int, address: str) -> str:
 
 def address_text(raw: bytes) -> str:
     """Six bytes, least significant first → ``AA:BB:CC:DD:EE:FF``."""
-    return ":".join(f"{b:02X}" for b in reversed(raw))
+    return raw[::-1].hex(":").upper()
 
 
 def parse_frame(data: bytes) -> Event:
@@ -326,11 +330,12 @@ def device_changes(
     RSSI, so every report is one (filtered discovery emits RSSI each time).
     """
     content = view.content
-    changes: dict[str, Any] = {
-        "Address": found.address,
-        "AddressType": found.address_type,
-        "RSSI": found.rssi if found.rssi is not None else RSSI_UNAVAILABLE,
-    }
+    changes: dict[str, Any] = {"RSSI": found.rssi if found.rssi is not None else RSSI_UNAVAILABLE}
+    # Checked once per device, not per report: the view holds them already.
+    if found.address != view.address:
+        changes["Address"] = found.address
+    if found.address_type != view.address_type:
+        changes["AddressType"] = found.address_type
     if ad.name is not None and (ad.name_complete or content.name is None):
         changes["Name"] = ad.name
     if ad.tx_power is not None:

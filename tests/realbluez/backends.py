@@ -31,6 +31,8 @@ SCAN_ADAPTER = "hci0"
 # seconds; the margin is for a loaded 2-core machine.
 CONNECT_TIMEOUT = 60.0
 ADVERTISING_ADAPTER = "hci1"
+# Where the guest's btmon records the management channel while reports are counted.
+BTSNOOP = "/tmp/realbluez-reports.btsnoop"
 
 
 def uuid16_to_128(uuid16: int) -> str:
@@ -120,6 +122,14 @@ class Backend(ABC):
         await self.start_bluetoothd(experimental)
 
     @abstractmethod
+    async def count_reports(self) -> None:
+        """From now on, count the advertising reports hci0's bluetoothd receives."""
+
+    @abstractmethod
+    async def reports_counted(self) -> int:
+        """Stop counting; how many reports reached bluetoothd (``Device Found`` on hci0)."""
+
+    @abstractmethod
     async def reset(self) -> None:
         """Back to the state every test starts from: bluetoothd -E up, adapters on, silent."""
 
@@ -140,6 +150,7 @@ class GuestBackend(Backend):
         self.bluez_version = guest.bluez_version
         self._advertiser = self._read_advertiser_address()
         self._dirty = False
+        self._btmon = 0
 
     def _read_advertiser_address(self) -> str:
         out = self.guest.btmgmt("info", index=1).check().out
@@ -185,6 +196,27 @@ class GuestBackend(Backend):
     async def kill_bluetoothd(self) -> None:
         self._dirty = True
         await asyncio.to_thread(self.guest.kill_bluetoothd)
+
+    async def count_reports(self) -> None:
+        """btmon in the guest records the management channel (every control socket's events)."""
+        script = f"rm -f {BTSNOOP}; setsid btmon -w {BTSNOOP} >/dev/null 2>&1 </dev/null & echo $!"
+        result = await asyncio.to_thread(self.guest.run, "sh", "-c", script)
+        self._btmon = int(result.check().out.strip())
+        # btmon has opened its sockets once the file exists.
+        await asyncio.to_thread(self.guest.run, "sh", "-c", f"while [ ! -s {BTSNOOP} ]; do sleep 0.05; done",
+                                timeout=10)  # fmt: skip
+
+    async def reports_counted(self) -> int:
+        """``Device Found`` events for hci0, each once (btmon shows one per open control socket)."""
+        await asyncio.to_thread(self.guest.run, "kill", str(self._btmon))
+        script = f"while kill -0 {self._btmon} 2>/dev/null; do sleep 0.05; done; btmon -r {BTSNOOP}"
+        out = (await asyncio.to_thread(self.guest.run, "sh", "-c", script)).check().out
+        stamps = {
+            line.split()[-1]
+            for line in out.splitlines()
+            if line.startswith("@ MGMT Event: Device Found") and "[hci0]" in line
+        }
+        return len(stamps)
 
     async def start_bluetoothd(self, experimental: bool = True) -> None:
         self._dirty = True
@@ -274,6 +306,7 @@ class SimulatorBackend(Backend):
         major, _, minor = version.partition(".")
         self.bluez_version = (int(major), int(minor)) if minor.isdigit() else (5, 99)
         self.sim: Any = None
+        self._reports: int | None = None
 
     @property
     def experimental(self) -> bool:  # type: ignore[override]
@@ -293,7 +326,7 @@ class SimulatorBackend(Backend):
             address, address_type = ":".join(f"{b:02X}" for b in raw), "random"
         if self.sim._server is None:
             return  # bluetoothd is down: nobody hears it
-        await self.sim.advertise(
+        reached = await self.sim.advertise(
             SCAN_ADAPTER,
             address,
             address_type=address_type,
@@ -303,6 +336,15 @@ class SimulatorBackend(Backend):
             flags=advert.flags,
             connectable=connectable,
         )
+        if reached and self._reports is not None:
+            self._reports += 1
+
+    async def count_reports(self) -> None:
+        self._reports = 0
+
+    async def reports_counted(self) -> int:
+        counted, self._reports = self._reports or 0, None
+        return counted
 
     async def stop_advertising(self) -> None:
         pass  # the simulator reports only when told to
@@ -335,8 +377,11 @@ class SimulatorBackend(Backend):
             monitor_crash_patterns=MONITOR_CRASH_PATTERNS,
         )
         await self.sim.start()
-        await self.sim.add_adapter(SCAN_ADAPTER, address="00:AA:01:00:00:00")
-        await self.sim.add_adapter(ADVERTISING_ADAPTER, address=SIM_ADVERTISER_ADDRESS)
+        # LE-only, as btvirt -L makes them: Transport=le is then the scan type.
+        await self.sim.add_adapter(SCAN_ADAPTER, address="00:AA:01:00:00:00", le_only=True)
+        await self.sim.add_adapter(
+            ADVERTISING_ADAPTER, address=SIM_ADVERTISER_ADDRESS, le_only=True
+        )
 
     async def teardown(self) -> None:
         if self.sim is not None:

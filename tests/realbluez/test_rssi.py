@@ -30,8 +30,10 @@ from tests.helpers import SignalRecorder, add_match, assert_ok, wait_until
 from tests.realbluez.backends import Advert, Backend
 from tests.realbluez.bluez import (
     DEVICE,
+    DEVICE_TIMEOUT,
     SCAN_FILTER,
     adapter_call,
+    devices,
     managed_objects,
     manufacturer_is,
     remove_all_devices,
@@ -101,3 +103,60 @@ async def test_rssi_is_emitted_per_report_exactly_while_discovery_is_filtered(
         assert reports <= signals <= reports + 1, f"{signals} RSSI signals for {reports} reports"
     else:
         assert signals == 0, f"{signals} RSSI signals for {reports} reports"
+
+
+# Extended advertising at this interval: a few reports a second, well inside a
+# dual-mode discovery round's LE phase.
+EXTENDED_INTERVAL = 0.5
+ENOUGH_REPORTS = 4
+
+
+@pytest.mark.parametrize("case", ["service-filter", "unfiltered"])
+async def test_a_repeating_advertiser_gets_an_rssi_per_report_only_while_filtered(
+    bluez: Backend, bus: MessageBus, case: str
+) -> None:
+    """The radio repeats on its own (5.82's btvirt: extended advertising on a timer)."""
+    if not bluez.repeats_extended_advertising:
+        pytest.skip(
+            f"{bluez.name}: btvirt sends an extended advertisement once per scan enable "
+            "(measured on 5.66), so nothing repeats; the re-advertising test covers it"
+        )
+    data = os.urandom(6)
+    await bluez.advertise_repeating(Advert(manufacturer_data={VICTRON: data}), EXTENDED_INTERVAL)
+    await remove_all_devices(bus)
+    entries = CASES[case]
+    if entries is not None:
+        assert_ok(await adapter_call(bus, "SetDiscoveryFilter", "a{sv}", [entries]))
+    assert_ok(await adapter_call(bus, "StartDiscovery"))
+    matches = manufacturer_is(VICTRON, data)
+
+    async def heard() -> bool:
+        return any(matches(p) and "RSSI" in p for p in (await devices(bus)).values())
+
+    await wait_until(heard, timeout=DEVICE_TIMEOUT, interval=0.2, what="the advertiser")
+    path = next(p for p, props in (await devices(bus)).items() if matches(props))
+    await add_match(bus, signal_rule(sender="org.bluez", member="PropertiesChanged", path=path))
+    await bluez.count_reports()
+    recorder = SignalRecorder(bus, member="PropertiesChanged", path=path)
+
+    def rssi_signals() -> int:
+        return sum(1 for m in recorder.messages if m.body[0] == DEVICE and "RSSI" in m.body[1])
+
+    async def enough() -> bool:
+        return await bluez.reports_so_far() >= ENOUGH_REPORTS
+
+    await wait_until(enough, timeout=DEVICE_TIMEOUT, interval=0.5, what="reports")
+    # The advertiser goes on: bound the signals by the reports counted before
+    # (at least one each) and after (at most one each) the recorder closed.
+    before = await bluez.reports_so_far()
+    if case == "service-filter":
+        await wait_until(lambda: rssi_signals() >= before, timeout=15, what="an RSSI per report")
+    else:
+        await managed_objects(bus)
+    recorder.close()
+    signals = rssi_signals()
+    after = await bluez.reports_counted()
+    if case == "service-filter":
+        assert before <= signals <= after + 1, f"{signals} RSSI signals, {before}-{after} reports"
+    else:
+        assert signals == 0, f"{signals} RSSI signals for {after} reports"

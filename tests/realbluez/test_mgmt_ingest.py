@@ -11,8 +11,8 @@ and restarted leaves the channel open, reports flowing and discovery re-armed
 on the new daemon; and the libc path Venus OS needs (its Python has no
 ``socket.AF_BLUETOOTH``) opens the same channel for real.
 
-Against the simulator backends these tests are skipped: there the channel is
-the simulator's seam, which the default suite runs with
+They run on the guests only (``GUEST_ONLY``): against the simulator the
+channel is its seam, which the default suite runs with
 ``BLE_SCANNER_TEST_INGEST=mgmt`` (tests/ingest.py).
 """
 
@@ -35,26 +35,25 @@ from tests.realbluez.guestservice import GuestService, deploy, guest_python
 from tests.realbluez.test_service import (
     REARM_AFTER_CRASH_TIMEOUT,
     VICTRON,
-    carries,
     payload,
     serves_a_new_payload,
-    wait_served,
+    serves_exact_bytes,
 )
 
 # The guest's Python imports a pure-Python dbus-fast under TCG on a shared
 # 2-core machine: measured 2.5-3 s to GetStatus; the margin is for load.
 SERVICE_START = 60.0
-# Our advertiser's Device1 path under hci0, as BlueZ names it.
-DEVICE_PREFIX = "/org/bluez/hci0/dev_"
-BTHOME_UUID16 = 0xFCD2
 SCAN_HCI0 = ("--no-settings", "--adapter", "hci0", "--state-file", "")
+
+
+# conftest.py parametrizes ``backend`` over the guests alone: a kernel is needed.
+GUEST_ONLY = True
 
 
 @pytest.fixture
 def guest(bluez: Backend) -> GuestBackend:
     """The guest backend, with the code under test copied in (once per boot)."""
-    if not isinstance(bluez, GuestBackend):
-        pytest.skip("needs a kernel: the simulator's seam is tested by the default suite")
+    assert isinstance(bluez, GuestBackend)
     if not getattr(bluez, "service_deployed", False):
         deploy(bluez.guest)
         bluez.service_deployed = True  # type: ignore[attr-defined]
@@ -111,28 +110,13 @@ async def wait_armed(bus: MessageBus, service: GuestService, ingest: str, timeou
         raise AssertionError(f"{exc}; status {await hci0_status(bus)}\n{service.log()}") from None
 
 
-async def serves_exact_bytes(guest: GuestBackend, bus: MessageBus) -> None:
-    data = payload()
-    advert = Advert(
-        manufacturer_data={VICTRON: data},
-        service_data16={BTHOME_UUID16: b"\x40\x02\xc4"},
-        name="rbz-mgmt",
-    )
-    record = await wait_served(guest, bus, advert, carries(VICTRON, data))
-    assert record["ManufacturerData"].value == {VICTRON: data}
-    assert record["ServiceData"].value == advert.service_data
-    assert record["Name"].value == "rbz-mgmt"
-    assert record["Address"].value == guest.advertiser_address
-    assert record["Path"].value == DEVICE_PREFIX + guest.advertiser_address.replace(":", "_")
-
-
 @pytest.mark.parametrize("ingest", ["mgmt", "auto"])
 async def test_as_root_the_service_reads_the_control_channel_with_exact_bytes(
     guest: GuestBackend, bus: MessageBus, run_service: Callable[..., GuestService], ingest: str
 ) -> None:
     service = run_service("--ingest", ingest)
     await wait_armed(bus, service, "mgmt", SERVICE_START)
-    await serves_exact_bytes(guest, bus)
+    await serves_exact_bytes(guest, bus, "rbz-mgmt")
     assert (await hci0_status(bus))["Ingest"] == "mgmt"
 
 
@@ -143,7 +127,7 @@ async def test_the_libc_path_opens_the_same_channel(
     assert guest_python(guest.guest).endswith("True"), "the guest's Python has AF_BLUETOOTH"
     service = run_service("--ingest", "mgmt", af_bluetooth=False)
     await wait_armed(bus, service, "mgmt", SERVICE_START)
-    await serves_exact_bytes(guest, bus)
+    await serves_exact_bytes(guest, bus, "rbz-mgmt")
 
 
 async def test_without_cap_net_admin_auto_falls_back_to_dbus_ingest(
@@ -154,7 +138,7 @@ async def test_without_cap_net_admin_auto_falls_back_to_dbus_ingest(
     # untrusted: it never gets Device Found (net/bluetooth/hci_sock.c, mgmt.c).
     # A service that took that for a working channel would serve nothing.
     await wait_armed(bus, service, "dbus", SERVICE_START)
-    await serves_exact_bytes(guest, bus)
+    await serves_exact_bytes(guest, bus, "rbz-mgmt")
     assert (await hci0_status(bus))["Ingest"] == "dbus"
 
 

@@ -5,7 +5,7 @@ VENUS := .venv-venus
 PY311 := .venv-py311
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint typecheck test-unit test-newest test-venus test-loaded test-loaded-venus test-py311 test-bluez soak bench bench-smoke clean
+.PHONY: setup demo test lint typecheck test-unit test-newest test-venus test-dbus-ingest test-loaded test-loaded-venus test-py311 test-bluez soak bench bench-smoke clean
 
 setup:
 	@.ci/setup
@@ -23,14 +23,23 @@ typecheck: setup
 test-unit: setup
 	$(VENV)/bin/python -m pytest tests/unit $(PYTEST_ARGS)
 
+# The suite's ingest (tests/ingest.py): mgmt, the production path, reads the
+# simulator's management-channel seam; dbus reads Device1 signals.
+INGEST ?= mgmt
+
 test-newest: setup
-	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	BLE_SCANNER_TEST_INGEST=$(INGEST) $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 test-venus: setup
-	$(VENUS)/bin/python -m pytest $(PYTEST_ARGS)
+	BLE_SCANNER_TEST_INGEST=$(INGEST) $(VENUS)/bin/python -m pytest $(PYTEST_ARGS)
 
-# Everything: lint, types, and the suite on the newest dbus-fast and on Venus's 2.21.1.
+# Everything: lint, types, and the suite on the newest dbus-fast and on Venus's
+# 2.21.1, with management ingest.
 test: setup lint typecheck test-newest test-venus
+
+# The suite on both dbus-fast versions with D-Bus ingest (the fallback path).
+test-dbus-ingest: setup
+	$(MAKE) test-newest test-venus INGEST=dbus
 
 # The suite on a loaded machine: every core kept busy by a busy loop for the whole
 # run (.ci/with-load ends them however the run ends). Deadlines and waits must hold

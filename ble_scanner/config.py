@@ -41,6 +41,10 @@ from .watchdog import DEFAULT_SILENCE_POWER_CYCLE, MIN_SILENCE
 # The values of bluez ScanMode (README "Scan modes"); tests/unit/test_config.py
 # holds the two equal, so that this module need not import the BlueZ side.
 SCAN_MODES: Final = ("active", "passive", "auto")
+# The values of bluez Ingest (README "Ingest"), held equal the same way.
+INGESTS: Final = ("auto", "mgmt", "dbus")
+# A Unix socket path fills sockaddr_un's 108-byte sun_path with its NUL (unix(7)).
+_UNIX_PATH_MAX: Final = 107
 # A Bluetooth SIG company identifier is a uint16 (Assigned Numbers, Company Identifiers).
 COMPANY_ID_MAX: Final = 0xFFFF
 # hciN as the kernel names adapters; three digits is more adapters than any GX has.
@@ -79,6 +83,8 @@ class ScannerConfig:
     silence_restart: float = WATCHDOG_SILENCE
     silence_power_cycle: float = DEFAULT_SILENCE_POWER_CYCLE
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
+    ingest: str = "auto"  # one of INGESTS
+    mgmt_socket: str = ""  # a simulator's seam instead of the kernel's channel (tests)
 
 
 Value = float | int | str | bool | frozenset[str] | frozenset[int] | None
@@ -315,6 +321,21 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         low=0.0, high=600.0,
         why="0 only looks once; past ten minutes a stuck adapter stays stuck for longer than "
         "any connection manager needs to move its links",
+    ),
+    Setting(
+        "ingest", Kind.CHOICE, "auto",
+        "Where reports come from (README 'Ingest'): mgmt: the kernel's Bluetooth management "
+        "channel (needs CAP_NET_ADMIN), required at start; dbus: BlueZ's Device1 signals; "
+        "auto: the channel when it can be opened, else D-Bus, trying the channel again",
+        flag="--ingest", name="Ingest", metavar="INGEST", choices=INGESTS,
+        why="the three ingests the BlueZ side has",
+    ),
+    Setting(
+        "mgmt_socket", Kind.TEXT, "",
+        "Read management frames from this Unix SOCK_SEQPACKET socket instead of the kernel "
+        "(the simulator's seam, for tests)",
+        flag="--mgmt-socket", metavar="PATH", high=_UNIX_PATH_MAX, live=False,
+        why="sockaddr_un's sun_path (unix(7))",
     ),
 )  # fmt: skip
 """The settings in ``ScannerConfig``, in the order the README lists them."""

@@ -15,6 +15,7 @@ from dbus_fast import BusType, RequestNameReply
 from dbus_fast.aio import MessageBus
 
 from . import __version__, statefile
+from .bluez.ingest import Ingest, MgmtUnavailable
 from .bluez.objects import Bluez, ScanMode
 from .bus.calls import (
     BusGoneError,
@@ -56,6 +57,8 @@ EXIT_NAME_TAKEN = 2
 # the supervisor once the bus is back, puts the service on the bus again.
 EXIT_BUS_LOST = 3
 EXIT_USAGE = 64  # sysexits.h EX_USAGE; argparse's own 2 would read as "name taken"
+# --ingest mgmt and the management channel cannot be opened (sysexits.h EX_UNAVAILABLE).
+EXIT_NO_MGMT = 69
 # Connecting to the system bus is a local socket and a SASL exchange: ten seconds
 # means the bus daemon is wedged, not slow.
 BUS_CONNECT_TIMEOUT: Final = 10.0
@@ -232,10 +235,16 @@ class ScannerApp:
             leases=self.leases,
             report_counts=lambda: self.hub.stats.per_adapter if self.hub else {},
             claims=ClaimsDir(self.claims_dir) if self.claims_dir else None,
+            ingest=Ingest(self.config.ingest),
+            mgmt_socket=self.config.mgmt_socket,
         )
         self._configure_watchdog(self.config)
         self.service.on_leases_changed = self.bluez.leases_changed
-        await self.bluez.start()
+        try:
+            await self.bluez.start()
+        except MgmtUnavailable as exc:
+            _LOGGER.error("--ingest mgmt: %s; use --ingest auto to fall back to D-Bus", exc)
+            return EXIT_NO_MGMT
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="sweep")
         if self.load_sampler is not None:
             self.load_guard = LoadGuard(self.hub, self.load_sampler, self.load_policy)
@@ -337,6 +346,7 @@ class ScannerApp:
         if self.bluez is not None:
             self.bluez.set_adapters_wanted(config.adapters)
             self.bluez.set_scan_mode(ScanMode(config.scan_mode))
+            self.bluez.ingest.set(Ingest(config.ingest))
             self._configure_watchdog(config)
 
     def _configure_watchdog(self, config: ScannerConfig) -> None:

@@ -151,6 +151,7 @@ def status_variants(status: ServiceStatus) -> dict[str, Variant]:
             "Discovering": Variant("b", a.discovering),
             "Session": Variant("b", a.session),
             "State": Variant("s", a.state),
+            "Ingest": Variant("s", a.ingest),
         }
         for a in status.adapters
     }

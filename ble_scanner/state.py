@@ -15,6 +15,7 @@ class AdapterStatus:
     discovering: bool  # BlueZ's flag: someone scans (maybe not us)
     session: bool  # we hold a discovery session
     state: str  # in words: scanning, powered off, blocked by another scanner ...
+    ingest: str = "dbus"  # where its reports come from: "mgmt" (the kernel's channel) or "dbus"
 
 
 @dataclass(slots=True, frozen=True)

@@ -18,6 +18,7 @@ from ble_scanner.config import ScannerConfig
 from ble_scanner.main import ScannerApp
 from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.testbus import TestBus, start_test_bus
+from tests import ingest
 from tests.helpers import wait_until
 from tests.leftovers import no_leftover_processes  # noqa: F401 - autouse, see tests/leftovers.py
 
@@ -107,7 +108,9 @@ async def bus(test_bus: TestBus) -> AsyncIterator[MessageBus]:
 @pytest_asyncio.fixture
 async def bluez(test_bus: TestBus) -> AsyncIterator[BluezSimulator]:
     """The BlueZ simulator on the test bus with one powered adapter, hci0."""
-    sim = BluezSimulator(bus_address=test_bus.address)
+    sim = BluezSimulator(
+        bus_address=test_bus.address, mgmt_socket=ingest.sim_mgmt_socket(test_bus.address)
+    )
     await sim.start()
     await sim.add_adapter("hci0", address="00:1A:7D:DA:71:10")
     try:
@@ -117,7 +120,7 @@ async def bluez(test_bus: TestBus) -> AsyncIterator[BluezSimulator]:
 
 
 async def start_scanner(test_bus: TestBus, config: ScannerConfig | None = None) -> ScannerApp:
-    app = ScannerApp(config or ScannerConfig(), bus_address=test_bus.address)
+    app = ScannerApp(ingest.config(test_bus.address, config), bus_address=test_bus.address)
     assert await asyncio.wait_for(app.start(), 10) == 0
     return app
 
@@ -139,6 +142,8 @@ async def scanner(test_bus: TestBus, bluez: BluezSimulator) -> AsyncIterator[Sca
             ),
             what="the service's discovery session on hci0",
         )
+        # The suite's ingest is the one in use (tests/ingest.py).
+        assert app.bluez is not None and app.bluez.ingest.mgmt_active == ingest.mgmt()
         yield app
     finally:
         await app.stop()

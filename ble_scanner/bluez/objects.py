@@ -9,11 +9,18 @@ is an :class:`~.adapter.AdapterDiscovery`; Device1 objects become reports,
 and their ``Connected`` is followed so that no power cycle drops a link.
 D-Bus types are checked here, at the edge; anything malformed is counted and
 logged (rate-limited), never passed on.
+
+With management ingest (``ingest.py`` switches) reports come from the
+channel's frames instead of Device1 ``PropertiesChanged``, and links from its
+Device Connected / Disconnected. Device1 objects are still followed through
+InterfacesAdded / Removed for what the channel lacks (a cached name, links at
+start-up), never as a second report of what the channel reported.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -36,7 +43,6 @@ from ..const import (
     DBUS_SERVICE,
     ERROR_UNKNOWN_OBJECT,
     OBJECT_MANAGER,
-    PROPERTIES,
     WATCHDOG_LOOKS_PER_SILENCE,
     WATCHDOG_MAX_LOOK_INTERVAL,
     WATCHDOG_SILENCE,
@@ -45,8 +51,10 @@ from ..leases import LeaseKind, LeaseRegistry
 from ..record import DeviceView, MalformedData, adapter_name, unwrap_device
 from ..state import AdapterStatus
 from ..watchdog import DEFAULT_SILENCE_POWER_CYCLE, WatchdogAction
+from . import mgmt
 from .adapter import AdapterDiscovery
 from .discovery import Blocker, ScanMode, Wants
+from .ingest import Ingest, IngestSwitch, properties_rule
 from .monitors import is_call_for_monitor_app
 
 __all__ = ["Bluez", "ScanMode"]
@@ -99,7 +107,10 @@ class Bluez:
         silence_power_cycle: float = DEFAULT_SILENCE_POWER_CYCLE,
         drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
         claims: ClaimsDir | None = None,
+        ingest: Ingest = Ingest.DBUS,
+        mgmt_socket: str = "",
     ) -> None:
+        """``mgmt_socket``: read management frames from this Unix socket, not the kernel."""
         self.bus = bus
         self.on_report = on_report
         self.on_status = on_status
@@ -137,6 +148,10 @@ class Bluez:
         self._sync: asyncio.Task[None] | None = None
         self._generation = 0
         self._closing = False
+        self.ingest = IngestSwitch(
+            bus, call_timeout, ingest, mgmt_socket,
+            self._on_mgmt_event, self._resync, self.status_changed,
+        )  # fmt: skip
 
     # --- life cycle --------------------------------------------------------------
 
@@ -150,14 +165,10 @@ class Bluez:
         for rule in (
             calls.name_owner_rule(BLUEZ_SERVICE),
             calls.signal_rule(sender=BLUEZ_SERVICE, interface=OBJECT_MANAGER, path="/"),
-            calls.signal_rule(
-                sender=BLUEZ_SERVICE,
-                interface=PROPERTIES,
-                member="PropertiesChanged",
-                path_namespace=BLUEZ_ROOT_PATH,
-            ),
+            properties_rule(BLUEZ_ADAPTER),
         ):
             await calls.add_match(self.bus, rule, timeout=self.call_timeout)
+        await self.ingest.start()
         owner = await calls.name_owner(self.bus, BLUEZ_SERVICE, timeout=self.call_timeout)
         if owner is None:
             _LOGGER.warning("bluetoothd is not on the bus; waiting for it")
@@ -169,6 +180,7 @@ class Bluez:
         self._closing = True
         if self._lease_timer is not None:
             self._lease_timer.cancel()
+        self.ingest.close()
         if self._watchdog is not None:
             self._watchdog.cancel()
         if self._sync is not None:
@@ -287,8 +299,12 @@ class Bluez:
 
     # --- bluetoothd comes and goes -----------------------------------------------
 
-    async def _bluez_appeared(self, owner: str) -> None:
-        """Signals from ``owner`` count from now; the snapshot comes under them."""
+    async def _bluez_appeared(self, owner: str, report: bool = True) -> None:
+        """Signals from ``owner`` count from now; the snapshot comes under them.
+
+        ``report``: devices heard in a running discovery are reports (start-up);
+        False reads Device1 state again without reporting it (after the channel).
+        """
         self.owner = owner
         self._generation += 1
         generation = self._generation
@@ -303,7 +319,7 @@ class Bluez:
         held, self._held = self._held, None
         _LOGGER.info("bluetoothd is on the bus as %s", owner)
         for path, interfaces in sorted(objects.items()):
-            self._interfaces_added(path, interfaces, initial=True)
+            self._interfaces_added(path, interfaces, initial=True, report=report)
         for msg in held:
             self._on_bluez_signal(msg)
         self.status_changed()
@@ -379,7 +395,8 @@ class Bluez:
         if interface == BLUEZ_DEVICE:
             self._follow_link(path, changed, invalidated)
             view = self.views.get(path)
-            if view is not None:
+            # With the channel, its frames are the reports (and the match is going).
+            if view is not None and not self.ingest.mgmt_active:
                 self._update_view(view, changed, invalidated)
         elif interface == BLUEZ_ADAPTER:
             adapter = self.adapters.get(path)
@@ -398,7 +415,11 @@ class Bluez:
             self.on_report(view)
 
     def _interfaces_added(
-        self, path: str, interfaces: Mapping[str, Mapping[str, Variant]], initial: bool = False
+        self,
+        path: str,
+        interfaces: Mapping[str, Mapping[str, Variant]],
+        initial: bool = False,
+        report: bool = True,
     ) -> None:
         if is_adapter_path(path):
             self._adapter_interfaces_added(path, interfaces)
@@ -406,10 +427,19 @@ class Bluez:
         if device_props is not None:
             self._follow_link(path, device_props, [])
             view = self.views.get(path)
-            if view is None:
-                view = DeviceView(path, adapter_name(path))
             try:
-                is_report = view.update(unwrap_device(device_props))
+                props = unwrap_device(device_props)
+                if self.ingest.mgmt_active and view is not None:
+                    # The channel reported this device: no second report, and no
+                    # older content over its own; only a name bluetoothd remembered.
+                    report = False
+                    name = props.get("Name")
+                    props = {} if name is None or view.content.name else {"Name": name}
+                elif self.ingest.mgmt_active and not initial:
+                    report = False  # the channel's frame that made this object reports it
+                if view is None:
+                    view = DeviceView(path, adapter_name(path))
+                is_report = view.update(props)
             except (MalformedData, AttributeError, TypeError, ValueError) as exc:
                 self.malformed("device", f"malformed Device1 data from {path}: {exc}")
                 return
@@ -419,7 +449,7 @@ class Bluez:
             self.views[path] = view
             # A new object is a fresh report; one found at start-up is only a
             # report if it carries an RSSI, i.e. was heard in a running discovery.
-            if is_report and (not initial or view.rssi is not None):
+            if report and is_report and (not initial or view.rssi is not None):
                 self.on_report(view)
 
     def _follow_link(self, path: str, props: Mapping[str, Variant], invalidated: list[str]) -> None:
@@ -502,4 +532,52 @@ class Bluez:
         adapter.forget()
 
     def adapter_statuses(self) -> list[AdapterStatus]:
-        return [a.status() for a in sorted(self.adapters.values(), key=lambda a: a.name)]
+        ingest = self.ingest.in_use
+        return [
+            dataclasses.replace(a.status(), ingest=ingest)
+            for a in sorted(self.adapters.values(), key=lambda a: a.name)
+        ]
+
+    # --- the management channel -------------------------------------------------------
+
+    async def _resync(self) -> None:
+        """Back on D-Bus ingest: Device1 state read again, reporting nothing."""
+        owner = self.owner
+        if owner is not None and not self._closing:
+            await self._bluez_appeared(owner, report=False)
+
+    def _on_mgmt_event(self, event: mgmt.Event) -> None:
+        if isinstance(event, mgmt.Found):
+            self._found(event)
+        elif isinstance(event, mgmt.Connected):
+            if event.path not in self.links:
+                _LOGGER.info("%s: connected (no power cycle while it is)", event.address)
+            self.links[event.path] = event.address
+        elif isinstance(event, mgmt.Disconnected):
+            if self.links.pop(event.path, None) is not None:
+                _LOGGER.info("%s: disconnected", event.address)
+        elif isinstance(event, mgmt.Malformed):
+            self.malformed("frame", f"malformed management frame: {event.reason}")
+
+    def _found(self, found: mgmt.Found) -> None:
+        """One advertising report: onto its Device1 view as bluetoothd would put it."""
+        ad = mgmt.parse_eir(found.eir)
+        if isinstance(ad, mgmt.Malformed):
+            self.malformed("frame", f"malformed advertisement from {found.address}: {ad.reason}")
+            return
+        path = found.path
+        view = self.views.get(path)
+        if view is None:
+            if found.scan_response:
+                return  # bluetoothd makes no device of a scan response alone
+            view = DeviceView(path, adapter_name(path))
+        adapter = self.adapters.get(mgmt.adapter_path(found.index))
+        # Our session's filter asks for DuplicateData (discovery.py).
+        duplicate = adapter is not None and adapter.session
+        try:
+            view.update(mgmt.device_changes(view, found, ad, duplicate))
+        except MalformedData as exc:
+            self.malformed("device", f"malformed advertisement from {found.address}: {exc}")
+            return
+        self.views[path] = view
+        self.on_report(view)

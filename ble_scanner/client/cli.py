@@ -301,10 +301,18 @@ async def _status(client: ScannerClient, args: argparse.Namespace, out: TextIO) 
         f"Load shedding  {shedding}\n"
     )
     if status.adapters:
-        rows = [["ADAPTER", "ADDRESS", "POWERED", "DISCOVERING", "OURS", "STATE"]]
+        rows = [["ADAPTER", "ADDRESS", "POWERED", "DISCOVERING", "OURS", "INGEST", "STATE"]]
         for a in status.adapters.values():
             rows.append(
-                [a.name, a.address, yes[a.powered], yes[a.discovering], yes[a.session], a.state]
+                [
+                    a.name,
+                    a.address,
+                    yes[a.powered],
+                    yes[a.discovering],
+                    yes[a.session],
+                    a.ingest,
+                    a.state,
+                ]
             )
         out.write("\n" + table(rows) + "\n")
     else:

@@ -18,6 +18,7 @@ class AdapterState:
     discovering: bool  # BlueZ's flag: someone scans, maybe not the service
     session: bool  # the service holds a discovery session on it
     state: str  # in words: scanning, powered off, blocked by another scanner...
+    ingest: str = ""  # where the service's reports come from: "mgmt" or "dbus" ("" before 15)
 
 
 @dataclass(slots=True, frozen=True)
@@ -53,6 +54,7 @@ class ScannerStatus:
                 discovering=bool(props.get("Discovering", False)),
                 session=bool(props.get("Session", False)),
                 state=str(props.get("State", "")),
+                ingest=str(props.get("Ingest", "")),
             )
             for name, props in plain_adapters.items()
         }

@@ -166,6 +166,7 @@ class ScannerTree:
                 "Powered": int(adapter.powered),
                 "Discovering": int(adapter.discovering),
                 "State": adapter.state,
+                "Ingest": adapter.ingest,
             }
             for leaf, value in values.items():
                 path = f"{base}/{leaf}"

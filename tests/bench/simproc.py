@@ -3,11 +3,13 @@
 Commands (JSON lines on stdin, see ``common``): ``wait_sessions``,
 ``warm`` (create the ingest devices), ``ingest`` (paced, timestamped reports),
 ``scene`` (the 200-device fan-out scene), ``populate`` (N new devices, for the
-memory and snapshot scenarios).
+memory and snapshot scenarios). ``--mgmt-socket PATH`` also serves the
+management-channel seam (``BluezSimulator(mgmt_socket=...)``).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import random
@@ -162,7 +164,12 @@ class SimProcess:
 
 
 async def main() -> None:
-    sim = BluezSimulator(bus_address=os.environ["DBUS_SYSTEM_BUS_ADDRESS"])
+    parser = argparse.ArgumentParser(description="the BlueZ side of a benchmark")
+    parser.add_argument("--mgmt-socket", default=None, metavar="PATH", help="management seam")
+    args = parser.parse_args()
+    sim = BluezSimulator(
+        bus_address=os.environ["DBUS_SYSTEM_BUS_ADDRESS"], mgmt_socket=args.mgmt_socket
+    )
     await sim.start()
     await sim.add_adapter(ADAPTER, address="00:1A:7D:DA:71:10")
     proc = SimProcess(sim)

@@ -19,6 +19,7 @@ from ble_scanner.config import ScannerConfig
 from ble_scanner.main import ScannerApp
 from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.testbus import TestBus
+from tests import ingest
 from tests.helpers import wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -104,7 +105,9 @@ _NO_SETTINGS = "use_settings" in inspect.signature(ScannerApp.__init__).paramete
 async def start_service(test_bus: TestBus, config: ScannerConfig | None = None) -> ScannerApp:
     """The service in-process on its own connection; stop it with ``await app.stop()``."""
     options: dict[str, Any] = {"use_settings": False} if _NO_SETTINGS else {}
-    app = ScannerApp(config or ScannerConfig(), bus_address=test_bus.address, **options)
+    app = ScannerApp(
+        ingest.config(test_bus.address, config), bus_address=test_bus.address, **options
+    )
     assert await asyncio.wait_for(app.start(), 10) == 0
     return app
 
@@ -113,7 +116,12 @@ def spawn_service(test_bus: TestBus, *args: str) -> subprocess.Popen[str]:
     """The service as its own process (for crash and restart scenarios)."""
     env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=test_bus.address, PYTHONUNBUFFERED="1")
     # Never the machine's own state file (/var/lib): restarts here start empty.
-    extra = ["--state-file", "", *(["--no-settings"] if _NO_SETTINGS else [])]
+    extra = [
+        "--state-file",
+        "",
+        *(["--no-settings"] if _NO_SETTINGS else []),
+        *ingest.service_args(test_bus.address),
+    ]
     return subprocess.Popen(
         [sys.executable, "dbus_ble_scanner.py", *extra, *args],
         env=env,

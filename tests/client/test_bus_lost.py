@@ -32,11 +32,11 @@ from ble_scanner.client import (
 )
 from ble_scanner.client.bleak import ScannerServiceBackend
 from ble_scanner.client.records import Advertisement
-from ble_scanner.config import ScannerConfig
 from ble_scanner.const import SCANNER_SERVICE
 from ble_scanner.main import ScannerApp
 from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.testbus import TestBus
+from tests import ingest
 from tests.client.conftest import ROOT, VICTRON
 from tests.helpers import wait_until
 from tests.reliability import test_bus_lost as reliability
@@ -55,7 +55,7 @@ LOST_TEXT = "lost the system bus"
 
 
 async def _start_service(bus: TestBus, sim: BluezSimulator) -> ScannerApp:
-    app = ScannerApp(ScannerConfig(), bus_address=bus.address, use_settings=False)
+    app = ScannerApp(ingest.config(bus.address), bus_address=bus.address, use_settings=False)
     assert await asyncio.wait_for(app.start(), 10) == 0
     await wait_until(lambda: sim.is_discovering(ADAPTER), what="the service scanning")
     return app

@@ -56,7 +56,9 @@ async def test_status_shows_adapters_and_counts(test_bus: TestBus, scanner: Scan
     assert "Load shedding  off" in out
     lines = out.splitlines()
     header = next(line for line in lines if line.startswith("ADAPTER"))
-    assert header.split() == ["ADAPTER", "ADDRESS", "POWERED", "DISCOVERING", "OURS", "STATE"]
+    assert header.split() == [
+        "ADAPTER", "ADDRESS", "POWERED", "DISCOVERING", "OURS", "INGEST", "STATE"
+    ]  # fmt: skip
     hci0 = next(line for line in lines if line.startswith("hci0"))
     assert "00:1A:7D:DA:71:10" in hci0
     code, out, _ = await run(test_bus, "status", "--json")

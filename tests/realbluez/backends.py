@@ -15,10 +15,12 @@ from __future__ import annotations
 import asyncio
 import os
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ble_scanner.config import ScannerConfig
 from ble_scanner.testing.testbus import TestBus
+from tests import ingest
 from tests.realbluez.vm import Guest
 
 # The kernel's LE discovery timeout (10.24 s) plus margin for TCG.
@@ -149,6 +151,11 @@ class Backend(ABC):
     async def teardown(self) -> None:
         """After each test."""
         await self.stop_advertising()
+
+    def service_config(self, config: ScannerConfig) -> ScannerConfig:
+        """``config`` for an in-process service here: D-Bus ingest, as the host's
+        kernel channel would hear none of the guest's radio."""
+        return replace(config, ingest="dbus")
 
 
 class GuestBackend(Backend):
@@ -441,6 +448,10 @@ class SimulatorBackend(Backend):
         await self.sim.stop_bluetoothd(graceful=True)
         await self.sim.start_bluetoothd(experimental)
 
+    def service_config(self, config: ScannerConfig) -> ScannerConfig:
+        """The suite's ingest (tests/ingest.py): the simulator serves the seam for it."""
+        return ingest.config(self.bus.address, config)
+
     async def reset(self) -> None:
         from ble_scanner.testing.simulator import BluezSimulator
         from ble_scanner.testing.simulator.const import MONITOR_CRASH_PATTERNS
@@ -451,6 +462,7 @@ class SimulatorBackend(Backend):
             version=self.version,
             orphan_scan=SIM_ORPHAN_SCAN,
             monitor_crash_patterns=MONITOR_CRASH_PATTERNS,
+            mgmt_socket=ingest.sim_mgmt_socket(self.bus.address),
         )
         await self.sim.start()
         # LE-only, as btvirt -L makes them: Transport=le is then the scan type.

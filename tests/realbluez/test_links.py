@@ -36,7 +36,7 @@ TO_POWER_CYCLE = 2 * MIN_SILENCE + 20.0
 @pytest.fixture
 async def quick_service(bluez: Backend, bus: MessageBus) -> AsyncIterator[ScannerApp]:
     await remove_all_devices(bus)
-    app = ScannerApp(QUICK, bus_address=bluez.bus.address, use_settings=False)
+    app = ScannerApp(bluez.service_config(QUICK), bus_address=bluez.bus.address, use_settings=False)
     assert await asyncio.wait_for(app.start(), 10) == 0
     try:
         await wait_until(lambda: armed(app), timeout=ARM_TIMEOUT, what="the service armed")

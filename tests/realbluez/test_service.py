@@ -170,7 +170,9 @@ def armed(app: ScannerApp) -> bool:
 
 
 async def start_service(backend: Backend, config: ScannerConfig = SCAN_ONLY_HCI0) -> ScannerApp:
-    app = ScannerApp(config, bus_address=backend.bus.address, use_settings=False)
+    app = ScannerApp(
+        backend.service_config(config), bus_address=backend.bus.address, use_settings=False
+    )
     assert await asyncio.wait_for(app.start(), 10) == 0
     return app
 

@@ -18,6 +18,7 @@ from ble_scanner.const import SCANNER_INTERFACE, SCANNER_SERVICE
 from ble_scanner.main import ScannerApp
 from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.testbus import TestBus
+from tests import ingest
 from tests.helpers import NO_LOAD_BUDGET, call, wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -98,6 +99,7 @@ def spawn_service(test_bus: TestBus, *args: str, settings: bool = False) -> subp
             "--state-file",
             "",
             *NO_LOAD_BUDGET,
+            *ingest.service_args(env.get("DBUS_SYSTEM_BUS_ADDRESS")),
             *args,
         ],
         env=env,
@@ -138,10 +140,18 @@ async def wait_exit(proc: subprocess.Popen[str], timeout: float) -> int:
     return proc.returncode
 
 
+@pytest.fixture
+def app_config(test_bus: TestBus) -> ScannerConfig:
+    """The settings of ``app``: defaults with the suite's ingest (a test file may override)."""
+    return ingest.config(test_bus.address)
+
+
 @pytest_asyncio.fixture
-async def app(test_bus: TestBus, bluez: BluezSimulator) -> AsyncIterator[ScannerApp]:
+async def app(
+    test_bus: TestBus, bluez: BluezSimulator, app_config: ScannerConfig
+) -> AsyncIterator[ScannerApp]:
     """The service in-process (its tasks and handlers are counted), scanning hci0."""
-    service = ScannerApp(ScannerConfig(), bus_address=test_bus.address, use_settings=False)
+    service = ScannerApp(app_config, bus_address=test_bus.address, use_settings=False)
     assert await service.start() == 0
     try:
         await wait_until(lambda: our_session(service, bluez), what="discovery session")

@@ -16,6 +16,7 @@ from ble_scanner.const import REARM_BACKOFF_INITIAL
 from ble_scanner.main import ScannerApp
 from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.testbus import TestBus
+from tests import ingest
 from tests.helpers import (
     SignalRecorder,
     adapter_state,
@@ -179,7 +180,7 @@ async def test_kernel_refusal_is_reported_and_retried_without_a_tight_loop(
     await bluez.add_adapter("hci1", address="00:1A:7D:DA:71:11", monitor_manager=False)
     bluez.set_external_scanner("hci1", True)
     app = ScannerApp(
-        ScannerConfig(adapters=frozenset({"hci1"})),
+        ingest.config(test_bus.address, ScannerConfig(adapters=frozenset({"hci1"}))),
         bus_address=test_bus.address,
         use_settings=False,
     )
@@ -242,7 +243,7 @@ async def test_silent_adapter_watchdog_restarts_power_cycles_once_then_backs_off
         bluez_adapter, "WATCHDOG_MAX_POWER_CYCLES_PER_HOUR", WATCHDOG_POWER_CYCLE_LIMIT
     )
     app = ScannerApp(
-        ScannerConfig(),
+        ingest.config(test_bus.address),
         bus_address=test_bus.address,
         use_settings=False,
         watchdog_silence=WATCHDOG_SILENCE,

@@ -21,11 +21,11 @@ from dbus_fast import BusType
 from dbus_fast.aio import MessageBus
 
 from ble_scanner.client import ScannerClient
-from ble_scanner.config import ScannerConfig
 from ble_scanner.main import EXIT_BUS_LOST, SHUTDOWN_STEP_TIMEOUT, ScannerApp
 from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.simulator.report import Report
 from ble_scanner.testing.testbus import TestBus, start_test_bus
+from tests import ingest
 from tests.helpers import call, wait_until
 from tests.reliability.conftest import PROCESS_START, has_owner, output_of, spawn_service
 from tests.reliability.test_process import DAEMONTOOLS, Supervised, svscan_running
@@ -57,7 +57,7 @@ async def _connect(bus: TestBus) -> MessageBus:
 
 
 async def start_simulator(bus: TestBus) -> BluezSimulator:
-    sim = BluezSimulator(bus_address=bus.address)
+    sim = BluezSimulator(bus_address=bus.address, mgmt_socket=ingest.sim_mgmt_socket(bus.address))
     await sim.start()
     await sim.add_adapter(ADAPTER, address="00:1A:7D:DA:71:10")
     return sim
@@ -225,7 +225,9 @@ async def test_stop_with_the_bus_gone_asks_nothing_of_it(
     own_bus: TestBus, sim: BluezSimulator
 ) -> None:
     """The SIGTERM path stops our discovery sessions over the bus: gone, it skips that."""
-    app = ScannerApp(ScannerConfig(), bus_address=own_bus.address, use_settings=False)
+    app = ScannerApp(
+        ingest.config(own_bus.address), bus_address=own_bus.address, use_settings=False
+    )
     assert await app.start() == 0
     await wait_until(lambda: bool(sim.sessions(ADAPTER)), what="scanning")
     own_bus.kill()

@@ -13,10 +13,10 @@ from dbus_fast.aio import MessageBus
 from ble_scanner import main
 from ble_scanner.bus.calls import signal_rule
 from ble_scanner.bus.writer import MAX_WRITE_BACKLOG
-from ble_scanner.config import ScannerConfig
 from ble_scanner.main import ScannerApp
 from ble_scanner.testing.simulator import BluezSimulator, Report
 from ble_scanner.testing.testbus import TestBus
+from tests import ingest
 from tests.helpers import add_match, assert_ok, wait_until
 from tests.reliability.conftest import (
     name_owner,
@@ -96,7 +96,9 @@ async def test_unguarded_dbus_fast_writer_dies_of_eagain_under_a_burst(
     guard's EAGAIN half could go (its budget stays useful).
     """
     monkeypatch.setattr(main, "guard_writer", lambda bus: None)
-    app = ScannerApp(ScannerConfig(), bus_address=test_bus.address, use_settings=False)
+    app = ScannerApp(
+        ingest.config(test_bus.address), bus_address=test_bus.address, use_settings=False
+    )
     assert await app.start() == 0
     try:
         await wait_until(lambda: our_session(app, bluez), what="discovery session")
@@ -146,7 +148,9 @@ async def test_guarded_service_survives_a_burst_on_a_tiny_send_buffer(
     the budget is reached: what is not shed reaches the subscriber, and the
     queue never holds much more than the budget.
     """
-    app = ScannerApp(ScannerConfig(), bus_address=test_bus.address, use_settings=False)
+    app = ScannerApp(
+        ingest.config(test_bus.address), bus_address=test_bus.address, use_settings=False
+    )
     assert await app.start() == 0
     try:
         await wait_until(lambda: our_session(app, bluez), what="discovery session")
@@ -179,7 +183,9 @@ async def test_burst_of_100000_reports_is_caught_up_with_memory_bounded(
     test_bus: TestBus, bluez: BluezSimulator, bus: MessageBus
 ) -> None:
     """No connection death, every report counted, nothing lost but shed news, memory flat."""
-    app = ScannerApp(ScannerConfig(), bus_address=test_bus.address, use_settings=False)
+    app = ScannerApp(
+        ingest.config(test_bus.address), bus_address=test_bus.address, use_settings=False
+    )
     assert await app.start() == 0
     try:
         await wait_until(lambda: our_session(app, bluez), what="discovery session")

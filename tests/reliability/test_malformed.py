@@ -1,4 +1,9 @@
-"""Fault 11: malformed BlueZ data is skipped and counted, and the record parser never crashes."""
+"""Fault 11: malformed BlueZ data is skipped and counted, and the record parser never crashes.
+
+The service here reads Device1 signals whatever the suite's ingest: the
+malformed data is BlueZ's D-Bus data. Malformed management frames are
+tests/service/test_mgmt_ingest.py and tests/unit/test_mgmt.py.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from dbus_fast import Message, Variant
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ble_scanner.config import ScannerConfig
 from ble_scanner.const import BLUEZ_DEVICE, MAX_PAYLOAD_BYTES, RSSI_MAX, RSSI_MIN
 from ble_scanner.main import ScannerApp
 from ble_scanner.record import DeviceView, MalformedData, unwrap_device
@@ -26,6 +32,12 @@ FUZZ_EXAMPLES = 10_000 if os.environ.get("CI") else 300
 FLOOD = 200
 # What the bluez.py edge catches; anything else escaping the parser is a bug.
 CAUGHT = (MalformedData, AttributeError, TypeError, ValueError)
+
+
+@pytest.fixture
+def app_config() -> ScannerConfig:
+    """The service of these tests reads Device1 signals (D-Bus ingest)."""
+    return ScannerConfig(ingest="dbus")
 
 
 def malformed_count(app: ScannerApp) -> int:

@@ -23,11 +23,11 @@ from dbus_fast.aio import MessageBus
 from ble_scanner.bus.calls import name_owner_rule
 from ble_scanner.client import ScannerClient, UntrustedServiceError
 from ble_scanner.client.records import Advertisement
-from ble_scanner.config import ScannerConfig
 from ble_scanner.const import SCANNER_INTERFACE, SCANNER_SERVICE
 from ble_scanner.main import ScannerApp
 from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.testbus import TestBus
+from tests import ingest
 from tests.client.test_owner import NOBODY, Impostor, impostor, nobody_bus  # noqa: F401
 from tests.helpers import add_match, call, wait_until
 from tests.reliability.conftest import (
@@ -344,7 +344,9 @@ async def run_as_nobody(address: str) -> dict[str, Any]:
 async def test_shipped_policy_lets_anyone_read_and_subscribe_and_only_root_own_the_name(
     test_bus: TestBus, bluez: BluezSimulator, bus: MessageBus
 ) -> None:
-    app = ScannerApp(ScannerConfig(), bus_address=test_bus.address, use_settings=False)
+    app = ScannerApp(
+        ingest.config(test_bus.address), bus_address=test_bus.address, use_settings=False
+    )
     assert await app.start() == 0  # root owns the name under the shipped policy
     try:
         nobody = await run_as_nobody(test_bus.address)

@@ -12,6 +12,7 @@ from ble_scanner.config import ScannerConfig
 from ble_scanner.main import ScannerApp
 from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.testbus import TestBus
+from tests import ingest
 from tests.conftest import start_scanner
 from tests.helpers import adapter_state, state_becomes, wait_until
 from tests.service.conftest import get_devices
@@ -93,8 +94,12 @@ async def test_rearms_within_a_second_of_bluetoothd_returning(
 
 
 async def test_waits_for_bluetoothd_when_it_is_absent_at_start(test_bus: TestBus) -> None:
+    sim = BluezSimulator(
+        bus_address=test_bus.address, mgmt_socket=ingest.sim_mgmt_socket(test_bus.address)
+    )
+    if sim.mgmt is not None:
+        sim.mgmt.start_listening()  # the kernel's channel is there before bluetoothd
     app = await start_scanner(test_bus)
-    sim = BluezSimulator(bus_address=test_bus.address)
     try:
         assert app.status().bluez_present is False
         await sim.start()
@@ -333,7 +338,10 @@ async def test_watchdog_restarts_a_silent_adapter_then_power_cycles_it(
 ) -> None:
     """Discovering stays true but nothing arrives: stop/start first, then a power cycle."""
     app = ScannerApp(
-        ScannerConfig(), bus_address=test_bus.address, use_settings=False, watchdog_silence=SILENCE
+        ingest.config(test_bus.address),
+        bus_address=test_bus.address,
+        use_settings=False,
+        watchdog_silence=SILENCE,
     )
     assert await app.start() == 0
     try:

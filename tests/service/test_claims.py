@@ -29,6 +29,7 @@ from ble_scanner.main import ScannerApp
 from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.testbus import TestBus
 from ble_scanner.watchdog import MIN_SILENCE
+from tests import ingest
 from tests.helpers import adapter_state, wait_until
 
 ADDR = "C0:11:22:33:44:01"
@@ -87,7 +88,10 @@ async def start_app(
     test_bus: TestBus, claims_dir: Path | str, config: ScannerConfig = QUICK
 ) -> ScannerApp:
     app = ScannerApp(
-        config, bus_address=test_bus.address, use_settings=False, claims_dir=str(claims_dir)
+        ingest.config(test_bus.address, config),
+        bus_address=test_bus.address,
+        use_settings=False,
+        claims_dir=str(claims_dir),
     )
     assert await asyncio.wait_for(app.start(), 10) == 0
     return app

@@ -17,7 +17,6 @@ from dbus_fast import Variant
 from dbus_fast.aio import MessageBus
 
 from ble_scanner.client import ScannerClient
-from ble_scanner.config import ScannerConfig
 from ble_scanner.const import ERROR_LIMITS_EXCEEDED, SCANNER_SERVICE
 from ble_scanner.loadcap import LoadPolicy, ShedStep
 from ble_scanner.loadguard import ProcSampler
@@ -25,6 +24,7 @@ from ble_scanner.main import ScannerApp
 from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.testbus import TestBus
 from ble_scanner.venus.const import BUSITEM_INTERFACE
+from tests import ingest
 from tests.conftest import connect, disconnect
 from tests.helpers import SignalRecorder, assert_error, assert_ok, call, wait_until
 from tests.service.conftest import scanner_call
@@ -61,7 +61,7 @@ async def shedding_scanner(
     test_bus: TestBus, bluez: BluezSimulator, proc_files: FakeProc
 ) -> AsyncIterator[ScannerApp]:
     app = ScannerApp(
-        ScannerConfig(),
+        ingest.config(test_bus.address),
         bus_address=test_bus.address,
         load_sampler=ProcSampler(str(proc_files.loadavg), str(proc_files.stat)),
         # Steps as fast as the samples come, and a short calm to step down.

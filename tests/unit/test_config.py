@@ -13,6 +13,7 @@ from typing import NoReturn
 import pytest
 
 from ble_scanner import config
+from ble_scanner.bluez.ingest import Ingest
 from ble_scanner.bluez.objects import ScanMode
 from ble_scanner.config import (
     BY_FIELD,
@@ -85,6 +86,7 @@ def test_paths_and_flags_are_the_ones_users_already_have() -> None:
         "SilenceRestart",
         "SilencePowerCycle",
         "DrainTimeout",
+        "Ingest",
     ]
     assert [s.flag for s in (*SETTINGS, *PROCESS_OPTIONS) if s.flag] == [
         "--adapter",
@@ -102,6 +104,8 @@ def test_paths_and_flags_are_the_ones_users_already_have() -> None:
         "--silence-restart",
         "--silence-power-cycle",
         "--drain-timeout",
+        "--ingest",
+        "--mgmt-socket",
         "--no-settings",
         "--settings-wait",
         "--state-file",
@@ -129,6 +133,10 @@ def test_every_range_has_a_reason_and_holds_its_default() -> None:
 
 def test_scan_modes_are_the_bluez_sides() -> None:
     assert tuple(mode.value for mode in ScanMode) == config.SCAN_MODES
+
+
+def test_ingests_are_the_bluez_sides() -> None:
+    assert tuple(ingest.value for ingest in Ingest) == config.INGESTS
 
 
 def test_every_setting_is_set_somewhere() -> None:

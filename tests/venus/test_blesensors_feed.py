@@ -24,6 +24,7 @@ from ble_scanner.testing.blesensors_socket import BleSensorsReceiver
 from ble_scanner.testing.localsettings import LocalSettingsStandIn, ble_sensors_settings
 from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.testbus import TestBus
+from tests import ingest
 from tests.helpers import assert_ok, call, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -61,7 +62,10 @@ async def settings_with(test_bus: TestBus, **kwargs: object) -> LocalSettingsSta
 
 
 async def start(test_bus: TestBus, adapters: frozenset[str] = frozenset()) -> ScannerApp:
-    app = ScannerApp(ScannerConfig(adapters=adapters), bus_address=test_bus.address)
+    app = ScannerApp(
+        ingest.config(test_bus.address, ScannerConfig(adapters=adapters)),
+        bus_address=test_bus.address,
+    )
     assert await asyncio.wait_for(app.start(), SETTLE) == 0
     return app
 

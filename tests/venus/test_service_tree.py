@@ -9,12 +9,12 @@ from dbus_fast import Variant
 from dbus_fast.aio import MessageBus
 
 from ble_scanner.bus.calls import signal_rule
-from ble_scanner.config import ScannerConfig
 from ble_scanner.const import SCANNER_SERVICE
 from ble_scanner.main import ScannerApp
 from ble_scanner.testing.localsettings import LocalSettingsStandIn
 from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.testbus import TestBus
+from tests import ingest
 from tests.helpers import SignalRecorder, add_match, assert_ok, call, wait_until
 
 BUSITEM = "com.victronenergy.BusItem"
@@ -47,7 +47,7 @@ async def items(bus: MessageBus) -> dict[str, dict[str, Variant]]:
 
 
 async def start(test_bus: TestBus) -> ScannerApp:
-    app = ScannerApp(ScannerConfig(), bus_address=test_bus.address)
+    app = ScannerApp(ingest.config(test_bus.address), bus_address=test_bus.address)
     assert await app.start() == 0
     return app
 

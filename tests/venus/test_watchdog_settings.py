@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import asyncio
 
-from ble_scanner.config import ScannerConfig
 from ble_scanner.main import ScannerApp
 from ble_scanner.testing.localsettings import LocalSettingsStandIn
 from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.testbus import TestBus
+from tests import ingest
 from tests.helpers import wait_until
 
 
 async def test_watchdog_timings_and_drain_timeout_are_settings_applied_live(
     test_bus: TestBus, bluez: BluezSimulator, standin: LocalSettingsStandIn
 ) -> None:
-    app = ScannerApp(ScannerConfig(), bus_address=test_bus.address)
+    app = ScannerApp(ingest.config(test_bus.address), bus_address=test_bus.address)
     assert await asyncio.wait_for(app.start(), 10) == 0
     try:
         assert app.bluez is not None

@@ -23,6 +23,7 @@ Modules
 - ``monitor.py``: AdvertisementMonitorManager1
 - ``report.py``: one advertising report (AD structures)
 - ``radio.py``: advertisers replayed while someone listens
+- ``mgmt.py``: the kernel's management-channel frames and the socket serving them
 - ``scene.py``: the demo scene (SmartShunt, Ruuvi, iBeacon, BTHome, phones)
 - ``faults.py``: per-adapter fault switches
 - ``malformed.py``: Device1 data BlueZ would never send
@@ -85,6 +86,33 @@ What it models
   SmartShunt instant readout (0x02E1), a Ruuvi RAWv2 tag (0x0499), an iBeacon
   (0x004C), a BTHome v2 sensor (0xFCD2) and phones whose private addresses
   rotate, with RSSI jitter.
+- **The management channel** (``mgmt_socket=PATH``): the kernel's control
+  socket as a Unix ``SOCK_SEQPACKET`` socket at PATH, for a service that reads
+  advertisements from the kernel instead of Device1 signals. Each datagram is
+  one event (code, controller index ``N`` of ``hciN``, parameter length,
+  parameters; little-endian): ``Device Found`` (0x0012) and ``Adv Monitor
+  Device Found`` (0x002F) for every report the *kernel* delivers, and
+  ``Device Connected`` (0x000B) / ``Device Disconnected`` (0x000C) for
+  ``set_connected`` and power-off. Every connected client gets every event.
+  What the kernel delivers comes before bluetoothd's gating (no discoverable
+  flags, DuplicateData, Pattern or RSSI-delta logic): a powered adapter,
+  not silent and not held by an external scanner, reports while discovering
+  (Device Found; only the Start Service Discovery filter applies: the merged
+  RSSI threshold, and UUIDs looked for in the UUID lists, not in service
+  data), or, with only monitors active, every report as Adv Monitor Device
+  Found with handle 0 (passive scanning, no controller offload:
+  ``mgmt_adv_monitor_device_found`` leaves matching to bluetoothd). The EIR
+  is the report's AD structures (``Report.ad_structures``), built once per
+  Report; a scan response is its own event with flags 0x20 (Scan Response
+  alone, as the kernel sets it), a not connectable advertisement has 0x04, an
+  unknown RSSI is 127, LE public/random are address types 1/2.
+  The channel outlives bluetoothd: a restart keeps clients connected; while
+  bluetoothd is down (and after it is back but not yet discovering) reports
+  still arrive only while a crashed one's scan is orphaned in the kernel
+  (``orphan_scan``); a graceful stop ends the scan. A client that does not
+  read never stalls the simulator: past its socket's queue, up to 4 096
+  frames wait per client, then frames are dropped and counted, as the kernel
+  drops events for a full control socket.
 - **Per** ``version`` (``"5.66"``, ``"5.72"``, ``"head"``): filter keys
   (``head`` adds AutoConnect), the trivial-filter check (not in 5.66, where
   every filter makes discovery filtered), connected
@@ -120,9 +148,13 @@ Python API
         await sim.remove_adapter("hci0")
         await sim.restart_bluetoothd(downtime=0.0, graceful=True)
         # or its halves: stop_bluetoothd(graceful), start_bluetoothd(experimental)
+        sim.set_connected("hci0", "C0:...", True)    # False, reason=2 (local host)
+
+    BluezSimulator(..., mgmt_socket="/tmp/x/mgmt")   # serve the management channel
 
 ``advertise`` is async and applies back-pressure: it waits for the socket to
-drain past 512 queued messages. ``scene.load_scene(sim, "demo",
+drain past 512 queued messages (D-Bus signals, or management frames waiting
+for a client); ``drain`` waits for both. ``scene.load_scene(sim, "demo",
 adapters=["hci0"], period=1.0, seed=None)`` starts the demo scene on an existing
 simulator; ``await scene.stop()`` ends it.
 
@@ -164,6 +196,13 @@ Fault injection
 - ``add_monitor_manager(adapter)`` / ``remove_monitor_manager(adapter)``:
   AdvertisementMonitorManager1 appears on, or is removed alone from, a
   published adapter (its monitors get Release first);
+- management channel (with ``mgmt_socket``): ``mgmt_send_raw(data)`` (any
+  bytes as one datagram to every client), ``mgmt_disconnect_clients()`` (the
+  channel fails), ``mgmt_stop_listening()`` / ``mgmt_start_listening()`` (the
+  socket file goes, so the channel cannot be opened; then it can again),
+  ``mgmt_clients()``, ``mgmt_sent(code)`` (events sent per event code while a
+  client was connected; ``simulator.MGMT_RAW`` counts raw sends),
+  ``mgmt_dropped()``;
 - ``start_bluetoothd(monitor_manager_later=True)``, and the same keyword on
   ``restart_bluetoothd``: Adapter1 is exported alone before the name is taken,
   and the manager follows in its own InterfacesAdded right after the next
@@ -179,7 +218,7 @@ Standalone
     DBUS_SYSTEM_BUS_ADDRESS=unix:path=/tmp/.../bus \\
         python -m ble_scanner.testing.simulator --scene demo --adapters hci0,hci1 \\
         [--no-experimental] [--version 5.72] [--temporary-timeout 30] [--period 1.0] \\
-        [--bus-address ADDRESS]
+        [--bus-address ADDRESS] [--mgmt-socket PATH]
     # or: ble-scanner-sim ...
 
 It prints one line, ``bluez simulator ready: org.bluez=:1.N adapters=hci0,hci1
@@ -211,6 +250,16 @@ Known differences from BlueZ 5.72
   not pinned down).
 - With a proximity filter (RSSI/Pathloss), every report emits RSSI, even an
   unchanged value, as ``device_set_rssi_with_delta(..., 0)`` does.
+- Management channel: the kernel merges a legacy ADV_IND/ADV_SCAN_IND with
+  its scan response into one Device Found (EIR of both); here, as with
+  extended advertising, they are separate events. Passive scanning sends no
+  scan requests, yet scan responses given while only monitors are active are
+  delivered (as on the D-Bus side). No controller offload (MSFT) monitors,
+  no Device Found for BR/EDR, no Discovering/Index events, commands are read
+  and ignored. Device Connected carries the device's name as EIR (the kernel
+  sends the connection's advertising data when it has it). AD data longer than
+  an AD structure holds (254 bytes) is cut; a name so cut becomes a Shortened
+  Local Name.
 - Invalid UTF-8 cannot be injected: dbus-daemon disconnects any sender that
   tries, so malformed names use odd but valid text.
 """

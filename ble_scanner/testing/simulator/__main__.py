@@ -26,6 +26,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--temporary-timeout", type=float, default=DEFAULT_TEMPORARY_TIMEOUT)
     p.add_argument("--period", type=float, default=1.0, help="scene advertising period, s")
     p.add_argument("--bus-address", default=None, help="default: DBUS_SYSTEM_BUS_ADDRESS")
+    p.add_argument(
+        "--mgmt-socket",
+        default=None,
+        metavar="PATH",
+        help="serve the kernel's management channel on a Unix SOCK_SEQPACKET socket here",
+    )
     return p
 
 
@@ -40,6 +46,7 @@ async def _run(args: argparse.Namespace) -> int:
         version=args.bluez_version,
         experimental=not args.no_experimental,
         temporary_timeout=args.temporary_timeout,
+        mgmt_socket=args.mgmt_socket,
     )
     try:
         await sim.start()
@@ -54,7 +61,8 @@ async def _run(args: argparse.Namespace) -> int:
             scene = load_scene(sim, args.scene, adapters, period=args.period)
         print(
             f"bluez simulator ready: org.bluez={sim.unique_name} adapters={','.join(adapters)} "
-            f"scene={args.scene} version={args.bluez_version}",
+            f"scene={args.scene} version={args.bluez_version}"
+            + (f" mgmt={args.mgmt_socket}" if args.mgmt_socket else ""),
             flush=True,
         )
         await stop.wait()

@@ -93,6 +93,8 @@ class Adapter:
         self._filters: list[Any] = []
         self._duplicate = False
         self._service_data_uuids = version not in SERVICE_DATA_UUIDS_NOT_IN_UUIDS
+        # Told of every link change (the management channel's Device Connected/Disconnected).
+        self.on_link: Callable[[Adapter, Device, bool], None] | None = None
 
     # --- the D-Bus face (objects.SimObject) ---------------------------------
 
@@ -381,6 +383,8 @@ class Adapter:
         if dev.connected != connected:
             dev.connected = connected
             self.server.changed(dev.path, BLUEZ_DEVICE, ["Connected"])
+            if self.on_link is not None:
+                self.on_link(self, dev, connected)
 
     def set_powered(self, value: bool) -> None:
         """Power on or off now; off drops every session (``adapter_stop``) and every link."""

@@ -2,7 +2,8 @@
 
 bleak's ``discover()`` only sees devices that report *during* its scan, and
 BlueZ drops reports when nobody scans, so advertisers are replayed on a timer
-and only while their adapter is discovering or has an active monitor.
+and only while their adapter is discovering or has an active monitor (or, with
+a management socket, while the kernel still runs a crashed bluetoothd's scan).
 """
 
 from __future__ import annotations
@@ -66,12 +67,6 @@ class Radio:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    def _listening(self, adapter: str) -> bool:
-        target = self.sim.adapters.get(adapter)
-        if target is None or not target.powered:
-            return False
-        return target.discovering or (target.monitors is not None and target.monitors.active)
-
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
@@ -80,7 +75,7 @@ class Radio:
                 if adv.next_due > now or key in self.muted:
                     continue
                 adv.next_due = now + adv.period
-                if self.sim._server is not None and self._listening(adv.adapter):
+                if self.sim.kernel_listening(adv.adapter):
                     self.sim.advertise_report(adv.adapter, adv.factory())
             if self.sim._server is not None and self.sim.server.backlog() > 0:
                 await self.sim.server.drain()

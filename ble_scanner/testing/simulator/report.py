@@ -34,6 +34,9 @@ class Report:
     flags: int | None = 0x06
     connectable: bool = True
     scan_response: bool = False
+    # The AD data as sent on the management channel (mgmt.report_eir), built on
+    # first use; a Report is not changed once advertised. Not copied by replace().
+    eir_cache: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def build(

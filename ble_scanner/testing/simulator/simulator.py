@@ -15,7 +15,7 @@ from dbus_fast.constants import NameFlag, RequestNameReply
 
 from ble_scanner.const import BLUEZ_DEVICE, BLUEZ_SERVICE, DBUS_INTERFACE, DBUS_PATH, DBUS_SERVICE
 
-from . import wire
+from . import mgmt, wire
 from .adapter import Adapter
 from .const import (
     DEFAULT_TEMPORARY_TIMEOUT,
@@ -23,15 +23,26 @@ from .const import (
     MONITOR_CRASH_PATTERNS,
     SUPPORTED_VERSIONS,
 )
-from .device import device_path
+from .device import Device, device_path
 from .monitor import MonitorManager
 from .objects import CallRecord, ObjectServer
 from .radio import Radio, ReportFactory
 from .raw import BluezRoot, RawObject
-from .report import Report
+from .report import AD_NAME_COMPLETE, Report
 
 # Connecting and owning the name take milliseconds; this bounds a dead bus.
 CONNECT_TIMEOUT = 5.0
+# What ``mgmt_sent`` counts ``mgmt_send_raw`` under: no event has this code.
+MGMT_RAW = -1
+
+
+def _kernel_filter_match(rssi: int | None, uuids: frozenset[str] | None, report: Report) -> bool:
+    """The kernel's ``is_filter_match`` for Start Service Discovery: an RSSI
+    threshold drops weaker and unknown RSSI; UUIDs are looked for in the UUID
+    lists only (not in service data)."""
+    if rssi is not None and (report.rssi is None or report.rssi < rssi):
+        return False
+    return uuids is None or any(u in uuids for u in report.service_uuids)
 
 
 class SimulatorError(RuntimeError):
@@ -57,6 +68,7 @@ class BluezSimulator:
         kernel_delay: float = 0.0,
         orphan_scan: float = 0.0,
         monitor_crash_patterns: int | None = MONITOR_CRASH_PATTERNS,
+        mgmt_socket: str | None = None,
     ) -> None:
         """``orphan_scan``: after a crash (``graceful=False``), an adapter that was
         discovering stays busy in the "kernel" this long and the next bluetoothd's
@@ -68,6 +80,10 @@ class BluezSimulator:
         when RegisterMonitor finds a monitor with this many patterns or more, as
         5.66 and 5.82 do from ``const.MONITOR_CRASH_PATTERNS`` (8, the default) on.
         None: off.
+
+        ``mgmt_socket``: serve the kernel's management channel on a Unix
+        SOCK_SEQPACKET socket at this path, from ``start`` to ``stop`` (see
+        ``mgmt_*`` and the package doc).
         """
         if version not in SUPPORTED_VERSIONS:
             raise ValueError(f"version must be one of {SUPPORTED_VERSIONS}")
@@ -87,17 +103,35 @@ class BluezSimulator:
         self._delays: dict[tuple[str | None, str], float] = {}
         self._bus: MessageBus | None = None
         self._server: ObjectServer | None = None
+        self.mgmt = mgmt.MgmtChannel(mgmt_socket) if mgmt_socket is not None else None
+        self._indexes: dict[str, int | None] = {}
+        self._link_reason = mgmt.DISCONNECT_LOCAL_HOST
 
     # --- lifetime ------------------------------------------------------------
 
     async def start(self) -> BluezSimulator:
-        await self._connect()
+        if self.mgmt is not None:
+            try:
+                self.mgmt.start_listening()
+            except OSError as exc:
+                raise SimulatorError(f"cannot listen on {self.mgmt.path}: {exc}") from exc
+        try:
+            await self._connect()
+        except SimulatorError:
+            if self.mgmt is not None:
+                self.mgmt.close()
+            raise
         return self
 
     async def stop(self) -> None:
-        """Release monitors, drop the name and the connection (the next owner can start)."""
+        """Release monitors, drop the name and the connection (the next owner can start).
+
+        The management socket closes last: the kernel's channel outlives bluetoothd.
+        """
         await self.radio.stop()
         await self._disconnect(graceful=True)
+        if self.mgmt is not None:
+            self.mgmt.close()
 
     async def __aenter__(self) -> BluezSimulator:
         return await self.start()
@@ -293,6 +327,7 @@ class BluezSimulator:
             kernel_delay=self.kernel_delay,
         )
         self.adapters[name] = adapter
+        adapter.on_link = self._link_changed
         self.server.add(adapter)
         if adapter.monitors is not None:
             self._configure_monitors(adapter.monitors)
@@ -371,17 +406,107 @@ class BluezSimulator:
         reported = self.advertise_report(adapter, report)
         if self.server.backlog() > DRAIN_HIGH_WATER:
             await self.server.drain()
+        if self.mgmt is not None and self.mgmt.backlog() > DRAIN_HIGH_WATER:
+            await self.mgmt.drain()
         return reported
 
     def advertise_report(self, adapter: str, report: Report) -> bool:
-        """The cheap synchronous path for bulk senders; call ``drain()`` now and then."""
+        """The cheap synchronous path for bulk senders; call ``drain()`` now and then.
+
+        While bluetoothd is down, only the management channel can hear it (an
+        orphaned kernel scan); True still means "reached Device1".
+        """
         target = self.adapters.get(adapter)
+        channel = self.mgmt
+        if channel is not None and channel.clients:
+            self._kernel_found(channel, adapter, target, report)
         return target.advertise(report) if target is not None else False
 
+    def _kernel_found(
+        self, channel: mgmt.MgmtChannel, name: str, target: Adapter | None, report: Report
+    ) -> None:
+        """``mgmt_device_found``: what the kernel hands every control socket.
+
+        Before bluetoothd's own gating (discoverable flags, DuplicateData,
+        Pattern, the RSSI delta): only the kernel's Start Service Discovery
+        filter (merged RSSI threshold and UUID lists) applies. While discovering
+        every report is a Device Found; with only monitors (passive scanning,
+        no controller offload) every report is an Adv Monitor Device Found with
+        handle 0, as ``mgmt_adv_monitor_device_found`` sends for software
+        matching.
+        """
+        index = self._indexes.get(name, -1)
+        if index == -1:
+            index = self._indexes[name] = mgmt.controller_index(name)
+        if index is None:
+            return
+        now = asyncio.get_running_loop().time
+        if target is None:
+            # bluetoothd is down: only a crashed one's orphaned scan still runs.
+            if self._orphaned.get(name, 0.0) > now():
+                channel.send(mgmt.device_found(index, report), mgmt.EV_DEVICE_FOUND)
+            return
+        faults = target.faults
+        # An external raw-HCI scanner does not hide reports: the controller's
+        # events reach the kernel whoever enabled the scan, and bluetoothd gets
+        # them from here (Adapter.advertise reports them over D-Bus too).
+        if not target.powered or faults.silent:
+            return
+        if target.discovering or faults.busy_until > now():
+            current = target.current
+            if (
+                current is not None
+                and current.filtered
+                and not _kernel_filter_match(current.rssi, current.uuids, report)
+            ):
+                return
+            channel.send(mgmt.device_found(index, report), mgmt.EV_DEVICE_FOUND)
+        elif target.monitors is not None and target.monitors.active:
+            frame = mgmt.device_found(index, report, mgmt.MONITOR_HANDLE_SOFTWARE)
+            channel.send(frame, mgmt.EV_ADV_MONITOR_DEVICE_FOUND)
+
+    def _link_changed(self, target: Adapter, dev: Device, connected: bool) -> None:
+        """``mgmt_device_connected`` / ``mgmt_device_disconnected`` for a link change."""
+        channel = self.mgmt
+        if channel is None or not channel.clients:
+            return
+        index = mgmt.controller_index(target.name)
+        if index is None:
+            return
+        if connected:
+            # The kernel sends the peer's name as EIR when it has no advertising data.
+            name = dev.name
+            eir = mgmt.ad_data([(AD_NAME_COMPLETE, name.encode())]) if name else b""
+            frame = mgmt.device_connected(index, dev.address, dev.address_type, eir)
+            channel.send(frame, mgmt.EV_DEVICE_CONNECTED)
+        else:
+            frame = mgmt.device_disconnected(
+                index, dev.address, dev.address_type, self._link_reason
+            )
+            channel.send(frame, mgmt.EV_DEVICE_DISCONNECTED)
+
+    def kernel_listening(self, adapter: str) -> bool:
+        """The adapter's radio is on: bluetoothd's adapter scans or monitors, or,
+        with bluetoothd down, a crashed one's scan still runs in the kernel."""
+        target = self.adapters.get(adapter)
+        now = asyncio.get_running_loop().time()
+        if target is None:
+            return self.mgmt is not None and self._orphaned.get(adapter, 0.0) > now
+        if not target.powered:
+            return False
+        return (
+            target.discovering
+            or (target.monitors is not None and target.monitors.active)
+            or (self.mgmt is not None and target.faults.busy_until > now)
+        )
+
     async def drain(self) -> None:
-        """Wait until every signal emitted so far is on the socket."""
+        """Wait until every signal emitted so far is on the socket, and every
+        management frame in its client's socket."""
         self.server.flush()
         await self.server.drain()
+        if self.mgmt is not None:
+            await self.mgmt.drain()
 
     def add_advertiser(
         self,
@@ -403,17 +528,28 @@ class BluezSimulator:
     def remove_advertiser(self, adapter: str, address: str) -> None:
         self.radio.remove(adapter, address.upper())
 
-    def set_connected(self, adapter: str, address: str, connected: bool = True) -> None:
+    def set_connected(
+        self,
+        adapter: str,
+        address: str,
+        connected: bool = True,
+        reason: int = mgmt.DISCONNECT_LOCAL_HOST,
+    ) -> None:
         """Another process connected to (or left) a device the adapter has seen.
 
         Connected goes true on its Device1 and, as a connected peripheral
-        usually does, it stops advertising until the link ends.
+        usually does, it stops advertising until the link ends. The management
+        channel gets Device Connected, or Device Disconnected with ``reason``.
         """
         target = self.adapter(adapter)
         dev = target.devices.get(address.upper())
         if dev is None:
             raise KeyError(f"{adapter} has no device {address}")
-        target.set_connected(dev, connected)
+        self._link_reason = reason
+        try:
+            target.set_connected(dev, connected)
+        finally:
+            self._link_reason = mgmt.DISCONNECT_LOCAL_HOST
         self.radio.set_muted(adapter, address.upper(), connected)
 
     # --- faults --------------------------------------------------------------
@@ -473,6 +609,42 @@ class BluezSimulator:
     def remove_object(self, path: str) -> None:
         """Unpublish an injected object (InterfacesRemoved from ``/``)."""
         self.server.remove(path)
+
+    # --- the management channel ----------------------------------------------
+
+    def _channel(self) -> mgmt.MgmtChannel:
+        if self.mgmt is None:
+            raise SimulatorError("no management socket (BluezSimulator(mgmt_socket=...))")
+        return self.mgmt
+
+    def mgmt_send_raw(self, data: bytes) -> None:
+        """Any bytes, as one datagram, to every client (malformed-frame tests)."""
+        self._channel().send(bytes(data), MGMT_RAW)
+
+    def mgmt_disconnect_clients(self) -> None:
+        """Every client's connection ends, as when the channel fails."""
+        self._channel().disconnect_clients()
+
+    def mgmt_stop_listening(self) -> None:
+        """The channel cannot be opened: the socket file goes, clients stay connected."""
+        self._channel().stop_listening()
+
+    def mgmt_start_listening(self) -> None:
+        """The channel can be opened again."""
+        self._channel().start_listening()
+
+    def mgmt_clients(self) -> int:
+        """How many clients are connected."""
+        return self._channel().clients
+
+    def mgmt_sent(self, code: int) -> int:
+        """Events of ``code`` sent while at least one client was connected
+        (``MGMT_RAW``: ``mgmt_send_raw`` calls)."""
+        return self._channel().sent[code]
+
+    def mgmt_dropped(self) -> int:
+        """Frames dropped because a client's queue was full (summed over clients)."""
+        return self._channel().dropped
 
     # --- introspection for tests ---------------------------------------------
 

@@ -1,0 +1,349 @@
+"""The kernel's Bluetooth management frames, and the Device1 changes each report makes.
+
+Pure logic, no I/O: ``mgmtchannel.py`` reads the datagrams. A frame is the
+event code, the controller index and the parameter length (u16 each,
+little-endian), then the parameters (BlueZ doc/mgmt-api.txt). We read four
+events: ``Device Found`` and ``Adv Monitor Device Found`` carry advertising
+reports with their AD structures as the controller delivered them; ``Device
+Connected`` and ``Device Disconnected`` tell where links are. Nothing here
+raises on bad input: a frame or AD structure no kernel sends is a
+:class:`Malformed`, which the caller counts.
+
+``device_changes`` turns a report into what bluetoothd would make of it on
+Device1 (src/adapter.c ``btd_adapter_device_found``, src/device.c), in the
+form ``record.unwrap_device`` returns, so that ``DeviceView.update`` checks and
+accumulates it exactly as it does the D-Bus path's: a client cannot tell
+which ingest the service used.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from ..const import BLUEZ_ROOT_PATH, MAX_PAYLOAD_BYTES, RSSI_MAX, RSSI_MIN, RSSI_UNAVAILABLE
+from ..identifiers import BASE_UUID_SUFFIX
+from ..record import DeviceView
+
+# Event codes (doc/mgmt-api.txt).
+EV_DEVICE_CONNECTED: Final = 0x000B
+EV_DEVICE_DISCONNECTED: Final = 0x000C
+EV_DEVICE_FOUND: Final = 0x0012
+EV_ADV_MONITOR_DEVICE_FOUND: Final = 0x002F
+
+HEADER: Final = struct.Struct("<HHH")  # event code, controller index, parameter length
+# Address (6), address type, RSSI, flags, EIR length: Device Found's fixed part.
+_FOUND: Final = struct.Struct("<6sBbIH")
+_MONITOR_HANDLE: Final = struct.Struct("<H")
+# Address, address type, flags, EIR length: Device Connected's fixed part.
+_CONNECTED: Final = struct.Struct("<6sBIH")
+# Address, address type, reason: Device Disconnected.
+_DISCONNECTED: Final = struct.Struct("<6sBB")
+
+# Device Found flags (doc/mgmt-api.txt): bit 2 not connectable, bit 5 the
+# report is a scan response (kernels since 6.4 set it for extended advertising).
+FLAG_NOT_CONNECTABLE: Final = 1 << 2
+FLAG_SCAN_RESPONSE: Final = 1 << 5
+
+# The kernel's EIR for a report is at most extended advertising's 1650 bytes
+# (max_adv_len), plus a merged legacy scan response and the 5-byte Class of
+# Device it may append: anything longer is no report a kernel sends.
+MAX_EIR_BYTES: Final = MAX_PAYLOAD_BYTES + 31 + 5
+
+# Address types of the management API → Device1's AddressType.
+# BR/EDR (0) addresses are public ones; BlueZ calls both "public".
+_ADDRESS_TYPES: Final = {0: "public", 1: "public", 2: "random"}
+
+# AD types (Bluetooth Assigned Numbers 2.3) that bluetoothd's eir_parse reads.
+AD_FLAGS: Final = 0x01
+AD_UUID16_SOME: Final = 0x02
+AD_UUID16_ALL: Final = 0x03
+AD_UUID32_SOME: Final = 0x04
+AD_UUID32_ALL: Final = 0x05
+AD_UUID128_SOME: Final = 0x06
+AD_UUID128_ALL: Final = 0x07
+AD_NAME_SHORT: Final = 0x08
+AD_NAME_COMPLETE: Final = 0x09
+AD_TX_POWER: Final = 0x0A
+AD_SERVICE_DATA16: Final = 0x16
+AD_SERVICE_DATA32: Final = 0x20
+AD_SERVICE_DATA128: Final = 0x21
+AD_MANUFACTURER: Final = 0xFF
+# Width of the UUID each list or service-data type carries, in bytes.
+_UUID_LISTS: Final = {
+    AD_UUID16_SOME: 2, AD_UUID16_ALL: 2,
+    AD_UUID32_SOME: 4, AD_UUID32_ALL: 4,
+    AD_UUID128_SOME: 16, AD_UUID128_ALL: 16,
+}  # fmt: skip
+_SERVICE_DATA: Final = {AD_SERVICE_DATA16: 2, AD_SERVICE_DATA32: 4, AD_SERVICE_DATA128: 16}
+_UUID128_BYTES: Final = 16
+_COMPANY_ID_BYTES: Final = 2
+# TxPower 127 is "no value" (src/device.c leaves TxPower unset for it).
+TX_POWER_UNAVAILABLE: Final = 127
+# g_strstrip's whitespace (ASCII only), for names bluetoothd repaired.
+_ASCII_SPACE: Final = " \t\n\r\f\v"
+
+
+@dataclass(slots=True, frozen=True)
+class Malformed:
+    """A frame or AD structure no kernel sends: dropped and counted."""
+
+    reason: str
+
+
+@dataclass(slots=True, frozen=True)
+class Other:
+    """A well-formed event we do not read (command replies, Discovering ...)."""
+
+    code: int
+
+
+@dataclass(slots=True, frozen=True)
+class DeviceEvent:
+    """An event about one device on one controller."""
+
+    index: int  # controller index: hci<index>
+    address: str  # AA:BB:CC:DD:EE:FF
+    address_type: str  # Device1's AddressType
+
+    @property
+    def path(self) -> str:
+        return device_path(self.index, self.address)
+
+
+@dataclass(slots=True, frozen=True)
+class Found(DeviceEvent):
+    """One advertising report (Device Found, or Adv Monitor Device Found with ``monitor``)."""
+
+    rssi: int | None  # dBm; None: the controller had no reading
+    flags: int
+    eir: bytes
+    monitor: int | None = None  # the monitor handle of Adv Monitor Device Found
+
+    @property
+    def scan_response(self) -> bool:
+        return bool(self.flags & FLAG_SCAN_RESPONSE)
+
+
+@dataclass(slots=True, frozen=True)
+class Connected(DeviceEvent):
+    """A link came up (Device Connected): no power cycle while it lasts."""
+
+
+@dataclass(slots=True, frozen=True)
+class Disconnected(DeviceEvent):
+    """A link went down (Device Disconnected)."""
+
+    reason: int
+
+
+Event = Found | Connected | Disconnected | Other | Malformed
+
+
+@dataclass(slots=True, frozen=True)
+class Advertisement:
+    """The AD structures of one report, as bluetoothd's eir_parse reads them."""
+
+    flags: int | None = None
+    name: str | None = None
+    name_complete: bool = False
+    tx_power: int | None = None
+    manufacturer_data: Mapping[int, bytes] | None = None
+    service_data: Mapping[str, bytes] | None = None
+    uuids: tuple[str, ...] = ()
+
+
+# --- frames ------------------------------------------------------------------------
+
+
+def adapter_path(index: int) -> str:
+    """Controller index N is BlueZ's ``/org/bluez/hciN``."""
+    return f"{BLUEZ_ROOT_PATH}/hci{index}"
+
+
+def device_path(index: int, address: str) -> str:
+    """The Device1 path as bluetoothd names it (src/device.c ``device_create``)."""
+    return f"{adapter_path(index)}/dev_{address.replace(':', '_')}"
+
+
+def address_text(raw: bytes) -> str:
+    """Six bytes, least significant first → ``AA:BB:CC:DD:EE:FF``."""
+    return ":".join(f"{b:02X}" for b in reversed(raw))
+
+
+def parse_frame(data: bytes) -> Event:
+    """One datagram → an event; never raises."""
+    if len(data) < HEADER.size:
+        return Malformed(f"frame of {len(data)} bytes is shorter than its header")
+    code, index, length = HEADER.unpack_from(data)
+    if len(data) - HEADER.size != length:
+        return Malformed(
+            f"event 0x{code:04X} says {length} parameter bytes, carries {len(data) - HEADER.size}"
+        )
+    params = data[HEADER.size :]
+    if code == EV_DEVICE_FOUND:
+        return _found(index, params, None)
+    if code == EV_ADV_MONITOR_DEVICE_FOUND:
+        if length < _MONITOR_HANDLE.size:
+            return Malformed(f"Adv Monitor Device Found of {length} bytes")
+        (handle,) = _MONITOR_HANDLE.unpack_from(params)
+        return _found(index, params[_MONITOR_HANDLE.size :], handle)
+    if code == EV_DEVICE_CONNECTED:
+        if length < _CONNECTED.size:
+            return Malformed(f"Device Connected of {length} bytes")
+        raw, kind, _flags, eir_length = _CONNECTED.unpack_from(params)
+        if eir_length != length - _CONNECTED.size:
+            return Malformed(f"Device Connected with EIR length {eir_length} in {length} bytes")
+        address_type = _ADDRESS_TYPES.get(kind)
+        if address_type is None:
+            return Malformed(f"Device Connected with address type {kind}")
+        return Connected(index, address_text(raw), address_type)
+    if code == EV_DEVICE_DISCONNECTED:
+        if length != _DISCONNECTED.size:
+            return Malformed(f"Device Disconnected of {length} bytes")
+        raw, kind, reason = _DISCONNECTED.unpack_from(params)
+        address_type = _ADDRESS_TYPES.get(kind)
+        if address_type is None:
+            return Malformed(f"Device Disconnected with address type {kind}")
+        return Disconnected(index, address_text(raw), address_type, reason)
+    return Other(code)
+
+
+def _found(index: int, params: bytes, monitor: int | None) -> Found | Malformed:
+    what = "Device Found" if monitor is None else "Adv Monitor Device Found"
+    if len(params) < _FOUND.size:
+        return Malformed(f"{what} of {len(params)} bytes")
+    raw, kind, rssi, flags, eir_length = _FOUND.unpack_from(params)
+    if eir_length != len(params) - _FOUND.size:
+        return Malformed(f"{what} with EIR length {eir_length} in {len(params)} bytes")
+    if eir_length > MAX_EIR_BYTES:
+        return Malformed(f"{what} with {eir_length} bytes of EIR")
+    address_type = _ADDRESS_TYPES.get(kind)
+    if address_type is None:
+        return Malformed(f"{what} with address type {kind}")
+    # 127 is HCI's "no reading"; BlueZ's Device1 has no value outside -127..20 either.
+    reading = rssi if RSSI_MIN <= rssi <= RSSI_MAX else None
+    return Found(
+        index, address_text(raw), address_type, reading, flags, params[_FOUND.size :], monitor
+    )
+
+
+# --- AD structures -------------------------------------------------------------------
+
+
+def uuid_text(raw: bytes) -> str:
+    """A 2-, 4- or 16-byte UUID, least significant byte first → 128-bit text."""
+    if len(raw) != _UUID128_BYTES:
+        return f"{int.from_bytes(raw, 'little'):08x}{BASE_UUID_SUFFIX}"
+    h = raw[::-1].hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def name_text(raw: bytes) -> str:
+    """A name as bluetoothd keeps it (src/eir.c ``name2utf8``): up to a NUL; invalid
+    UTF-8 cut at the first bad byte and the ends stripped."""
+    raw = raw.split(b"\0", 1)[0]
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return raw[: exc.start].decode("utf-8").strip(_ASCII_SPACE)
+
+
+def parse_eir(eir: bytes) -> Advertisement | Malformed:
+    """The AD structures of a report; a structure that runs past the end is Malformed.
+
+    A zero length byte ends the data (the padding of a legacy report).
+    """
+    flags: int | None = None
+    name: str | None = None
+    complete = False
+    tx_power: int | None = None
+    mfr: dict[int, bytes] | None = None
+    sd: dict[str, bytes] | None = None
+    uuids: list[str] = []
+    i, end = 0, len(eir)
+    while i < end:
+        length = eir[i]
+        if length == 0:
+            break
+        if i + 1 + length > end:
+            return Malformed(f"AD structure of {length} bytes at {i} runs past {end}")
+        kind, data = eir[i + 1], eir[i + 2 : i + 1 + length]
+        i += 1 + length
+        if kind == AD_FLAGS:
+            if data:
+                flags = data[0]
+        elif kind in (AD_NAME_SHORT, AD_NAME_COMPLETE):
+            text = name_text(data)
+            if text:
+                name, complete = text, kind == AD_NAME_COMPLETE
+        elif kind == AD_MANUFACTURER:
+            if len(data) < _COMPANY_ID_BYTES:
+                return Malformed(f"manufacturer data of {len(data)} bytes")
+            if mfr is None:
+                mfr = {}
+            mfr[int.from_bytes(data[:_COMPANY_ID_BYTES], "little")] = data[_COMPANY_ID_BYTES:]
+        elif kind in _SERVICE_DATA:
+            width = _SERVICE_DATA[kind]
+            if len(data) < width:
+                return Malformed(f"service data 0x{kind:02X} of {len(data)} bytes")
+            if sd is None:
+                sd = {}
+            sd[uuid_text(data[:width])] = data[width:]
+        elif kind in _UUID_LISTS:
+            width = _UUID_LISTS[kind]
+            if len(data) % width:
+                return Malformed(f"UUID list 0x{kind:02X} of {len(data)} bytes")
+            uuids.extend(uuid_text(data[j : j + width]) for j in range(0, len(data), width))
+        elif kind == AD_TX_POWER:
+            if len(data) != 1:
+                return Malformed(f"TX power of {len(data)} bytes")
+            value = int.from_bytes(data, "little", signed=True)
+            tx_power = None if value == TX_POWER_UNAVAILABLE else value
+    return Advertisement(flags, name, complete, tx_power, mfr, sd, tuple(uuids))
+
+
+# --- onto Device1 ---------------------------------------------------------------------
+
+
+def device_changes(
+    view: DeviceView,
+    found: Found,
+    ad: Advertisement,
+    duplicate: bool,
+    service_data_uuids: bool = True,
+) -> dict[str, Any]:
+    """What bluetoothd would change on the report's Device1, as ``unwrap_device`` gives it.
+
+    ``view`` is the device as we hold it (new and empty for an unknown one).
+    bluetoothd keeps manufacturer and service data per key, clearing them
+    first when the discovery filter asks for ``DuplicateData`` (``duplicate``;
+    ``bt_ad_add_*_data``); adds advertised UUIDs, and since 5.72 those of
+    service data (``service_data_uuids``), to UUIDs; takes a complete name
+    always and a short one only while it knows none. Every report sets
+    RSSI, so every report is one (filtered discovery emits RSSI each time).
+    """
+    content = view.content
+    changes: dict[str, Any] = {
+        "Address": found.address,
+        "AddressType": found.address_type,
+        "RSSI": found.rssi if found.rssi is not None else RSSI_UNAVAILABLE,
+    }
+    if ad.name is not None and (ad.name_complete or content.name is None):
+        changes["Name"] = ad.name
+    if ad.tx_power is not None:
+        changes["TxPower"] = ad.tx_power
+    if ad.manufacturer_data:
+        merged_mfr = {} if duplicate else dict(content.manufacturer_data)
+        merged_mfr.update(ad.manufacturer_data)
+        changes["ManufacturerData"] = merged_mfr
+    if ad.service_data:
+        merged_sd = {} if duplicate else dict(content.service_data)
+        merged_sd.update(ad.service_data)
+        changes["ServiceData"] = merged_sd
+    added = ad.uuids + (tuple(ad.service_data) if ad.service_data and service_data_uuids else ())
+    if added and not set(added).issubset(content.service_uuids):
+        changes["UUIDs"] = (*content.service_uuids, *added)
+    return changes

@@ -1,0 +1,319 @@
+"""bluez/mgmt.py: management frames and AD structures from hand-written bytes, and fuzzed."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ble_scanner.bluez import mgmt
+from ble_scanner.bluez.mgmt import (
+    Advertisement,
+    Connected,
+    Disconnected,
+    Found,
+    Malformed,
+    Other,
+    device_changes,
+    parse_eir,
+    parse_frame,
+)
+from ble_scanner.record import DeviceView, MalformedData
+
+# AA:BB:CC:DD:EE:01, least significant byte first, as the kernel sends it.
+ADDRESS = bytes([0x01, 0xEE, 0xDD, 0xCC, 0xBB, 0xAA])
+VICTRON = 0x02E1
+BATTERY_UUID = "0000180f-0000-1000-8000-00805f9b34fb"
+ESS_UUID = "0000181a-0000-1000-8000-00805f9b34fb"
+
+
+def frame(code: int, index: int, params: bytes) -> bytes:
+    return struct.pack("<HHH", code, index, len(params)) + params
+
+
+def found_params(
+    eir: bytes, address_type: int = 2, rssi: int = -60, flags: int = 0, address: bytes = ADDRESS
+) -> bytes:
+    return address + struct.pack("<BbIH", address_type, rssi, flags, len(eir)) + eir
+
+
+def ad(kind: int, data: bytes) -> bytes:
+    return bytes([len(data) + 1, kind]) + data
+
+
+# --- frames ----------------------------------------------------------------------
+
+
+def test_device_found_as_the_kernel_sends_it() -> None:
+    eir = ad(0x01, b"\x06") + ad(0xFF, b"\xe1\x02\x10\x20")
+    event = parse_frame(frame(0x0012, 1, found_params(eir, rssi=-71, flags=0x04)))
+    assert event == Found(1, "AA:BB:CC:DD:EE:01", "random", -71, 0x04, eir)
+    assert isinstance(event, Found)
+    assert event.path == "/org/bluez/hci1/dev_AA_BB_CC_DD_EE_01"
+    assert not event.scan_response
+
+
+def test_adv_monitor_device_found_carries_the_handle_first() -> None:
+    params = struct.pack("<H", 3) + found_params(b"", address_type=1)
+    event = parse_frame(frame(0x002F, 0, params))
+    assert event == Found(0, "AA:BB:CC:DD:EE:01", "public", -60, 0, b"", monitor=3)
+
+
+@pytest.mark.parametrize(("rssi", "expected"), [(127, None), (-128, None), (21, None), (20, 20)])
+def test_rssi_outside_what_device1_holds_is_no_reading(rssi: int, expected: int | None) -> None:
+    event = parse_frame(frame(0x0012, 0, found_params(b"", rssi=rssi)))
+    assert isinstance(event, Found)
+    assert event.rssi == expected
+
+
+def test_scan_response_flag() -> None:
+    event = parse_frame(frame(0x0012, 0, found_params(b"", flags=mgmt.FLAG_SCAN_RESPONSE)))
+    assert isinstance(event, Found)
+    assert event.scan_response
+
+
+def test_links_come_and_go() -> None:
+    connected = parse_frame(frame(0x000B, 0, ADDRESS + struct.pack("<BIH", 1, 0, 2) + b"\x01\x00"))
+    assert connected == Connected(0, "AA:BB:CC:DD:EE:01", "public")
+    gone = parse_frame(frame(0x000C, 0, ADDRESS + bytes([2, 0x13])))
+    assert gone == Disconnected(0, "AA:BB:CC:DD:EE:01", "random", 0x13)
+    assert isinstance(gone, Disconnected)
+    assert gone.path == "/org/bluez/hci0/dev_AA_BB_CC_DD_EE_01"
+
+
+def test_other_events_are_not_malformed() -> None:
+    assert parse_frame(frame(0x0013, 0, b"\x06\x01")) == Other(0x0013)  # Discovering
+
+
+@pytest.mark.parametrize(
+    ("data", "why"),
+    [
+        (b"", "shorter than its header"),
+        (b"\x12\x00\x00", "shorter than its header"),
+        (frame(0x0012, 0, found_params(b""))[:-1], "says 14 parameter bytes, carries 13"),
+        (frame(0x0012, 0, found_params(b"")) + b"\x00", "says 14 parameter bytes, carries 15"),
+        (frame(0x0012, 0, b"\x00" * 5), "Device Found of 5 bytes"),
+        (frame(0x0012, 0, found_params(b"\x02\x01\x06")[:-1]), "EIR length 3 in 16 bytes"),
+        (frame(0x0012, 0, found_params(b"", address_type=7)), "address type 7"),
+        (frame(0x0012, 0, found_params(b"\x00" * 1700)), "1700 bytes of EIR"),
+        (frame(0x002F, 0, b"\x01"), "Adv Monitor Device Found of 1 bytes"),
+        (frame(0x000B, 0, ADDRESS), "Device Connected of 6 bytes"),
+        (frame(0x000B, 0, ADDRESS + struct.pack("<BIH", 1, 0, 5)), "EIR length 5"),
+        (frame(0x000C, 0, ADDRESS + b"\x01"), "Device Disconnected of 7 bytes"),
+        (frame(0x000C, 0, ADDRESS + b"\x09\x00"), "address type 9"),
+    ],
+)
+def test_bad_frames_are_malformed(data: bytes, why: str) -> None:
+    event = parse_frame(data)
+    assert isinstance(event, Malformed)
+    assert why in event.reason
+
+
+# --- AD structures ---------------------------------------------------------------
+
+
+def test_every_ad_type_bluetoothd_reads() -> None:
+    eir = b"".join(
+        [
+            ad(0x01, b"\x06"),
+            ad(0x03, bytes.fromhex("0f18 1a18")),
+            ad(0x05, bytes.fromhex("78563412")),
+            ad(0x07, bytes(range(16))),
+            ad(0x09, b"SmartShunt"),
+            ad(0x0A, b"\xf8"),
+            ad(0x16, bytes.fromhex("0f18 64")),
+            ad(0x20, bytes.fromhex("78563412 01")),
+            ad(0x21, bytes(range(16)) + b"\x02"),
+            ad(0xFF, b"\xe1\x02\x10\x20"),
+            ad(0x19, b"\x00\x00"),  # appearance: not read
+        ]
+    )
+    parsed = parse_eir(eir)
+    uuid128 = "0f0e0d0c-0b0a-0908-0706-050403020100"
+    assert parsed == Advertisement(
+        flags=0x06,
+        name="SmartShunt",
+        name_complete=True,
+        tx_power=-8,
+        manufacturer_data={VICTRON: b"\x10\x20"},
+        service_data={
+            BATTERY_UUID: b"\x64",
+            "12345678-0000-1000-8000-00805f9b34fb": b"\x01",
+            uuid128: b"\x02",
+        },
+        uuids=(BATTERY_UUID, ESS_UUID, "12345678-0000-1000-8000-00805f9b34fb", uuid128),
+    )
+
+
+def test_short_name_and_padding() -> None:
+    parsed = parse_eir(ad(0x08, b"Smart") + b"\x00" * 10)
+    assert parsed == Advertisement(name="Smart", name_complete=False)
+
+
+def test_names_as_bluetoothd_repairs_them() -> None:
+    assert mgmt.name_text(b"Ruuvi \x00junk") == "Ruuvi "
+    assert mgmt.name_text(b" Bad\xff name") == "Bad"
+    assert mgmt.name_text("Café".encode()) == "Café"
+
+
+def test_tx_power_127_is_none() -> None:
+    assert parse_eir(ad(0x0A, b"\x7f")) == Advertisement()
+
+
+@pytest.mark.parametrize(
+    ("eir", "why"),
+    [
+        (b"\x05\x09ab", "runs past"),
+        (ad(0xFF, b"\xe1"), "manufacturer data of 1 bytes"),
+        (ad(0x16, b"\x0f"), "service data 0x16 of 1 bytes"),
+        (ad(0x21, b"\x00" * 15), "service data 0x21 of 15 bytes"),
+        (ad(0x03, b"\x0f\x18\x1a"), "UUID list 0x03 of 3 bytes"),
+        (ad(0x0A, b"\x01\x02"), "TX power of 2 bytes"),
+    ],
+)
+def test_bad_ad_structures_are_malformed(eir: bytes, why: str) -> None:
+    parsed = parse_eir(eir)
+    assert isinstance(parsed, Malformed)
+    assert why in parsed.reason
+
+
+# --- onto Device1 -----------------------------------------------------------------
+
+
+def report(view: DeviceView, eir: bytes, duplicate: bool = True, rssi: int = -60) -> None:
+    """One report onto ``view``, as the service's BlueZ side applies it."""
+    event = parse_frame(frame(0x0012, 0, found_params(eir, rssi=rssi)))
+    assert isinstance(event, Found)
+    parsed = parse_eir(event.eir)
+    assert isinstance(parsed, Advertisement)
+    view.update(device_changes(view, event, parsed, duplicate))
+
+
+def new_view() -> DeviceView:
+    return DeviceView("/org/bluez/hci0/dev_AA_BB_CC_DD_EE_01", "hci0")
+
+
+def test_a_report_makes_the_view_device1_would() -> None:
+    view = new_view()
+    report(view, ad(0x09, b"Ruuvi") + ad(0xFF, b"\x99\x04\x05") + ad(0x16, b"\x0f\x18\x50"))
+    assert view.address == "AA:BB:CC:DD:EE:01"
+    assert view.address_type == "random"
+    assert view.rssi == -60
+    content = view.content
+    assert content.name == "Ruuvi"
+    assert content.manufacturer_data == {0x0499: b"\x05"}
+    assert content.service_data == {BATTERY_UUID: b"\x50"}
+    # Since 5.72 bluetoothd adds service-data UUIDs to UUIDs.
+    assert content.service_uuids == (BATTERY_UUID,)
+
+
+def test_duplicate_data_replaces_per_ad_type_and_keeps_what_a_report_leaves_out() -> None:
+    view = new_view()
+    report(view, ad(0xFF, b"\xe1\x02\x01") + ad(0xFF, b"\x4c\x00\x02"))
+    report(view, ad(0xFF, b"\xe1\x02\x03"))
+    assert view.content.manufacturer_data == {VICTRON: b"\x03"}
+    report(view, ad(0x09, b"Scan response only"))
+    assert view.content.manufacturer_data == {VICTRON: b"\x03"}
+    assert view.content.name == "Scan response only"
+
+
+def test_without_duplicate_data_keys_accumulate() -> None:
+    view = new_view()
+    report(view, ad(0xFF, b"\xe1\x02\x01"), duplicate=False)
+    report(view, ad(0xFF, b"\x4c\x00\x02"), duplicate=False)
+    assert view.content.manufacturer_data == {VICTRON: b"\x01", 0x004C: b"\x02"}
+
+
+def test_uuids_are_added_to_and_names_kept() -> None:
+    view = new_view()
+    report(view, ad(0x09, b"Complete") + ad(0x03, b"\x0f\x18"))
+    report(view, ad(0x08, b"Short") + ad(0x03, b"\x1a\x18"))
+    assert view.content.name == "Complete"  # a short name never replaces a known one
+    assert view.content.service_uuids == (BATTERY_UUID, ESS_UUID)
+    report(view, ad(0x09, b"Renamed"))
+    assert view.content.name == "Renamed"
+
+
+def test_unavailable_rssi_is_none_and_still_a_report() -> None:
+    view = new_view()
+    report(view, b"", rssi=127)
+    assert view.rssi is None
+    assert view.address
+
+
+def test_the_views_checks_apply() -> None:
+    view = new_view()
+    with pytest.raises(MalformedData):
+        report(view, ad(0x09, b"x" * 250))
+    assert view.content.name is None and not view.address  # nothing changed
+
+
+# --- fuzz -------------------------------------------------------------------------
+
+ad_structures = st.lists(
+    st.tuples(
+        st.sampled_from([0x01, 0x02, 0x03, 0x05, 0x07, 0x08, 0x09, 0x0A, 0x16, 0x20, 0x21, 0xFF]),
+        st.binary(max_size=40),
+    ),
+    max_size=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    code=st.sampled_from([0x000B, 0x000C, 0x0012, 0x002F, 0x0013]),
+    params=st.binary(max_size=80),
+    trim=st.integers(min_value=-3, max_value=3),
+)
+def test_no_frame_raises(code: int, params: bytes, trim: int) -> None:
+    data = frame(code, 0, params)
+    data = data[:trim] if trim < 0 else data + b"\x00" * trim
+    event = parse_frame(data)
+    if trim:
+        assert isinstance(event, Malformed)
+    if isinstance(event, Found):
+        parsed = parse_eir(event.eir)
+        if isinstance(parsed, Advertisement):
+            try:
+                new_view().update(device_changes(new_view(), event, parsed, True))
+            except MalformedData:
+                pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(structures=ad_structures, tail=st.binary(max_size=4))
+def test_any_eir_parses_or_is_malformed(structures: list[tuple[int, bytes]], tail: bytes) -> None:
+    eir = b"".join(ad(kind, data) for kind, data in structures) + tail
+    parsed = parse_eir(eir)
+    assert isinstance(parsed, Advertisement | Malformed)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    company=st.integers(min_value=0, max_value=0xFFFF),
+    payload=st.binary(max_size=24),
+    name=st.text(
+        alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"),
+        min_size=1,
+        max_size=20,
+    ),
+    uuid16=st.integers(min_value=0, max_value=0xFFFF),
+    data=st.binary(max_size=8),
+)
+def test_round_trip(company: int, payload: bytes, name: str, uuid16: int, data: bytes) -> None:
+    """What is encoded into AD structures comes out of a view unchanged."""
+    raw_name = name.encode()
+    eir = (
+        ad(0xFF, company.to_bytes(2, "little") + payload)
+        + ad(0x09, raw_name)
+        + ad(0x16, uuid16.to_bytes(2, "little") + data)
+    )
+    view = new_view()
+    report(view, eir)
+    uuid = f"{uuid16:08x}-0000-1000-8000-00805f9b34fb"
+    assert view.content.manufacturer_data == {company: payload}
+    assert view.content.name == name
+    assert view.content.service_data == {uuid: data}
+    assert view.content.service_uuids == (uuid,)

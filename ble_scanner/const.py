@@ -95,8 +95,9 @@ DEFAULT_CACHE_SIZE: Final = 10_000
 # Broadcast DeviceDiscovered re-sent for an unchanged device this often, so a
 # listener can tell "still there" from "gone quiet" without polling.
 DEFAULT_BROADCAST_KEEP_ALIVE: Final = 60.0
-# Broadcast RSSI change that counts as news. BlueZ's own threshold is 8 dBm
-# (src/device.c RSSI_THRESHOLD); 8 keeps the broadcast no chattier than BlueZ.
+# Broadcast RSSI change that counts as news. BlueZ's own threshold for
+# unfiltered discovery is 8 dBm (src/device.c RSSI_THRESHOLD; under the
+# service's filter BlueZ sends every RSSI); 8 keeps the broadcast no chattier.
 DEFAULT_BROADCAST_RSSI_DELTA: Final = 8
 # The broadcast tells each device at most once per this many seconds (the latest
 # state when it ends): the Venus GUI refreshes once a second, so a broadcast

@@ -34,6 +34,7 @@ AF_BLUETOOTH: Final = 31  # linux/socket.h
 BTPROTO_HCI: Final = 1  # net/bluetooth/bluetooth.h
 HCI_DEV_NONE: Final = 0xFFFF  # no controller: the control channel is for all of them
 HCI_CHANNEL_CONTROL: Final = 3  # net/bluetooth/hci.h
+CAP_NET_ADMIN: Final = 12  # linux/capability.h: a trusted control socket needs it
 # The largest datagram a frame header can describe: a bigger buffer never
 # truncates one, so a bad length is seen as a bad length.
 READ_SIZE: Final = mgmt.HEADER.size + 0xFFFF
@@ -65,6 +66,23 @@ def _bind_control(fd: int) -> None:
         raise _libc_error("bind to the Bluetooth management channel")
 
 
+def _require_trust() -> None:
+    """EPERM unless we hold CAP_NET_ADMIN.
+
+    Without it the kernel still binds the control socket, but untrusted: it is
+    sent no Device Found (net/bluetooth/hci_sock.c hci_sock_bind, mgmt events
+    go to HCI_SOCK_TRUSTED sockets only), so the channel would be open and deaf.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            fields = dict(line.split(":", 1) for line in status if ":" in line)
+        effective = int(fields["CapEff"].strip(), 16)
+    except (OSError, KeyError, ValueError):
+        return  # cannot tell: trust the bind
+    if not effective >> CAP_NET_ADMIN & 1:
+        raise PermissionError(errno.EPERM, "no CAP_NET_ADMIN: the kernel sends no advertisements")
+
+
 def open_control_socket(use_libc: bool | None = None) -> socket.socket:
     """The kernel's control channel, non-blocking; OSError (e.g. EAFNOSUPPORT, EPERM) if not.
 
@@ -81,13 +99,17 @@ def open_control_socket(use_libc: bool | None = None) -> socket.socket:
             raise _libc_error("Bluetooth management socket")
         try:
             _bind_control(fd)
+            _require_trust()
         except OSError:
             os.close(fd)
             raise
-        return socket.socket(fileno=fd)
+        # Family, type and protocol given: socket.socket(fileno=) would ask
+        # getsockname(), which a control socket (no controller) refuses: EBADFD.
+        return socket.socket(AF_BLUETOOTH, kind, BTPROTO_HCI, fileno=fd)
     sock = socket.socket(AF_BLUETOOTH, kind, BTPROTO_HCI)
     try:
         _bind_control(sock.fileno())
+        _require_trust()
     except OSError:
         sock.close()
         raise

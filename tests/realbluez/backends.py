@@ -33,6 +33,10 @@ SCAN_ADAPTER = "hci0"
 # seconds; the margin is for a loaded 2-core machine.
 CONNECT_TIMEOUT = 60.0
 ADVERTISING_ADAPTER = "hci1"
+# Advertising interval unit of the HCI (and btmgmt's -r/-x): 0.625 ms.
+ADV_INTERVAL_UNIT = 0.000625
+# Where the guest's btmon records the management channel while reports are counted.
+BTSNOOP = "/tmp/realbluez-reports.btsnoop"
 
 
 def uuid16_to_128(uuid16: int) -> str:
@@ -121,6 +125,25 @@ class Backend(ABC):
         await self.kill_bluetoothd()
         await self.start_bluetoothd(experimental)
 
+    #: The advertiser can repeat on its own (extended advertising on a timer).
+    repeats_extended_advertising: bool = True
+
+    @abstractmethod
+    async def advertise_repeating(self, advert: Advert, interval: float) -> None:
+        """``advert`` on the air every ``interval`` seconds without being re-sent."""
+
+    @abstractmethod
+    async def count_reports(self) -> None:
+        """From now on, count the advertising reports hci0's bluetoothd receives."""
+
+    @abstractmethod
+    async def reports_so_far(self) -> int:
+        """Reports counted so far (counting goes on)."""
+
+    @abstractmethod
+    async def reports_counted(self) -> int:
+        """Stop counting; how many reports reached bluetoothd (``Device Found`` on hci0)."""
+
     @abstractmethod
     async def reset(self) -> None:
         """Back to the state every test starts from: bluetoothd -E up, adapters on, silent."""
@@ -147,6 +170,11 @@ class GuestBackend(Backend):
         self.bluez_version = guest.bluez_version
         self._advertiser = self._read_advertiser_address()
         self._dirty = False
+        self._btmon = 0
+        self._dual_mode = False
+        # Measured: 5.82's btvirt re-broadcasts an extended advertising set at its
+        # interval (emulator/btdev.c); 5.66's sends it once per scan enable.
+        self.repeats_extended_advertising = self.bluez_version >= (5, 82)
 
     def _read_advertiser_address(self) -> str:
         out = self.guest.btmgmt("info", index=1).check().out
@@ -193,9 +221,65 @@ class GuestBackend(Backend):
         self._dirty = True
         await asyncio.to_thread(self.guest.kill_bluetoothd)
 
+    async def count_reports(self) -> None:
+        """btmon in the guest records the management channel (every control socket's events)."""
+        script = f"rm -f {BTSNOOP}; setsid btmon -w {BTSNOOP} >/dev/null 2>&1 </dev/null & echo $!"
+        result = await asyncio.to_thread(self.guest.run, "sh", "-c", script)
+        self._btmon = int(result.check().out.strip())
+        # btmon has opened its sockets once the file exists.
+        await asyncio.to_thread(self.guest.run, "sh", "-c", f"while [ ! -s {BTSNOOP} ]; do sleep 0.05; done",
+                                timeout=10)  # fmt: skip
+
+    async def reports_so_far(self) -> int:
+        return await self._read_reports(f"btmon -r {BTSNOOP}")
+
+    async def reports_counted(self) -> int:
+        await asyncio.to_thread(self.guest.run, "kill", str(self._btmon))
+        # The agent (PID 1) does not reap it: wait for gone or zombie, not for kill -0.
+        stat = f"/proc/{self._btmon}/stat"
+        return await self._read_reports(
+            f"while [ -e {stat} ] && [ \"$(cut -d' ' -f3 {stat})\" != Z ]; do sleep 0.05; done;"
+            f" btmon -r {BTSNOOP}"
+        )
+
+    async def _read_reports(self, script: str) -> int:
+        """``Device Found`` events for hci0, each once (btmon shows one per open control socket)."""
+        out = (await asyncio.to_thread(self.guest.run, "sh", "-c", script)).check().out
+        stamps = {
+            line.split()[-1]
+            for line in out.splitlines()
+            if line.startswith("@ MGMT Event: Device Found") and "[hci0]" in line
+        }
+        return len(stamps)
+
     async def start_bluetoothd(self, experimental: bool = True) -> None:
         self._dirty = True
         await asyncio.to_thread(self.guest.start_bluetoothd, experimental)
+
+    async def advertise_repeating(self, advert: Advert, interval: float) -> None:
+        """btvirt's -L controllers have no extended advertising: restart it dual-mode
+        (:meth:`reset` puts -L back), then an extended set on hci1 at ``interval``."""
+        self._dirty = self._dual_mode = True
+        await asyncio.to_thread(self._restart_btvirt, "-l2")
+        units = f"{round(interval / ADV_INTERVAL_UNIT):#x}"
+        for args in (
+            ("add-ext-adv-params", "-c", "-r", units, "-x", units, "1"),
+            ("add-ext-adv-data", "-d", advert.ad_bytes().hex(), "1"),
+        ):
+            await asyncio.to_thread(lambda a=args: self.guest.btmgmt(*a).check())
+
+    def _restart_btvirt(self, *args: str) -> None:
+        import time
+
+        from tests.realbluez.vm import BLUETOOTHD_TIMEOUT
+
+        script = (
+            "kill $(pidof btvirt); while [ -e /sys/class/bluetooth/hci0 ]; do sleep 0.05; done;"
+            f" setsid btvirt {' '.join(args)} >/dev/null 2>&1 </dev/null &"
+            " while [ ! -e /sys/class/bluetooth/hci1 ]; do sleep 0.05; done"
+        )
+        self.guest.run("sh", "-c", script).check()
+        self.guest.wait_for_adapters(deadline=time.monotonic() + BLUETOOTHD_TIMEOUT)
 
     def mark_dirty(self) -> None:
         """A test changed adapter state by hand (btmgmt): :meth:`reset` restarts bluetoothd."""
@@ -211,6 +295,9 @@ class GuestBackend(Backend):
 
         from tests.realbluez.vm import BLUETOOTHD_TIMEOUT
 
+        if self._dual_mode:
+            self._restart_btvirt("-L", "-l2")
+            self._dual_mode = False
         self.guest.run("btmgmt", "--index", "1", "clr-adv")
         status = self.guest.control.request("bluetoothd_status")
         if self._dirty or not status.get("running") or not self.guest.experimental:
@@ -281,6 +368,7 @@ class SimulatorBackend(Backend):
         major, _, minor = version.partition(".")
         self.bluez_version = (int(major), int(minor)) if minor.isdigit() else (5, 99)
         self.sim: Any = None
+        self._reports: int | None = None
 
     @property
     def experimental(self) -> bool:  # type: ignore[override]
@@ -300,7 +388,7 @@ class SimulatorBackend(Backend):
             address, address_type = ":".join(f"{b:02X}" for b in raw), "random"
         if self.sim._server is None:
             return  # bluetoothd is down: nobody hears it
-        await self.sim.advertise(
+        reached = await self.sim.advertise(
             SCAN_ADAPTER,
             address,
             address_type=address_type,
@@ -310,6 +398,36 @@ class SimulatorBackend(Backend):
             flags=advert.flags,
             connectable=connectable,
         )
+        if reached and self._reports is not None:
+            self._reports += 1
+
+    async def advertise_repeating(self, advert: Advert, interval: float) -> None:
+        from ble_scanner.testing.simulator.report import Report
+
+        report = Report.build(
+            SIM_ADVERTISER_ADDRESS,
+            name=advert.name,
+            manufacturer_data=advert.manufacturer_data or None,
+            service_data=advert.service_data or None,
+            flags=advert.flags,
+        )
+
+        def factory() -> Report:  # called for each report the radio delivers
+            if self._reports is not None:
+                self._reports += 1
+            return report
+
+        self.sim.add_advertiser(SCAN_ADAPTER, SIM_ADVERTISER_ADDRESS, interval, factory)
+
+    async def count_reports(self) -> None:
+        self._reports = 0
+
+    async def reports_so_far(self) -> int:
+        return self._reports or 0
+
+    async def reports_counted(self) -> int:
+        counted, self._reports = self._reports or 0, None
+        return counted
 
     async def stop_advertising(self) -> None:
         pass  # the simulator reports only when told to
@@ -347,8 +465,11 @@ class SimulatorBackend(Backend):
             mgmt_socket=ingest.sim_mgmt_socket(self.bus.address),
         )
         await self.sim.start()
-        await self.sim.add_adapter(SCAN_ADAPTER, address="00:AA:01:00:00:00")
-        await self.sim.add_adapter(ADVERTISING_ADAPTER, address=SIM_ADVERTISER_ADDRESS)
+        # LE-only, as btvirt -L makes them: Transport=le is then the scan type.
+        await self.sim.add_adapter(SCAN_ADAPTER, address="00:AA:01:00:00:00", le_only=True)
+        await self.sim.add_adapter(
+            ADVERTISING_ADAPTER, address=SIM_ADVERTISER_ADDRESS, le_only=True
+        )
 
     async def teardown(self) -> None:
         if self.sim is not None:

@@ -37,12 +37,17 @@ from tests.realbluez.backends import (
 from tests.realbluez.vm import Guest
 
 
-def backend_params() -> list[object]:
+def backend_params(guest_only: bool = False) -> list[object]:
+    """``guest_only``: the real guests alone (a module setting ``GUEST_ONLY = True``)."""
     chosen = selected_backends()
+    if guest_only:
+        chosen = [choice for choice in chosen if choice.guest]
     explicit = {choice.name for choice in chosen}
     params: list[object] = [
         pytest.param(choice, id=choice.name, marks=pytest.mark.bluez) for choice in chosen
     ]
+    if guest_only:
+        return params
     for version in DEFAULT_SIMULATOR_VERSIONS:
         name = f"simulator-{version}"
         if name not in explicit:
@@ -52,7 +57,8 @@ def backend_params() -> list[object]:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend" in metafunc.fixturenames:
-        metafunc.parametrize("backend", backend_params(), indirect=True, scope="session")
+        guest_only = bool(getattr(metafunc.module, "GUEST_ONLY", False))
+        metafunc.parametrize("backend", backend_params(guest_only), indirect=True, scope="session")
 
 
 @pytest.fixture(scope="session")

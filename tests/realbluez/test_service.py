@@ -229,26 +229,30 @@ def processes() -> Iterator[list[subprocess.Popen[str]]]:
 # --- serving the advertiser ---------------------------------------------------------
 
 
-async def test_service_serves_the_advertiser_with_exact_bytes(
-    clean: Backend, service: ScannerApp, bus: MessageBus
-) -> None:
+async def serves_exact_bytes(backend: Backend, bus: MessageBus, name: str) -> None:
+    """The advertiser served with the bytes, name, address and path BlueZ gives it."""
     data = payload()
     advert = Advert(
         manufacturer_data={VICTRON: data},
         service_data16={BTHOME_UUID16: b"\x40\x02\xc4"},
-        name="rbz-svc",
+        name=name,
     )
-    record = await wait_served(clean, bus, advert, carries(VICTRON, data))
-
-    address = clean.advertiser_address
+    record = await wait_served(backend, bus, advert, carries(VICTRON, data))
+    address = backend.advertiser_address
     assert record["Address"] == Variant("s", address)
     assert record["AddressType"] == Variant("s", "public")
     assert record["Adapter"] == Variant("s", "hci0")
     assert record["Path"] == Variant("o", f"/org/bluez/hci0/dev_{address.replace(':', '_')}")
-    assert record["Name"] == Variant("s", "rbz-svc")
+    assert record["Name"] == Variant("s", name)
     assert record["ManufacturerData"] == Variant("a{qay}", {VICTRON: data})
     assert record["ServiceData"] == Variant("a{say}", advert.service_data)
     assert (await discovered(bus)).keys() == {address}
+
+
+async def test_service_serves_the_advertiser_with_exact_bytes(
+    clean: Backend, service: ScannerApp, bus: MessageBus
+) -> None:
+    await serves_exact_bytes(clean, bus, "rbz-svc")
 
 
 async def test_bluez_holds_our_session_with_our_filter(

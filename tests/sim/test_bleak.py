@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from bleak import BleakScanner
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
@@ -14,21 +15,33 @@ BTHOME = "0000fcd2-0000-1000-8000-00805f9b34fb"
 ADDRESS = "C0:11:22:33:44:55"
 
 
-async def test_bleak_scanner_sees_data_and_the_8_dbm_rssi_rule(sim, test_bus):
+@pytest.mark.parametrize(
+    ("le_only", "rssis"),
+    [
+        # Dual-mode adapter: bleak's Transport=le is not the adapter's scan type,
+        # so discovery is filtered and every report carries its RSSI.
+        (False, [-70, -71, -60]),
+        # LE-only adapter (Venus: ControllerMode = le): Transport=le repeats the
+        # default, discovery is unfiltered and -71 is within 8 dBm of -70.
+        (True, [-70, -70, -60]),
+    ],
+    ids=["dual-mode", "le-only"],
+)
+async def test_bleak_scanner_sees_data_and_the_rssi_rule(sim, test_bus, le_only, rssis):
     seen: list[tuple[str, int, dict[int, bytes], dict[str, bytes]]] = []
+    adapter = "hci1"
+    await sim.add_adapter(adapter, address="00:1A:7D:DA:71:11", le_only=le_only)
 
     def on_advert(device: BLEDevice, adv: AdvertisementData) -> None:
         seen.append((device.address, adv.rssi, adv.manufacturer_data, adv.service_data))
 
-    async with BleakScanner(on_advert, bluez={"adapter": ADAPTER}):
-        await wait_until(lambda: sim.is_discovering(ADAPTER), what="bleak's discovery")
-        # bleak asks for Transport=le, DuplicateData=false: a real (non-proximity) filter.
-        assert sim.sessions(ADAPTER) == {
-            next(iter(sim.sessions(ADAPTER))): {"Transport": "le", "DuplicateData": False}
-        }
+    async with BleakScanner(on_advert, bluez={"adapter": adapter}):
+        await wait_until(lambda: sim.is_discovering(adapter), what="bleak's discovery")
+        # bleak asks for Transport=le, DuplicateData=false.
+        assert list(sim.sessions(adapter).values()) == [{"Transport": "le", "DuplicateData": False}]
         for rssi, payload in ((-70, b"\x10\x00"), (-71, b"\x10\x01"), (-60, b"\x10\x02")):
             await sim.advertise(
-                ADAPTER,
+                adapter,
                 ADDRESS,
                 rssi=rssi,
                 manufacturer_data={VICTRON: payload},
@@ -36,9 +49,8 @@ async def test_bleak_scanner_sees_data_and_the_8_dbm_rssi_rule(sim, test_bus):
             )
         await wait_until(lambda: len(seen) >= 3, what="three callbacks")
     assert seen[0] == (ADDRESS, -70, {VICTRON: b"\x10\x00"}, {BTHOME: b"\x40\x01\x64"})
-    # -71 is within 8 dBm of -70: bleak gets the new data with the old RSSI.
-    assert seen[1][1:3] == (-70, {VICTRON: b"\x10\x01"})
-    assert seen[2][1:3] == (-60, {VICTRON: b"\x10\x02"})
+    assert [rssi for _, rssi, _, _ in seen[:3]] == rssis
+    assert [mfg for _, _, mfg, _ in seen[1:3]] == [{VICTRON: b"\x10\x01"}, {VICTRON: b"\x10\x02"}]
 
 
 async def test_bleak_discover_finds_radio_advertisers(sim, test_bus):

@@ -139,8 +139,9 @@ async def test_any_real_filter_shows_non_discoverable_advertisers(sim, bus):
     assert await sim.advertise(ADAPTER, ADDR, flags=0x04)
 
 
-async def test_rssi_moves_under_8_dbm_are_not_emitted(sim, bus):
-    rec = await _scan(bus, sim, **LE_NODUP)
+async def test_rssi_moves_under_8_dbm_are_not_emitted_in_unfiltered_discovery(sim, bus):
+    # test_rssi.py has every rule of filtered vs unfiltered discovery.
+    rec = await _scan(bus, sim)
     for rssi in (-70, -75, -77, -62):
         await sim.advertise(ADAPTER, ADDR, rssi=rssi)
     await _settle(bus, sim)
@@ -158,7 +159,8 @@ async def test_every_rssi_is_emitted_when_a_session_filters_on_rssi(sim, bus):
 
 
 async def test_manufacturer_data_accumulates_per_company_and_unchanged_is_silent(sim, bus):
-    rec = await _scan(bus, sim, **LE_NODUP)
+    # Unfiltered: under a filter the unchanged report would still bring its RSSI.
+    rec = await _scan(bus, sim)
     await sim.advertise(ADAPTER, ADDR, manufacturer_data={0x004C: b"\x02\x15"})
     await sim.advertise(ADAPTER, ADDR, manufacturer_data={0x02E1: b"\x10"})
     await sim.advertise(ADAPTER, ADDR, manufacturer_data={0x02E1: b"\x10"})

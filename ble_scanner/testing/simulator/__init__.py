@@ -62,7 +62,9 @@ What it models
   discovering or matching a monitor; non-discoverable advertisers are hidden
   during unfiltered discovery; merged-filter matching (UUIDs, RSSI, Pathloss,
   Pattern: one client's Pattern hides devices from everyone, as the code does);
-  the 8 dBm RSSI threshold (none while a session filters on RSSI/Pathloss);
+  RSSI on every report while discovery is filtered (any session's filter that
+  is not the trivial one, as ``merge_discovery_filters`` decides; 5.66 has no
+  trivial-filter check), else the 8 dBm threshold;
   DuplicateData; ManufacturerData/ServiceData accumulating per key (a type
   missing from a new advertisement is kept, as measured on 5.66 and 5.82);
   service-data UUIDs added to UUIDs; one InterfacesAdded on first sighting, one
@@ -115,7 +117,8 @@ What it models
   frames wait per client, then frames are dropped and counted, as the kernel
   drops events for a full control socket.
 - **Per** ``version`` (``"5.66"``, ``"5.72"``, ``"head"``): filter keys
-  (``head`` adds AutoConnect), the Discoverable filter (5.66), connected
+  (``head`` adds AutoConnect), the trivial-filter check (not in 5.66, where
+  every filter makes discovery filtered), connected
   devices kept at the end of discovery (``head``), service-data UUIDs in
   ``Device1.UUIDs`` (not in 5.66).
 

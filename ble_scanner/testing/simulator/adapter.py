@@ -92,7 +92,6 @@ class Adapter:
         self._power_pending = False
         self._filters: list[Any] = []
         self._duplicate = False
-        self._rssi_delta = RSSI_THRESHOLD
         self._service_data_uuids = version not in SERVICE_DATA_UUIDS_NOT_IN_UUIDS
         # Told of every link change (the management channel's Device Connected/Disconnected).
         self.on_link: Callable[[Adapter, Device, bool], None] | None = None
@@ -246,7 +245,6 @@ class Adapter:
         if merged == self.current and self.discovering:
             return Message.new_method_return(msg) if msg is not None else True
         self.current = merged
-        self.filtered_discovery = merged.filtered
         if session is not None and msg is not None:
             session.pending = msg
         self._kernel(self._kernel_started)
@@ -268,6 +266,9 @@ class Adapter:
             return
         if not self.discovery:
             return
+        # The kernel took the filter: from now on ``filtered_discovery`` says
+        # whether ``current_discovery_filter`` is set (start_discovery_complete).
+        self.filtered_discovery = self.current is not None and self.current.filtered
         for session in waiting:
             msg, session.pending = session.pending, None
             assert msg is not None
@@ -346,10 +347,6 @@ class Adapter:
         filters = [s.filter for s in self.discovery.values()]
         self._filters = filters
         self._duplicate = any(f is not None and f.duplicate_data for f in filters)
-        proximity = any(
-            f is not None and (f.rssi is not None or f.pathloss is not None) for f in filters
-        )
-        self._rssi_delta = 0 if proximity else RSSI_THRESHOLD
 
     def _set_discovering(self, value: bool) -> None:
         if self.discovering != value:
@@ -468,6 +465,9 @@ class Adapter:
                 filter_matches(f, report) for f in self._filters
             ):
                 return False
+        # btd_adapter_device_found: filtered discovery emits RSSI on every report
+        # (device_set_rssi_with_delta(dev, rssi, 0)), else device_set_rssi's 8 dBm.
+        rssi_delta = 0 if self.filtered_discovery else RSSI_THRESHOLD
         dev = self.devices.get(report.address)
         if not self.discovery and not matched and (dev is None or dev.temporary):
             # No client asked for discovery: only permanent devices are updated.
@@ -476,11 +476,11 @@ class Adapter:
             if report.scan_response:
                 return False
             dev = Device(self.path, report.address, report.address_type, self._device_notify)
-            dev.apply(report, self._duplicate, self._rssi_delta, self._service_data_uuids)
+            dev.apply(report, self._duplicate, rssi_delta, self._service_data_uuids)
             self.devices[report.address] = dev
             self.server.add(dev)
         else:
-            changed = dev.apply(report, self._duplicate, self._rssi_delta, self._service_data_uuids)
+            changed = dev.apply(report, self._duplicate, rssi_delta, self._service_data_uuids)
             if changed:
                 self.server.emit_now(dev, BLUEZ_DEVICE, changed)
         dev.last_seen = self.loop.time()

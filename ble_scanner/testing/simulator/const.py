@@ -30,8 +30,10 @@ ERR_NOT_SUPPORTED: Final[ErrorSpec] = (BLUEZ_ERROR_NOT_SUPPORTED, "Operation is 
 # stop_discovery: the sender holds no session (even if others do).
 ERR_NO_DISCOVERY: Final[ErrorSpec] = (BLUEZ_ERROR_FAILED, "No discovery started")
 
-# src/device.c RSSI_THRESHOLD: smaller RSSI moves are not emitted (unless a
-# session's filter has RSSI or Pathloss, then every report is).
+# src/device.c RSSI_THRESHOLD: device_set_rssi() does not emit smaller RSSI
+# moves. Only unfiltered discovery uses it: under filtered discovery (any
+# session's filter that is not the trivial one, DuplicateData included)
+# btd_adapter_device_found emits RSSI on every report (filters.py).
 RSSI_THRESHOLD: Final = 8
 # src/main.c DEFAULT_TEMPORARY_TIMEOUT: an unheard temporary device is removed.
 DEFAULT_TEMPORARY_TIMEOUT: Final = 30.0

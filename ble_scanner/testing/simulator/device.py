@@ -221,7 +221,12 @@ class Device:
         return changed
 
     def _set_rssi(self, rssi: int, delta_threshold: int) -> bool:
-        """``device_set_rssi_with_delta``: compares with the last *emitted* value."""
+        """``device_set_rssi_with_delta`` (src/device.c): compares with the last *emitted* value.
+
+        ``delta_threshold`` 0 (filtered discovery) emits on every report, even
+        unchanged: ``delta < 0`` is never true. RSSI 0 is "unknown" (no
+        property); 127 from a controller without RSSI is a value like any other.
+        """
         if rssi == RSSI_UNKNOWN or self.rssi == RSSI_UNKNOWN:
             if self.rssi == rssi:
                 return False

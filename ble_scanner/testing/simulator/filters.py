@@ -1,8 +1,19 @@
 """Discovery filters: parsing SetDiscoveryFilter, merging sessions, matching reports.
 
 Follows src/adapter.c (``parse_discovery_filter_dict``, ``merge_discovery_filters``,
-``is_filter_match``, ``device_is_discoverable``) of BlueZ 5.72, including where
-the code disagrees with the documentation.
+``discovery_filter_to_mgmt_cp``, ``is_filter_match``, ``device_is_discoverable``)
+of BlueZ 5.66, 5.72, 5.82 and 5.87, including where the code disagrees with the
+documentation.
+
+Whether discovery is *filtered* decides more than which devices pass: BlueZ
+sets ``adapter->filtered_discovery`` when the kernel has started a discovery
+with a ``current_discovery_filter`` (``start_discovery_complete``), and then
+every report calls ``device_set_rssi_with_delta(dev, rssi, 0)`` (an ``RSSI``
+PropertiesChanged per report, even unchanged) instead of ``device_set_rssi``
+and its 8 dBm threshold (``btd_adapter_device_found``); it also shows
+advertisers without discoverable flags. ``merge`` computes that flag exactly
+as ``discovery_filter_to_mgmt_cp`` leaves ``current_discovery_filter`` NULL
+or not.
 """
 
 from __future__ import annotations
@@ -40,22 +51,36 @@ class DiscoveryFilter:
     uuids: frozenset[str]
     rssi: int | None
     pathloss: int | None
-    transport: str | None
+    transport: str | None  # None: not given (``auto`` is the same: the adapter's scan type)
     duplicate_data: bool
     discoverable: bool
-    pattern: str
+    pattern: str | None  # None: not given; "" is a Pattern (it matches everything)
     given: tuple[tuple[str, Any], ...]
 
+    def scan_type(self, adapter_transport: str) -> str:
+        """``item->type``: ``parse_discovery_filter_dict`` starts from ``get_scan_type``
+        and ``parse_transport`` changes it only for "le" or "bredr"."""
+        return self.transport if self.transport in ("le", "bredr") else adapter_transport
+
     def is_regular(self, adapter_transport: str, version: str) -> bool:
-        """True if it only repeats the defaults, so it counts as no filter at all."""
+        """True if it only repeats the defaults, so it counts as no filter at all.
+
+        5.67+ (de8e7cf, "Detect empty filter with only discoverable") in
+        ``merge_discovery_filters``: ``item->uuids == NULL``, no RSSI, no
+        Pathloss, ``item->type == get_scan_type(adapter)``, ``duplicate ==
+        false``, ``pattern == NULL``. Discoverable and (head) AutoConnect do not
+        count. An empty UUIDs list leaves ``uuids`` NULL; ``Pattern: ""`` does
+        not leave ``pattern`` NULL. 5.66 has no such check: there every
+        filter, even ``{Transport: le}`` on an LE-only adapter, is a filtered
+        session.
+        """
+        if version == "5.66":
+            return False
         if self.uuids or self.rssi is not None or self.pathloss is not None:
             return False
-        if self.duplicate_data or self.pattern:
+        if self.duplicate_data or self.pattern is not None:
             return False
-        if self.transport is not None and self.transport != adapter_transport:
-            return False
-        # 5.67+ (de8e7cf): a filter with only Discoverable set is regular too.
-        return not (self.discoverable and version == "5.66")
+        return self.scan_type(adapter_transport) == adapter_transport
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.given)
@@ -83,7 +108,7 @@ def parse_filter(entries: dict[str, Variant], version: str) -> DiscoveryFilter |
     pathloss: int | None = None
     transport: str | None = None
     duplicate = discoverable = False
-    pattern = ""
+    pattern: str | None = None
     given: list[tuple[str, Any]] = []
     for key, variant in entries.items():
         if key not in keys or not isinstance(variant, Variant):
@@ -124,7 +149,13 @@ def parse_filter(entries: dict[str, Variant], version: str) -> DiscoveryFilter |
 
 @dataclass(frozen=True, slots=True)
 class MergedFilter:
-    """What bluetoothd asks the kernel for; equal values mean no scan restart."""
+    """What bluetoothd asks the kernel for; equal values mean no scan restart.
+
+    ``filtered`` is ``current_discovery_filter != NULL``: true as soon as one
+    session's filter is not regular, even when a regular session has cleared
+    the kernel filter (``discovery_filter_to_mgmt_cp`` returns a filter with
+    every device in it, not NULL).
+    """
 
     filtered: bool
     transport: str
@@ -132,13 +163,27 @@ class MergedFilter:
     uuids: frozenset[str] | None  # None = all devices
 
 
+# SCAN_TYPE_BREDR (1 << BDADDR_BREDR) and SCAN_TYPE_LE, OR-ed by the merge;
+# "auto" is both, the scan type of a dual-mode adapter (get_scan_type).
+_SCAN_TYPE_BITS = {"bredr": 0x01, "le": 0x06, "auto": 0x07}
+_SCAN_TYPES = {bits: name for name, bits in _SCAN_TYPE_BITS.items()}
+
+
 def merge(
     filters: Iterable[DiscoveryFilter | None], adapter_transport: str, version: str
 ) -> MergedFilter:
-    """``merge_discovery_filters``: a regular session clears the kernel filter entirely."""
+    """``merge_discovery_filters`` + ``discovery_filter_to_mgmt_cp``.
+
+    Only regular sessions (no filter, or one that repeats the defaults):
+    ``merge_discovery_filters`` returns 1 and the kernel filter is NULL, so
+    discovery is unfiltered. Regular and filtered sessions together: the
+    kernel filter is cleared (the adapter's scan type, no RSSI, no UUIDs:
+    "clear whole filter to report all devices") but still exists, so
+    discovery stays *filtered* for everybody.
+    """
     regular = False
     filtered = False
-    transports: set[str] = set()
+    scan_type = 0
     rssi: int | None = None
     no_rssi = False
     uuids: set[str] = set()
@@ -148,7 +193,7 @@ def merge(
             regular = True
             continue
         filtered = True
-        transports.add(f.transport or adapter_transport)
+        scan_type |= _SCAN_TYPE_BITS[f.scan_type(adapter_transport)]
         if f.rssi is None:
             no_rssi = True
         else:
@@ -161,10 +206,9 @@ def merge(
         return MergedFilter(False, adapter_transport, None, None)
     if regular:
         return MergedFilter(True, adapter_transport, None, None)
-    transport = "auto" if len(transports) > 1 or "auto" in transports else transports.pop()
     return MergedFilter(
         True,
-        transport,
+        _SCAN_TYPES[scan_type],
         None if no_rssi else rssi,
         None if all_uuids else frozenset(uuids),
     )
@@ -193,7 +237,8 @@ def is_discoverable(
 
     The docs say a client without a Pattern turns pattern matching off; the
     code resets the result for every client that has one, so one client's
-    Pattern hides non-matching devices from everybody.
+    Pattern hides non-matching devices from everybody. An empty Pattern
+    (``pattern_len == 0``) matches every device.
     """
     if filtered_discovery:
         discoverable = True
@@ -201,7 +246,7 @@ def is_discoverable(
         flags = report.flags or 0
         discoverable = bool(flags & (FLAG_LIMITED_DISCOVERABLE | FLAG_GENERAL_DISCOVERABLE))
     for f in filters:
-        if f is None or not f.pattern:
+        if f is None or f.pattern is None:
             continue
         discoverable = False
         # 5.72 compares case-sensitively (strncmp), on the address or the name.

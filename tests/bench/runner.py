@@ -2,7 +2,8 @@
 
 Each scenario compares the service with its baseline in the same run; with
 ``--repeat N`` every figure is the median of N runs (the machine is shared, so
-single runs are noisy). ``--smoke`` runs each scenario once, small and short,
+single runs are noisy). The scenarios that depend on how the service hears
+advertisements run once per ingest (``--ingest mgmt|dbus``, default both). ``--smoke`` runs each scenario once, small and short,
 to prove the benchmark still works (CI).
 """
 
@@ -96,8 +97,8 @@ OFFERED_SHARE: Final = 0.95
 # Every report for an AllReports subscriber: what the ingest, burst and latency
 # clients of the service ask for (the broadcast is at most once a second per device).
 ALL_REPORTS: Final = {"AllReports": True}
-# How long a service has to report the ingest it was asked for (the channel
-# is opened once discovery is armed).
+# How long a service has to report the ingest it was asked for: GetStatus
+# lists an adapter only once the service has found it on BlueZ.
 INGEST_WAIT: Final = 10.0
 
 

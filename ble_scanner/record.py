@@ -194,7 +194,7 @@ class DeviceView:
     record can be built from any single PropertiesChanged.
     """
 
-    __slots__ = ("adapter", "address", "address_type", "content", "path", "rssi")
+    __slots__ = ("adapter", "address", "address_type", "content", "eir", "path", "rssi")
 
     def __init__(self, path: str, adapter: str) -> None:
         self.path = path
@@ -203,12 +203,17 @@ class DeviceView:
         self.address_type = "public"
         self.rssi: int | None = None
         self.content = EMPTY_CONTENT
+        # Management ingest: the advertisement (EIR bytes, DuplicateData) the
+        # view was last built from. A report repeating it changes only RSSI,
+        # so it skips the parse and the merge. Any other update forgets it.
+        self.eir: tuple[bytes, bool] | None = None
 
     def update(self, changed: Mapping[str, Any], invalidated: Iterable[str] = ()) -> bool:
         """Apply one InterfacesAdded / PropertiesChanged; True if it carries a report.
 
         Raises MalformedData (and changes nothing) when a value is impossible.
         """
+        self.eir = None
         content = self.content
         name, tx_power = content.name, content.tx_power
         mfr, sd, uuids = content.manufacturer_data, content.service_data, content.service_uuids

@@ -312,6 +312,11 @@ def parse_eir(eir: bytes) -> Advertisement | Malformed:
 # --- onto Device1 ---------------------------------------------------------------------
 
 
+def rssi_value(found: Found) -> int:
+    """The report's RSSI as Device1 carries it: 127 (no reading) when the controller had none."""
+    return found.rssi if found.rssi is not None else RSSI_UNAVAILABLE
+
+
 def device_changes(
     view: DeviceView,
     found: Found,
@@ -330,7 +335,7 @@ def device_changes(
     RSSI, so every report is one (filtered discovery emits RSSI each time).
     """
     content = view.content
-    changes: dict[str, Any] = {"RSSI": found.rssi if found.rssi is not None else RSSI_UNAVAILABLE}
+    changes: dict[str, Any] = {"RSSI": rssi_value(found)}
     # Checked once per device, not per report: the view holds them already.
     if found.address != view.address:
         changes["Address"] = found.address

@@ -561,23 +561,37 @@ class Bluez:
 
     def _found(self, found: mgmt.Found) -> None:
         """One advertising report: onto its Device1 view as bluetoothd would put it."""
+        path = found.path
+        view = self.views.get(path)
+        adapter = self.adapters.get(mgmt.adapter_path(found.index))
+        # Our session's filter asks for DuplicateData (discovery.py).
+        duplicate = adapter is not None and adapter.session
+        eir = (found.eir, duplicate)
+        if (
+            view is not None
+            and view.eir == eir
+            and found.address == view.address
+            and found.address_type == view.address_type
+        ):
+            # The same advertisement again (a sensor between readings, a beacon):
+            # bluetoothd would change nothing but RSSI, so only RSSI is applied.
+            view.update({"RSSI": mgmt.rssi_value(found)})
+            view.eir = eir
+            self.on_report(view)
+            return
         ad = mgmt.parse_eir(found.eir)
         if isinstance(ad, mgmt.Malformed):
             self.malformed("frame", f"malformed advertisement from {found.address}: {ad.reason}")
             return
-        path = found.path
-        view = self.views.get(path)
         if view is None:
             if found.scan_response:
                 return  # bluetoothd makes no device of a scan response alone
             view = DeviceView(path, adapter_name(path))
-        adapter = self.adapters.get(mgmt.adapter_path(found.index))
-        # Our session's filter asks for DuplicateData (discovery.py).
-        duplicate = adapter is not None and adapter.session
         try:
             view.update(mgmt.device_changes(view, found, ad, duplicate))
         except MalformedData as exc:
             self.malformed("device", f"malformed advertisement from {found.address}: {exc}")
             return
+        view.eir = eir
         self.views[path] = view
         self.on_report(view)

@@ -155,6 +155,28 @@ async def test_every_report_is_one_report_and_device1_signals_are_not_followed(
     assert app.hub.stats.reports == before + 6
 
 
+async def test_a_repeated_advertisement_changes_rssi_and_an_older_one_comes_back(
+    app: ScannerApp, sim: BluezSimulator, bus: MessageBus
+) -> None:
+    """A report repeating the last advertisement skips the parse (objects.py): its RSSI
+    still lands, and an advertisement heard before, then another, then it again, is
+    applied in full each time."""
+    first, second = {0x02E1: b"\x10\x01"}, {0x02E1: b"\x10\x02"}
+    steps = [(-60, first), (-70, first), (-71, first), (-72, second), (-73, first)]
+    for rssi, data in steps:
+        await sim.advertise("hci0", VICTRON, rssi=rssi, manufacturer_data=data)
+
+        async def landed(rssi: int = rssi, data: dict[int, bytes] = data) -> bool:
+            record = (await get_devices(bus)).get(VICTRON)
+            return (
+                record is not None
+                and record["Rssi"].value == rssi
+                and record["ManufacturerData"].value == data
+            )
+
+        await wait_until(landed, what=f"RSSI {rssi} with {data}")
+
+
 async def scene_records(
     test_bus: TestBus, tmp_path: Path, bus: MessageBus, ingest: str
 ) -> dict[str, dict[str, Any]]:

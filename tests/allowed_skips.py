@@ -6,9 +6,10 @@ bundle's "stdlib, dbus-fast 2.21.1 and ext/ only" claim went unchecked by CI
 it prepared no test has a reason to skip; this plugin makes that a rule.
 tests/conftest.py loads it; ``-p tests.allowed_skips`` loads it elsewhere.
 
-Only the default tier is held to it: tests marked ``bluez`` (make test-bluez)
-skip only when asked to (``BLE_SCANNER_SKIP_BLUEZ=1``; the Makefile then does
-not start pytest at all), and a missing guest there fails instead of skipping.
+Every tier is held to it, the real-BlueZ tier (make test-bluez) too: that
+tier is skipped only when asked to (``BLE_SCANNER_SKIP_BLUEZ=1``; the Makefile
+then does not start pytest at all), and a missing guest fails instead of
+skipping.
 """
 
 from __future__ import annotations
@@ -16,10 +17,19 @@ from __future__ import annotations
 import pytest
 
 # Skip reason (as the test gives it, exactly) -> why that skip may pass.
-# Empty on purpose: every skip the suite had came from a missing prerequisite
-# that .ci/setup now provides. An entry must say why the check it skips is
-# made elsewhere or cannot be made on a CI machine at all.
-ALLOWED_SKIPS: dict[str, str] = {}
+# The default tier has none: every skip it had came from a missing
+# prerequisite that .ci/setup now provides. An entry must say why the check it
+# skips is made elsewhere or cannot be made on a CI machine at all.
+ALLOWED_SKIPS: dict[str, str] = {
+    # tests/realbluez/test_rssi.py on the 5.66 guest (issue 15).
+    "bookworm: btvirt sends an extended advertisement once per scan enable "
+    "(measured on 5.66), so nothing repeats; the re-advertising test covers it": (
+        "5.66's emulator cannot repeat an advertisement, so the real daemon cannot show "
+        "an RSSI per report there with it; the same rule is checked on 5.66 by "
+        "test_rssi_is_emitted_per_report_exactly_while_discovery_is_filtered and on "
+        "5.82 by this test"
+    ),
+}
 
 _SKIPPED = pytest.StashKey[list[tuple[str, str]]]()
 
@@ -32,11 +42,7 @@ def skip_reason(report: pytest.TestReport | pytest.CollectReport) -> str:
 
 
 def _note(config: pytest.Config, report: pytest.TestReport | pytest.CollectReport) -> None:
-    if (
-        not report.skipped
-        or hasattr(report, "wasxfail")
-        or "bluez" in getattr(report, "keywords", ())
-    ):
+    if not report.skipped or hasattr(report, "wasxfail"):
         return
     reason = skip_reason(report)
     if reason not in ALLOWED_SKIPS:

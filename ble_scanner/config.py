@@ -202,7 +202,8 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     ),
     Setting(
         "broadcast_rssi_delta", Kind.INTEGER, DEFAULT_BROADCAST_RSSI_DELTA,
-        "RSSI change that re-sends a device on the broadcast (BlueZ's own threshold is 8)",
+        "RSSI change that re-sends a device on the broadcast "
+        "(8, as BlueZ's threshold for unfiltered discovery)",
         flag="--rssi-delta", name="BroadcastRssiDelta", metavar="DBM", unit="dBm",
         low=0, high=RSSI_MAX - RSSI_MIN,
         why="a subscription's RssiDelta range: 0 and 1 re-send on every change; 147, BlueZ's "

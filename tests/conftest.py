@@ -125,6 +125,19 @@ async def start_scanner(test_bus: TestBus, config: ScannerConfig | None = None) 
     return app
 
 
+async def wait_scanning(app: ScannerApp, bluez: BluezSimulator, adapter: str = "hci0") -> None:
+    """Until the service's discovery session on ``adapter`` is up, as both sides see it."""
+    await wait_until(
+        lambda: (
+            app.bus is not None
+            and app.bus.unique_name in bluez.sessions(adapter)
+            and bluez.is_discovering(adapter)
+            and any(a.name == adapter and a.session for a in app.status().adapters)
+        ),
+        what=f"the service's discovery session on {adapter}",
+    )
+
+
 @pytest_asyncio.fixture
 async def scanner(test_bus: TestBus, bluez: BluezSimulator) -> AsyncIterator[ScannerApp]:
     """The service, in-process on its own connection, scanning hci0 of the simulator."""
@@ -133,15 +146,7 @@ async def scanner(test_bus: TestBus, bluez: BluezSimulator) -> AsyncIterator[Sca
         # The session exists once BlueZ answered; reports count only once the
         # "kernel" scans (Discovering true), a moment later; the service knows
         # of it once BlueZ's reply reached it, later still on a loaded machine.
-        await wait_until(
-            lambda: (
-                app.bus is not None
-                and app.bus.unique_name in bluez.sessions("hci0")
-                and bluez.is_discovering("hci0")
-                and any(a.name == "hci0" and a.session for a in app.status().adapters)
-            ),
-            what="the service's discovery session on hci0",
-        )
+        await wait_scanning(app, bluez)
         # The suite's ingest is the one in use (tests/ingest.py).
         assert app.bluez is not None and app.bluez.ingest.mgmt_active == ingest.mgmt()
         yield app

@@ -26,7 +26,7 @@ from ble_scanner.main import ScannerApp, build_parser
 from ble_scanner.testing.localsettings import LocalSettingsStandIn
 from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.testbus import TestBus
-from tests.conftest import start_scanner
+from tests.conftest import start_scanner, wait_scanning
 from tests.helpers import assert_ok, wait_until
 from tests.reliability.test_load import DEVICES as BURST_DEVICES
 from tests.reliability.test_load import burst, reports, shrink_send_buffer
@@ -94,18 +94,6 @@ async def report(bluez: BluezSimulator, value: int) -> None:
     await bluez.drain()
 
 
-async def scanning(app: ScannerApp, bluez: BluezSimulator) -> None:
-    await wait_until(
-        lambda: (
-            app.bus is not None
-            and app.bus.unique_name in bluez.sessions("hci0")
-            and bluez.is_discovering("hci0")
-            and any(a.name == "hci0" and a.session for a in app.status().adapters)
-        ),
-        what="the service's discovery session on hci0",
-    )
-
-
 @pytest_asyncio.fixture
 async def localsettings(test_bus: TestBus) -> AsyncIterator[LocalSettingsStandIn]:
     standin = await LocalSettingsStandIn.start(test_bus.address)
@@ -120,7 +108,7 @@ async def counter_for(
 ) -> tuple[Signals, str, str, int, float]:
     """A counter advertised every PERIOD for ``seconds``, a plain and an AllReports
     subscriber watching; returns when both have the last value."""
-    await scanning(app, bluez)
+    await wait_scanning(app, bluez)
     await watch_broadcast(bus)
     signals = Signals(bus)
     plain = await subscribe(bus)
@@ -191,7 +179,7 @@ async def test_the_interval_follows_localsettings_live(
     app = await start_scanner(test_bus)  # with localsettings
     try:
         assert localsettings.value(path) == 1.0  # created with its default
-        await scanning(app, bluez)
+        await wait_scanning(app, bluez)
         await watch_broadcast(bus)
         signals = Signals(bus)
         plain = await subscribe(bus)
@@ -223,7 +211,7 @@ async def test_device_lost_is_not_held_and_drops_the_held_change(
 ) -> None:
     app = await start_scanner(test_bus, ScannerConfig(broadcast_interval=60.0, lost_timeout=2.0))
     try:
-        await scanning(app, bluez)
+        await wait_scanning(app, bluez)
         await watch_broadcast(bus)
         signals = Signals(bus)
         plain = await subscribe(bus)
@@ -252,7 +240,7 @@ async def test_status_answers_while_the_broadcast_holds(
     """Held devices are in snapshots in their latest state: the hold is the broadcast's only."""
     app = await start_scanner(test_bus, ScannerConfig(broadcast_interval=60.0))
     try:
-        await scanning(app, bluez)
+        await wait_scanning(app, bluez)
         signals = Signals(bus)
         plain = await subscribe(bus)
         for value in range(3):
@@ -272,7 +260,7 @@ async def test_when_the_bus_falls_behind_the_broadcast_is_shed_before_subscriber
     monkeypatch.setattr(main, "guard_writer", lambda b: guard_writer(b, SMALL_BUDGET))
     app = await start_scanner(test_bus, ScannerConfig(broadcast_interval=0))
     try:
-        await scanning(app, bluez)
+        await wait_scanning(app, bluez)
         assert app.bus is not None and app.writer is not None and app.hub is not None
         guard, stats = app.writer, app.hub.stats
         shrink_send_buffer(app.bus)

@@ -16,6 +16,7 @@ from dbus_fast.aio import MessageBus
 
 from ble_scanner.config import ScannerConfig
 from ble_scanner.main import ScannerApp
+from ble_scanner.testing.localsettings import LocalSettingsStandIn
 from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.testbus import TestBus, start_test_bus
 from tests import ingest
@@ -136,6 +137,16 @@ async def wait_scanning(app: ScannerApp, bluez: BluezSimulator, adapter: str = "
         ),
         what=f"the service's discovery session on {adapter}",
     )
+
+
+@pytest_asyncio.fixture
+async def localsettings(test_bus: TestBus) -> AsyncIterator[LocalSettingsStandIn]:
+    """localsettings (the stand-in) on the test bus, for tests of live settings."""
+    standin = await LocalSettingsStandIn.start(test_bus.address)
+    try:
+        yield standin
+    finally:
+        await standin.stop()
 
 
 @pytest_asyncio.fixture

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
@@ -92,15 +90,6 @@ async def report(bluez: BluezSimulator, value: int) -> None:
         "hci0", RUUVI, manufacturer_data={RUUVI_ID: value.to_bytes(4, "little")}
     )
     await bluez.drain()
-
-
-@pytest_asyncio.fixture
-async def localsettings(test_bus: TestBus) -> AsyncIterator[LocalSettingsStandIn]:
-    standin = await LocalSettingsStandIn.start(test_bus.address)
-    try:
-        yield standin
-    finally:
-        await standin.stop()
 
 
 async def counter_for(

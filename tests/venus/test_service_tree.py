@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest_asyncio
 from dbus_fast import Variant
 from dbus_fast.aio import MessageBus
 
@@ -30,15 +27,6 @@ MANDATORY = (
     "/Connected",
     "/CustomName",
 )
-
-
-@pytest_asyncio.fixture
-async def localsettings(test_bus: TestBus) -> AsyncIterator[LocalSettingsStandIn]:
-    standin = await LocalSettingsStandIn.start(test_bus.address)
-    try:
-        yield standin
-    finally:
-        await standin.stop()
 
 
 async def items(bus: MessageBus) -> dict[str, dict[str, Variant]]:

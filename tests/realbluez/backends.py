@@ -36,7 +36,6 @@ ADVERTISING_ADAPTER = "hci1"
 # Advertising interval unit of the HCI (and btmgmt's -r/-x): 0.625 ms.
 ADV_INTERVAL_UNIT = 0.000625
 # Where the guest's btmon records the management channel while reports are counted.
-BTSNOOP = "/tmp/realbluez-reports.btsnoop"
 
 
 def uuid16_to_128(uuid16: int) -> str:
@@ -171,6 +170,7 @@ class GuestBackend(Backend):
         self._advertiser = self._read_advertiser_address()
         self._dirty = False
         self._btmon = 0
+        self._btsnoop = ""  # the guest's recording of the management channel
         self._dual_mode = False
         # Measured: 5.82's btvirt re-broadcasts an extended advertising set at its
         # interval (emulator/btdev.c); 5.66's sends it once per scan enable.
@@ -223,15 +223,20 @@ class GuestBackend(Backend):
 
     async def count_reports(self) -> None:
         """btmon in the guest records the management channel (every control socket's events)."""
-        script = f"rm -f {BTSNOOP}; setsid btmon -w {BTSNOOP} >/dev/null 2>&1 </dev/null & echo $!"
+        # The recording goes to a directory made for it in the guest, not a fixed path.
+        script = (
+            "f=$(mktemp -d)/reports.btsnoop;"
+            ' setsid btmon -w "$f" >/dev/null 2>&1 </dev/null & echo $! "$f"'
+        )
         result = await asyncio.to_thread(self.guest.run, "sh", "-c", script)
-        self._btmon = int(result.check().out.strip())
+        pid, self._btsnoop = result.check().out.split()
+        self._btmon = int(pid)
         # btmon has opened its sockets once the file exists.
-        await asyncio.to_thread(self.guest.run, "sh", "-c", f"while [ ! -s {BTSNOOP} ]; do sleep 0.05; done",
+        await asyncio.to_thread(self.guest.run, "sh", "-c", f"while [ ! -s {self._btsnoop} ]; do sleep 0.05; done",
                                 timeout=10)  # fmt: skip
 
     async def reports_so_far(self) -> int:
-        return await self._read_reports(f"btmon -r {BTSNOOP}")
+        return await self._read_reports(f"btmon -r {self._btsnoop}")
 
     async def reports_counted(self) -> int:
         await asyncio.to_thread(self.guest.run, "kill", str(self._btmon))
@@ -239,7 +244,7 @@ class GuestBackend(Backend):
         stat = f"/proc/{self._btmon}/stat"
         return await self._read_reports(
             f"while [ -e {stat} ] && [ \"$(cut -d' ' -f3 {stat})\" != Z ]; do sleep 0.05; done;"
-            f" btmon -r {BTSNOOP}"
+            f" btmon -r {self._btsnoop}"
         )
 
     async def _read_reports(self, script: str) -> int:

@@ -69,10 +69,6 @@ async def tree_service(test_bus: TestBus) -> AsyncIterator[TreeService]:
 
 
 @pytest_asyncio.fixture
-async def standin(test_bus: TestBus) -> AsyncIterator[LocalSettingsStandIn]:
-    """A fresh localsettings stand-in owning com.victronenergy.settings."""
-    settings = await LocalSettingsStandIn.start(test_bus.address)
-    try:
-        yield settings
-    finally:
-        await settings.stop()
+async def standin(localsettings: LocalSettingsStandIn) -> LocalSettingsStandIn:
+    """A fresh localsettings stand-in owning com.victronenergy.settings (tests/conftest.py)."""
+    return localsettings

@@ -153,7 +153,7 @@ Python API
         # or its halves: stop_bluetoothd(graceful), start_bluetoothd(experimental)
         sim.set_connected("hci0", "C0:...", True)    # False, reason=2 (local host)
 
-    BluezSimulator(..., mgmt_socket="/tmp/x/mgmt")   # serve the management channel
+    BluezSimulator(..., mgmt_socket=str(tmp_path / "mgmt"))   # serve the management channel
 
 ``advertise`` is async and applies back-pressure: it waits for the socket to
 drain past 512 queued messages (D-Bus signals, or management frames waiting

@@ -5,7 +5,7 @@ VENUS := .venv-venus
 PY311 := .venv-py311
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint typecheck test-unit test-newest test-venus test-dbus-ingest test-loaded test-loaded-venus test-py311 test-bluez soak bench bench-smoke clean
+.PHONY: setup demo test lint typecheck test-unit test-newest test-venus test-newest-shared test-newest-exclusive test-venus-shared test-venus-exclusive test-dbus-ingest test-loaded test-py311 test-bluez soak bench bench-smoke clean
 
 setup:
 	@.ci/setup
@@ -23,49 +23,82 @@ typecheck: setup
 test-unit: setup
 	$(VENV)/bin/python -m pytest tests/unit $(PYTEST_ARGS)
 
+# Workers per suite run (.ci/suite): the suite mostly waits on timers, processes
+# and the bus, so more workers than cores shorten a run. JOBS=0: one process.
+JOBS ?= 6
+export JOBS
+
 # The suite's ingest (tests/ingest.py): mgmt, the production path, reads the
 # simulator's management-channel seam; dbus reads Device1 signals.
 INGEST ?= mgmt
 
+# What cannot depend on the ingest or on the dbus-fast version's D-Bus handling is
+# left out of the extra configurations: the pure units (no bus; they still run on
+# both dbus-fast versions and on 3.11), the bench harness (its smoke run drives
+# both ingests itself, on .venv as `make bench` does) and the suite's own guards.
+NOT_INGEST := --ignore=tests/unit --ignore=tests/bench --ignore=tests/test_allowed_skips.py \
+	--ignore=tests/test_leftovers.py --ignore=tests/test_testbus.py
+
+# CI (CI set) fuzzes the BlueZ edge with 10 000 cases, once, in this configuration.
+FUZZ_EXAMPLES := $(if $(CI),10000,300)
+
+NEWEST_SUITE = BLE_SCANNER_TEST_INGEST=$(INGEST) BLE_SCANNER_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) \
+	.ci/suite $(1) $(VENV)/bin/python $(PYTEST_ARGS)
+VENUS_SUITE = BLE_SCANNER_TEST_INGEST=$(INGEST) \
+	.ci/suite $(1) $(VENUS)/bin/python --ignore=tests/bench $(PYTEST_ARGS)
+
 test-newest: setup
-	BLE_SCANNER_TEST_INGEST=$(INGEST) $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	$(call NEWEST_SUITE,all)
 
 test-venus: setup
-	BLE_SCANNER_TEST_INGEST=$(INGEST) $(VENUS)/bin/python -m pytest $(PYTEST_ARGS)
+	$(call VENUS_SUITE,all)
 
-# Everything: lint, types, and the suite on the newest dbus-fast and on Venus's
-# 2.21.1, with management ingest.
-test: setup lint typecheck test-newest test-venus
+test-newest-shared test-newest-exclusive: test-newest-%: setup
+	$(call NEWEST_SUITE,$*)
 
-# The suite on both dbus-fast versions with D-Bus ingest (the fallback path).
+test-venus-shared test-venus-exclusive: test-venus-%: setup
+	$(call VENUS_SUITE,$*)
+
+# Everything a change needs before it lands: lint, types, and the suite on the
+# newest dbus-fast and on Venus's 2.21.1 with management ingest: the two suites'
+# shared parts side by side (each one's output is shown when it ends), then the
+# `exclusive` tests alone. CI's deep fuzz run rides on the newest one.
+test: setup
+	@echo "make test: lint, typecheck, the suite on both dbus-fast versions side by side, then its exclusive tests"
+	@$(MAKE) --no-print-directory lint typecheck
+	@$(MAKE) --no-print-directory -j2 --output-sync=target test-newest-shared test-venus-shared
+	@$(MAKE) --no-print-directory test-newest-exclusive test-venus-exclusive
+
+# CI's matrix beyond `make test` (tests/README.md has each part and its time).
+# D-Bus ingest on Venus's dbus-fast; D-Bus ingest on the newest with every core kept
+# busy by a busy loop (.ci/with-load ends them however the run ends: deadlines and
+# waits must hold on a busy CI runner or a GX); Python 3.11 with management ingest.
 test-dbus-ingest: setup
-	$(MAKE) test-newest test-venus INGEST=dbus
+	BLE_SCANNER_TEST_INGEST=dbus .ci/suite all $(VENUS)/bin/python $(NOT_INGEST) $(PYTEST_ARGS)
 
-# The suite on a loaded machine: every core kept busy by a busy loop for the whole
-# run (.ci/with-load ends them however the run ends). Deadlines and waits must hold
-# on a busy CI runner or a GX, not only on an idle workstation. CI runs the first.
 test-loaded: setup
-	.ci/with-load $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	BLE_SCANNER_TEST_INGEST=dbus .ci/with-load .ci/suite all $(VENV)/bin/python $(NOT_INGEST) $(PYTEST_ARGS)
 
-test-loaded-venus: setup
-	.ci/with-load $(VENUS)/bin/python -m pytest $(PYTEST_ARGS)
-
-# Python 3.11 still works: the suite on 3.11 with the newest dbus-fast (CI runs it).
+# Python 3.11 still works: the suite on 3.11 with the newest dbus-fast.
 test-py311: setup
 	@.ci/setup py311
-	$(PY311)/bin/python -m pytest $(PYTEST_ARGS)
+	BLE_SCANNER_TEST_INGEST=mgmt .ci/suite all $(PY311)/bin/python --ignore=tests/bench $(PYTEST_ARGS)
 
 # The real-BlueZ tier: Debian's bluetoothd 5.66 and 5.82 in QEMU guests (root;
-# builds the guest images first, cached outside the repository).
-# BLE_SCANNER_SKIP_BLUEZ=1 is the only way to skip it, and it says so.
+# builds the guest images first, cached outside the repository), one pytest per
+# guest, side by side. BLE_SCANNER_SKIP_BLUEZ=1 is the only way to skip it, and
+# it says so.
 test-bluez: setup
 	@if [ "$$BLE_SCANNER_SKIP_BLUEZ" = 1 ]; then \
 	    echo "real-BlueZ tier SKIPPED on request (BLE_SCANNER_SKIP_BLUEZ=1)"; \
 	else \
 	    tests/realbluez/build-guest.sh bookworm && \
 	    tests/realbluez/build-guest.sh trixie && \
-	    $(VENV)/bin/python -m pytest -m bluez tests/realbluez $(PYTEST_ARGS); \
+	    $(MAKE) --no-print-directory -j2 --output-sync=target test-bluez-bookworm test-bluez-trixie; \
 	fi
+
+test-bluez-%:
+	BLE_SCANNER_BLUEZ_SUITES=$* $(VENV)/bin/python -m pytest -m bluez tests/realbluez $(PYTEST_ARGS)
 
 # Issue 5's stability check: the reliability suite RUNS times in a row on each
 # dbus-fast; stops at the first failing run and shows what failed (~25 min).

@@ -2,6 +2,7 @@
 # Build (or reuse) a QEMU guest with Debian's real bluetoothd for the real-BlueZ tier.
 #
 #   tests/realbluez/build-guest.sh bookworm|trixie
+#   tests/realbluez/build-guest.sh --host-tools   # only install qemu, debootstrap etc.
 #
 # Everything comes from Debian's packages, fetched from the mirror in this
 # machine's apt sources. The result lives in a cache outside the repository,
@@ -12,8 +13,8 @@
 # The last line printed on stdout is the image directory.
 set -euo pipefail
 
-suite=${1:?usage: $0 bookworm|trixie}
-case $suite in bookworm|trixie) ;; *) echo "unknown suite: $suite" >&2; exit 2;; esac
+suite=${1:?usage: $0 bookworm|trixie|--host-tools}
+case $suite in bookworm|trixie|--host-tools) ;; *) echo "unknown suite: $suite" >&2; exit 2;; esac
 
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${BLE_SCANNER_GUEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dbus-ble-scanner/guests}
@@ -111,6 +112,11 @@ need_host_tools() {
 }
 
 hash_of() { sha256sum | cut -c1-12; }
+
+if [ "$suite" = --host-tools ]; then  # CI installs them first, then builds in the background
+    need_host_tools
+    exit 0
+fi
 
 MIRROR=$(mirror) || exit 1
 base_key=$(printf '%s\n' "$suite" "$PACKAGES" "$INITRD_MODULES" "$MIRROR" "$BASE_RECIPE_VERSION" | hash_of)

@@ -213,7 +213,10 @@ async def test_service_exits_3_when_its_bus_dies_during_a_burst(
 
     task = asyncio.get_running_loop().create_task(burst())
     try:
-        await wait_until(lambda: stream.dropped > 0 or sent > 5000, what="a burst under way")
+        # 5 000 reports are a few seconds of work for the simulator on a busy machine.
+        await wait_until(
+            lambda: stream.dropped > 0 or sent > 5000, timeout=30, what="a burst under way"
+        )
         _assert_one_clear_line(proc, await _kill_bus_and_time_exit(own_bus, proc))
     finally:
         task.cancel()

@@ -73,14 +73,19 @@ mv "$OUT.new" "$OUT"
 
 if [ -n "$BRANCH" ]; then
 	# The folder's files as one commit on BRANCH, through an index of our own.
+	GITDIR=$(git -C "$REPO" rev-parse --absolute-git-dir)
 	export GIT_INDEX_FILE="$STAGE/index"
-	git -C "$REPO" --work-tree="$TOP" add --all --force .
-	tree=$(git -C "$REPO" write-tree)
+	git --git-dir="$GITDIR" --work-tree="$TOP" -C "$TOP" add --all --force .
+	tree=$(git --git-dir="$GITDIR" write-tree)
 	unset GIT_INDEX_FILE
-	parent=$(git -C "$REPO" rev-parse --quiet --verify "refs/heads/$BRANCH" || true)
-	commit=$(git -C "$REPO" commit-tree "$tree" ${parent:+-p "$parent"} \
-		-m "$NAME v$VERSION, the SetupHelper package (tools/build-gx-package.sh)")
-	git -C "$REPO" update-ref "refs/heads/$BRANCH" "$commit"
-	echo "branch $BRANCH: $commit" >&2
+	parent=$(git --git-dir="$GITDIR" rev-parse --quiet --verify "refs/heads/$BRANCH" || true)
+	if [ -n "$parent" ] && [ "$(git --git-dir="$GITDIR" rev-parse "$parent^{tree}")" = "$tree" ]; then
+		echo "branch $BRANCH: unchanged at $parent" >&2
+	else
+		commit=$(git --git-dir="$GITDIR" commit-tree "$tree" ${parent:+-p "$parent"} \
+			-m "$NAME v$VERSION, the SetupHelper package (tools/build-gx-package.sh)")
+		git --git-dir="$GITDIR" update-ref "refs/heads/$BRANCH" "$commit"
+		echo "branch $BRANCH: $commit" >&2
+	fi
 fi
 echo "$OUT"

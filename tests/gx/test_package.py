@@ -304,3 +304,13 @@ async def test_the_run_script_copied_runs_the_package_in_data(gx: Gx, tmp_path: 
         out.stdout.splitlines()[-1]
         == f"-u {gx.package}/dbus_ble_scanner.py --state-file {gx.env['DBUS_BLE_SCANNER_STATE_FILE']}"
     )
+
+
+async def test_uninstalling_the_package_leaves_an_install_sh_install_alone(gx: Gx) -> None:
+    installed = await gx.run("sh", str(REPO / "tools/install.sh"), "--root", str(gx.root))
+    assert installed.returncode == 0, installed.stderr
+    before = snapshot(gx.root)
+    done = await gx.setup("uninstall", "runFromPm")
+    assert done.returncode == 0, done.stderr
+    assert "is tools/install.sh's install, not this package's: left alone" in gx.setuphelper_log
+    assert kept(snapshot(gx.root)) == kept(before)

@@ -22,8 +22,13 @@ from typing import Final
 import pytest
 
 # Set once per pytest process; every child inherits it unless its environment is replaced.
+# An xdist worker inherits its controller's and takes its own: with one mark for all,
+# each worker would count (and kill) the processes the others start.
 MARK: Final = "BLE_SCANNER_TEST_SESSION"
-os.environ.setdefault(MARK, str(os.getpid()))
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ[MARK] = str(os.getpid())
+else:
+    os.environ.setdefault(MARK, str(os.getpid()))
 _MARK_ENTRY: Final = f"{MARK}={os.environ[MARK]}".encode()
 # A process told to stop (svc -dx, SIGTERM) may still be on its way out when the
 # test's teardown returns: daemontools acts within about a second; 5 s on a loaded

@@ -13,10 +13,9 @@ set -eu
 
 NAME=dbus-ble-scanner
 REPO=$(cd -P "$(dirname "$0")/.." && pwd)
-VERSION=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' "$REPO/ble_scanner/__init__.py")
-[ -n "$VERSION" ] || { echo "$0: no __version__ in ble_scanner/__init__.py" >&2; exit 1; }
-OUT=$REPO/dist/$NAME-$VERSION.tar.gz
 . "$REPO/tools/stage-app.sh"
+VERSION=$(app_version "$REPO")
+OUT=$REPO/dist/$NAME-$VERSION.tar.gz
 
 STAGE=$(mktemp -d)
 trap 'rm -rf "$STAGE"' EXIT
@@ -29,7 +28,5 @@ cp "$REPO/service/log/run" "$TOP/service/log/run"
 cp "$REPO/tools/install.sh" "$REPO/tools/uninstall.sh" "$REPO/tools/restore-ble-sensors-scan.sh" "$TOP/tools/"
 chmod 755 "$TOP/service/run" "$TOP/service/log/run" "$TOP"/tools/*.sh
 
-mkdir -p "$REPO/dist"
-(cd "$STAGE" && LC_ALL=C tar --sort=name --owner=0 --group=0 --numeric-owner -czf "$OUT.new" "$NAME")
-mv "$OUT.new" "$OUT"
+pack "$STAGE" "$NAME" "$OUT"
 echo "$OUT"

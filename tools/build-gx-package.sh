@@ -38,8 +38,8 @@ case "${1:-}" in
 *) echo "usage: $0 [--branch NAME]" >&2; exit 64 ;;
 esac
 
-VERSION=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' "$REPO/ble_scanner/__init__.py")
-[ -n "$VERSION" ] || { echo "$0: no __version__ in ble_scanner/__init__.py" >&2; exit 1; }
+. "$REPO/tools/stage-app.sh"
+VERSION=$(app_version "$REPO")
 USER_NAME=${GITHUB_USER:-$(git -C "$REPO" remote get-url origin 2>/dev/null |
 	sed -n "s#^.*[:/]\([^/:]*\)/$NAME\(\.git\)\{0,1\}/\{0,1\}\$#\1#p")}
 [ -n "$USER_NAME" ] || {
@@ -49,7 +49,6 @@ USER_NAME=${GITHUB_USER:-$(git -C "$REPO" remote get-url origin 2>/dev/null |
 GITHUB_BRANCH=${GITHUB_BRANCH:-${BRANCH:-setuphelper}}
 DIST=${DIST:-$REPO/dist}
 OUT=$DIST/$NAME-install.tar.gz
-. "$REPO/tools/stage-app.sh"
 
 STAGE=$(mktemp -d)
 trap 'rm -rf "$STAGE"' EXIT
@@ -67,9 +66,7 @@ cp "$REPO/tools/uninstall.sh" "$REPO/tools/restore-ble-sensors-scan.sh" "$TOP/to
 chmod 755 "$TOP/setup" "$TOP/services/$NAME/run" "$TOP/services/$NAME/log/run" "$TOP"/tools/*.sh
 chmod 644 "$TOP/version" "$TOP/gitHubInfo" "$TOP/ReadMe" "$TOP/changes" "$TOP/firstCompatibleVersion"
 
-mkdir -p "$DIST"
-(cd "$STAGE" && LC_ALL=C tar --sort=name --owner=0 --group=0 --numeric-owner -czf "$OUT.new" "$NAME")
-mv "$OUT.new" "$OUT"
+pack "$STAGE" "$NAME" "$OUT"
 
 if [ -n "$BRANCH" ]; then
 	# The folder's files as one commit on BRANCH, through an index of our own.

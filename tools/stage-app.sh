@@ -1,5 +1,7 @@
 # Sourced by tools/build-bundle.sh and tools/build-gx-package.sh: the app as a GX
-# runs it, staged into one folder. POSIX sh.
+# runs it, staged into one folder, and the folder packed. POSIX sh.
+#
+# app_version REPO prints __version__ of ble_scanner/__init__.py (fails without one).
 #
 # stage_app REPO TOP writes into TOP: the entry script, the package without
 # ble_scanner/testing (the test doubles), and ext/ filled with the pinned
@@ -31,4 +33,17 @@ stage_app() { # repo top
 	find "$_top" -name __pycache__ -type d -prune -exec rm -rf {} +
 	rm -rf "$_top/ext/bin"
 	chmod 755 "$_top/dbus_ble_scanner.py"
+}
+
+app_version() { # repo
+	_version=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' "$1/ble_scanner/__init__.py")
+	[ -n "$_version" ] || { echo "$0: no __version__ in ble_scanner/__init__.py" >&2; return 1; }
+	echo "$_version"
+}
+
+# pack STAGE NAME OUT: STAGE/NAME as OUT (.tar.gz, names sorted, owner root), atomically.
+pack() { # stage name out
+	mkdir -p "$(dirname "$3")"
+	(cd "$1" && LC_ALL=C tar --sort=name --owner=0 --group=0 --numeric-owner -czf "$3.new" "$2")
+	mv "$3.new" "$3"
 }

@@ -22,6 +22,7 @@ from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.testbus import TestBus
 from tests.gx.conftest import GITHUB_USER, NAME, REPO, Gx, build_env, build_package, cmdline
 from tests.helpers import wait_until
+from tests.venus.test_bundle import imports_of_pruned
 from tests.venus.test_daemontools import owner
 from tests.venus.test_install import snapshot
 
@@ -78,6 +79,8 @@ def running(pid: int) -> bool:
 
 
 def kept(tree: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+    """A snapshot without what running changes anyway: logs, the package's bytecode,
+    and SetupHelper's record folder (left empty after an uninstall)."""
     return {
         k: v
         for k, v in tree.items()
@@ -124,6 +127,13 @@ def test_the_package_holds_what_setuphelper_expects(gx_package: Path) -> None:
     # No test doubles, no caches, no installer of the other kind.
     assert not [n for n in members if "/testing" in n or "__pycache__" in n]
     assert f"{NAME}/tools/install.sh" not in members and f"{NAME}/service/run" not in members
+
+
+def test_nothing_in_the_package_imports_the_test_doubles(gx_package: Path, tmp_path: Path) -> None:
+    with tarfile.open(gx_package) as tar:
+        tar.extractall(tmp_path, filter="tar")
+    assert (tmp_path / NAME / "ble_scanner/venus/feed.py").is_file()
+    assert imports_of_pruned(tmp_path / NAME) == []
 
 
 def test_branch_puts_the_package_at_the_top_of_a_branch_for_packagemanager(
@@ -174,7 +184,9 @@ async def test_install_starts_the_service_from_its_copied_run_script(
     assert (gx.root / "etc/venus" / f"installedVersion-{NAME}").read_text() == f"v{__version__}\n"
     gx.start_svscan()
     await running_from(gx, bus, gx.package)
-    assert await wait_until(lambda: bool(bluez.sessions("hci0")), timeout=SETTLE) >= 0
+    await wait_until(
+        lambda: bool(bluez.sessions("hci0")), timeout=SETTLE, what="its discovery session"
+    )
 
 
 async def test_uninstall_removes_it_and_gives_dbus_ble_sensors_its_scan_back(
@@ -192,7 +204,6 @@ async def test_uninstall_removes_it_and_gives_dbus_ble_sensors_its_scan_back(
     assert (settings.value(ENABLED), settings.value(WAS), settings.value(FEED)) == (1, -1, 0)
     assert "put dbus-ble-sensors' own Bluetooth scan back" in gx.setuphelper_log
     # The package stays in /data for PackageManager; nothing else of it is left.
-    # (Logs, the package's bytecode and SetupHelper's empty record folder aside.)
     assert kept(snapshot(gx.root)) == kept(before)
     assert not list((gx.root / "etc/venus/installedModifications").iterdir())
 

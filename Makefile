@@ -122,5 +122,12 @@ bench: setup
 bench-smoke: setup
 	$(VENV)/bin/python -m tests.bench --smoke --json bench-results-smoke.json
 
+# The SetupHelper package for PackageManager and USB sticks (docs/install.md):
+# dist/dbus-ble-scanner-install.tar.gz. GITHUB_USER=... names the GitHub user
+# for its gitHubInfo when the checkout has no origin remote to take it from.
+.PHONY: gx-package
+gx-package:
+	tools/build-gx-package.sh
+
 clean:
 	rm -rf $(VENV) $(VENUS) $(PY311) dist build *.egg-info

@@ -50,6 +50,16 @@ SRC=$(cd -P "$(dirname "$0")/.." && pwd)
 	exit 1
 }
 
+# One install at a time: the SetupHelper package (tools/gx-package/setup) runs the
+# same service from /data/$NAME, copied into /service. Replacing it from here
+# would leave PackageManager believing it installed; the package's own install
+# takes this one over instead (docs/install.md).
+if [ -e "$PREFIX/etc/venus/installedVersion-$NAME" ] || { [ -e "$LINK" ] && [ ! -L "$LINK" ]; }; then
+	echo "$0: $NAME is installed as a SetupHelper package (/data/$NAME);" \
+		"update or remove it in PackageManager instead" >&2
+	exit 1
+fi
+
 # Copy a tree without caches and the test doubles (ble_scanner/testing) (the device needs none).
 copy_tree() { # src dst
 	rm -rf "$2.new"
@@ -82,6 +92,7 @@ if [ "$SRC" != "$(cd -P "$DEST" 2>/dev/null && pwd || true)" ]; then
 	copy_file "$SRC/service/log/run" "$DEST/service/log/run" 755
 	copy_file "$SRC/tools/install.sh" "$DEST/tools/install.sh" 755
 	copy_file "$SRC/tools/uninstall.sh" "$DEST/tools/uninstall.sh" 755
+	copy_file "$SRC/tools/restore-ble-sensors-scan.sh" "$DEST/tools/restore-ble-sensors-scan.sh" 755
 	echo "installed $DEST"
 fi
 

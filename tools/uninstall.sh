@@ -1,15 +1,18 @@
 #!/bin/sh
 # Remove dbus-ble-scanner from a Venus OS GX device (or from --root DIR for tests):
-# stops the service, removes the /service link, the rc.local line and the app.
+# stops the service, gives dbus-ble-sensors its scan back (not with --keep-feed),
+# removes the /service link, the rc.local line and the app.
 # Logs in /var/log/dbus-ble-scanner are left for the record (tmpfs on Venus).
 # Running it again changes nothing. POSIX sh: Venus has BusyBox, no bash.
 set -eu
 
 NAME=dbus-ble-scanner
 ROOT=/
+KEEP_FEED=no
+HERE=$(cd "$(dirname "$0")" && pwd)
 
 usage() {
-	echo "usage: $0 [--root DIR]" >&2
+	echo "usage: $0 [--root DIR] [--keep-feed]" >&2
 	exit 64
 }
 
@@ -22,6 +25,10 @@ while [ $# -gt 0 ]; do
 		;;
 	--root=*)
 		ROOT=${1#--root=}
+		shift
+		;;
+	--keep-feed)
+		KEEP_FEED=yes
 		shift
 		;;
 	*) usage ;;
@@ -39,55 +46,35 @@ LINK=$PREFIX/service/$NAME
 RCLOCAL=$PREFIX/data/rc.local
 RCLINE="[ -e /service/$NAME ] || ln -s $APP/service /service/$NAME  # $NAME"
 
-# Only the live system has a supervise to stop: -d stops the service, -x lets
-# supervise exit once it is down, for the service and its logger.
-if [ -z "$PREFIX" ] && [ -e "$LINK" ] && command -v svc >/dev/null 2>&1; then
+# The SetupHelper package (tools/gx-package/setup) is a different install of the
+# same service: it is removed by its own setup, never by this script (which that
+# setup runs, with --keep-feed, only to replace this script's install).
+if [ "$KEEP_FEED" = no ] && [ ! -L "$LINK" ] && [ ! -d "$DEST" ] && { [ -e "$PREFIX/etc/venus/installedVersion-$NAME" ] ||
+	[ -d "$PREFIX/service/$NAME" ]; }; then
+	echo "$0: $NAME is installed as a SetupHelper package, not by tools/install.sh:" \
+		"remove it in PackageManager (or run /data/$NAME/setup uninstall)" >&2
+	exit 1
+fi
+
+# Stop it where a supervise runs it: -d stops the service, -x lets supervise exit
+# once it is down, for the service and its logger. Wait (at most 15 s) for both
+# to be gone, so nothing of this install runs when another one starts.
+if [ -L "$LINK" ] && command -v svok >/dev/null 2>&1 && svok "$LINK" 2>/dev/null; then
 	svc -dx "$LINK" "$LINK/log" 2>/dev/null || true
+	waited=0
+	while { svok "$LINK" || svok "$LINK/log"; } 2>/dev/null && [ $waited -lt 75 ]; do
+		sleep 0.2 2>/dev/null || sleep 1
+		waited=$((waited + 1))
+	done
 	echo "stopped $NAME"
 fi
 
-# The feed to dbus-ble-sensors (README "Let dbus-ble-scanner do the scanning for
-# dbus-ble-sensors") switched its own Bluetooth scan off and remembered the value
-# it found in our settings: put that back. Through whichever client the system
-# has (dbus-send, or Venus's dbus); without localsettings on the bus, nothing.
-SETTINGS=com.victronenergy.settings
-WAS_PATH=/Settings/BleScanner/BleSensorsBluetoothWas
-FEED_PATH=/Settings/BleScanner/BleSensorsFeed
-ENABLED_PATH=/Settings/BleSensors/Bluetooth/Enabled
-
-get_setting() {
-	if command -v dbus-send >/dev/null 2>&1; then
-		dbus-send --system --reply-timeout=5000 --print-reply=literal --dest=$SETTINGS "$1" \
-			com.victronenergy.BusItem.GetValue 2>/dev/null | awk '{ print $NF }'
-	elif command -v dbus >/dev/null 2>&1; then
-		dbus -y $SETTINGS "$1" GetValue 2>/dev/null
-	fi
-}
-
-set_setting() {
-	if command -v dbus-send >/dev/null 2>&1; then
-		dbus-send --system --reply-timeout=5000 --print-reply --dest=$SETTINGS "$1" \
-			com.victronenergy.BusItem.SetValue "variant:int32:$2" >/dev/null 2>&1
-	elif command -v dbus >/dev/null 2>&1; then
-		dbus -y $SETTINGS "$1" SetValue "%$2" >/dev/null 2>&1
-	else
-		return 1
-	fi
-}
-
-WAS=$(get_setting $WAS_PATH || true)
-case "$WAS" in
-0 | 1)
-	# The feed off first: a service still stopping would otherwise take the scan again.
-	set_setting $FEED_PATH 0 || true
-	if set_setting $ENABLED_PATH "$WAS"; then
-		set_setting $WAS_PATH -1 || true
-		echo "put dbus-ble-sensors' own Bluetooth scan back ($ENABLED_PATH = $WAS)"
-	else
-		echo "$0: could not set $ENABLED_PATH back to $WAS; set it in the GUI" >&2
-	fi
-	;;
-esac
+# The feed to dbus-ble-sensors may have taken its scan over: give it back, unless
+# the SetupHelper package's service carries the feed on (its setup, replacing
+# this install, passes --keep-feed).
+if [ "$KEEP_FEED" = no ]; then
+	sh "$HERE/restore-ble-sensors-scan.sh"
+fi
 
 if [ -L "$LINK" ]; then
 	rm -f "$LINK"

@@ -99,6 +99,7 @@ def test_install_puts_the_app_the_link_and_one_rc_local_line(tools: Tools, gx_ro
         "service/log/run",
         "tools/install.sh",
         "tools/uninstall.sh",
+        "tools/restore-ble-sensors-scan.sh",  # what the installed uninstall.sh runs
     ):
         assert (app / executable).stat().st_mode & 0o111, executable
     assert (app / "service/run").read_bytes() == (tools.source / "service/run").read_bytes()

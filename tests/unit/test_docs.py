@@ -100,6 +100,34 @@ def test_every_relative_link_leads_somewhere() -> None:
     assert not broken, "links that lead nowhere:\n" + "\n".join(broken)
 
 
+# What a GX owner cannot open: the product spec, the researchers' notes, the tracker.
+_INTERNAL = re.compile(r"SPEC §|notes/\S*\.md|\b[Ii]ssues? \d+|\bvenus#\d+")
+
+
+def internal_citations(path: Path, root: Path = ROOT) -> list[str]:
+    """Lines of ``path`` that cite what is not in the repository."""
+    return [
+        f"{path.relative_to(root)} line {number}: {match.group(0)}"
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+        if (match := _INTERNAL.search(line))
+    ]
+
+
+def test_user_documents_cite_only_what_a_reader_can_open() -> None:
+    user = [ROOT / "README.md", ROOT / "CHANGELOG.md", *sorted(ROOT.glob("docs/*.md"))]
+    found = [hit for path in user for hit in internal_citations(path)]
+    assert not found, "internal citations in user documents:\n" + "\n".join(found)
+
+
+def test_an_internal_citation_is_found(tmp_path: Path) -> None:
+    doc = tmp_path / "README.md"
+    doc.write_text("fine\nsee SPEC §4.1\nas in issue 15\nfine too\n", encoding="utf-8")
+    assert internal_citations(doc, tmp_path) == [
+        "README.md line 2: SPEC §",
+        "README.md line 3: issue 15",
+    ]
+
+
 def test_a_broken_link_is_found(tmp_path: Path) -> None:
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "a.md").write_text("# A page\n\n## Some `code` here\n", encoding="utf-8")

@@ -2,10 +2,10 @@
 
 The command line (``argparse`` options and ``--help``), localsettings
 (``AddSettings`` definitions under ``/Settings/BleScanner``), the checking of
-every value from either place, and the README's settings table are all made
+every value from either place, and the table in docs/settings.md are all made
 from ``SETTINGS`` and ``PROCESS_OPTIONS``; nothing else lists a default or a
 range. Pure logic: no D-Bus here. ``python -m ble_scanner.config --markdown``
-prints the README table.
+prints that table.
 """
 
 from __future__ import annotations
@@ -39,10 +39,10 @@ from .venus.blesensors import BLE_SENSORS_COMPANY_IDS, NOT_TAKEN
 from .venus.const import SETTINGS_PREFIX
 from .watchdog import DEFAULT_SILENCE_POWER_CYCLE, MIN_SILENCE
 
-# The values of bluez ScanMode (README "Scan modes"); tests/unit/test_config.py
-# holds the two equal, so that this module need not import the BlueZ side.
+# The values of bluez ScanMode (docs/behaviour.md "Scan modes");
+# tests/unit/test_config.py holds the two equal, so that this module need not import the BlueZ side.
 SCAN_MODES: Final = ("active", "passive", "auto")
-# The values of bluez Ingest (README "Ingest"), held equal the same way.
+# The values of bluez Ingest (docs/behaviour.md "Ingest"), held equal the same way.
 INGESTS: Final = ("auto", "mgmt", "dbus")
 # A Unix socket path fills sockaddr_un's 108-byte sun_path with its NUL (unix(7)).
 _UNIX_PATH_MAX: Final = 107
@@ -113,7 +113,7 @@ class Setting:
     field: str  # the ScannerConfig attribute (for PROCESS_OPTIONS: the argparse dest)
     kind: Kind
     default: Value
-    help: str  # what it does, for --help and the README
+    help: str  # what it does, for --help and docs/settings.md
     flag: str | None = None  # command-line option; None: localsettings only
     name: str | None = None  # below /Settings/BleScanner; None: command line only
     low: float | None = None  # a number's inclusive range
@@ -165,9 +165,7 @@ def address(text: str) -> str:
 
 # --- the table -----------------------------------------------------------------
 
-_LIST_WHY = (
-    f"the same bound as a subscription's filter lists (SPEC §4.1: {MAX_FILTER_LIST_ENTRIES})"
-)
+_LIST_WHY = f"the same bound as a subscription's filter lists ({MAX_FILTER_LIST_ENTRIES})"
 
 SETTINGS: Final[tuple[Setting, ...]] = (
     Setting(
@@ -266,8 +264,8 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     ),
     Setting(
         "shed_load_average", Kind.NUMBER, DEFAULT_SHED_LOAD_AVERAGE,
-        "Shed work (README 'Under load') when the 5-minute load average reaches this; 0: never "
-        "for the load average",
+        "Shed work (docs/behaviour.md 'Under load') when the 5-minute load average "
+        "reaches this; 0: never for the load average",
         flag="--shed-load-average", name="ShedLoadAverage", metavar="LOAD",
         low=0.0, high=64.0,
         why="Venus's watchdog reboots the GX when the 15-minute load average reaches 6 "
@@ -276,8 +274,8 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     ),
     Setting(
         "shed_cpu_percent", Kind.INTEGER, DEFAULT_SHED_CPU_PERCENT,
-        "Shed work (README 'Under load') when the service uses this much of one CPU core; 0: "
-        "never for the CPU share",
+        "Shed work (docs/behaviour.md 'Under load') when the service uses this much of "
+        "one CPU core; 0: never for the CPU share",
         flag="--shed-cpu-percent", name="ShedCpuPercent", metavar="PCT", unit="%",
         low=0, high=100,
         why="a Cerbo GX is a dual Cortex-A7 shared by a dozen services: 40 % of one core, a "
@@ -319,7 +317,8 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting(
         "silence_power_cycle", Kind.SECONDS, DEFAULT_SILENCE_POWER_CYCLE,
         "Further seconds of silence after that restart before the one power cycle of the "
-        "adapter (never while a link is on it: README 'Other processes' links and claims')",
+        "adapter (never while a link is on it: docs/behaviour.md 'Other processes' links "
+        "and claims')",
         flag="--silence-power-cycle", name="SilencePowerCycle", metavar="S", unit="s",
         low=MIN_SILENCE, high=MAX_SECONDS,
         why="the restart needs a few seconds to show whether it helped; a day is as good as "
@@ -336,9 +335,9 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     ),
     Setting(
         "ingest", Kind.CHOICE, "auto",
-        "Where reports come from (README 'Ingest'): mgmt: the kernel's Bluetooth management "
-        "channel (needs CAP_NET_ADMIN), required at start; dbus: BlueZ's Device1 signals; "
-        "auto: the channel when it can be opened, else D-Bus, trying the channel again",
+        "Where reports come from (docs/behaviour.md 'Ingest'): mgmt: the kernel's Bluetooth "
+        "management channel (needs CAP_NET_ADMIN), required at start; dbus: BlueZ's Device1 "
+        "signals; auto: the channel when it can be opened, else D-Bus, trying the channel again",
         flag="--ingest", name="Ingest", metavar="INGEST", choices=INGESTS,
         why="the three ingests the BlueZ side has",
     ),
@@ -350,7 +349,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         why="sockaddr_un's sun_path (unix(7))",
     ),
 )  # fmt: skip
-"""The settings in ``ScannerConfig``, in the order the README lists them."""
+"""The settings in ``ScannerConfig``, in the order docs/settings.md lists them."""
 
 PROCESS_OPTIONS: Final[tuple[Setting, ...]] = (
     Setting(
@@ -651,7 +650,7 @@ def _type_text(setting: Setting) -> str:
 
 
 def markdown() -> str:
-    """The README's settings table, with why each range is what it is."""
+    """The settings table of docs/settings.md, with why each range is what it is."""
     rows = [
         "| Setting | Option | Type | Default | Range | Applied | Meaning | Why this range |",
         "|---|---|---|---|---|---|---|---|",
@@ -691,9 +690,9 @@ def readme_with_table(readme: str, table: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m ble_scanner.config", description="The settings table, for the README."
+        prog="python -m ble_scanner.config", description="The table of docs/settings.md."
     )
-    parser.add_argument("--markdown", action="store_true", help="print the README's table")
+    parser.add_argument("--markdown", action="store_true", help="print the settings table")
     parser.add_argument(
         "--update-readme", metavar="PATH", help="rewrite the table between the markers in PATH"
     )

@@ -89,7 +89,7 @@ MAX_COMPANY_ID: Final = 0xFFFF
 # 30 s (src/main.c DEFAULT_TEMPORARY_TIMEOUT), but many sensors advertise only
 # every 10-60 s, so 180 s keeps them present between reports.
 DEFAULT_LOST_TIMEOUT: Final = 180.0
-# Bound on cached devices: ~2 KB each (README, benchmark), so 10 000 is ~20 MB
+# Bound on cached devices: ~2 KB each (tests/bench/README.md), so 10 000 is ~20 MB
 # of a 1 GB Cerbo GX.
 DEFAULT_CACHE_SIZE: Final = 10_000
 # Broadcast DeviceDiscovered re-sent for an unchanged device this often, so a

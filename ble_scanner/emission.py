@@ -3,7 +3,7 @@
 Pure logic. A listener is the broadcast or one subscription; it remembers,
 per address, what it was last told, and answers "is this report news to me?".
 The broadcast (``Broadcast``) also tells each device at most once per interval
-(README "Signals"): a subscription is how a program gets every change.
+(docs/dbus-api.md, Scanner1): a subscription is how a program gets every change.
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ devices (address, manufacturer or any other filter) keep getting their devices
 at every step: coalescing delays them by at most a window, nothing drops them.
 
 The broadcast is shed first or together with subscriptions, never after: they
-asked for their devices, the broadcast is for watching (README "The broadcast
-is rate-limited"). Step 1 coalesces both (the broadcast, told at most once per
+asked for their devices, the broadcast is for watching (docs/dbus-api.md, "The
+broadcast is rate-limited"). Step 1 coalesces both (the broadcast, told at most once per
 ``BroadcastInterval``, 1 s by default, is coalesced more than that already);
 step 2 is the broadcast's alone; step 3 stops the keep-alives of both; step 4
 refuses only new ``AllReports`` subscriptions, after three steps that shed the

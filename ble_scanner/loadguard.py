@@ -1,6 +1,6 @@
 """The load budget at work: reads /proc, asks ``loadcap.LoadPolicy``, tells the hub.
 
-The thin I/O part of the load budget (README "Under load"): ``ProcSampler``
+The thin I/O part of the load budget (docs/behaviour.md "Under load"): ``ProcSampler``
 reads the 5-minute load average and this process's CPU time, ``LoadGuard``
 samples once a second, moves the hub's shedding step and, while emissions
 are coalesced, flushes them once per window. The same loop is the hub's one

@@ -18,7 +18,7 @@ We track our own session and never infer it from ``Discovering``, which
 other clients (or a raw-HCI scanner) also move (SPEC §6).
 
 A power cycle drops every link on the adapter, so ``adapter.py`` takes the
-bt-claims drain and waits for other processes' links first (README "Other
+bt-claims drain and waits for other processes' links first (docs/behaviour.md "Other
 processes' links and claims"); the machine only records where that stands:
 waiting (:class:`DrainWait`), held off (:class:`ResetHeldOff`), or going
 ahead (:class:`SilencePowerCycle`). While another process drains the adapter
@@ -71,7 +71,7 @@ from ..const import (
 
 
 class ScanMode(enum.Enum):
-    """How an adapter listens (README "Scan modes")."""
+    """How an adapter listens (docs/behaviour.md "Scan modes")."""
 
     ACTIVE = "active"  # StartDiscovery: scan requests, names from scan responses
     PASSIVE = "passive"  # AdvertisementMonitor1: no scan requests, needs bluetoothd -E

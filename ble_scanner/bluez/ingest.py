@@ -1,4 +1,4 @@
-"""Which ingest is in use, and the switching between them (README "Ingest").
+"""Which ingest is in use, and the switching between them (docs/behaviour.md "Ingest").
 
 With the kernel's management channel open (``mgmtchannel.py``) reports come
 from its frames, and our match for every Device1 ``PropertiesChanged`` is

@@ -123,7 +123,7 @@ class Bluez:
         self.silence_restart = silence_restart
         self.silence_power_cycle = silence_power_cycle
         self.drain_timeout = drain_timeout
-        # The bt-claims directory (README "Other processes' links and claims");
+        # The bt-claims directory (docs/behaviour.md "Other processes' links and claims");
         # None: no coordination with other processes, only our own Device1 view.
         self.claims = claims
         self._watchdog: asyncio.Task[None] | None = None

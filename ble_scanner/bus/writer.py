@@ -10,8 +10,8 @@ one connection so that EAGAIN means "wait until writable", as it should.
 the socket (the daemon is not keeping up), DeviceDiscovered signals are shed
 instead of queued, so the service's memory stays bounded; the broadcast's
 (no destination) already past ``BROADCAST_BACKLOG_SHARE`` of the budget, so
-that subscribers, who asked for their devices, are shed last (README "Under
-load"). Method replies, errors and every other message are always queued: they
+that subscribers, who asked for their devices, are shed last (docs/behaviour.md
+"Under load"). Method replies, errors and every other message are always queued: they
 are bounded by what clients ask. A shed DeviceDiscovered is news a later report
 repeats; the count is kept.
 

@@ -27,7 +27,7 @@ from .errors import (
 from .proxy import CALL_TIMEOUT, ScannerClient
 from .records import Advertisement, DeviceLost, Event, make_filter
 
-# Exit codes scripts can rely on (documented in --help and the README).
+# Exit codes scripts can rely on (documented in --help and docs/client.md).
 EXIT_OK: Final = 0
 EXIT_BUS_UNREACHABLE: Final = 1  # also when the bus is lost mid-command (BusLostError)
 EXIT_SERVICE_NOT_RUNNING: Final = 2

@@ -92,7 +92,7 @@ async def test_started_by_hand_and_read_with_busctl(
     bus: MessageBus,
     service_process: subprocess.Popen[str],
 ) -> None:
-    """What the README shows: start the script, then ask it with busctl."""
+    """What CONTRIBUTING.md shows: start the script, then ask it with busctl."""
     await wait_until(
         lambda: name_has_owner(bus, SCANNER_SERVICE),
         timeout=PROCESS_START,

@@ -1,7 +1,7 @@
-"""The README's "Start it by hand" steps, run as a person would run them.
+"""The "Start it by hand" steps of CONTRIBUTING.md, run as a person would run them.
 
 ``test_readme_shows_the_steps_this_test_runs`` keeps the two in step: a command
-changed in the README without this test (or the other way round) fails there.
+changed in CONTRIBUTING.md without this test (or the other way round) fails there.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.dirname(sys.executable)
 STEP_TIMEOUT = 30.0
-# What the README's block says, for each step below (busctl calls by their arguments).
+# What CONTRIBUTING.md's block says, for each step below (busctl calls by their arguments).
 README_STEPS = (
     "python -m ble_scanner.testing.testbus &",
     "export DBUS_SYSTEM_BUS_ADDRESS=",
@@ -33,14 +33,14 @@ README_STEPS = (
 
 
 def start_by_hand_block() -> str:
-    """The shell block of the README's "Start it by hand" section."""
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as readme:
-        text = readme.read()
+    """The shell block of CONTRIBUTING.md's "Start it by hand" section."""
+    with open(os.path.join(ROOT, "CONTRIBUTING.md"), encoding="utf-8") as doc:
+        text = doc.read()
     _, found, rest = text.partition("\n## Start it by hand\n")
-    assert found, "README.md has no '## Start it by hand' section"
+    assert found, "CONTRIBUTING.md has no '## Start it by hand' section"
     section = rest.split("\n## ", 1)[0]
     _, found, rest = section.partition("```sh\n")
-    assert found, "README.md's 'Start it by hand' section has no ```sh block"
+    assert found, "CONTRIBUTING.md's 'Start it by hand' section has no ```sh block"
     return rest.split("```", 1)[0]
 
 
@@ -48,7 +48,7 @@ def test_readme_shows_the_steps_this_test_runs() -> None:
     block = start_by_hand_block()
     missing = [step.strip() for step in README_STEPS if step not in block]
     assert not missing, (
-        "README.md's 'Start it by hand' block no longer shows these steps that "
+        "CONTRIBUTING.md's 'Start it by hand' block no longer shows these steps that "
         f"tests/service/test_readme_walkthrough.py runs: {missing}"
     )
 

@@ -1,4 +1,4 @@
-"""The settings table and what is made from it: options, --help, AddSettings, checks, README."""
+"""The settings table and what is made from it: options, --help, AddSettings, checks, docs."""
 
 from __future__ import annotations
 
@@ -33,8 +33,8 @@ from ble_scanner.config import (
 )
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-README = os.path.join(ROOT, "README.md")
-REGENERATE = "python -m ble_scanner.config --update-readme README.md"
+SETTINGS_DOC = os.path.join(ROOT, "docs", "settings.md")
+REGENERATE = "python -m ble_scanner.config --update-readme docs/settings.md"
 
 
 class _Refused(Exception):
@@ -314,7 +314,7 @@ class _OneLine(argparse.HelpFormatter):
         super().__init__(prog, width=10_000, max_help_position=10_000)
 
 
-# --- the README -------------------------------------------------------------------
+# --- docs/settings.md ------------------------------------------------------------
 
 
 def test_markdown_has_a_row_per_setting_and_a_reason_per_range() -> None:
@@ -337,17 +337,17 @@ def test_readme_block_is_replaced_and_nothing_else() -> None:
         readme_with_table("no markers\n", "new\n")
 
 
-def test_the_readme_holds_the_generated_table() -> None:
-    with open(README, encoding="utf-8") as f:
-        readme = f.read()
-    has_block = README_BEGIN in readme and README_END in readme
+def test_docs_settings_holds_the_generated_table() -> None:
+    with open(SETTINGS_DOC, encoding="utf-8") as f:
+        doc = f.read()
+    has_block = README_BEGIN in doc and README_END in doc
     assert has_block, (
-        f"README.md needs a settings table between {README_BEGIN} and {README_END}; "
-        f"put the two lines under '## Settings' and run: {REGENERATE}"
+        f"docs/settings.md needs a settings table between {README_BEGIN} and {README_END}; "
+        f"put the two lines under its heading and run: {REGENERATE}"
     )
-    current = readme_with_table(readme, markdown()) == readme
+    current = readme_with_table(doc, markdown()) == doc
     assert current, (
-        f"README.md's settings table differs from ble_scanner/config.py's; run: {REGENERATE}"
+        f"docs/settings.md's settings table differs from ble_scanner/config.py's; run: {REGENERATE}"
     )
 
 

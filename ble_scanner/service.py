@@ -44,7 +44,14 @@ from .const import (
 )
 from .filters import FilterTooLarge, InvalidFilter, parse_snapshot_query, parse_subscription
 from .hub import Hub
-from .leases import LeaseError, LeaseKind, LeaseRegistry, TooManyLeases
+from .leases import (
+    LeaseError,
+    LeaseKind,
+    LeaseRegistry,
+    NotLeaseOwner,
+    TooManyLeases,
+    UnknownLease,
+)
 from .loadcap import SheddingLoad
 from .state import ServiceStatus
 from .subscriptions import NotOwner, Subscription, TooManySubscriptions, UnknownSubscription
@@ -102,6 +109,25 @@ _SIGNAL_SIGNATURES: Final = {"DeviceDiscovered": "sa{sv}", "DeviceLost": "s"}
 # for the broadcast and for each of MAX_SUBSCRIPTIONS_TOTAL subscriptions; past
 # this (subscriptions come and go) the cache starts over.
 _HEADER_CACHE_SIZE: Final = 1024
+# What the service refuses a call with, as the D-Bus error a client matches on.
+# Only these are caught: any other exception is a bug, and dbus-fast answers it
+# with its internal error (and logs the traceback) rather than passing it off
+# as a refusal.
+_ERROR_NAMES: Final[dict[type[Exception], str]] = {
+    LeaseError: ERROR_INVALID_ARGS,
+    InvalidFilter: ERROR_INVALID_ARGS,
+    TooManyLeases: ERROR_LIMITS_EXCEEDED,
+    FilterTooLarge: ERROR_LIMITS_EXCEEDED,
+    TooManySubscriptions: ERROR_LIMITS_EXCEEDED,
+    SheddingLoad: ERROR_LIMITS_EXCEEDED,
+    NotLeaseOwner: SCANNER_ERROR_NOT_OWNER,
+    NotOwner: SCANNER_ERROR_NOT_OWNER,
+    UnknownLease: SCANNER_ERROR_UNKNOWN_LEASE,
+    UnknownSubscription: SCANNER_ERROR_UNKNOWN_SUBSCRIPTION,
+}
+_REFUSALS: Final = tuple(_ERROR_NAMES)
+# Standard errors name the method in their text; ours say it all themselves.
+_NAMES_THE_METHOD: Final = frozenset((ERROR_INVALID_ARGS, ERROR_LIMITS_EXCEEDED))
 _STANDARD_INTERFACES: Final = """<interface name="org.freedesktop.DBus.Introspectable">
   <method name="Introspect"><arg name="data" type="s" direction="out"/></method>
 </interface>
@@ -169,6 +195,13 @@ def status_variants(status: ServiceStatus) -> dict[str, Variant]:
         "Shed": Variant("t", status.shed),
         "LoadShedding": Variant("u", status.load_shedding),
     }
+
+
+def _refusal(msg: Message, member: str, exc: Exception) -> Message:
+    """The error reply for a refused call (an exception of ``_ERROR_NAMES``)."""
+    name = next(_ERROR_NAMES[cls] for cls in type(exc).__mro__ if cls in _ERROR_NAMES)
+    text = f"{member}: {exc}" if name in _NAMES_THE_METHOD else str(exc)
+    return Message.new_error(msg, name, text)
 
 
 class ScannerService:
@@ -322,22 +355,8 @@ class ScannerService:
                 self.on_leases_changed()
                 return Message.new_method_return(msg)
             return Message.new_method_return(msg, "a{sv}", [status_variants(self.status())])
-        except LeaseError as exc:
-            return Message.new_error(msg, ERROR_INVALID_ARGS, f"{member}: {exc}")
-        except TooManyLeases as exc:
-            return Message.new_error(msg, ERROR_LIMITS_EXCEEDED, f"{member}: {exc}")
-        except PermissionError as exc:
-            return Message.new_error(msg, SCANNER_ERROR_NOT_OWNER, str(exc))
-        except KeyError as exc:
-            return Message.new_error(msg, SCANNER_ERROR_UNKNOWN_LEASE, f"no lease {exc}")
-        except InvalidFilter as exc:
-            return Message.new_error(msg, ERROR_INVALID_ARGS, f"{member}: {exc}")
-        except (FilterTooLarge, TooManySubscriptions, SheddingLoad) as exc:
-            return Message.new_error(msg, ERROR_LIMITS_EXCEEDED, f"{member}: {exc}")
-        except NotOwner as exc:
-            return Message.new_error(msg, SCANNER_ERROR_NOT_OWNER, str(exc))
-        except UnknownSubscription as exc:
-            return Message.new_error(msg, SCANNER_ERROR_UNKNOWN_SUBSCRIPTION, str(exc))
+        except _REFUSALS as exc:
+            return _refusal(msg, member, exc)
 
     def _subscribe(self, msg: Message, hub: Hub) -> bool:
         flt, options = parse_subscription(msg.body[0])

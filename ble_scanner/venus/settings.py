@@ -3,7 +3,7 @@
 On a GX device the user changes settings in the GUI, over MQTT or with
 ``dbus -y com.victronenergy.settings``; localsettings stores them and sends
 ``PropertiesChanged`` on each path. This client creates the settings with
-``AddSettings`` (from ``config.py``'s table: int / float / string defaults only,
+``AddSettings`` (from ``config/table.py``: int / float / string defaults only,
 localsettings refuses booleans), reads back what is stored, checks every value
 it receives against the table (a bad value is logged and the previous one
 kept), and reports changes through one callback. It also allocates the VRM

@@ -253,7 +253,7 @@ async def test_name_already_taken_logs_the_owner_and_exits_non_zero(
         await bus.release_name(SCANNER_SERVICE)
 
 
-# --- options and settings, from config.py's table, in the real process -----------
+# --- options and settings, from the settings table, in the real process -----------
 
 
 def run_to_exit(args: list[str], test_bus: TestBus) -> tuple[int, str]:

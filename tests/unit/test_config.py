@@ -8,6 +8,7 @@ import math
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import NoReturn
 
 import pytest
@@ -30,11 +31,13 @@ from ble_scanner.config import (
     from_text,
     markdown,
     readme_with_table,
+    table_is_current,
 )
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-README = os.path.join(ROOT, "README.md")
-REGENERATE = "python -m ble_scanner.config --update-readme README.md"
+# The document that holds the generated settings table.
+TABLE_DOCUMENT = "README.md"
+REGENERATE = f"python -m ble_scanner.config --update {TABLE_DOCUMENT}"
 
 
 class _Refused(Exception):
@@ -338,17 +341,37 @@ def test_readme_block_is_replaced_and_nothing_else() -> None:
 
 
 def test_the_readme_holds_the_generated_table() -> None:
-    with open(README, encoding="utf-8") as f:
+    path = os.path.join(ROOT, TABLE_DOCUMENT)
+    with open(path, encoding="utf-8") as f:
         readme = f.read()
     has_block = README_BEGIN in readme and README_END in readme
     assert has_block, (
-        f"README.md needs a settings table between {README_BEGIN} and {README_END}; "
-        f"put the two lines under '## Settings' and run: {REGENERATE}"
+        f"{TABLE_DOCUMENT} needs a settings table between {README_BEGIN} and {README_END}; "
+        f"put the two lines under its settings heading and run: {REGENERATE}"
     )
-    current = readme_with_table(readme, markdown()) == readme
-    assert current, (
-        f"README.md's settings table differs from ble_scanner/config.py's; run: {REGENERATE}"
+    assert table_is_current(path), (
+        f"{TABLE_DOCUMENT}'s settings table differs from ble_scanner/config's; run: {REGENERATE}"
     )
+
+
+def test_the_module_writes_and_checks_the_table_in_a_given_file(tmp_path: Path) -> None:
+    document = tmp_path / "settings.md"
+    document.write_text(f"# Settings\n{README_BEGIN}\nold\n{README_END}\nmore\n")
+
+    def module(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "ble_scanner.config", *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    stale = module("--check", str(document))
+    assert stale.returncode == 1 and "out of date" in stale.stderr
+    assert module("--update", str(document)).returncode == 0
+    assert document.read_text() == f"# Settings\n{README_BEGIN}\n{markdown()}{README_END}\nmore\n"
+    assert module("--check", str(document)).returncode == 0
 
 
 def test_the_module_prints_the_table() -> None:

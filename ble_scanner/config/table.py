@@ -1,26 +1,23 @@
-"""Every setting of the service, described once: the table, the record, and what is made from them.
+"""Every setting of the service, described once: its table.
 
-The command line (``argparse`` options and ``--help``), localsettings
-(``AddSettings`` definitions under ``/Settings/BleScanner``), the checking of
-every value from either place, and the README's settings table are all made
-from ``SETTINGS`` and ``PROCESS_OPTIONS``; nothing else lists a default or a
-range. Pure logic: no D-Bus here. ``python -m ble_scanner.config --markdown``
-prints the README table.
+The command line (``options``: argparse options and ``--help``),
+localsettings (``checks.add_settings_definitions``: ``AddSettings`` under
+``/Settings/BleScanner``), the checking of every value from either place
+(``checks``) and the settings table in the documentation (``markdown``) are
+all made from ``SETTINGS`` and ``PROCESS_OPTIONS``; nothing else lists a
+default or a range. Pure logic: no D-Bus here.
 """
 
 from __future__ import annotations
 
-import argparse
 import enum
-import math
-import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Final
 
-from . import identifiers
-from .claims import CLAIMS_DIR, DEFAULT_DRAIN_TIMEOUT
-from .const import (
+from .. import identifiers
+from ..claims import CLAIMS_DIR, DEFAULT_DRAIN_TIMEOUT
+from ..const import (
     DEFAULT_BROADCAST_INTERVAL,
     DEFAULT_BROADCAST_KEEP_ALIVE,
     DEFAULT_BROADCAST_RSSI_DELTA,
@@ -33,11 +30,12 @@ from .const import (
     RSSI_MIN,
     WATCHDOG_SILENCE,
 )
-from .filters import MAX_SECONDS
-from .loadcap import DEFAULT_SHED_CPU_PERCENT, DEFAULT_SHED_LOAD_AVERAGE
-from .venus.blesensors import BLE_SENSORS_COMPANY_IDS, NOT_TAKEN
-from .venus.const import SETTINGS_PREFIX
-from .watchdog import DEFAULT_SILENCE_POWER_CYCLE, MIN_SILENCE
+from ..filters import MAX_SECONDS
+from ..loadcap import DEFAULT_SHED_CPU_PERCENT, DEFAULT_SHED_LOAD_AVERAGE
+from ..venus.blesensors import BLE_SENSORS_COMPANY_IDS, NOT_TAKEN
+from ..venus.const import SETTINGS_PREFIX
+from ..watchdog import DEFAULT_SILENCE_POWER_CYCLE, MIN_SILENCE
+from .values import Value
 
 # The values of bluez ScanMode (README "Scan modes"); tests/unit/test_config.py
 # holds the two equal, so that this module need not import the BlueZ side.
@@ -50,48 +48,6 @@ _UNIX_PATH_MAX: Final = 107
 COMPANY_ID_MAX: Final = 0xFFFF
 # hciN as the kernel names adapters; three digits is more adapters than any GX has.
 _ADAPTER_DIGITS_MAX: Final = 3
-
-
-@dataclass(slots=True, frozen=True)
-class ScannerConfig:
-    """What the user sets (command line, localsettings); ``Hub.configure`` applies it live.
-
-    The defaults here are the table's (``tests/unit/test_config.py`` holds them
-    equal). Values are not checked on construction, so tests may use ranges a
-    user cannot; ``from_text`` and ``from_stored`` check what users give.
-    """
-
-    adapters: frozenset[str] = frozenset()  # empty: every adapter
-    lost_timeout: float = DEFAULT_LOST_TIMEOUT
-    cache_size: int = DEFAULT_CACHE_SIZE
-    broadcast_keep_alive: float = DEFAULT_BROADCAST_KEEP_ALIVE  # 0: never
-    broadcast_rssi_delta: int = DEFAULT_BROADCAST_RSSI_DELTA
-    broadcast_interval: float = DEFAULT_BROADCAST_INTERVAL  # 0: every change
-    # Reports whose manufacturer data carries only these company ids are
-    # dropped before they reach the cache (e.g. 0x004C for Apple's chatter).
-    ignore_company_ids: frozenset[int] = frozenset()
-    ignore_addresses: frozenset[str] = frozenset()
-    min_rssi: int | None = None
-    scan_mode: str = "active"  # one of SCAN_MODES
-    publish_devices: bool = False
-    publish_devices_max: int = DEFAULT_PUBLISH_DEVICES_MAX
-    custom_name: str = ""
-    shed_load_average: float = DEFAULT_SHED_LOAD_AVERAGE  # 0: not a trigger
-    shed_cpu_percent: int = DEFAULT_SHED_CPU_PERCENT  # 0: not a trigger
-    ble_sensors_feed: bool = False
-    ble_sensors_company_ids: frozenset[int] = BLE_SENSORS_COMPANY_IDS
-    # dbus-ble-sensors' Bluetooth/Enabled as the feed found it (NOT_TAKEN: untouched).
-    ble_sensors_bluetooth_was: int = NOT_TAKEN
-    silence_restart: float = WATCHDOG_SILENCE
-    silence_power_cycle: float = DEFAULT_SILENCE_POWER_CYCLE
-    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
-    ingest: str = "auto"  # one of INGESTS
-    mgmt_socket: str = ""  # a simulator's seam instead of the kernel's channel (tests)
-
-
-Value = float | int | str | bool | frozenset[str] | frozenset[int] | None
-Stored = int | float | str
-"""A value as localsettings holds it: int32, double or string (it has no booleans)."""
 
 
 class Kind(enum.Enum):
@@ -396,323 +352,3 @@ PROCESS_OPTIONS: Final[tuple[Setting, ...]] = (
 
 BY_FIELD: Final = {setting.field: setting for setting in SETTINGS}
 BY_PATH: Final = {setting.path: setting for setting in SETTINGS if setting.path is not None}
-
-
-def with_values(config: ScannerConfig, values: Mapping[str, Value]) -> ScannerConfig:
-    """``config`` with some fields changed, each to a value the table's checks gave."""
-    return replace(config, **values)  # type: ignore[arg-type]  # typed by the table
-
-
-# --- checking values ------------------------------------------------------------
-
-
-def _number_text(value: float) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def range_text(setting: Setting) -> str:
-    """The allowed values in a few words: ``10..86400``, ``at most 64 entries``."""
-    low, high = setting.low, setting.high
-    if setting.kind is Kind.CHOICE:
-        return ", ".join(setting.choices)
-    if setting.kind is Kind.LIST:
-        return f"at most {high:g} entries" if high is not None else ""
-    if setting.kind is Kind.TEXT:
-        return f"at most {high:g} characters" if high is not None else ""
-    if low is None or high is None:
-        return ""
-    if setting.kind is Kind.FLAG:
-        return "0, 1"
-    return f"{_number_text(low)}..{_number_text(high)}"
-
-
-def _in_range(setting: Setting, value: float) -> None:
-    low, high = setting.low, setting.high
-    if (
-        math.isnan(value)
-        or (low is not None and value < low)
-        or (high is not None and value > high)
-    ):
-        unit = f" {setting.unit}" if setting.unit else ""
-        raise ValueError(f"{_number_text(value)} is outside {range_text(setting)}{unit}")
-
-
-def _whole(value: float) -> int:
-    if not float(value).is_integer():
-        raise ValueError(f"{value!r} is not a whole number")
-    return int(value)
-
-
-def _list(setting: Setting, texts: Iterable[str]) -> frozenset[str] | frozenset[int]:
-    assert setting.item is not None
-    items = [text.strip() for text in texts if text.strip()]
-    if setting.high is not None and len(items) > setting.high:
-        raise ValueError(f"{len(items)} entries, more than {setting.high:g}")
-    return frozenset(setting.item(text) for text in items)  # type: ignore[return-value]
-
-
-def from_stored(setting: Setting, raw: object) -> Value:
-    """A value as localsettings holds it -> the checked, typed value; ValueError says why not."""
-    kind = setting.kind
-    if kind in (Kind.SECONDS, Kind.NUMBER, Kind.INTEGER, Kind.FLAG):
-        if isinstance(raw, bool) or not isinstance(raw, int | float):
-            raise ValueError(f"{raw!r} is not a number")
-        number: float = float(raw) if kind in (Kind.SECONDS, Kind.NUMBER) else _whole(raw)
-        _in_range(setting, number)
-        if kind is Kind.FLAG:
-            return bool(number)
-        return number
-    if not isinstance(raw, str):
-        raise ValueError(f"{raw!r} is not a string")
-    if kind is Kind.LIST:
-        return _list(setting, raw.split(","))
-    if kind is Kind.CHOICE:
-        word = raw.strip().lower()
-        if word not in setting.choices:
-            raise ValueError(f"{raw!r} is not one of {range_text(setting)}")
-        return word
-    if setting.high is not None and len(raw) > setting.high:
-        raise ValueError(f"longer than {setting.high:g} characters")
-    return raw
-
-
-def from_text(setting: Setting, text: str) -> Value:
-    """A command-line value -> the checked, typed value; ValueError says why not.
-
-    A LIST's option is given once per entry: this checks one entry.
-    """
-    kind = setting.kind
-    if kind is Kind.LIST:
-        assert setting.item is not None
-        return setting.item(text)
-    if kind in (Kind.SECONDS, Kind.NUMBER):
-        try:
-            number = float(text)
-        except ValueError:
-            what = "a number of seconds" if kind is Kind.SECONDS else "a number"
-            raise ValueError(f"{text!r} is not {what}") from None
-        return from_stored(setting, number)
-    if kind is Kind.INTEGER:
-        try:
-            whole = int(text, 10)
-        except ValueError:
-            raise ValueError(f"{text!r} is not a whole number") from None
-        return from_stored(setting, whole)
-    return from_stored(setting, text)
-
-
-# --- localsettings --------------------------------------------------------------
-
-
-def stored(setting: Setting, value: Value) -> Stored:
-    """``value`` as localsettings holds it: booleans as 0 / 1, lists comma separated."""
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, int | float | str):
-        return value
-    if isinstance(value, frozenset):
-        if setting.item is company_id:  # as the Bluetooth SIG writes them: 0x02E1
-            return ",".join(f"0x{v:04X}" for v in sorted(value))
-        return ",".join(sorted(str(v) for v in value))
-    raise TypeError(f"{setting.field} has no stored form")
-
-
-def add_settings_definitions() -> list[dict[str, Stored]]:
-    """The ``AddSettings`` entries for every setting localsettings keeps.
-
-    The default's Python type picks the setting's type (int -> ``i``, float ->
-    ``f``, str -> ``s``), so ``min`` and ``max`` are given in the same type.
-    """
-    definitions: list[dict[str, Stored]] = []
-    for setting in SETTINGS:
-        if setting.path is None:
-            continue
-        definition: dict[str, Stored] = {
-            "path": setting.path,
-            "default": stored(setting, setting.default),
-        }
-        if setting.kind in (Kind.SECONDS, Kind.NUMBER, Kind.INTEGER, Kind.FLAG):
-            as_type = float if setting.kind in (Kind.SECONDS, Kind.NUMBER) else int
-            if setting.low is not None and setting.high is not None:
-                definition["min"] = as_type(setting.low)
-                definition["max"] = as_type(setting.high)
-        definitions.append(definition)
-    return definitions
-
-
-# --- the command line -----------------------------------------------------------
-
-
-def _option_help(setting: Setting) -> str:
-    facts = []
-    allowed = range_text(setting)
-    if allowed and setting.kind is not Kind.FLAG:
-        facts.append(f"{allowed}{' ' + setting.unit if setting.unit else ''}")
-    if setting.kind is Kind.LIST:
-        facts.append("repeatable")
-    elif setting.kind is not Kind.FLAG:
-        facts.append(f"default {_default_text(setting)}")
-    if setting.name is not None:
-        facts.append(f"localsettings {setting.name}")
-    help_text = f"{setting.help} ({'; '.join(facts)})" if facts else setting.help
-    return help_text.replace("%", "%%")  # argparse formats help with %
-
-
-def _argument_type(setting: Setting) -> Callable[[str], Value]:
-    def parse(text: str) -> Value:
-        try:
-            return from_text(setting, text)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-
-    return parse
-
-
-def add_options(parser: argparse.ArgumentParser) -> None:
-    """Every option of the table, with its ``--help`` text and checks, on ``parser``."""
-    for setting in (*SETTINGS, *PROCESS_OPTIONS):
-        if setting.flag is None:
-            continue
-        if setting.kind is Kind.FLAG:
-            parser.add_argument(
-                setting.flag, dest=setting.field, action="store_true", help=_option_help(setting)
-            )
-            continue
-        parser.add_argument(
-            setting.flag,
-            dest=setting.field,
-            type=_argument_type(setting),
-            action="append" if setting.kind is Kind.LIST else "store",
-            default=None if setting.kind is Kind.LIST else setting.default,
-            metavar=setting.metavar,
-            help=_option_help(setting),
-        )
-
-
-def config_from_args(args: argparse.Namespace) -> ScannerConfig:
-    """The options given, over the table's defaults; ValueError if a list is too long."""
-    values: dict[str, Value] = {}
-    for setting in SETTINGS:
-        if setting.flag is None:
-            continue
-        value = getattr(args, setting.field)
-        if value is None:
-            continue
-        if setting.kind is Kind.LIST:
-            if setting.high is not None and len(value) > setting.high:
-                raise ValueError(
-                    f"{setting.flag}: given {len(value)} times, at most {setting.high:g}"
-                )
-            value = frozenset(value)
-        values[setting.field] = value
-    return with_values(ScannerConfig(), values)
-
-
-# --- the README -----------------------------------------------------------------
-
-README_BEGIN: Final = "<!-- settings-table:begin -->"
-README_END: Final = "<!-- settings-table:end -->"
-
-
-def _default_text(setting: Setting) -> str:
-    if setting.default_text:
-        return setting.default_text
-    default = setting.default
-    if default is None:
-        return "none"
-    if setting.kind is Kind.FLAG:
-        return str(int(bool(default))) if setting.name is not None else "off"
-    if isinstance(default, frozenset) and setting.name is None:
-        return "none"
-    if isinstance(default, frozenset | str):
-        text = stored(setting, default)
-        return str(text) if text != "" else '""'
-    return _number_text(default)
-
-
-_TYPE_TEXT: Final = {
-    Kind.SECONDS: "float",
-    Kind.NUMBER: "float",
-    Kind.INTEGER: "int",
-    Kind.CHOICE: "string",
-    Kind.LIST: "list",
-    Kind.TEXT: "string",
-    Kind.FLAG: "int 0/1",
-}
-
-
-def _type_text(setting: Setting) -> str:
-    if setting.kind is Kind.FLAG and setting.name is None:
-        return "switch"
-    if setting.kind is Kind.LIST and setting.name is not None:
-        return "string, comma separated"
-    kind = _TYPE_TEXT[setting.kind]
-    return f"{kind} ({setting.unit})" if setting.unit else kind
-
-
-def markdown() -> str:
-    """The README's settings table, with why each range is what it is."""
-    rows = [
-        "| Setting | Option | Type | Default | Range | Applied | Meaning | Why this range |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for setting in (*SETTINGS, *PROCESS_OPTIONS):
-        name = f"`{setting.name}`" if setting.name else "—"
-        option = "—"
-        if setting.flag is not None:
-            metavar = setting.metavar or "|".join(setting.choices)
-            option = (
-                f"`{setting.flag}`" if setting.kind is Kind.FLAG else f"`{setting.flag} {metavar}`"
-            )
-            if setting.kind is Kind.LIST:
-                option += " (repeatable)"
-        cells = (
-            name,
-            option,
-            _type_text(setting),
-            setting.default_text or f"`{_default_text(setting)}`",
-            range_text(setting),
-            "live" if setting.live else "at start",
-            setting.help,
-            setting.why,
-        )
-        rows.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
-    return "\n".join(rows) + "\n"
-
-
-def readme_with_table(readme: str, table: str) -> str:
-    """``readme`` with the text between the settings-table markers replaced by ``table``."""
-    head, begin, rest = readme.partition(README_BEGIN + "\n")
-    _, end, tail = rest.partition(README_END)
-    if not begin or not end:
-        raise ValueError(f"the README has no {README_BEGIN} ... {README_END} block")
-    return head + begin + table + end + tail
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m ble_scanner.config", description="The settings table, for the README."
-    )
-    parser.add_argument("--markdown", action="store_true", help="print the README's table")
-    parser.add_argument(
-        "--update-readme", metavar="PATH", help="rewrite the table between the markers in PATH"
-    )
-    args = parser.parse_args(argv)
-    if args.update_readme:
-        try:
-            with open(args.update_readme, encoding="utf-8") as f:
-                text = readme_with_table(f.read(), markdown())  # ValueError before any write
-            with open(args.update_readme, "w", encoding="utf-8") as f:
-                f.write(text)
-        except (OSError, ValueError) as exc:
-            parser.error(str(exc))
-        return 0
-    if args.markdown:
-        sys.stdout.write(markdown())
-        return 0
-    parser.print_help()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,7 @@
+"""``python -m ble_scanner.config``: the settings table in markdown (see ``markdown``)."""
+
+import sys
+
+from .markdown import main
+
+sys.exit(main())

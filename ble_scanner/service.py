@@ -16,7 +16,7 @@ from typing import Final
 from dbus_fast import Message, MessageFlag, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
-from .bus.calls import add_match, signal_rule
+from .bus.calls import add_match, name_owner_rule
 from .bus.marshal import (
     MESSAGE_METHOD_RETURN,
     MESSAGE_SIGNAL,
@@ -26,11 +26,10 @@ from .bus.marshal import (
     string_body,
 )
 from .bus.outbox import Outbox
+from .bus.owner import connection_left
 from .cache import Device
 from .const import (
     DBUS_DAEMON_CALL_TIMEOUT,
-    DBUS_INTERFACE,
-    DBUS_SERVICE,
     ERROR_INVALID_ARGS,
     ERROR_LIMITS_EXCEEDED,
     ERROR_UNKNOWN_METHOD,
@@ -230,8 +229,7 @@ class ScannerService:
     async def start(self) -> None:
         """Serve the interface and follow subscription owners leaving the bus."""
         self.bus.add_message_handler(self._on_message)
-        rule = signal_rule(sender=DBUS_SERVICE, interface=DBUS_INTERFACE, member="NameOwnerChanged")
-        await add_match(self.bus, rule, timeout=DBUS_DAEMON_CALL_TIMEOUT)
+        await add_match(self.bus, name_owner_rule(), timeout=DBUS_DAEMON_CALL_TIMEOUT)
 
     def close(self) -> None:
         self.bus.remove_message_handler(self._on_message)
@@ -278,14 +276,9 @@ class ScannerService:
     def _on_message(self, msg: Message) -> Message | bool:
         mtype = msg.message_type
         if mtype == MessageType.SIGNAL:
-            if (
-                msg.member == "NameOwnerChanged"
-                and msg.sender == DBUS_SERVICE
-                and msg.signature == "sss"
-            ):
-                name, _old_owner, new_owner = msg.body
-                if not new_owner and name.startswith(":"):
-                    self._owner_left(name)
+            left = connection_left(msg)
+            if left is not None:
+                self._owner_left(left)
             return False
         if mtype != MessageType.METHOD_CALL:
             return False

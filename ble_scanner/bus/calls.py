@@ -235,8 +235,9 @@ def signal_rule(
     return ",".join(parts)
 
 
-def name_owner_rule(name: str) -> str:
-    """Signals telling when ``name`` gains, changes or loses its owner."""
+def name_owner_rule(name: str | None = None) -> str:
+    """Signals telling when ``name`` (or any name) gains, changes or loses its owner;
+    ``bus.owner`` reads them."""
     return signal_rule(
         sender=DBUS_SERVICE, interface=DBUS_INTERFACE, member="NameOwnerChanged", arg0=name
     )

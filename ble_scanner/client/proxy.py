@@ -34,6 +34,7 @@ from ..bus.calls import (
     name_owner_rule,
     raise_for_error,
 )
+from ..bus.owner import owner_change
 from ..const import (
     DBUS_SERVICE,
     DEFAULT_LOST_TIMEOUT,
@@ -341,8 +342,9 @@ class ScannerClient:
             return
         sender = msg.sender
         if sender == DBUS_SERVICE:
-            if msg.member == "NameOwnerChanged" and msg.signature == "sss":
-                name, _old_owner, new_owner = msg.body
+            change = owner_change(msg)
+            if change is not None:
+                name, new_owner = change
                 if name == SCANNER_SERVICE:
                     self._owner_changed(new_owner)
             elif self._fallback is not None:

@@ -30,6 +30,7 @@ from ..bus.calls import (
     call_reply,
     connection_lost,
     disconnect_reason,
+    method_call,
     name_owner,
     name_owner_rule,
     raise_for_error,
@@ -522,9 +523,8 @@ class ScannerClient:
         """The reply (its sender matters to Subscribe), or one of the client's errors."""
         bus = self._connected_bus()
         with self._call_terms(bus):
-            reply = await call_reply(
-                bus, destination, path, interface, member, signature, body, timeout=self.timeout
-            )
+            message = method_call(destination, path, interface, member, signature, body)
+            reply = await call_reply(bus, message, timeout=self.timeout)
             return raise_for_error(reply, member)
 
     async def _call_service(self, member: str, signature: str, body: list[Any]) -> Message:

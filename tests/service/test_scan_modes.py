@@ -20,8 +20,15 @@ from ble_scanner.main import ScannerApp
 from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.testbus import TestBus
 from tests.conftest import connect, disconnect, start_scanner
-from tests.helpers import adapter_state, assert_error, assert_ok, state_becomes, wait_until
-from tests.service.conftest import get_devices, scanner_call
+from tests.helpers import (
+    adapter_state,
+    assert_error,
+    assert_ok,
+    scanner_call,
+    state_becomes,
+    wait_until,
+)
+from tests.service.conftest import get_devices
 from tests.service.test_bluez_side import our_session
 
 ADDR = "C0:11:22:33:44:01"

@@ -2,9 +2,9 @@
 # Build the offline bundle for a GX device: dist/dbus-ble-scanner-<version>.tar.gz
 #
 # It holds the entry script, the package (without ble_scanner/testing, the
-# test doubles), service/, tools/install.sh and tools/uninstall.sh, and ext/ filled
-# with the pinned pure-Python packages of ext/requirements.txt. Unpack it
-# anywhere and run tools/install.sh.
+# test doubles), service/, tools/install.sh and tools/uninstall.sh (with the
+# tools/common.sh they share), and ext/ filled with the pinned pure-Python
+# packages of ext/requirements.txt. Unpack it anywhere and run tools/install.sh.
 #
 # PYTHON picks the interpreter whose pip fetches ext/ (default python3);
 # EXT_WHEELS=DIR installs ext/ from a folder of wheels, offline.
@@ -28,7 +28,7 @@ cp -R "$REPO/ble_scanner" "$TOP/ble_scanner"
 rm -rf "$TOP/ble_scanner/testing"
 cp "$REPO/service/run" "$TOP/service/run"
 cp "$REPO/service/log/run" "$TOP/service/log/run"
-cp "$REPO/tools/install.sh" "$REPO/tools/uninstall.sh" "$TOP/tools/"
+cp "$REPO/tools/install.sh" "$REPO/tools/uninstall.sh" "$REPO/tools/common.sh" "$TOP/tools/"
 cp "$REPO/ext/README.md" "$REPO/ext/requirements.txt" "$TOP/ext/"
 
 if [ -n "${EXT_WHEELS:-}" ]; then

@@ -5,39 +5,7 @@
 # Running it again changes nothing. POSIX sh: Venus has BusyBox, no bash.
 set -eu
 
-NAME=dbus-ble-scanner
-ROOT=/
-
-usage() {
-	echo "usage: $0 [--root DIR]" >&2
-	exit 64
-}
-
-while [ $# -gt 0 ]; do
-	case "$1" in
-	--root)
-		[ $# -ge 2 ] || usage
-		ROOT=$2
-		shift 2
-		;;
-	--root=*)
-		ROOT=${1#--root=}
-		shift
-		;;
-	*) usage ;;
-	esac
-done
-
-case "$ROOT" in
-/*) ;;
-*) echo "$0: --root must be an absolute path" >&2; exit 64 ;;
-esac
-PREFIX=${ROOT%/}
-APP=/data/apps/$NAME
-DEST=$PREFIX$APP
-LINK=$PREFIX/service/$NAME
-RCLOCAL=$PREFIX/data/rc.local
-RCLINE="[ -e /service/$NAME ] || ln -s $APP/service /service/$NAME  # $NAME"
+. "$(dirname "$0")/common.sh" # --root, NAME, PREFIX, APP, DEST, LINK, RCLOCAL, RCLINE
 
 # Only the live system has a supervise to stop: -d stops the service, -x lets
 # supervise exit once it is down, for the service and its logger.

@@ -121,6 +121,7 @@ def test_bundle_holds_what_the_device_needs_and_nothing_else(bundle: Path) -> No
         "service/log/run",
         "tools/install.sh",
         "tools/uninstall.sh",
+        "tools/common.sh",
         "ext/README.md",
         "ext/requirements.txt",
         "ext/bleak/__init__.py",

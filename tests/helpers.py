@@ -12,9 +12,6 @@ from dbus_fast.aio import MessageBus
 
 from ble_scanner.bus import calls
 from ble_scanner.const import (
-    DBUS_INTERFACE,
-    DBUS_PATH,
-    DBUS_SERVICE,
     SCANNER_INTERFACE,
     SCANNER_SERVICE,
 )
@@ -75,13 +72,6 @@ async def scanner_call(
 ) -> Message:
     """A Scanner1 call on ``/``, as any client makes it; the reply, which may be an error."""
     return await call(bus, SCANNER_SERVICE, "/", SCANNER_INTERFACE, member, signature, body)
-
-
-async def bus_call(
-    bus: MessageBus, member: str, signature: str = "", body: list[Any] | None = None
-) -> Message:
-    """A call to the bus daemon itself; the reply, which may be an error."""
-    return await call(bus, DBUS_SERVICE, DBUS_PATH, DBUS_INTERFACE, member, signature, body)
 
 
 async def name_owner(bus: MessageBus, name: str = SCANNER_SERVICE) -> str | None:

@@ -83,7 +83,7 @@ RSSI_UNAVAILABLE: Final = 127
 # Company identifiers (Bluetooth SIG Assigned Numbers) are 16-bit.
 MAX_COMPANY_ID: Final = 0xFFFF
 
-# --- settings: the defaults of config.py's table ---------------------------------
+# --- settings: the defaults of config/table.py ---------------------------------
 
 # A device unheard this long is lost. BlueZ itself drops temporary devices after
 # 30 s (src/main.c DEFAULT_TEMPORARY_TIMEOUT), but many sensors advertise only

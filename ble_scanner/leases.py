@@ -36,6 +36,14 @@ class TooManyLeases(Exception):
     """→ LimitsExceeded."""
 
 
+class UnknownLease(Exception):
+    """No lease has this path (→ UnknownLease)."""
+
+
+class NotLeaseOwner(Exception):
+    """Only the connection that took a lease may release it (→ NotOwner)."""
+
+
 @dataclass(slots=True)
 class Lease:
     path: str
@@ -76,9 +84,9 @@ class LeaseRegistry:
     def release(self, path: str, caller: str) -> Lease:
         lease = self._leases.get(path)
         if lease is None:
-            raise KeyError(path)
+            raise UnknownLease(f"no lease {path!r}")
         if lease.owner != caller:
-            raise PermissionError(f"{path} belongs to another connection")
+            raise NotLeaseOwner(f"{path} belongs to another connection")
         del self._leases[path]
         return lease
 

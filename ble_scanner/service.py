@@ -16,7 +16,7 @@ from typing import Final
 from dbus_fast import Message, MessageFlag, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
-from .bus.calls import add_match, signal_rule
+from .bus.calls import add_match, name_owner_rule
 from .bus.marshal import (
     MESSAGE_METHOD_RETURN,
     MESSAGE_SIGNAL,
@@ -26,11 +26,10 @@ from .bus.marshal import (
     string_body,
 )
 from .bus.outbox import Outbox
+from .bus.owner import connection_left
 from .cache import Device
 from .const import (
     DBUS_DAEMON_CALL_TIMEOUT,
-    DBUS_INTERFACE,
-    DBUS_SERVICE,
     ERROR_INVALID_ARGS,
     ERROR_LIMITS_EXCEEDED,
     ERROR_UNKNOWN_METHOD,
@@ -44,7 +43,14 @@ from .const import (
 )
 from .filters import FilterTooLarge, InvalidFilter, parse_snapshot_query, parse_subscription
 from .hub import Hub
-from .leases import LeaseError, LeaseKind, LeaseRegistry, TooManyLeases
+from .leases import (
+    LeaseError,
+    LeaseKind,
+    LeaseRegistry,
+    NotLeaseOwner,
+    TooManyLeases,
+    UnknownLease,
+)
 from .loadcap import SheddingLoad
 from .state import ServiceStatus
 from .subscriptions import NotOwner, Subscription, TooManySubscriptions, UnknownSubscription
@@ -102,6 +108,25 @@ _SIGNAL_SIGNATURES: Final = {"DeviceDiscovered": "sa{sv}", "DeviceLost": "s"}
 # for the broadcast and for each of MAX_SUBSCRIPTIONS_TOTAL subscriptions; past
 # this (subscriptions come and go) the cache starts over.
 _HEADER_CACHE_SIZE: Final = 1024
+# What the service refuses a call with, as the D-Bus error a client matches on.
+# Only these are caught: any other exception is a bug, and dbus-fast answers it
+# with its internal error (and logs the traceback) rather than passing it off
+# as a refusal.
+_ERROR_NAMES: Final[dict[type[Exception], str]] = {
+    LeaseError: ERROR_INVALID_ARGS,
+    InvalidFilter: ERROR_INVALID_ARGS,
+    TooManyLeases: ERROR_LIMITS_EXCEEDED,
+    FilterTooLarge: ERROR_LIMITS_EXCEEDED,
+    TooManySubscriptions: ERROR_LIMITS_EXCEEDED,
+    SheddingLoad: ERROR_LIMITS_EXCEEDED,
+    NotLeaseOwner: SCANNER_ERROR_NOT_OWNER,
+    NotOwner: SCANNER_ERROR_NOT_OWNER,
+    UnknownLease: SCANNER_ERROR_UNKNOWN_LEASE,
+    UnknownSubscription: SCANNER_ERROR_UNKNOWN_SUBSCRIPTION,
+}
+_REFUSALS: Final = tuple(_ERROR_NAMES)
+# Standard errors name the method in their text; ours say it all themselves.
+_NAMES_THE_METHOD: Final = frozenset((ERROR_INVALID_ARGS, ERROR_LIMITS_EXCEEDED))
 _STANDARD_INTERFACES: Final = """<interface name="org.freedesktop.DBus.Introspectable">
   <method name="Introspect"><arg name="data" type="s" direction="out"/></method>
 </interface>
@@ -171,6 +196,13 @@ def status_variants(status: ServiceStatus) -> dict[str, Variant]:
     }
 
 
+def _refusal(msg: Message, member: str, exc: Exception) -> Message:
+    """The error reply for a refused call (an exception of ``_ERROR_NAMES``)."""
+    name = next(_ERROR_NAMES[cls] for cls in type(exc).__mro__ if cls in _ERROR_NAMES)
+    text = f"{member}: {exc}" if name in _NAMES_THE_METHOD else str(exc)
+    return Message.new_error(msg, name, text)
+
+
 class ScannerService:
     """Answers Scanner1 calls and sends the hub's emissions; implements ``Emitter``."""
 
@@ -197,8 +229,7 @@ class ScannerService:
     async def start(self) -> None:
         """Serve the interface and follow subscription owners leaving the bus."""
         self.bus.add_message_handler(self._on_message)
-        rule = signal_rule(sender=DBUS_SERVICE, interface=DBUS_INTERFACE, member="NameOwnerChanged")
-        await add_match(self.bus, rule, timeout=DBUS_DAEMON_CALL_TIMEOUT)
+        await add_match(self.bus, name_owner_rule(), timeout=DBUS_DAEMON_CALL_TIMEOUT)
 
     def close(self) -> None:
         self.bus.remove_message_handler(self._on_message)
@@ -245,14 +276,9 @@ class ScannerService:
     def _on_message(self, msg: Message) -> Message | bool:
         mtype = msg.message_type
         if mtype == MessageType.SIGNAL:
-            if (
-                msg.member == "NameOwnerChanged"
-                and msg.sender == DBUS_SERVICE
-                and msg.signature == "sss"
-            ):
-                name, _old_owner, new_owner = msg.body
-                if not new_owner and name.startswith(":"):
-                    self._owner_left(name)
+            left = connection_left(msg)
+            if left is not None:
+                self._owner_left(left)
             return False
         if mtype != MessageType.METHOD_CALL:
             return False
@@ -322,22 +348,8 @@ class ScannerService:
                 self.on_leases_changed()
                 return Message.new_method_return(msg)
             return Message.new_method_return(msg, "a{sv}", [status_variants(self.status())])
-        except LeaseError as exc:
-            return Message.new_error(msg, ERROR_INVALID_ARGS, f"{member}: {exc}")
-        except TooManyLeases as exc:
-            return Message.new_error(msg, ERROR_LIMITS_EXCEEDED, f"{member}: {exc}")
-        except PermissionError as exc:
-            return Message.new_error(msg, SCANNER_ERROR_NOT_OWNER, str(exc))
-        except KeyError as exc:
-            return Message.new_error(msg, SCANNER_ERROR_UNKNOWN_LEASE, f"no lease {exc}")
-        except InvalidFilter as exc:
-            return Message.new_error(msg, ERROR_INVALID_ARGS, f"{member}: {exc}")
-        except (FilterTooLarge, TooManySubscriptions, SheddingLoad) as exc:
-            return Message.new_error(msg, ERROR_LIMITS_EXCEEDED, f"{member}: {exc}")
-        except NotOwner as exc:
-            return Message.new_error(msg, SCANNER_ERROR_NOT_OWNER, str(exc))
-        except UnknownSubscription as exc:
-            return Message.new_error(msg, SCANNER_ERROR_UNKNOWN_SUBSCRIPTION, str(exc))
+        except _REFUSALS as exc:
+            return _refusal(msg, member, exc)
 
     def _subscribe(self, msg: Message, hub: Hub) -> bool:
         flt, options = parse_subscription(msg.body[0])

@@ -11,6 +11,10 @@ from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
 
 from ble_scanner.bus import calls
+from ble_scanner.const import (
+    SCANNER_INTERFACE,
+    SCANNER_SERVICE,
+)
 
 if TYPE_CHECKING:
     from ble_scanner.main import ScannerApp
@@ -59,9 +63,24 @@ async def call(
     Tests look at error replies themselves (``assert_error``), hence
     ``call_reply`` rather than ``call``.
     """
-    return await calls.call_reply(
-        bus, destination, path, interface, member, signature, body, timeout=timeout
-    )
+    message = calls.method_call(destination, path, interface, member, signature, body)
+    return await calls.call_reply(bus, message, timeout=timeout)
+
+
+async def scanner_call(
+    bus: MessageBus, member: str, signature: str = "", body: list[Any] | None = None
+) -> Message:
+    """A Scanner1 call on ``/``, as any client makes it; the reply, which may be an error."""
+    return await call(bus, SCANNER_SERVICE, "/", SCANNER_INTERFACE, member, signature, body)
+
+
+async def name_owner(bus: MessageBus, name: str = SCANNER_SERVICE) -> str | None:
+    """The unique name owning ``name`` now, or None."""
+    return await calls.name_owner(bus, name, timeout=CALL_TIMEOUT)
+
+
+async def has_owner(bus: MessageBus, name: str = SCANNER_SERVICE) -> bool:
+    return await name_owner(bus, name) is not None
 
 
 def assert_error(reply: Message, name: str) -> None:

@@ -2,8 +2,9 @@
 # Build the offline bundle for a GX device: dist/dbus-ble-scanner-<version>.tar.gz
 #
 # It holds the entry script, the package (without ble_scanner/testing, the
-# test doubles), service/, tools/install.sh, tools/uninstall.sh (and the script
-# it gives dbus-ble-sensors its scan back with), and ext/ filled with the pinned
+# test doubles), service/, tools/install.sh, tools/uninstall.sh (with the
+# tools/common.sh they share and the script that gives dbus-ble-sensors its scan
+# back), and ext/ filled with the pinned
 # pure-Python packages of ext/requirements.txt. Unpack it anywhere and run
 # tools/install.sh. tools/build-gx-package.sh makes the SetupHelper package.
 #
@@ -27,6 +28,8 @@ cp "$REPO/service/run" "$TOP/service/run"
 cp "$REPO/service/log/run" "$TOP/service/log/run"
 cp "$REPO/tools/install.sh" "$REPO/tools/uninstall.sh" "$REPO/tools/restore-ble-sensors-scan.sh" "$TOP/tools/"
 chmod 755 "$TOP/service/run" "$TOP/service/log/run" "$TOP"/tools/*.sh
+cp "$REPO/tools/common.sh" "$TOP/tools/"
+chmod 644 "$TOP/tools/common.sh"
 
 pack "$STAGE" "$NAME" "$OUT"
 echo "$OUT"

@@ -11,7 +11,7 @@
 #   ReadMe, changes          for the owner
 #   services/dbus-ble-scanner/run, log/run    service/'s, copied by SetupHelper
 #   dbus_ble_scanner.py ble_scanner/ ext/    the app, as in the bundle (tools/stage-app.sh)
-#   tools/uninstall.sh, tools/restore-ble-sensors-scan.sh    what setup runs
+#   tools/uninstall.sh, common.sh, restore-ble-sensors-scan.sh  what setup runs
 #
 # PackageManager downloads a branch of <user>/dbus-ble-scanner from GitHub and
 # wants the package at the top of it: --branch NAME also commits this folder as
@@ -62,7 +62,7 @@ echo "v$VERSION" >"$TOP/version"
 echo "$USER_NAME:$GITHUB_BRANCH" >"$TOP/gitHubInfo"
 cp "$REPO/service/run" "$TOP/services/$NAME/run"
 cp "$REPO/service/log/run" "$TOP/services/$NAME/log/run"
-cp "$REPO/tools/uninstall.sh" "$REPO/tools/restore-ble-sensors-scan.sh" "$TOP/tools/"
+cp "$REPO/tools/uninstall.sh" "$REPO/tools/common.sh" "$REPO/tools/restore-ble-sensors-scan.sh" "$TOP/tools/"
 chmod 755 "$TOP/setup" "$TOP/services/$NAME/run" "$TOP/services/$NAME/log/run" "$TOP"/tools/*.sh
 chmod 644 "$TOP/version" "$TOP/gitHubInfo" "$TOP/ReadMe" "$TOP/changes" "$TOP/firstCompatibleVersion"
 

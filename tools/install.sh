@@ -9,40 +9,7 @@
 # POSIX sh: Venus has BusyBox, no bash.
 set -eu
 
-NAME=dbus-ble-scanner
-ROOT=/
-
-usage() {
-	echo "usage: $0 [--root DIR]" >&2
-	exit 64
-}
-
-while [ $# -gt 0 ]; do
-	case "$1" in
-	--root)
-		[ $# -ge 2 ] || usage
-		ROOT=$2
-		shift 2
-		;;
-	--root=*)
-		ROOT=${1#--root=}
-		shift
-		;;
-	-h | --help) usage ;;
-	*) usage ;;
-	esac
-done
-
-case "$ROOT" in
-/*) ;;
-*) echo "$0: --root must be an absolute path" >&2; exit 64 ;;
-esac
-PREFIX=${ROOT%/}                       # "" for /
-APP=/data/apps/$NAME                   # as the device sees it
-DEST=$PREFIX$APP
-LINK=$PREFIX/service/$NAME
-RCLOCAL=$PREFIX/data/rc.local
-RCLINE="[ -e /service/$NAME ] || ln -s $APP/service /service/$NAME  # $NAME"
+. "$(dirname "$0")/common.sh" # --root; NAME, PREFIX, APP, DEST, LINK, RCLOCAL, RCLINE
 
 SRC=$(cd -P "$(dirname "$0")/.." && pwd)
 [ -f "$SRC/dbus_ble_scanner.py" ] && [ -d "$SRC/ble_scanner" ] && [ -d "$SRC/service" ] || {
@@ -93,6 +60,7 @@ if [ "$SRC" != "$(cd -P "$DEST" 2>/dev/null && pwd || true)" ]; then
 	copy_file "$SRC/tools/install.sh" "$DEST/tools/install.sh" 755
 	copy_file "$SRC/tools/uninstall.sh" "$DEST/tools/uninstall.sh" 755
 	copy_file "$SRC/tools/restore-ble-sensors-scan.sh" "$DEST/tools/restore-ble-sensors-scan.sh" 755
+	copy_file "$SRC/tools/common.sh" "$DEST/tools/common.sh" 644
 	echo "installed $DEST"
 fi
 

@@ -6,45 +6,9 @@
 # Running it again changes nothing. POSIX sh: Venus has BusyBox, no bash.
 set -eu
 
-NAME=dbus-ble-scanner
-ROOT=/
-KEEP_FEED=no
 HERE=$(cd "$(dirname "$0")" && pwd)
-
-usage() {
-	echo "usage: $0 [--root DIR] [--keep-feed]" >&2
-	exit 64
-}
-
-while [ $# -gt 0 ]; do
-	case "$1" in
-	--root)
-		[ $# -ge 2 ] || usage
-		ROOT=$2
-		shift 2
-		;;
-	--root=*)
-		ROOT=${1#--root=}
-		shift
-		;;
-	--keep-feed)
-		KEEP_FEED=yes
-		shift
-		;;
-	*) usage ;;
-	esac
-done
-
-case "$ROOT" in
-/*) ;;
-*) echo "$0: --root must be an absolute path" >&2; exit 64 ;;
-esac
-PREFIX=${ROOT%/}
-APP=/data/apps/$NAME
-DEST=$PREFIX$APP
-LINK=$PREFIX/service/$NAME
-RCLOCAL=$PREFIX/data/rc.local
-RCLINE="[ -e /service/$NAME ] || ln -s $APP/service /service/$NAME  # $NAME"
+KEEP_FEED_OPTION=yes
+. "$HERE/common.sh" # --root, --keep-feed; NAME, PREFIX, APP, DEST, LINK, RCLOCAL, RCLINE
 
 # The SetupHelper package (tools/gx-package/setup) is a different install of the
 # same service: it is removed by its own setup, never by this script (which that

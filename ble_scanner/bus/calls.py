@@ -15,7 +15,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from dbus_fast import Message, MessageType
+from dbus_fast import Message, MessageFlag, MessageType
 from dbus_fast.aio import MessageBus
 
 from ..const import (
@@ -103,7 +103,9 @@ def method_call(
     member: str,
     signature: str = "",
     body: list[Any] | None = None,
+    flags: MessageFlag = MessageFlag.NONE,
 ) -> Message:
+    """A method call to send (``flags``: NO_REPLY_EXPECTED for one nobody waits on)."""
     return Message(
         destination=destination,
         path=path,
@@ -111,28 +113,20 @@ def method_call(
         member=member,
         signature=signature,
         body=body if body is not None else [],
+        flags=flags,
     )
 
 
-async def call_reply(
-    bus: MessageBus,
-    destination: str,
-    path: str,
-    interface: str,
-    member: str,
-    signature: str = "",
-    body: list[Any] | None = None,
-    *,
-    timeout: float,
-) -> Message:
-    """One call with a deadline; the reply as it came, an error reply included.
+async def call_reply(bus: MessageBus, message: Message, *, timeout: float) -> Message:
+    """``message`` (a :func:`method_call`) sent with a deadline; the reply as it came,
+    an error reply included.
 
-    For callers that look at the error reply themselves (tests of error names);
-    everyone else wants :func:`call`.
+    For callers that look at the error reply themselves (tests of error names)
+    or need more of it than its body; everyone else wants :func:`call`.
     """
+    member = message.member
     if not bus.connected:
         raise BusGoneError(f"{member}: not connected to the bus")
-    message = method_call(destination, path, interface, member, signature, body)
     try:
         reply = await asyncio.wait_for(bus.call(message), timeout)
     except TimeoutError:
@@ -170,9 +164,8 @@ async def call(
     timeout: float,
 ) -> list[Any]:
     """One call with a deadline; the reply's body, or :class:`CallError`."""
-    reply = await call_reply(
-        bus, destination, path, interface, member, signature, body, timeout=timeout
-    )
+    message = method_call(destination, path, interface, member, signature, body)
+    reply = await call_reply(bus, message, timeout=timeout)
     return list(raise_for_error(reply, member).body)
 
 
@@ -235,8 +228,9 @@ def signal_rule(
     return ",".join(parts)
 
 
-def name_owner_rule(name: str) -> str:
-    """Signals telling when ``name`` gains, changes or loses its owner."""
+def name_owner_rule(name: str | None = None) -> str:
+    """Signals telling when ``name`` (or any name) gains, changes or loses its owner;
+    ``bus.owner`` reads them."""
     return signal_rule(
         sender=DBUS_SERVICE, interface=DBUS_INTERFACE, member="NameOwnerChanged", arg0=name
     )

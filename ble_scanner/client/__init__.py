@@ -7,7 +7,9 @@ so a client filters exactly as the service does, and the D-Bus plumbing
 
 - ``records``: what the service reports (``Advertisement``, ``DeviceLost``) and
   filters (``ScanFilter``, ``make_filter``); no D-Bus library.
-- ``proxy``: the asyncio proxy on dbus-fast (``ScannerClient``).
+- ``proxy``: the asyncio proxy on dbus-fast (``ScannerClient``): its source of
+  events, the service or BlueZ standing in. ``subscription``: what reaches
+  each subscription and stream. ``calls``: calls in the client's terms.
 - ``bleak``: a bleak backend on the proxy. ``glib``: the same for GLib and
   dbus-python programs (velib_python drivers). ``fallback``: listening to
   BlueZ directly, never scanning, while the service is absent. ``cli``:
@@ -42,15 +44,10 @@ if TYPE_CHECKING:
         ServiceNotRunningError,
         UntrustedServiceError,
     )
-    from .proxy import (
-        CALL_TIMEOUT,
-        DEFAULT_SERVICE_WAIT,
-        AdvertisementStream,
-        ScannerClient,
-        Subscription,
-    )
+    from .proxy import CALL_TIMEOUT, DEFAULT_SERVICE_WAIT, ScannerClient
     from .records import Advertisement, DeviceLost, Event, ScanFilter, make_filter
     from .status import AdapterState, ScannerStatus
+    from .subscription import AdvertisementStream, Subscription
 
 # Public name -> the module of this package that defines it.
 _WHERE = {
@@ -64,9 +61,9 @@ _WHERE = {
     "UntrustedServiceError": "errors",
     "CALL_TIMEOUT": "proxy",
     "DEFAULT_SERVICE_WAIT": "proxy",
-    "AdvertisementStream": "proxy",
+    "AdvertisementStream": "subscription",
     "ScannerClient": "proxy",
-    "Subscription": "proxy",
+    "Subscription": "subscription",
     "Advertisement": "records",
     "DeviceLost": "records",
     "Event": "records",

@@ -36,8 +36,9 @@ from bleak.backends.scanner import (
 )
 
 from .errors import BusLostError
-from .proxy import ScannerClient, Subscription
+from .proxy import ScannerClient
 from .records import Advertisement, DeviceLost, Event
+from .subscription import Subscription
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -38,6 +38,7 @@ from ..bus.calls import (
     remove_match,
     signal_rule,
 )
+from ..bus.owner import owner_change
 from ..const import (
     BLUEZ_DEVICE,
     BLUEZ_ROOT_PATH,
@@ -140,8 +141,9 @@ class BluezListener:
     def on_message(self, msg: Message) -> None:
         member = msg.member
         if msg.sender == DBUS_SERVICE:
-            if member == "NameOwnerChanged" and msg.signature == "sss":
-                name, _old_owner, new_owner = msg.body
+            change = owner_change(msg)
+            if change is not None:
+                name, new_owner = change
                 if name == BLUEZ_SERVICE:
                     self._bluez_changed(new_owner)
             return

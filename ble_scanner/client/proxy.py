@@ -3,9 +3,10 @@
 One connection per client, one message handler, match rules added
 explicitly (only NameOwnerChanged for our name: the service's signals to a
 subscription are unicast and arrive without one). Signals are accepted only
-from the unique name whose owner was checked. Calls go through
-``ble_scanner.bus.calls``; ``_client_terms`` turns its errors into the
-client's (``ble_scanner.client.errors``), in this one place.
+from the unique name whose owner was checked. The client's source of events
+is that service, or BlueZ's own signals while it is away (``fallback``); what
+reaches each subscription is ``subscription``'s job, and calls are made in
+the client's terms through ``calls``.
 """
 
 from __future__ import annotations
@@ -16,58 +17,44 @@ import inspect
 import logging
 import os
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any, Final, Literal
 
-from dbus_fast import BusType, Message, MessageType, Variant
+from dbus_fast import BusType, Message, MessageType
 from dbus_fast.aio import MessageBus
 
 from ..bus.calls import (
-    BusGoneError,
-    CallError,
     add_match,
     call_bus,
     call_reply,
     connection_lost,
     disconnect_reason,
+    method_call,
     name_owner,
     name_owner_rule,
     raise_for_error,
 )
+from ..bus.owner import owner_change
 from ..const import (
     DBUS_SERVICE,
     DEFAULT_LOST_TIMEOUT,
-    ERROR_INVALID_ARGS,
-    ERROR_LIMITS_EXCEEDED,
-    ERROR_NAME_HAS_NO_OWNER,
-    ERROR_SERVICE_UNKNOWN,
     PEER,
     SCANNER_INTERFACE,
     SCANNER_PATH,
     SCANNER_SERVICE,
-    SUBSCRIPTION_PATH_PREFIX,
 )
+from .calls import client_terms, record_of, variants
 from .errors import (
     BusLostError,
     BusUnreachableError,
-    CallTimeoutError,
-    InvalidFilterError,
     ScannerError,
-    ServiceCallError,
     ServiceNotRunningError,
     UntrustedServiceError,
 )
-from .records import (
-    Advertisement,
-    DeliveryLedger,
-    DeviceLost,
-    Event,
-    ScanFilter,
-    make_filter,
-)
+from .records import Advertisement, Event, ScanFilter, make_filter
 from .status import ScannerStatus
+from .subscription import AdvertisementStream, Subscription, Subscriptions
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -77,10 +64,6 @@ CALL_TIMEOUT: Final = 5.0
 # How long a client waits for a service that is not (yet) running: covers a
 # boot where clients start first, and a daemontools restart (1 s pause).
 DEFAULT_SERVICE_WAIT: Final = 10.0
-# Events held for a stream whose reader is slower than the air; past this the
-# oldest go (counted in ``dropped``). A replay of a full 10 000-device cache fits.
-STREAM_BUFFER: Final = 10_000
-
 # Retry of a re-subscription the new service did not accept (busy starting,
 # or at its subscription limit): soon at first, doubling, then no more than
 # every 30 s.
@@ -91,151 +74,6 @@ RESUBSCRIBE_BACKOFF_MAX: Final = 30.0
 Callback = Callable[[Event], Awaitable[None] | None]
 BusLostCallback = Callable[[BusLostError], None]
 Fallback = Literal["bluez"] | None
-
-
-@contextlib.contextmanager
-def _client_terms() -> Iterator[None]:
-    """Raise ``ble_scanner.bus.calls``' errors as the client's own (the one place)."""
-    try:
-        yield
-    except CallError as exc:
-        if exc.name in (ERROR_INVALID_ARGS, ERROR_LIMITS_EXCEEDED):
-            raise InvalidFilterError(exc.name, exc.text) from exc
-        if exc.name in (ERROR_SERVICE_UNKNOWN, ERROR_NAME_HAS_NO_OWNER):
-            raise ServiceNotRunningError(f"{SCANNER_SERVICE} is not running") from exc
-        raise ServiceCallError(exc.name, exc.text) from exc
-    except TimeoutError as exc:
-        raise CallTimeoutError(str(exc)) from exc
-    except BusGoneError as exc:
-        raise BusUnreachableError(str(exc)) from exc
-
-
-def _variants(wire: dict[str, tuple[str, Any]]) -> dict[str, Variant]:
-    return {key: Variant(sig, value) for key, (sig, value) in wire.items()}
-
-
-def _record(raw: dict[str, Variant]) -> Advertisement:
-    return Advertisement.from_record({key: v.value for key, v in raw.items()})
-
-
-class Subscription:
-    """A standing request for advertisements; it outlives service restarts.
-
-    Returned by :meth:`ScannerClient.on_advertisement`; end it with
-    :meth:`remove`.
-    """
-
-    def __init__(self, client: ScannerClient, flt: ScanFilter, deliver: Callable[[Event], None]):
-        self.filter = flt
-        self.path: str | None = None  # on the current service; None while it is away
-        self.ledger = DeliveryLedger()
-        self._client = client
-        self._deliver = deliver
-        self._timers: dict[str, asyncio.TimerHandle] = {}
-        self.active = True
-        self.on_error: Callable[[ScannerError], None] | None = None
-
-    def _discovered(self, adv: Advertisement) -> None:
-        timer = self._timers.pop(adv.address, None)
-        if timer is not None:
-            timer.cancel()
-        if self.ledger.discovered(adv):
-            self._deliver(adv)
-
-    def _lost(self, address: str) -> None:
-        timer = self._timers.pop(address, None)
-        if timer is not None:
-            timer.cancel()
-        if self.ledger.lost(address):
-            self._deliver(DeviceLost(address))
-
-    def _expire_later(self, adverts: Iterable[Advertisement], lost_timeout: float) -> None:
-        """Deliver DeviceLost for each unless it is heard again before its lost time."""
-        loop = asyncio.get_running_loop()
-        now = time.time()
-        for adv in adverts:
-            old = self._timers.pop(adv.address, None)
-            if old is not None:
-                old.cancel()
-            delay = adv.last_seen + lost_timeout - now
-            if delay <= 0:
-                self._expire(adv)
-            else:
-                self._timers[adv.address] = loop.call_later(delay, self._expire, adv)
-
-    def _expire(self, adv: Advertisement) -> None:
-        self._timers.pop(adv.address, None)
-        if self.active and self.ledger.expire(adv):
-            self._deliver(DeviceLost(adv.address))
-
-    def _cancel_timers(self) -> None:
-        for timer in self._timers.values():
-            timer.cancel()
-        self._timers.clear()
-
-    async def remove(self) -> None:
-        """End the subscription; nothing more is delivered after this returns."""
-        await self._client._remove(self)
-
-
-class AdvertisementStream:
-    """``async for event in client.subscribe(...)``: Advertisement and DeviceLost events.
-
-    Subscribes on first use (or on ``async with``) and unsubscribes on
-    ``aclose()``/leaving the ``async with``. Raises UntrustedServiceError if
-    the service is taken over by an untrusted process.
-    """
-
-    def __init__(self, client: ScannerClient, flt: ScanFilter) -> None:
-        self._client = client
-        self._filter = flt
-        self._queue: deque[Event] = deque()
-        self._ready = asyncio.Event()
-        self._subscription: Subscription | None = None
-        self._closed = False
-        self.dropped = 0
-
-    def _put(self, event: Event) -> None:
-        if len(self._queue) >= STREAM_BUFFER:
-            self._queue.popleft()
-            self.dropped += 1
-            if self.dropped == 1:
-                _LOGGER.warning("stream reader too slow: dropping the oldest events")
-        self._queue.append(event)
-        self._ready.set()
-
-    async def start(self) -> AdvertisementStream:
-        if self._subscription is None and not self._closed:
-            self._subscription = await self._client._add(self._filter, self._put)
-            self._subscription.on_error = lambda error: self._ready.set()
-        return self
-
-    async def aclose(self) -> None:
-        self._closed = True
-        self._ready.set()
-        if self._subscription is not None:
-            await self._subscription.remove()
-
-    async def __aenter__(self) -> AdvertisementStream:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-    def __aiter__(self) -> AsyncIterator[Event]:
-        return self
-
-    async def __anext__(self) -> Event:
-        await self.start()
-        while not self._queue:
-            if self._closed:
-                raise StopAsyncIteration
-            error = self._client._error
-            if error is not None:
-                raise error
-            self._ready.clear()
-            await self._ready.wait()
-        return self._queue.popleft()
 
 
 class ScannerClient:
@@ -289,10 +127,7 @@ class ScannerClient:
         self._owner: str | None = None  # unique name of the checked service owner
         self._error: ScannerError | None = None
         self._changed = asyncio.Event()  # owner, fallback or error changed
-        self._subscriptions: list[Subscription] = []
-        self._by_path: dict[str, Subscription] = {}
-        self._subscribing = 0
-        self._unclaimed: dict[str, list[Message]] = {}
+        self._subscriptions = Subscriptions()
         self._owner_lock = asyncio.Lock()
         self._latest_owner: str | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -328,7 +163,7 @@ class ScannerClient:
         self._bus_watch = asyncio.get_running_loop().create_task(self._watch_bus(self._bus))
         try:
             bus = self._bus
-            with _client_terms():
+            with client_terms():
                 await add_match(bus, name_owner_rule(SCANNER_SERVICE), timeout=self.timeout)
                 owner = await name_owner(bus, SCANNER_SERVICE, timeout=self.timeout)
             self._latest_owner = owner
@@ -347,11 +182,7 @@ class ScannerClient:
 
     async def close(self) -> None:
         """Drop every subscription and disconnect (the service frees them with us)."""
-        for subscription in self._subscriptions:
-            subscription.active = False
-            subscription._cancel_timers()
-        self._subscriptions.clear()
-        self._by_path.clear()
+        self._subscriptions.close()
         for task in list(self._tasks):
             task.cancel()
         bus, self._bus = self._bus, None  # the bus watch ends with the connection, quietly
@@ -414,12 +245,12 @@ class ScannerClient:
             }
         await self._need_service()
         reply = await self._call_service(
-            "GetDiscoveredDevices", "a{sv}", [_variants(flt.to_dbus(subscription=False))]
+            "GetDiscoveredDevices", "a{sv}", [variants(flt.to_dbus(subscription=False))]
         )
         out: dict[str, Advertisement] = {}
         for address, raw in reply.body[0].items():
             try:
-                out[address] = _record(raw)
+                out[address] = record_of(raw)
             except ValueError as exc:
                 _LOGGER.warning("ignoring a malformed record for %s: %s", address, exc)
         return out
@@ -462,7 +293,7 @@ class ScannerClient:
         subscription = Subscription(self, flt, deliver)
         if self._owner is None and self._fallback is None:
             await self._need_service()
-        self._subscriptions.append(subscription)
+        self._subscriptions.add(subscription)
         try:
             if self._owner is not None:
                 await self._subscribe_remote(subscription)
@@ -478,14 +309,9 @@ class ScannerClient:
         return subscription
 
     async def _remove(self, subscription: Subscription) -> None:
-        subscription.active = False
-        subscription._cancel_timers()
-        if subscription in self._subscriptions:
-            self._subscriptions.remove(subscription)
-        path, subscription.path = subscription.path, None
+        path = self._subscriptions.discard(subscription)
         if path is None:
             return
-        self._by_path.pop(path, None)
         if self._owner is not None and self._bus is not None and self._bus.connected:
             with contextlib.suppress(ScannerError):
                 await self._call_service("Unsubscribe", "o", [path])
@@ -494,22 +320,17 @@ class ScannerClient:
         """Subscribe on the current service, swallowing what the user already has."""
         owner = self._owner
         subscription.ledger.begin_resync()
-        self._subscribing += 1
+        self._subscriptions.subscribing()
         try:
             reply = await self._call_service(
-                "Subscribe", "a{sv}", [_variants(subscription.filter.to_dbus(subscription=True))]
+                "Subscribe", "a{sv}", [variants(subscription.filter.to_dbus(subscription=True))]
             )
             path = reply.body[0]
             if reply.sender != owner or not subscription.active:
                 return  # the owner changed under us; adopting the new one re-subscribes
-            subscription.path = path
-            self._by_path[path] = subscription
-            for msg in self._unclaimed.pop(path, ()):
-                self._dispatch(subscription, msg)
+            self._subscriptions.subscribed(subscription, path)
         finally:
-            self._subscribing -= 1
-            if not self._subscribing:
-                self._unclaimed.clear()
+            self._subscriptions.subscribe_done()
         # The replay follows the reply on the service's socket, so once a Ping
         # sent after it is answered, the whole replay has been handled.
         await self._call(SCANNER_SERVICE, SCANNER_PATH, PEER, "Ping", "", [])
@@ -522,8 +343,9 @@ class ScannerClient:
             return
         sender = msg.sender
         if sender == DBUS_SERVICE:
-            if msg.member == "NameOwnerChanged" and msg.signature == "sss":
-                name, _old_owner, new_owner = msg.body
+            change = owner_change(msg)
+            if change is not None:
+                name, new_owner = change
                 if name == SCANNER_SERVICE:
                     self._owner_changed(new_owner)
             elif self._fallback is not None:
@@ -533,36 +355,12 @@ class ScannerClient:
             if self._fallback is not None:
                 self._fallback.on_message(msg)
             return
-        if msg.interface != SCANNER_INTERFACE:
-            return
-        path = msg.path or ""
-        subscription = self._by_path.get(path)
-        if subscription is not None:
-            self._dispatch(subscription, msg)
-        elif self._subscribing and path.startswith(SUBSCRIPTION_PATH_PREFIX):
-            self._unclaimed.setdefault(path, []).append(msg)
-
-    def _dispatch(self, subscription: Subscription, msg: Message) -> None:
-        member, signature = msg.member, msg.signature
-        if member == "DeviceDiscovered" and signature == "sa{sv}":
-            try:
-                adv = _record(msg.body[1])
-            except ValueError as exc:
-                _LOGGER.warning("ignoring a malformed record from the service: %s", exc)
-                return
-            subscription._discovered(adv)
-        elif member == "DeviceLost" and signature == "s":
-            subscription._lost(msg.body[0])
+        self._subscriptions.on_service_signal(msg)
 
     def _from_bluez(self, event: Event) -> None:
-        """An event from the BlueZ fallback, filtered here as the service would."""
-        if self._owner is not None:
-            return
-        for subscription in list(self._subscriptions):
-            if isinstance(event, DeviceLost):
-                subscription._lost(event.address)
-            elif subscription.filter.matches(event):
-                subscription._discovered(event)
+        """An event from the BlueZ fallback; the service's own, once it is back, win."""
+        if self._owner is None:
+            self._subscriptions.from_bluez(event)
 
     # --- the service coming and going ----------------------------------------------
 
@@ -571,11 +369,7 @@ class ScannerClient:
         if self._owner is not None and new_owner != self._owner:
             _LOGGER.info("%s left the bus; waiting for it to return", SCANNER_SERVICE)
             self._owner = None
-            self._by_path.clear()
-            for subscription in self._subscriptions:
-                subscription.path = None
-                # What the user knows is reported lost if not heard again in time.
-                subscription._expire_later(subscription.ledger.source_lost(), self.lost_timeout)
+            self._subscriptions.source_lost(self.lost_timeout)
             self._changed.set()
         if new_owner:
             self._spawn(self._owner_appeared(new_owner))
@@ -599,9 +393,7 @@ class ScannerClient:
             error = self._error = UntrustedServiceError(owner, uid)
             _LOGGER.error("%s", error)
             self._changed.set()
-            for subscription in self._subscriptions:
-                if subscription.on_error is not None:
-                    subscription.on_error(error)
+            self._subscriptions.untrusted(error)
             return
         self._error = None
         self._owner = owner
@@ -638,15 +430,13 @@ class ScannerClient:
             return
         listener = BluezListener(bus, self._from_bluez, self.timeout)
         self._fallback = listener
-        for subscription in self._subscriptions:
-            subscription.ledger.begin_resync()
+        self._subscriptions.begin_resync()
         try:
-            with _client_terms():
+            with client_terms():
                 await listener.start()
         except ScannerError as exc:
             _LOGGER.warning("BlueZ fallback: %s", exc)
-        for subscription in self._subscriptions:
-            subscription._expire_later(subscription.ledger.end_resync(), self.lost_timeout)
+        self._subscriptions.end_resync(self.lost_timeout)
         _LOGGER.info("%s is not running: listening to BlueZ directly", SCANNER_SERVICE)
         self._changed.set()
 
@@ -672,14 +462,9 @@ class ScannerClient:
         self._error = error
         self._owner = None
         self._fallback = None
-        self._by_path.clear()
         for task in list(self._tasks):
             task.cancel()
-        for subscription in self._subscriptions:
-            subscription.path = None
-            subscription._cancel_timers()
-            if subscription.on_error is not None:
-                subscription.on_error(error)
+        self._subscriptions.bus_lost(error)
         self._changed.set()
         if self.on_bus_lost is not None:
             try:
@@ -719,7 +504,7 @@ class ScannerClient:
     def _call_terms(self, bus: MessageBus) -> Iterator[None]:
         """The client's errors; a call that ended with the connection is BusLostError."""
         try:
-            with _client_terms():
+            with client_terms():
                 yield
         except BusUnreachableError as exc:
             if self._bus is bus and not bus.connected:  # the watch may not have run yet
@@ -738,9 +523,8 @@ class ScannerClient:
         """The reply (its sender matters to Subscribe), or one of the client's errors."""
         bus = self._connected_bus()
         with self._call_terms(bus):
-            reply = await call_reply(
-                bus, destination, path, interface, member, signature, body, timeout=self.timeout
-            )
+            message = method_call(destination, path, interface, member, signature, body)
+            reply = await call_reply(bus, message, timeout=self.timeout)
             return raise_for_error(reply, member)
 
     async def _call_service(self, member: str, signature: str, body: list[Any]) -> Message:

@@ -26,8 +26,8 @@ from ..bus.calls import (
     call,
     signal_rule,
 )
+from ..bus.owner import owner_change
 from ..config import ScannerConfig, with_values
-from ..const import DBUS_SERVICE
 from ..record import Content, DeviceView
 from .blesensors import (
     BDADDR_SIZE,
@@ -289,8 +289,9 @@ class BleSensorsFeed:
     def _on_message(self, msg: Message) -> bool:
         if msg.message_type != MessageType.SIGNAL:
             return False
-        if msg.member == "NameOwnerChanged" and msg.sender == DBUS_SERVICE:
-            name, _, new_owner = msg.body
+        change = owner_change(msg)
+        if change is not None:
+            name, new_owner = change
             if name == SETTINGS_SERVICE:
                 self._owner = new_owner or None
                 if self._owner is None:

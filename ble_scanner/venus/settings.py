@@ -3,7 +3,7 @@
 On a GX device the user changes settings in the GUI, over MQTT or with
 ``dbus -y com.victronenergy.settings``; localsettings stores them and sends
 ``PropertiesChanged`` on each path. This client creates the settings with
-``AddSettings`` (from ``config.py``'s table: int / float / string defaults only,
+``AddSettings`` (from ``config/table.py``: int / float / string defaults only,
 localsettings refuses booleans), reads back what is stored, checks every value
 it receives against the table (a bad value is logged and the previous one
 kept), and reports changes through one callback. It also allocates the VRM
@@ -32,6 +32,7 @@ from ..bus.calls import (
     remove_match,
     signal_rule,
 )
+from ..bus.owner import owner_change
 from ..config import (
     BY_FIELD,
     BY_PATH,
@@ -41,7 +42,6 @@ from ..config import (
     from_stored,
     with_values,
 )
-from ..const import DBUS_SERVICE
 from .const import (
     ADD_SETTING_OK,
     BUSITEM_INTERFACE,
@@ -373,8 +373,9 @@ class SettingsClient:
     def _on_message(self, msg: Message) -> bool:
         if msg.message_type != MessageType.SIGNAL:
             return False
-        if msg.member == "NameOwnerChanged" and msg.sender == DBUS_SERVICE:
-            name, _, new_owner = msg.body
+        change = owner_change(msg)
+        if change is not None:
+            name, new_owner = change
             if name == SETTINGS_SERVICE:
                 self._owner_changed(new_owner or None)
             return False

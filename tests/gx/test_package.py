@@ -21,9 +21,8 @@ from ble_scanner.testing.localsettings import LocalSettingsStandIn, ble_sensors_
 from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.testbus import TestBus
 from tests.gx.conftest import GITHUB_USER, NAME, REPO, Gx, build_env, build_package, cmdline
-from tests.helpers import wait_until
+from tests.helpers import name_owner, wait_until
 from tests.venus.test_bundle import imports_of_pruned
-from tests.venus.test_daemontools import owner
 from tests.venus.test_install import snapshot
 
 pytestmark = pytest.mark.skipif(
@@ -40,11 +39,11 @@ SETTLE = 10.0
 
 
 async def on_bus(bus: MessageBus) -> bool:
-    return await owner(bus) is not None
+    return await name_owner(bus) is not None
 
 
 async def off_bus(bus: MessageBus) -> bool:
-    return await owner(bus) is None
+    return await name_owner(bus) is None
 
 
 async def running_from(gx: Gx, bus: MessageBus, app: Path) -> int:
@@ -116,7 +115,13 @@ def test_the_package_holds_what_setuphelper_expects(gx_package: Path) -> None:
     )
     for name in executables:
         assert members[f"{NAME}/{name}"].mode & 0o111, name
-    for name in ("ReadMe", "changes", "ble_scanner/main.py", "ext/requirements.txt"):
+    for name in (
+        "ReadMe",
+        "changes",
+        "ble_scanner/main.py",
+        "ext/requirements.txt",
+        "tools/common.sh",
+    ):
         assert members[f"{NAME}/{name}"].isfile(), name
     assert text["version"] == f"v{__version__}\n"
     assert text["gitHubInfo"] == f"{GITHUB_USER}:setuphelper\n"

@@ -10,16 +10,15 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import pytest_asyncio
-from dbus_fast import Message, Variant
+from dbus_fast import Variant
 from dbus_fast.aio import MessageBus
 
 from ble_scanner.config import ScannerConfig
-from ble_scanner.const import SCANNER_INTERFACE, SCANNER_SERVICE
 from ble_scanner.main import ScannerApp
 from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.testbus import TestBus
 from tests import ingest
-from tests.helpers import NO_LOAD_BUDGET, call, wait_until
+from tests.helpers import NO_LOAD_BUDGET, scanner_call, wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Importing dbus-fast on a loaded 2-core machine can take seconds; this bounds a
@@ -50,34 +49,11 @@ def our_session(app: ScannerApp, bluez: BluezSimulator, adapter: str = "hci0") -
     )
 
 
-async def scanner_call(
-    bus: MessageBus, member: str, signature: str = "", body: list[object] | None = None
-) -> Message:
-    return await call(bus, SCANNER_SERVICE, "/", SCANNER_INTERFACE, member, signature, body)
-
-
 async def status_of(bus: MessageBus) -> dict[str, Variant]:
     reply = await scanner_call(bus, "GetStatus")
     assert reply.error_name is None, reply.body
     status: dict[str, Variant] = reply.body[0]
     return status
-
-
-async def has_owner(bus: MessageBus, name: str = SCANNER_SERVICE) -> bool:
-    return await name_owner(bus, name) is not None
-
-
-async def name_owner(bus: MessageBus, name: str = SCANNER_SERVICE) -> str | None:
-    reply = await call(
-        bus,
-        "org.freedesktop.DBus",
-        "/org/freedesktop/DBus",
-        "org.freedesktop.DBus",
-        "GetNameOwner",
-        "s",
-        [name],
-    )
-    return None if reply.error_name else str(reply.body[0])
 
 
 def spawn_service(test_bus: TestBus, *args: str, settings: bool = False) -> subprocess.Popen[str]:

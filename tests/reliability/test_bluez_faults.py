@@ -22,10 +22,11 @@ from tests.helpers import (
     adapter_state,
     add_match,
     assert_ok,
+    scanner_call,
     state_becomes,
     wait_until,
 )
-from tests.reliability.conftest import our_session, scanner_call
+from tests.reliability.conftest import our_session
 
 ADAPTER = "hci0"
 ADAPTER_ADDRESS = "00:1A:7D:DA:71:10"

@@ -26,8 +26,8 @@ from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.simulator.report import Report
 from ble_scanner.testing.testbus import TestBus, start_test_bus
 from tests import ingest
-from tests.helpers import call, wait_until
-from tests.reliability.conftest import PROCESS_START, has_owner, output_of, spawn_service
+from tests.helpers import call, has_owner, wait_until
+from tests.reliability.conftest import PROCESS_START, output_of, spawn_service
 from tests.reliability.test_process import DAEMONTOOLS, Supervised, svscan_running
 
 ADAPTER = "hci0"

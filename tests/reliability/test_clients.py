@@ -21,8 +21,8 @@ from ble_scanner.main import ScannerApp
 from ble_scanner.testing.simulator import BluezSimulator, Report
 from ble_scanner.testing.testbus import TestBus
 from tests.conftest import connect, disconnect
-from tests.helpers import assert_error, assert_ok, wait_until
-from tests.reliability.conftest import rss_bytes, scanner_call
+from tests.helpers import assert_error, assert_ok, scanner_call, wait_until
+from tests.reliability.conftest import rss_bytes
 from tests.reliability.rawclient import RawClient
 
 ADAPTER = "hci0"

@@ -18,15 +18,8 @@ from ble_scanner.main import ScannerApp
 from ble_scanner.testing.simulator import BluezSimulator, Report
 from ble_scanner.testing.testbus import TestBus
 from tests import ingest
-from tests.helpers import add_match, assert_ok, wait_until
-from tests.reliability.conftest import (
-    name_owner,
-    open_fds,
-    our_session,
-    rss_bytes,
-    scanner_call,
-    status_of,
-)
+from tests.helpers import add_match, assert_ok, name_owner, scanner_call, wait_until
+from tests.reliability.conftest import open_fds, our_session, rss_bytes, status_of
 
 ADAPTER = "hci0"
 DEVICES = 200

@@ -29,16 +29,8 @@ from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.testbus import TestBus
 from tests import ingest
 from tests.client.test_owner import NOBODY, Impostor, impostor, nobody_bus  # noqa: F401
-from tests.helpers import add_match, call, wait_until
-from tests.reliability.conftest import (
-    PROCESS_START,
-    has_owner,
-    name_owner,
-    output_of,
-    spawn_service,
-    status_of,
-    wait_exit,
-)
+from tests.helpers import add_match, call, has_owner, name_owner, wait_until
+from tests.reliability.conftest import PROCESS_START, output_of, spawn_service, status_of, wait_exit
 
 REPO = Path(__file__).resolve().parents[2]
 ADAPTER = "hci0"

@@ -15,15 +15,8 @@ from dbus_fast.aio import MessageBus
 
 from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.testbus import TestBus
-from tests.helpers import SignalRecorder, wait_until
-from tests.reliability.conftest import (
-    PROCESS_START,
-    has_owner,
-    output_of,
-    scanner_call,
-    spawn_service,
-    wait_exit,
-)
+from tests.helpers import SignalRecorder, has_owner, scanner_call, wait_until
+from tests.reliability.conftest import PROCESS_START, output_of, spawn_service, wait_exit
 from tests.service.conftest import watch_broadcast
 
 ADAPTER = "hci0"

@@ -9,13 +9,7 @@ from dbus_fast.aio import MessageBus
 
 from ble_scanner.bus.calls import signal_rule
 from ble_scanner.const import SCANNER_INTERFACE, SCANNER_SERVICE
-from tests.helpers import add_match, call
-
-
-async def scanner_call(
-    bus: MessageBus, member: str, signature: str = "", body: list[Any] | None = None
-) -> Message:
-    return await call(bus, SCANNER_SERVICE, "/", SCANNER_INTERFACE, member, signature, body)
+from tests.helpers import add_match, scanner_call
 
 
 async def get_devices(bus: MessageBus, **flt: Variant) -> dict[str, dict[str, Variant]]:

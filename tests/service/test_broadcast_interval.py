@@ -25,10 +25,10 @@ from ble_scanner.testing.localsettings import LocalSettingsStandIn
 from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.testbus import TestBus
 from tests.conftest import start_scanner, wait_scanning
-from tests.helpers import assert_ok, wait_until
+from tests.helpers import assert_ok, scanner_call, wait_until
 from tests.reliability.test_load import DEVICES as BURST_DEVICES
 from tests.reliability.test_load import burst, reports, shrink_send_buffer
-from tests.service.conftest import scanner_call, watch_broadcast
+from tests.service.conftest import watch_broadcast
 
 RUUVI = "C0:11:22:33:44:05"
 RUUVI_ID = 0x0499

@@ -17,6 +17,7 @@ from ble_scanner.bus.calls import (
     call,
     call_bus,
     call_reply,
+    method_call,
     name_owner,
     name_owner_rule,
     remove_match,
@@ -59,10 +60,10 @@ async def test_an_error_reply_is_a_call_error_with_its_name_and_text(bus: Messag
 
 
 async def test_call_reply_hands_over_an_error_reply_as_it_came(bus: MessageBus) -> None:
-    reply = await call_reply(
-        bus, DBUS_SERVICE, "/org/freedesktop/DBus", DBUS_SERVICE, "GetNameOwner", "s", [NOBODY],
-        timeout=TIMEOUT,
-    )  # fmt: skip
+    message = method_call(
+        DBUS_SERVICE, "/org/freedesktop/DBus", DBUS_SERVICE, "GetNameOwner", "s", [NOBODY]
+    )
+    reply = await call_reply(bus, message, timeout=TIMEOUT)
     assert reply.message_type == MessageType.ERROR
     assert reply.error_name == ERROR_NAME_HAS_NO_OWNER
 

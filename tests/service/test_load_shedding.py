@@ -26,8 +26,7 @@ from ble_scanner.testing.testbus import TestBus
 from ble_scanner.venus.const import BUSITEM_INTERFACE
 from tests import ingest
 from tests.conftest import connect, disconnect
-from tests.helpers import SignalRecorder, assert_error, assert_ok, call, wait_until
-from tests.service.conftest import scanner_call
+from tests.helpers import SignalRecorder, assert_error, assert_ok, call, scanner_call, wait_until
 
 VICTRON = "C0:11:22:33:44:01"
 STRANGER = "C0:11:22:33:44:09"

@@ -25,8 +25,8 @@ from ble_scanner.main import EXIT_NO_MGMT, ScannerApp
 from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.testbus import TestBus
 from ble_scanner.venus.const import BUSITEM_INTERFACE
-from tests.helpers import assert_ok, call, wait_until
-from tests.service.conftest import get_devices, scanner_call
+from tests.helpers import assert_ok, call, scanner_call, wait_until
+from tests.service.conftest import get_devices
 
 VICTRON = "C0:11:22:33:44:01"
 RUUVI = "F4:11:22:33:44:02"

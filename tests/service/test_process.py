@@ -22,7 +22,7 @@ from ble_scanner.testing.localsettings import Setting as LocalSetting
 from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.testbus import TestBus
 from ble_scanner.venus.const import BUSITEM_INTERFACE, SETTINGS_PREFIX, SETTINGS_SERVICE
-from tests.helpers import wait_until
+from tests.helpers import has_owner, wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ADDR = "C0:11:22:33:44:01"
@@ -56,21 +56,6 @@ def service_process(test_bus: TestBus) -> Iterator[subprocess.Popen[str]]:
         proc.wait(5)
 
 
-async def name_has_owner(bus: MessageBus, name: str) -> bool:
-    from tests.helpers import call
-
-    reply = await call(
-        bus,
-        "org.freedesktop.DBus",
-        "/org/freedesktop/DBus",
-        "org.freedesktop.DBus",
-        "NameHasOwner",
-        "s",
-        [name],
-    )
-    return bool(reply.body[0])
-
-
 async def session_of_process(bluez: BluezSimulator) -> bool:
     return bool(bluez.sessions("hci0")) and bluez.is_discovering("hci0")
 
@@ -94,7 +79,7 @@ async def test_started_by_hand_and_read_with_busctl(
 ) -> None:
     """What CONTRIBUTING.md shows: start the script, then ask it with busctl."""
     await wait_until(
-        lambda: name_has_owner(bus, SCANNER_SERVICE),
+        lambda: has_owner(bus),
         timeout=PROCESS_START,
         what="service on the bus",
     )
@@ -143,7 +128,7 @@ async def test_read_by_dbus_python(
 ) -> None:
     """Another D-Bus implementation (Debian's dbus-python + GLib) reads the snapshot and a broadcast."""
     await wait_until(
-        lambda: name_has_owner(bus, SCANNER_SERVICE),
+        lambda: has_owner(bus),
         timeout=PROCESS_START,
         what="service on the bus",
     )
@@ -200,7 +185,7 @@ async def test_sigterm_stops_our_session_releases_the_name_and_exits_0_within_2_
     service_process: subprocess.Popen[str],
 ) -> None:
     await wait_until(
-        lambda: name_has_owner(bus, SCANNER_SERVICE),
+        lambda: has_owner(bus),
         timeout=PROCESS_START,
         what="service on the bus",
     )
@@ -217,7 +202,7 @@ async def test_sigterm_stops_our_session_releases_the_name_and_exits_0_within_2_
     assert elapsed < 2.0, elapsed
     assert bluez.call_count("StopDiscovery", adapter="hci0") == stops + 1
     assert not bluez.sessions("hci0")
-    assert not await name_has_owner(bus, SCANNER_SERVICE)
+    assert not await has_owner(bus)
 
 
 async def test_sigterm_during_start_up_exits_0(test_bus: TestBus) -> None:
@@ -253,7 +238,7 @@ async def test_name_already_taken_logs_the_owner_and_exits_non_zero(
         await bus.release_name(SCANNER_SERVICE)
 
 
-# --- options and settings, from config.py's table, in the real process -----------
+# --- options and settings, from the settings table, in the real process -----------
 
 
 def run_to_exit(args: list[str], test_bus: TestBus) -> tuple[int, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest_asyncio
+from dbus_fast import ErrorType, Message
 from dbus_fast.aio import MessageBus
 
 from ble_scanner.config import ScannerConfig
@@ -14,12 +15,20 @@ from ble_scanner.const import (
     SCANNER_ERROR_NOT_OWNER,
     SCANNER_ERROR_UNKNOWN_LEASE,
 )
+from ble_scanner.leases import Lease, LeaseRegistry
 from ble_scanner.main import ScannerApp
 from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.testbus import TestBus
 from tests.conftest import connect, disconnect, start_scanner
-from tests.helpers import adapter_state, assert_error, assert_ok, state_becomes, wait_until
-from tests.service.conftest import get_devices, scanner_call
+from tests.helpers import (
+    adapter_state,
+    assert_error,
+    assert_ok,
+    scanner_call,
+    state_becomes,
+    wait_until,
+)
+from tests.service.conftest import get_devices
 from tests.service.test_bluez_side import our_session
 
 ADDR = "C0:11:22:33:44:01"
@@ -156,30 +165,65 @@ async def test_pause_on_one_adapter_leaves_the_others_scanning(
     assert our_session(scanner, bluez, "hci0")
 
 
+def refused(reply: Message, name: str) -> str:
+    """The text of an error reply named ``name``: what a client sees besides the name."""
+    assert_error(reply, name)
+    return str(reply.body[0])
+
+
 async def test_lease_errors(scanner: ScannerApp, bus: MessageBus, test_bus: TestBus) -> None:
-    assert_error(
+    # Names and texts as clients have always seen them.
+    assert refused(
         await scanner_call(bus, "RequestActiveScan", "sd", ["hci0", 0.0]), ERROR_INVALID_ARGS
-    )
+    ) == ("RequestActiveScan: duration must be > 0 and at most 300 s, not 0.0")
     assert_error(
         await scanner_call(bus, "RequestActiveScan", "sd", ["hci0", 3600.0]), ERROR_INVALID_ARGS
     )
     assert_error(await scanner_call(bus, "PauseScan", "sd", ["hci0", 600.0]), ERROR_INVALID_ARGS)
-    assert_error(await scanner_call(bus, "PauseScan", "sd", ["eth0", 5.0]), ERROR_INVALID_ARGS)
+    assert refused(
+        await scanner_call(bus, "PauseScan", "sd", ["eth0", 5.0]), ERROR_INVALID_ARGS
+    ) == ("PauseScan: adapter must be like 'hci0' or '' for all, not 'eth0'")
     assert_error(await scanner_call(bus, "PauseScan", "s", ["hci0"]), ERROR_INVALID_ARGS)
-    assert_error(
-        await scanner_call(bus, "ReleaseLease", "o", ["/Lease/999"]), SCANNER_ERROR_UNKNOWN_LEASE
+    assert (
+        refused(
+            await scanner_call(bus, "ReleaseLease", "o", ["/Lease/999"]),
+            SCANNER_ERROR_UNKNOWN_LEASE,
+        )
+        == "no lease '/Lease/999'"
     )
     other = await connect(test_bus)
     try:
         (lease,) = assert_ok(await scanner_call(other, "RequestActiveScan", "sd", ["hci0", 5.0]))
-        assert_error(await scanner_call(bus, "ReleaseLease", "o", [lease]), SCANNER_ERROR_NOT_OWNER)
+        assert (
+            refused(await scanner_call(bus, "ReleaseLease", "o", [lease]), SCANNER_ERROR_NOT_OWNER)
+            == f"{lease} belongs to another connection"
+        )
     finally:
         await disconnect(other)
     for _ in range(8):
         assert_ok(await scanner_call(bus, "RequestActiveScan", "sd", ["hci0", 5.0]))
-    assert_error(
+    assert refused(
         await scanner_call(bus, "RequestActiveScan", "sd", ["hci0", 5.0]), ERROR_LIMITS_EXCEEDED
-    )
+    ) == ("RequestActiveScan: a connection may hold at most 8 leases")
+
+
+class BrokenLeases(LeaseRegistry):
+    """Leases with a bug: a lookup that fails where it should not."""
+
+    def release(self, path: str, caller: str) -> Lease:
+        raise KeyError(path)
+
+
+async def test_a_bug_in_a_call_is_an_internal_error_not_a_refusal(
+    scanner: ScannerApp, bus: MessageBus
+) -> None:
+    # A KeyError is a bug in the service, never "no such lease": the client gets
+    # dbus-fast's internal error, and the service keeps answering.
+    assert scanner.service is not None
+    scanner.service.leases = BrokenLeases()
+    reply = await scanner_call(bus, "ReleaseLease", "o", ["/Lease/1"])
+    assert_error(reply, ErrorType.INTERNAL_ERROR.value)
+    assert_ok(await scanner_call(bus, "GetStatus"))
 
 
 async def test_scan_mode_changes_live(test_bus: TestBus, bluez: BluezSimulator) -> None:

@@ -21,8 +21,16 @@ from ble_scanner.main import ScannerApp
 from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.testbus import TestBus
 from tests.conftest import connect, disconnect, start_scanner
-from tests.helpers import SignalRecorder, add_match, assert_error, assert_ok, call, wait_until
-from tests.service.conftest import body_of, get_devices, scanner_call, watch_broadcast
+from tests.helpers import (
+    SignalRecorder,
+    add_match,
+    assert_error,
+    assert_ok,
+    call,
+    scanner_call,
+    wait_until,
+)
+from tests.service.conftest import body_of, get_devices, watch_broadcast
 
 VICTRON = "C0:11:22:33:44:01"
 RUUVI = "C0:11:22:33:44:02"

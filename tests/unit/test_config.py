@@ -1,4 +1,4 @@
-"""The settings table and what is made from it: options, --help, AddSettings, checks, docs."""
+"""The settings table and what is made from it: options, --help, AddSettings, checks, README."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import math
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import NoReturn
 
 import pytest
@@ -30,11 +31,13 @@ from ble_scanner.config import (
     from_text,
     markdown,
     readme_with_table,
+    table_is_current,
 )
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SETTINGS_DOC = os.path.join(ROOT, "docs", "settings.md")
-REGENERATE = "python -m ble_scanner.config --update-readme docs/settings.md"
+# The document that holds the generated settings table.
+TABLE_DOCUMENT = "docs/settings.md"
+REGENERATE = f"python -m ble_scanner.config --update {TABLE_DOCUMENT}"
 
 
 class _Refused(Exception):
@@ -314,7 +317,7 @@ class _OneLine(argparse.HelpFormatter):
         super().__init__(prog, width=10_000, max_help_position=10_000)
 
 
-# --- docs/settings.md ------------------------------------------------------------
+# --- the README -------------------------------------------------------------------
 
 
 def test_markdown_has_a_row_per_setting_and_a_reason_per_range() -> None:
@@ -338,17 +341,37 @@ def test_readme_block_is_replaced_and_nothing_else() -> None:
 
 
 def test_docs_settings_holds_the_generated_table() -> None:
-    with open(SETTINGS_DOC, encoding="utf-8") as f:
-        doc = f.read()
-    has_block = README_BEGIN in doc and README_END in doc
+    path = os.path.join(ROOT, TABLE_DOCUMENT)
+    with open(path, encoding="utf-8") as f:
+        readme = f.read()
+    has_block = README_BEGIN in readme and README_END in readme
     assert has_block, (
-        f"docs/settings.md needs a settings table between {README_BEGIN} and {README_END}; "
-        f"put the two lines under its heading and run: {REGENERATE}"
+        f"{TABLE_DOCUMENT} needs a settings table between {README_BEGIN} and {README_END}; "
+        f"put the two lines under its settings heading and run: {REGENERATE}"
     )
-    current = readme_with_table(doc, markdown()) == doc
-    assert current, (
-        f"docs/settings.md's settings table differs from ble_scanner/config.py's; run: {REGENERATE}"
+    assert table_is_current(path), (
+        f"{TABLE_DOCUMENT}'s settings table differs from ble_scanner/config's; run: {REGENERATE}"
     )
+
+
+def test_the_module_writes_and_checks_the_table_in_a_given_file(tmp_path: Path) -> None:
+    document = tmp_path / "settings.md"
+    document.write_text(f"# Settings\n{README_BEGIN}\nold\n{README_END}\nmore\n")
+
+    def module(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "ble_scanner.config", *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    stale = module("--check", str(document))
+    assert stale.returncode == 1 and "out of date" in stale.stderr
+    assert module("--update", str(document)).returncode == 0
+    assert document.read_text() == f"# Settings\n{README_BEGIN}\n{markdown()}{README_END}\nmore\n"
+    assert module("--check", str(document)).returncode == 0
 
 
 def test_the_module_prints_the_table() -> None:

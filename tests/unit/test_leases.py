@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from ble_scanner.leases import LeaseError, LeaseKind, LeaseRegistry, TooManyLeases
+from ble_scanner.leases import (
+    LeaseError,
+    LeaseKind,
+    LeaseRegistry,
+    NotLeaseOwner,
+    TooManyLeases,
+    UnknownLease,
+)
 
 
 class Clock:
@@ -64,9 +71,9 @@ def test_out_of_range_requests_are_refused(kind: LeaseKind, adapter: str, second
 def test_release_checks_the_owner_and_the_count_is_bounded() -> None:
     leases = LeaseRegistry(Clock())
     lease = leases.request(":1.1", LeaseKind.ACTIVE, "hci0", 5)
-    with pytest.raises(PermissionError):
+    with pytest.raises(NotLeaseOwner):
         leases.release(lease.path, ":1.2")
-    with pytest.raises(KeyError):
+    with pytest.raises(UnknownLease):
         leases.release("/Lease/999", ":1.1")
     for _ in range(7):
         leases.request(":1.1", LeaseKind.ACTIVE, "hci0", 5)

@@ -122,6 +122,7 @@ def test_bundle_holds_what_the_device_needs_and_nothing_else(bundle: Path) -> No
         "tools/install.sh",
         "tools/uninstall.sh",
         "tools/restore-ble-sensors-scan.sh",
+        "tools/common.sh",
         "ext/README.md",
         "ext/requirements.txt",
         "ext/bleak/__init__.py",

@@ -13,11 +13,10 @@ from pathlib import Path
 import pytest
 from dbus_fast.aio import MessageBus
 
-from ble_scanner.const import SCANNER_SERVICE
 from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.testbus import TestBus
 from tests.conftest import VenusPython
-from tests.helpers import call, wait_until
+from tests.helpers import name_owner, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -85,35 +84,22 @@ def supervised(
             pass
 
 
-async def owner(bus: MessageBus) -> str | None:
-    reply = await call(
-        bus,
-        "org.freedesktop.DBus",
-        "/org/freedesktop/DBus",
-        "org.freedesktop.DBus",
-        "GetNameOwner",
-        "s",
-        [SCANNER_SERVICE],
-    )
-    return None if reply.error_name else str(reply.body[0])
-
-
 async def test_supervise_starts_restarts_and_logs_the_service(
     bluez: BluezSimulator, bus: MessageBus, supervised: Supervised
 ) -> None:
     async def on_bus() -> bool:
-        return await owner(bus) is not None
+        return await name_owner(bus) is not None
 
     await wait_until(on_bus, timeout=20, what="the supervised service to own its name")
     first_pid = supervised.pid()
     assert first_pid is not None, supervised.svstat()
-    first_owner = await owner(bus)
+    first_owner = await name_owner(bus)
 
     # svc -t: TERM, and supervise starts it again.
     supervised.svc("-t")
 
     async def restarted_from(pid: int, previous: str | None) -> bool:
-        current = await owner(bus)
+        current = await name_owner(bus)
         return supervised.pid() not in (None, pid) and current is not None and current != previous
 
     await wait_until(
@@ -121,7 +107,7 @@ async def test_supervise_starts_restarts_and_logs_the_service(
     )
     second_pid = supervised.pid()
     assert second_pid is not None
-    second_owner = await owner(bus)
+    second_owner = await name_owner(bus)
 
     # A crash: kill -9, and supervise restarts it.
     os.kill(second_pid, signal.SIGKILL)

@@ -102,6 +102,7 @@ def test_install_puts_the_app_the_link_and_one_rc_local_line(tools: Tools, gx_ro
         "tools/restore-ble-sensors-scan.sh",  # what the installed uninstall.sh runs
     ):
         assert (app / executable).stat().st_mode & 0o111, executable
+    assert (app / "tools/common.sh").read_bytes() == (tools.source / "tools/common.sh").read_bytes()
     assert (app / "service/run").read_bytes() == (tools.source / "service/run").read_bytes()
     assert (app / "ble_scanner/__init__.py").is_file()
     assert (app / "ble_scanner/venus/busitem.py").is_file()

@@ -153,7 +153,7 @@ async def test_a_stored_value_outside_our_range_falls_back_to_the_default(
 async def test_a_range_stored_by_an_older_release_is_widened_to_the_tables(
     test_bus: TestBus, bus: MessageBus, client_bus: MessageBus
 ) -> None:
-    # Before config.py, BroadcastKeepAlive was created with 0..3600.
+    # Before the settings table, BroadcastKeepAlive was created with 0..3600.
     stored = {f"{PREFIX}/BroadcastKeepAlive": Setting("f", 60.0, 60.0, 0.0, 3600.0)}
     standin = await LocalSettingsStandIn.start(test_bus.address, settings=stored)
     try:

@@ -15,6 +15,8 @@ Modules
 
 - ``__main__.py``: python -m ble_scanner.testing.simulator, ble-scanner-sim
 - ``simulator.py``: BluezSimulator: the world, scripting and fault injection
+- ``bluetoothd.py``: the process on the bus: owning org.bluez, a clean exit or a crash
+- ``kernel.py``: the kernel under it: management events, scans a crash leaves running
 - ``objects.py``: object registry, dispatch, PropertiesChanged coalescing
 - ``adapter.py``: Adapter1, discovery sessions and report gating
 - ``session.py``: one sender's discovery session and filter

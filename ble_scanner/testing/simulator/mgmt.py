@@ -8,7 +8,7 @@ it. The encoders are written from BlueZ's ``doc/mgmt-api.txt`` and the
 kernel's ``net/bluetooth/mgmt.c``, separately from the service's parser
 (``ble_scanner/bluez/mgmt.py``), so that each checks the other.
 
-Which reports become frames is decided by the simulator (``simulator.py``);
+Which reports become frames is decided by the kernel's model (``kernel.py``);
 this module only encodes and delivers.
 """
 

@@ -17,9 +17,8 @@ from typing import Protocol
 from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
+from ble_scanner.bus.owner import connection_left, owner_change
 from ble_scanner.const import (
-    DBUS_INTERFACE,
-    DBUS_SERVICE,
     ERROR_INVALID_ARGS,
     ERROR_UNKNOWN_METHOD,
     ERROR_UNKNOWN_OBJECT,
@@ -308,15 +307,11 @@ class ObjectServer:
         return Message.new_method_return(msg, "s", [node_xml(interfaces, children)])
 
     def _on_signal(self, msg: Message) -> None:
-        if (
-            msg.member == "NameOwnerChanged"
-            and msg.sender == DBUS_SERVICE
-            and msg.interface == DBUS_INTERFACE
-        ):
-            name, _old, new = msg.body
-            if not new and name.startswith(":"):
+        if owner_change(msg) is not None:
+            left = connection_left(msg)
+            if left is not None:
                 for callback in list(self.sender_gone):
-                    callback(name)
+                    callback(left)
             return
         for hook in self.signal_hooks:
             hook(msg)

@@ -9,44 +9,30 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from dbus_fast import BusType, Variant
+from dbus_fast import Variant
 from dbus_fast.aio import MessageBus
-from dbus_fast.constants import NameFlag, RequestNameReply
 
-from ble_scanner.const import BLUEZ_DEVICE, BLUEZ_SERVICE, DBUS_INTERFACE, DBUS_PATH, DBUS_SERVICE
+from ble_scanner.const import BLUEZ_DEVICE
 
-from . import mgmt, wire
+from . import bluetoothd, mgmt, wire
 from .adapter import Adapter
+from .bluetoothd import SimulatorError
 from .const import (
     DEFAULT_TEMPORARY_TIMEOUT,
     DRAIN_HIGH_WATER,
     MONITOR_CRASH_PATTERNS,
     SUPPORTED_VERSIONS,
 )
-from .device import Device, device_path
+from .device import device_path
+from .kernel import Kernel
 from .monitor import MonitorManager
 from .objects import CallRecord, ObjectServer
 from .radio import Radio, ReportFactory
-from .raw import BluezRoot, RawObject
-from .report import AD_NAME_COMPLETE, Report
+from .raw import RawObject
+from .report import Report
 
-# Connecting and owning the name take milliseconds; this bounds a dead bus.
-CONNECT_TIMEOUT = 5.0
 # What ``mgmt_sent`` counts ``mgmt_send_raw`` under: no event has this code.
 MGMT_RAW = -1
-
-
-def _kernel_filter_match(rssi: int | None, uuids: frozenset[str] | None, report: Report) -> bool:
-    """The kernel's ``is_filter_match`` for Start Service Discovery: an RSSI
-    threshold drops weaker and unknown RSSI; UUIDs are looked for in the UUID
-    lists only (not in service data)."""
-    if rssi is not None and (report.rssi is None or report.rssi < rssi):
-        return False
-    return uuids is None or any(u in uuids for u in report.service_uuids)
-
-
-class SimulatorError(RuntimeError):
-    """The simulator could not start (bus unreachable, org.bluez already owned)."""
 
 
 @dataclass(slots=True)
@@ -96,7 +82,6 @@ class BluezSimulator:
         self.orphan_scan = orphan_scan
         self.monitor_crash_patterns = monitor_crash_patterns
         self._crashing: set[asyncio.Task[None]] = set()
-        self._orphaned: dict[str, float] = {}  # adapter → loop time its orphan scan ends
         self.adapters: dict[str, Adapter] = {}
         self.radio = Radio(self)
         self._configs: dict[str, _AdapterConfig] = {}
@@ -105,8 +90,7 @@ class BluezSimulator:
         self._bus: MessageBus | None = None
         self._server: ObjectServer | None = None
         self.mgmt = mgmt.MgmtChannel(mgmt_socket) if mgmt_socket is not None else None
-        self._indexes: dict[str, int | None] = {}
-        self._link_reason = mgmt.DISCONNECT_LOCAL_HOST
+        self.kernel = Kernel(self.mgmt)
 
     # --- lifetime ------------------------------------------------------------
 
@@ -162,69 +146,24 @@ class BluezSimulator:
     async def _connect(self, before_name: Callable[[], None] | None = None) -> None:
         """Connect and own org.bluez; ``before_name`` publishes objects before the name is
         taken (bluetoothd takes it first; other implementations export first)."""
-        bus = MessageBus(bus_address=self.bus_address, bus_type=BusType.SYSTEM)
-        try:
-            await asyncio.wait_for(bus.connect(), CONNECT_TIMEOUT)
-        except Exception as exc:
-            raise SimulatorError(f"cannot connect to the system bus: {exc}") from exc
-        wire.harden_writer(bus)
-        server = ObjectServer(bus, self._log, self._delays)
-        server.sender_gone.append(self._sender_gone)
-        server.add(BluezRoot(), announce=False)
-        rule = (
-            f"type='signal',sender='{DBUS_SERVICE}',interface='{DBUS_INTERFACE}',"
-            "member='NameOwnerChanged'"
+        server = await bluetoothd.connect(
+            self.bus_address, self._log, self._delays, self._sender_gone
         )
-        await bus.call(
-            wire.method_call(DBUS_SERVICE, DBUS_PATH, DBUS_INTERFACE, "AddMatch", "s", [rule])
-        )
-        self._bus, self._server = bus, server
+        self._bus, self._server = server.bus, server
         if before_name is not None:
             before_name()
         try:
-            reply = await asyncio.wait_for(
-                bus.request_name(BLUEZ_SERVICE, NameFlag.DO_NOT_QUEUE), CONNECT_TIMEOUT
-            )
-        except Exception as exc:
+            await bluetoothd.take_name(server.bus)
+        except SimulatorError:
             self._bus, self._server = None, None
-            bus.disconnect()
-            raise SimulatorError(f"cannot own {BLUEZ_SERVICE}: {exc}") from exc
-        if reply is not RequestNameReply.PRIMARY_OWNER:
-            self._bus, self._server = None, None
-            bus.disconnect()
-            raise SimulatorError(f"{BLUEZ_SERVICE} is already owned ({reply.name})")
+            raise
 
     async def _disconnect(self, graceful: bool) -> None:
         server, self._server = self._server, None
         if server is None:
             return
         adapters, self.adapters = list(self.adapters.values()), {}
-        if graceful:
-            for adapter in adapters:
-                adapter.shutdown(release_monitors=True)
-            server.flush()
-            # A dead bus never completes what was queued for it: do not wait on it.
-            if server.bus.connected:
-                try:
-                    await asyncio.wait_for(server.drain(), CONNECT_TIMEOUT)
-                except TimeoutError:
-                    pass
-        else:
-            for adapter in adapters:
-                adapter.abandon()
-        server.close()
-        bus = server.bus
-        if bus.connected:
-            if graceful:
-                try:
-                    await asyncio.wait_for(bus.release_name(BLUEZ_SERVICE), CONNECT_TIMEOUT)
-                except Exception:
-                    pass
-            bus.disconnect()
-            try:
-                await asyncio.wait_for(bus.wait_for_disconnect(), CONNECT_TIMEOUT)  # type: ignore[no-untyped-call,unused-ignore]
-            except Exception:
-                pass
+        await bluetoothd.leave(server, adapters, graceful)
 
     async def restart_bluetoothd(
         self, downtime: float = 0.0, graceful: bool = True, monitor_manager_later: bool = False
@@ -249,10 +188,7 @@ class BluezSimulator:
         ``orphan_scan`` seconds.
         """
         if not graceful and self.orphan_scan > 0:
-            ends = asyncio.get_running_loop().time() + self.orphan_scan
-            for name, adapter in self.adapters.items():
-                if adapter.discovering:
-                    self._orphaned[name] = ends
+            self.kernel.orphan_scans(self.adapters, self.orphan_scan)
         await self._disconnect(graceful)
 
     async def start_bluetoothd(
@@ -281,7 +217,7 @@ class BluezSimulator:
                 adapter = self._create_adapter(
                     name, config, powered=True, monitor_manager=not monitor_manager_later
                 )
-                adapter.faults.busy_until = self._orphaned.pop(name, 0.0)
+                adapter.faults.busy_until = self.kernel.take_orphan_scan(name)
                 if monitor_manager_later and self.experimental and config.monitor_manager:
                     later.append(adapter)
             if later:
@@ -333,7 +269,7 @@ class BluezSimulator:
             kernel_delay=self.kernel_delay,
         )
         self.adapters[name] = adapter
-        adapter.on_link = self._link_changed
+        adapter.on_link = self.kernel.link_changed
         self.server.add(adapter)
         if adapter.monitors is not None:
             self._configure_monitors(adapter.monitors)
@@ -423,88 +359,12 @@ class BluezSimulator:
         orphaned kernel scan); True still means "reached Device1".
         """
         target = self.adapters.get(adapter)
-        channel = self.mgmt
-        if channel is not None and channel.clients:
-            self._kernel_found(channel, adapter, target, report)
+        self.kernel.found(adapter, target, report)
         return target.advertise(report) if target is not None else False
 
-    def _kernel_found(
-        self, channel: mgmt.MgmtChannel, name: str, target: Adapter | None, report: Report
-    ) -> None:
-        """``mgmt_device_found``: what the kernel hands every control socket.
-
-        Before bluetoothd's own gating (discoverable flags, DuplicateData,
-        Pattern, the RSSI delta): only the kernel's Start Service Discovery
-        filter (merged RSSI threshold and UUID lists) applies. While discovering
-        every report is a Device Found; with only monitors (passive scanning,
-        no controller offload) every report is an Adv Monitor Device Found with
-        handle 0, as ``mgmt_adv_monitor_device_found`` sends for software
-        matching.
-        """
-        index = self._indexes.get(name, -1)
-        if index == -1:
-            index = self._indexes[name] = mgmt.controller_index(name)
-        if index is None:
-            return
-        now = asyncio.get_running_loop().time
-        if target is None:
-            # bluetoothd is down: only a crashed one's orphaned scan still runs.
-            if self._orphaned.get(name, 0.0) > now():
-                channel.send(mgmt.device_found(index, report), mgmt.EV_DEVICE_FOUND)
-            return
-        faults = target.faults
-        # An external raw-HCI scanner does not hide reports: the controller's
-        # events reach the kernel whoever enabled the scan, and bluetoothd gets
-        # them from here (Adapter.advertise reports them over D-Bus too).
-        if not target.powered or faults.silent:
-            return
-        if target.discovering or faults.busy_until > now():
-            current = target.current
-            if (
-                current is not None
-                and current.filtered
-                and not _kernel_filter_match(current.rssi, current.uuids, report)
-            ):
-                return
-            channel.send(mgmt.device_found(index, report), mgmt.EV_DEVICE_FOUND)
-        elif target.monitors is not None and target.monitors.active:
-            frame = mgmt.device_found(index, report, mgmt.MONITOR_HANDLE_SOFTWARE)
-            channel.send(frame, mgmt.EV_ADV_MONITOR_DEVICE_FOUND)
-
-    def _link_changed(self, target: Adapter, dev: Device, connected: bool) -> None:
-        """``mgmt_device_connected`` / ``mgmt_device_disconnected`` for a link change."""
-        channel = self.mgmt
-        if channel is None or not channel.clients:
-            return
-        index = mgmt.controller_index(target.name)
-        if index is None:
-            return
-        if connected:
-            # The kernel sends the peer's name as EIR when it has no advertising data.
-            name = dev.name
-            eir = mgmt.ad_data([(AD_NAME_COMPLETE, name.encode())]) if name else b""
-            frame = mgmt.device_connected(index, dev.address, dev.address_type, eir)
-            channel.send(frame, mgmt.EV_DEVICE_CONNECTED)
-        else:
-            frame = mgmt.device_disconnected(
-                index, dev.address, dev.address_type, self._link_reason
-            )
-            channel.send(frame, mgmt.EV_DEVICE_DISCONNECTED)
-
     def kernel_listening(self, adapter: str) -> bool:
-        """The adapter's radio is on: bluetoothd's adapter scans or monitors, or,
-        with bluetoothd down, a crashed one's scan still runs in the kernel."""
-        target = self.adapters.get(adapter)
-        now = asyncio.get_running_loop().time()
-        if target is None:
-            return self.mgmt is not None and self._orphaned.get(adapter, 0.0) > now
-        if not target.powered:
-            return False
-        return (
-            target.discovering
-            or (target.monitors is not None and target.monitors.active)
-            or (self.mgmt is not None and target.faults.busy_until > now)
-        )
+        """The adapter's radio is on (``kernel.Kernel.listening``)."""
+        return self.kernel.listening(adapter, self.adapters.get(adapter))
 
     async def drain(self) -> None:
         """Wait until every signal emitted so far is on the socket, and every
@@ -551,11 +411,11 @@ class BluezSimulator:
         dev = target.devices.get(address.upper())
         if dev is None:
             raise KeyError(f"{adapter} has no device {address}")
-        self._link_reason = reason
+        self.kernel.link_reason = reason
         try:
             target.set_connected(dev, connected)
         finally:
-            self._link_reason = mgmt.DISCONNECT_LOCAL_HOST
+            self.kernel.link_reason = mgmt.DISCONNECT_LOCAL_HOST
         self.radio.set_muted(adapter, address.upper(), connected)
 
     # --- faults --------------------------------------------------------------

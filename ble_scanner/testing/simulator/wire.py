@@ -1,4 +1,5 @@
-"""Hand-built D-Bus messages; the EAGAIN-proof writer comes from ``ble_scanner.bus.writer``.
+"""Hand-built D-Bus messages; method calls and the EAGAIN-proof writer come from
+``ble_scanner.bus``.
 
 BlueZ emits ``InterfacesAdded``/``InterfacesRemoved`` from ``/``, which
 dbus-fast's ``bus.export`` cannot do, so the simulator builds its messages here.
@@ -9,8 +10,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from dbus_fast import Message, MessageFlag, MessageType, Variant
+from dbus_fast import Message, MessageFlag, Variant
 
+from ble_scanner.bus.calls import method_call
 from ble_scanner.bus.writer import harden_writer, writer_backlog
 from ble_scanner.const import OBJECT_MANAGER, PROPERTIES
 
@@ -52,30 +54,10 @@ def interfaces_removed(path: str, interfaces: list[str]) -> Message:
     return Message.new_signal("/", OBJECT_MANAGER, "InterfacesRemoved", "oas", [path, interfaces])
 
 
-def method_call(
-    destination: str, path: str, interface: str, member: str, signature: str = "", body: Any = None
-) -> Message:
-    return Message(
-        destination=destination,
-        path=path,
-        interface=interface,
-        member=member,
-        signature=signature,
-        body=body or [],
-    )
-
-
 def no_reply_call(
     destination: str, path: str, interface: str, member: str, signature: str = "", body: Any = None
 ) -> Message:
     """A call BlueZ makes without waiting (monitor callbacks are ``noreply``)."""
-    return Message(
-        destination=destination,
-        path=path,
-        interface=interface,
-        member=member,
-        signature=signature,
-        body=body or [],
-        flags=MessageFlag.NO_REPLY_EXPECTED,
-        message_type=MessageType.METHOD_CALL,
+    return method_call(
+        destination, path, interface, member, signature, body, MessageFlag.NO_REPLY_EXPECTED
     )

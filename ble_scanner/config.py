@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Final
 
-from . import identifiers
-from .claims import CLAIMS_DIR, DEFAULT_DRAIN_TIMEOUT
+from .bluez.claims import CLAIMS_DIR, DEFAULT_DRAIN_TIMEOUT
+from .bluez.watchdog import DEFAULT_SILENCE_POWER_CYCLE, MIN_SILENCE
 from .const import (
     DEFAULT_BROADCAST_INTERVAL,
     DEFAULT_BROADCAST_KEEP_ALIVE,
@@ -33,11 +33,11 @@ from .const import (
     RSSI_MIN,
     WATCHDOG_SILENCE,
 )
-from .filters import MAX_SECONDS
-from .loadcap import DEFAULT_SHED_CPU_PERCENT, DEFAULT_SHED_LOAD_AVERAGE
+from .core import identifiers
+from .core.filters import MAX_SECONDS
+from .core.loadcap import DEFAULT_SHED_CPU_PERCENT, DEFAULT_SHED_LOAD_AVERAGE
 from .venus.blesensors import BLE_SENSORS_COMPANY_IDS, NOT_TAKEN
 from .venus.const import SETTINGS_PREFIX
-from .watchdog import DEFAULT_SILENCE_POWER_CYCLE, MIN_SILENCE
 
 # The values of bluez ScanMode (README "Scan modes"); tests/unit/test_config.py
 # holds the two equal, so that this module need not import the BlueZ side.

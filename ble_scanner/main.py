@@ -14,9 +14,10 @@ from typing import Final, NoReturn
 from dbus_fast import BusType, RequestNameReply
 from dbus_fast.aio import MessageBus
 
-from . import __version__, statefile
-from .bluez.ingest import Ingest, MgmtUnavailable
-from .bluez.objects import Bluez, ScanMode
+from . import __version__
+from .bluez.claimsdir import ClaimsDir
+from .bluez.ingest import MgmtUnavailable
+from .bluez.objects import Bluez
 from .bus.calls import (
     BusGoneError,
     CallError,
@@ -27,7 +28,6 @@ from .bus.calls import (
     quiet_after_loss,
 )
 from .bus.writer import WriterGuard, guard_writer
-from .claimsdir import ClaimsDir
 from .config import ScannerConfig, add_options, config_from_args, with_values
 from .const import (
     DEFAULT_STATE_SAVE_INTERVAL,
@@ -35,12 +35,14 @@ from .const import (
     SCANNER_SERVICE,
     SHUTDOWN_TIMEOUT,
 )
-from .hub import Hub
-from .leases import LeaseRegistry
-from .loadcap import LoadPolicy
-from .loadguard import LoadGuard, ProcSampler
+from .core import statefile
+from .core.hub import Hub, HubSettings
+from .core.leases import LeaseRegistry
+from .core.loadcap import LoadPolicy
+from .core.loadguard import LoadGuard, ProcSampler
+from .core.state import ServiceStatus
+from .modes import Ingest, ScanMode
 from .service import ScannerService
-from .state import ServiceStatus
 from .venus.busitem import BusItemTree
 from .venus.const import PREFERRED_DEVICE_INSTANCE
 from .venus.feed import BleSensorsFeed
@@ -171,7 +173,7 @@ class ScannerApp:
             subscriptions=len(hub.subscriptions),
             reports=hub.stats.reports,
             ignored=hub.stats.ignored,
-            lost_timeout=hub.config.lost_timeout,
+            lost_timeout=hub.settings.lost_timeout,
             shed=self.writer.shed if self.writer is not None else 0,
             load_shedding=int(hub.shedding),
             malformed=hub.stats.malformed + (sum(bluez.malformed.counts.values()) if bluez else 0),
@@ -193,7 +195,7 @@ class ScannerApp:
         )
         self.writer = guard_writer(bus)  # EAGAIN waits; overload sheds news (writer.py)
         self.service = ScannerService(bus, self.status, self.leases)
-        self.hub = Hub(self.service, self.config)
+        self.hub = Hub(self.service, HubSettings.of(self.config))
         self.service.attach(self.hub)
         device_instance, custom_name = await self._start_settings(bus)
         self.feed = BleSensorsFeed(
@@ -338,9 +340,9 @@ class ScannerApp:
         """Apply new settings live."""
         self.config = config
         if self.hub is not None:
-            self.hub.configure(config)
+            self.hub.configure(HubSettings.of(config))
         if self.load_guard is not None:
-            self.load_guard.configure(config)
+            self.load_guard.configure(HubSettings.of(config))
         if self.feed is not None:
             self.feed.configure(config)
         if self.bluez is not None:
@@ -380,7 +382,7 @@ class ScannerApp:
                 _LOGGER.info("state file %s: none yet; starting with an empty cache", path)
                 return
             devices, too_old = statefile.decode(
-                data, hub.monotonic(), hub.wall(), hub.config.lost_timeout
+                data, hub.monotonic(), hub.wall(), hub.settings.lost_timeout
             )
             restored = hub.restore(devices)
         except statefile.StateFileError as exc:

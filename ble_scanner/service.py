@@ -26,7 +26,6 @@ from .bus.marshal import (
     string_body,
 )
 from .bus.outbox import Outbox
-from .cache import Device
 from .const import (
     DBUS_DAEMON_CALL_TIMEOUT,
     DBUS_INTERFACE,
@@ -42,12 +41,13 @@ from .const import (
     SCANNER_PATH,
     SUBSCRIPTION_PATH_PREFIX,
 )
-from .filters import FilterTooLarge, InvalidFilter, parse_snapshot_query, parse_subscription
-from .hub import Hub
-from .leases import LeaseError, LeaseKind, LeaseRegistry, TooManyLeases
-from .loadcap import SheddingLoad
-from .state import ServiceStatus
-from .subscriptions import NotOwner, Subscription, TooManySubscriptions, UnknownSubscription
+from .core.cache import Device
+from .core.filters import FilterTooLarge, InvalidFilter, parse_snapshot_query, parse_subscription
+from .core.hub import Hub
+from .core.leases import LeaseError, LeaseKind, LeaseRegistry, TooManyLeases
+from .core.loadcap import SheddingLoad
+from .core.state import ServiceStatus
+from .core.subscriptions import NotOwner, Subscription, TooManySubscriptions, UnknownSubscription
 
 _LOGGER = logging.getLogger(__name__)
 

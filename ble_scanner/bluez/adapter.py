@@ -21,9 +21,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from dbus_fast import Variant
 
-from .. import claims
 from ..bus.calls import BusGoneError, CallError
-from ..claimsdir import Drain, DrainHeld
 from ..const import (
     BLUEZ_ADAPTER,
     BLUEZ_ERROR_ALREADY_EXISTS,
@@ -38,9 +36,10 @@ from ..const import (
     WATCHDOG_MAX_INTERVAL,
     WATCHDOG_MAX_POWER_CYCLES_PER_HOUR,
 )
-from ..record import adapter_name
-from ..state import AdapterStatus
-from ..watchdog import SilenceLadder, WatchdogAction
+from ..core.record import adapter_name
+from ..core.state import AdapterStatus
+from . import claims
+from .claimsdir import Drain, DrainHeld
 from .discovery import (
     Action,
     AdapterState,
@@ -74,6 +73,7 @@ from .discovery import (
     text,
 )
 from .monitors import MonitorApp
+from .watchdog import SilenceLadder, WatchdogAction
 
 if TYPE_CHECKING:
     from .objects import Bluez

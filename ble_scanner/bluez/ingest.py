@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Final
@@ -23,6 +22,7 @@ from dbus_fast.aio import MessageBus
 from ..bus import calls
 from ..bus.calls import BusGoneError, CallError
 from ..const import BLUEZ_ROOT_PATH, BLUEZ_SERVICE, PROPERTIES
+from ..modes import Ingest
 from . import mgmt
 from .mgmtchannel import MgmtChannel, describe
 
@@ -32,14 +32,6 @@ _LOGGER = logging.getLogger(__name__)
 # kernel hiccup is over by then, and a refusal (no CAP_NET_ADMIN) costs one
 # failed socket(2) twice a minute.
 MGMT_RETRY_INTERVAL: Final = 30.0
-
-
-class Ingest(enum.Enum):
-    """Where reports come from; the value is the option's word."""
-
-    AUTO = "auto"  # the management channel when it works, else D-Bus
-    MGMT = "mgmt"  # the channel, required at start; a later failure still falls back
-    DBUS = "dbus"  # Device1 PropertiesChanged only
 
 
 class MgmtUnavailable(Exception):

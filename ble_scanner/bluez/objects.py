@@ -31,8 +31,6 @@ from dbus_fast.aio import MessageBus
 
 from ..bus import calls
 from ..bus.calls import BusGoneError, CallError
-from ..claims import DEFAULT_DRAIN_TIMEOUT, other_drain
-from ..claimsdir import ClaimsDir
 from ..const import (
     BLUEZ_ADAPTER,
     BLUEZ_CALL_TIMEOUT,
@@ -47,17 +45,18 @@ from ..const import (
     WATCHDOG_MAX_LOOK_INTERVAL,
     WATCHDOG_SILENCE,
 )
-from ..leases import LeaseKind, LeaseRegistry
-from ..record import DeviceView, MalformedData, adapter_name, unwrap_device
-from ..state import AdapterStatus
-from ..watchdog import DEFAULT_SILENCE_POWER_CYCLE, WatchdogAction
+from ..core.leases import LeaseKind, LeaseRegistry
+from ..core.record import DeviceView, MalformedData, adapter_name, unwrap_device
+from ..core.state import AdapterStatus
+from ..modes import Ingest, ScanMode
 from . import mgmt
 from .adapter import AdapterDiscovery
-from .discovery import Blocker, ScanMode, Wants
-from .ingest import Ingest, IngestSwitch, properties_rule
+from .claims import DEFAULT_DRAIN_TIMEOUT, other_drain
+from .claimsdir import ClaimsDir
+from .discovery import Blocker, Wants
+from .ingest import IngestSwitch, properties_rule
 from .monitors import is_call_for_monitor_app
-
-__all__ = ["Bluez", "ScanMode"]
+from .watchdog import DEFAULT_SILENCE_POWER_CYCLE, WatchdogAction
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ records from them. It never calls StartDiscovery or SetDiscoveryFilter: it
 only sees what someone else's discovery makes BlueZ report, and presence
 follows BlueZ (a device is lost when BlueZ removes it).
 
-Device1 is read with the service's own code (``ble_scanner.record``: the
+Device1 is read with the service's own code (``ble_scanner.core.record``: the
 signatures, the checks, which properties mean "heard"), so a record from the
 fallback is the one the service would have sent. Calls go through
 ``ble_scanner.bus.calls``; their errors reach the proxy untranslated, which
@@ -46,7 +46,7 @@ from ..const import (
     OBJECT_MANAGER,
     PROPERTIES,
 )
-from ..record import DeviceView, MalformedData, adapter_name, unwrap_device
+from ..core.record import DeviceView, MalformedData, adapter_name, unwrap_device
 from .records import Advertisement, DeviceLost, Event
 
 _LOGGER = logging.getLogger(__name__)

@@ -28,7 +28,7 @@ from ..bus.calls import (
 )
 from ..config import ScannerConfig, with_values
 from ..const import DBUS_SERVICE
-from ..record import Content, DeviceView
+from ..core.record import Content, DeviceView
 from .blesensors import (
     BDADDR_SIZE,
     BLE_SENSORS_PREFIX,

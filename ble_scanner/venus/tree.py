@@ -15,11 +15,11 @@ from collections.abc import Callable
 from typing import Final
 
 from .. import __version__
-from ..cache import Device
 from ..config import BY_FIELD, from_stored
 from ..const import DEFAULT_PUBLISH_DEVICES_MAX
-from ..loadcap import ShedStep
-from ..state import AdapterStatus, ServiceStatus
+from ..core.cache import Device
+from ..core.loadcap import ShedStep
+from ..core.state import AdapterStatus, ServiceStatus
 from .blesensors import FeedStatus
 from .busitem import BusItemTree, Value, add_mandatory_paths
 

@@ -13,8 +13,6 @@ from typing import NoReturn
 import pytest
 
 from ble_scanner import config
-from ble_scanner.bluez.ingest import Ingest
-from ble_scanner.bluez.objects import ScanMode
 from ble_scanner.config import (
     BY_FIELD,
     PROCESS_OPTIONS,
@@ -31,6 +29,7 @@ from ble_scanner.config import (
     markdown,
     readme_with_table,
 )
+from ble_scanner.modes import Ingest, ScanMode
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 README = os.path.join(ROOT, "README.md")

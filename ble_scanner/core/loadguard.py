@@ -21,8 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-from .config import ScannerConfig
-from .hub import Hub
+from .hub import Hub, HubSettings
 from .loadcap import COALESCE_WINDOW, LoadPolicy, LoadSample, ShedStep
 
 _LOGGER = logging.getLogger(__name__)
@@ -111,14 +110,14 @@ class LoadGuard:
         self.last_sample: LoadSample | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
-        self.configure(hub.config)
+        self.configure(hub.settings)
 
     @property
     def step(self) -> ShedStep:
         return self.policy.step
 
-    def configure(self, config: ScannerConfig) -> None:
-        self.policy.configure(config.shed_load_average, config.shed_cpu_percent)
+    def configure(self, settings: HubSettings) -> None:
+        self.policy.configure(settings.shed_load_average, settings.shed_cpu_percent)
 
     def start(self) -> None:
         self.hub.broadcast.wake = self._wake.set

@@ -19,13 +19,10 @@ from dbus_fast.aio import MessageBus
 from .bus.calls import add_match, signal_rule
 from .bus.marshal import (
     MESSAGE_METHOD_RETURN,
-    MESSAGE_SIGNAL,
     header_fields,
     record_entry,
     snapshot_body,
-    string_body,
 )
-from .bus.outbox import Outbox
 from .const import (
     DBUS_DAEMON_CALL_TIMEOUT,
     DBUS_INTERFACE,
@@ -47,7 +44,8 @@ from .core.hub import Hub
 from .core.leases import LeaseError, LeaseKind, LeaseRegistry, TooManyLeases
 from .core.loadcap import SheddingLoad
 from .core.state import ServiceStatus
-from .core.subscriptions import NotOwner, Subscription, TooManySubscriptions, UnknownSubscription
+from .core.subscriptions import NotOwner, TooManySubscriptions, UnknownSubscription
+from .signals import ScannerSignals
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -97,11 +95,6 @@ _SIGNATURES: Final = {
     "ReleaseLease": "o",
     "GetStatus": "",
 }
-_SIGNAL_SIGNATURES: Final = {"DeviceDiscovered": "sa{sv}", "DeviceLost": "s"}
-# Signal headers are cached per (path, member, destination): at most two members
-# for the broadcast and for each of MAX_SUBSCRIPTIONS_TOTAL subscriptions; past
-# this (subscriptions come and go) the cache starts over.
-_HEADER_CACHE_SIZE: Final = 1024
 _STANDARD_INTERFACES: Final = """<interface name="org.freedesktop.DBus.Introspectable">
   <method name="Introspect"><arg name="data" type="s" direction="out"/></method>
 </interface>
@@ -172,27 +165,25 @@ def status_variants(status: ServiceStatus) -> dict[str, Variant]:
 
 
 class ScannerService:
-    """Answers Scanner1 calls and sends the hub's emissions; implements ``Emitter``."""
+    """Answers Scanner1 calls; the hub's emissions go out through ``signals`` (signals.py)."""
 
     def __init__(
         self,
         bus: MessageBus,
+        hub: Hub,
+        signals: ScannerSignals,
         status: Callable[[], ServiceStatus],
-        leases: LeaseRegistry | None = None,
+        leases: LeaseRegistry,
+        on_leases_changed: Callable[[], None],
     ) -> None:
+        """``on_leases_changed``: told whenever a lease starts or ends (the hub's
+        timer, which has the BlueZ side converge and wakes for the next expiry)."""
         self.bus = bus
-        self.status = status
-        self.leases = leases if leases is not None else LeaseRegistry()
-        # Called whenever a lease starts or ends; the BlueZ side converges on it.
-        self.on_leases_changed: Callable[[], None] = lambda: None
-        self.hub: Hub | None = None
-        self.signals_sent = 0
-        # Our signals and snapshot replies, marshalled from cached record parts.
-        self.outbox = Outbox(bus)
-        self._signal_fields: dict[tuple[str, str, str | None], bytes] = {}
-
-    def attach(self, hub: Hub) -> None:
         self.hub = hub
+        self.signals = signals
+        self.status = status
+        self.leases = leases
+        self.on_leases_changed = on_leases_changed
 
     async def start(self) -> None:
         """Serve the interface and follow subscription owners leaving the bus."""
@@ -202,43 +193,6 @@ class ScannerService:
 
     def close(self) -> None:
         self.bus.remove_message_handler(self._on_message)
-
-    # --- Emitter -------------------------------------------------------------------
-
-    def device_discovered(
-        self, device: Device, broadcast: bool, subscriptions: list[Subscription]
-    ) -> None:
-        self._emit("DeviceDiscovered", record_entry(device), broadcast, subscriptions)
-
-    def device_lost(self, address: str, broadcast: bool, subscriptions: list[Subscription]) -> None:
-        self._emit("DeviceLost", string_body(address), broadcast, subscriptions)
-
-    def _emit(
-        self, member: str, body: bytes, broadcast: bool, subscriptions: list[Subscription]
-    ) -> None:
-        """One body, to the broadcast and to each subscription (unicast, from its path)."""
-        send, fields = self.outbox.send, self._fields
-        if broadcast:
-            send(MESSAGE_SIGNAL, fields(SCANNER_PATH, member, None), body)
-        for subscription in subscriptions:
-            send(MESSAGE_SIGNAL, fields(subscription.path, member, subscription.owner), body)
-        self.signals_sent += broadcast + len(subscriptions)
-
-    def _fields(self, path: str, member: str, destination: str | None) -> bytes:
-        """The header fields of one of our signals, built once per path and destination."""
-        key = (path, member, destination)
-        fields = self._signal_fields.get(key)
-        if fields is None:
-            if len(self._signal_fields) >= _HEADER_CACHE_SIZE:
-                self._signal_fields.clear()
-            fields = self._signal_fields[key] = header_fields(
-                _SIGNAL_SIGNATURES[member],
-                path=path,
-                interface=SCANNER_INTERFACE,
-                member=member,
-                destination=destination,
-            )
-        return fields
 
     # --- incoming ------------------------------------------------------------------
 
@@ -257,7 +211,8 @@ class ScannerService:
         if mtype != MessageType.METHOD_CALL:
             return False
         # Whatever we emitted before this call goes out before its reply.
-        self.outbox.flush()
+        outbox = self.signals.outbox
+        outbox.flush()
         if msg.interface == SCANNER_INTERFACE:
             if msg.path != SCANNER_PATH:
                 return Message.new_error(
@@ -287,7 +242,6 @@ class ScannerService:
                 f"{member} takes '{expected}', not '{msg.signature[:64]}'",
             )
         hub = self.hub
-        assert hub is not None
         try:
             if member == "GetDiscoveredDevices":
                 query = parse_snapshot_query(msg.body[0])
@@ -296,8 +250,9 @@ class ScannerService:
                     fields = header_fields(
                         "a{sa{sv}}", reply_serial=msg.serial, destination=msg.sender
                     )
-                    self.outbox.send(MESSAGE_METHOD_RETURN, fields, body)
-                    self.outbox.flush()
+                    outbox = self.signals.outbox
+                    outbox.send(MESSAGE_METHOD_RETURN, fields, body)
+                    outbox.flush()
                 return True
             if member == "Subscribe":
                 return self._subscribe(msg, hub)
@@ -347,17 +302,15 @@ class ScannerService:
         # replayed signals from it arrive (both travel in order on our socket).
         self.bus.send(Message.new_method_return(msg, "o", [subscription.path]))
         for device in replay:
-            self._emit("DeviceDiscovered", record_entry(device), False, [subscription])
+            self.signals.replay(device, subscription)
         return True
 
     def _owner_left(self, owner: str) -> None:
         if self.leases.drop_owner(owner):
             self.on_leases_changed()
-        hub = self.hub
-        if hub is not None:
-            dropped = hub.owner_left(owner)
-            if dropped:
-                _LOGGER.info("%s left the bus: ended %d subscription(s)", owner, len(dropped))
+        dropped = self.hub.owner_left(owner)
+        if dropped:
+            _LOGGER.info("%s left the bus: ended %d subscription(s)", owner, len(dropped))
 
     def _introspect(self, path: str) -> str:
         node = ET.Element("node")
@@ -366,15 +319,14 @@ class ScannerService:
             exported = self.bus._introspect_export_path(path).tostring()
             node = ET.fromstring(exported)
             node.append(ET.fromstring(INTROSPECTION))
-            hub = self.hub
-            if hub is not None and len(hub.subscriptions):
+            if len(self.hub.subscriptions):
                 children = {c.get("name") for c in node.findall("node")}
                 if "Subscription" not in children:
                     ET.SubElement(node, "node", name="Subscription")
         elif path.rstrip("/") == SUBSCRIPTION_PATH_PREFIX.rstrip("/"):
-            for subscription in self.hub.subscriptions if self.hub else ():
+            for subscription in self.hub.subscriptions:
                 ET.SubElement(node, "node", name=subscription.path.rsplit("/", 1)[1])
-        elif self.hub is not None and self.hub.subscriptions.get(path):
+        elif self.hub.subscriptions.get(path):
             for text in (_STANDARD_INTERFACES, INTROSPECTION):
                 for element in ET.fromstring(f"<x>{text}</x>"):
                     node.append(element)

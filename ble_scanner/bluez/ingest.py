@@ -60,14 +60,12 @@ class IngestSwitch:
         mgmt_socket: str,
         on_event: Callable[[mgmt.Event], None],
         resync: Callable[[], Awaitable[None]],
-        on_status: Callable[[], None],
     ) -> None:
         """``resync``: read Device1 state again after falling back (reports nothing)."""
         self.bus = bus
         self.call_timeout = call_timeout
         self.ingest = ingest
         self.resync = resync
-        self.on_status = on_status
         self.channel = MgmtChannel(on_event, self._lost, mgmt_socket)
         # True while reports come from the channel (its socket is open).
         self.mgmt_active = False
@@ -124,7 +122,6 @@ class IngestSwitch:
         if self.mgmt_active:
             self.channel.close()
             self.mgmt_active = False
-            self.on_status()
             self._run(self._fall_back())
 
     def _open(self) -> str:
@@ -151,7 +148,6 @@ class IngestSwitch:
             self._schedule_retry()
             return
         _LOGGER.info("management ingest again")
-        self.on_status()
         self._run(self._want_device_match(False))
 
     def _lost(self, reason: str) -> None:
@@ -163,7 +159,6 @@ class IngestSwitch:
             "management channel lost (%s): D-Bus ingest, trying again every %g s",
             reason, MGMT_RETRY_INTERVAL,
         )  # fmt: skip
-        self.on_status()
         self._schedule_retry()
         self._run(self._fall_back())
 

@@ -16,7 +16,6 @@ puts them in the client's terms in its one place.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -47,6 +46,7 @@ from ..const import (
     PROPERTIES,
 )
 from ..core.record import DeviceView, MalformedData, adapter_name, unwrap_device
+from ..tasks import TaskSet
 from .records import Advertisement, DeviceLost, Event
 
 _LOGGER = logging.getLogger(__name__)
@@ -108,6 +108,7 @@ class BluezListener:
         self.owner: str | None = None
         self._views: dict[str, DeviceView] = {}
         self._seen: dict[str, tuple[float, float]] = {}  # path → (first, last) heard
+        self._tasks = TaskSet(_LOGGER, "reading BlueZ's objects again")
 
     async def start(self) -> None:
         """Add the match rules and load BlueZ's objects; raises what ``bus.calls`` raises."""
@@ -163,8 +164,7 @@ class BluezListener:
             self._removed(path)
         self.owner = None
         if new_owner:
-            task = asyncio.get_running_loop().create_task(self._reload())
-            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            self._tasks.spawn(self._reload())
 
     async def _reload(self) -> None:
         with contextlib.suppress(*CALL_ERRORS):

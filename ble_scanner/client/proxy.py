@@ -49,6 +49,7 @@ from ..const import (
     SCANNER_SERVICE,
     SUBSCRIPTION_PATH_PREFIX,
 )
+from ..tasks import TaskSet
 from .errors import (
     BusLostError,
     BusUnreachableError,
@@ -295,7 +296,7 @@ class ScannerClient:
         self._unclaimed: dict[str, list[Message]] = {}
         self._owner_lock = asyncio.Lock()
         self._latest_owner: str | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet(_LOGGER, "scanner client task")
         self._fallback: Any = None  # a BluezListener while it stands in for the service
         self.on_bus_lost = on_bus_lost
         self._bus_lost: BusLostError | None = None
@@ -352,8 +353,7 @@ class ScannerClient:
             subscription._cancel_timers()
         self._subscriptions.clear()
         self._by_path.clear()
-        for task in list(self._tasks):
-            task.cancel()
+        self._tasks.cancel()
         bus, self._bus = self._bus, None  # the bus watch ends with the connection, quietly
         if bus is None:
             return
@@ -444,7 +444,7 @@ class ScannerClient:
             coroutine_fn = callback
 
             def deliver(event: Event) -> None:
-                self._spawn(coroutine_fn(event))
+                self._tasks.spawn(coroutine_fn(event))
 
         else:
 
@@ -578,9 +578,9 @@ class ScannerClient:
                 subscription._expire_later(subscription.ledger.source_lost(), self.lost_timeout)
             self._changed.set()
         if new_owner:
-            self._spawn(self._owner_appeared(new_owner))
+            self._tasks.spawn(self._owner_appeared(new_owner))
         elif self.fallback == "bluez" and self._fallback is None:
-            self._spawn(self._start_fallback())
+            self._tasks.spawn(self._start_fallback())
 
     async def _owner_appeared(self, owner: str) -> None:
         async with self._owner_lock:
@@ -607,14 +607,14 @@ class ScannerClient:
         self._owner = owner
         if self._fallback is not None:
             self._fallback = None  # its signals are ignored from now on
-            self._spawn(self._stop_fallback_rules())
+            self._tasks.spawn(self._stop_fallback_rules())
         _LOGGER.debug("%s is %s (uid %d)", SCANNER_SERVICE, owner, uid)
         for subscription in list(self._subscriptions):
             try:
                 await self._subscribe_remote(subscription)
             except ScannerError as exc:
                 _LOGGER.warning("re-subscribing failed (%s); retrying", exc)
-                self._spawn(self._resubscribe_later(subscription, owner))
+                self._tasks.spawn(self._resubscribe_later(subscription, owner))
         self._changed.set()
 
     async def _resubscribe_later(self, subscription: Subscription, owner: str) -> None:
@@ -673,8 +673,7 @@ class ScannerClient:
         self._owner = None
         self._fallback = None
         self._by_path.clear()
-        for task in list(self._tasks):
-            task.cancel()
+        self._tasks.cancel()
         for subscription in self._subscriptions:
             subscription.path = None
             subscription._cancel_timers()
@@ -687,19 +686,6 @@ class ScannerClient:
             except Exception:
                 _LOGGER.exception("on_bus_lost callback failed")
         return error
-
-    def _spawn(self, coroutine: Awaitable[None]) -> None:
-        async def run() -> None:
-            try:
-                await coroutine
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                _LOGGER.exception("scanner client task failed")
-
-        task = asyncio.get_running_loop().create_task(run())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     # --- calls ---------------------------------------------------------------------
 

@@ -75,8 +75,6 @@ class Stats:
     reports: int = 0
     ignored: int = 0
     malformed: int = 0
-    lost: int = 0
-    evicted: int = 0
     per_adapter: dict[str, int] = field(default_factory=dict)
 
 
@@ -89,7 +87,13 @@ class Hub:
         settings: HubSettings | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        tap: Callable[[DeviceView], None] | None = None,
+        wake: Callable[[], None] | None = None,
     ) -> None:
+        """``tap`` sees every report the settings keep, before any emission decision
+        (the dbus-ble-sensors feed, venus/feed.py): it must be cheap and never raise.
+        ``wake`` is called when a held broadcast makes an earlier deadline for the
+        hub's timer (timer.py), which sleeps until ``next_due``."""
         self.settings = settings or HubSettings()
         self.emitter = emitter
         self.monotonic = monotonic
@@ -99,6 +103,7 @@ class Hub:
             self.settings.broadcast_rssi_delta,
             self.settings.broadcast_keep_alive,
             self.settings.broadcast_interval,
+            wake,
         )
         self.subscriptions = SubscriptionRegistry()
         # Bumped whenever a subscription starts or ends: it invalidates Device.interest.
@@ -109,9 +114,7 @@ class Hub:
         # reported since the last flush, each considered once at the flush.
         self.shedding = ShedStep.NONE
         self._pending: dict[str, Device] | None = None
-        # Sees every report the settings keep, before any emission decision
-        # (the dbus-ble-sensors feed, venus/feed.py): it must be cheap and never raise.
-        self.tap: Callable[[DeviceView], None] | None = None
+        self.tap = tap
 
     # --- configuration ---------------------------------------------------------
 
@@ -286,14 +289,11 @@ class Hub:
         lost = self.cache.expire(self.monotonic())
         for device in lost:
             self._announce_lost(device)
-        self.stats.lost += len(lost)
         return lost
 
     def _evict_overflow(self) -> None:
-        evicted = self.cache.evict_overflow()
-        for device in evicted:
+        for device in self.cache.evict_overflow():
             self._announce_lost(device)
-        self.stats.evicted += len(evicted)
 
     def _announce_lost(self, device: Device) -> None:
         broadcast = self.broadcast.forget(device.address)

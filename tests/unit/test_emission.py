@@ -225,8 +225,8 @@ def test_coalescing_and_the_interval_combine() -> None:
 
 def test_wake_is_called_for_a_new_earliest_deadline_only() -> None:
     woken: list[float] = []
-    hub, _, clock = make(EVERY_SECOND)
-    hub.broadcast.wake = lambda: woken.append(clock.now)
+    clock = Clock()
+    hub = Hub(Recorder(), EVERY_SECOND, clock, clock, wake=lambda: woken.append(clock.now))
     heard(hub, address=ADDR, mfr=reading(0))
     clock.now += 0.5
     heard(hub, address=OTHER, mfr=reading(0))

@@ -3,7 +3,8 @@
 The core (``ble_scanner/core/``) is the data path and the service's centre: it
 imports nothing of BlueZ, Venus, the settings table or the D-Bus service, so it
 can be read and tested alone. The client shares only the data path with the
-service. ``modes.py`` imports nothing of the package, so anyone may name a mode.
+service. ``modes.py`` and ``tasks.py`` import nothing of the package, so every
+side may use them.
 """
 
 from __future__ import annotations
@@ -20,7 +21,14 @@ PACKAGE = ROOT / "ble_scanner"
 SHARED_DATA_PATH = frozenset(
     {"ble_scanner.core.identifiers", "ble_scanner.core.record", "ble_scanner.core.filters"}
 )
-SERVICE_SIDE = ("ble_scanner.config", "ble_scanner.main", "ble_scanner.service")
+SERVICE_SIDE = (
+    "ble_scanner.config",
+    "ble_scanner.main",
+    "ble_scanner.service",
+    "ble_scanner.signals",
+)
+# Modules with no imports from the package, which every side may use.
+STANDALONE = ("ble_scanner.modes", "ble_scanner.tasks")
 
 
 def module_name(path: Path) -> str:
@@ -84,7 +92,12 @@ def test_the_data_path_the_client_shares_imports_only_constants_and_itself() -> 
 
 
 def test_the_client_imports_nothing_of_the_service_side() -> None:
-    allowed = SHARED_DATA_PATH | {"ble_scanner", "ble_scanner.const", "ble_scanner.core"}
+    allowed = SHARED_DATA_PATH | {
+        "ble_scanner",
+        "ble_scanner.const",
+        "ble_scanner.core",
+        *STANDALONE,
+    }
     wrong = [
         f"{module_name(path)} imports {imported}"
         for path in modules_under("client")
@@ -108,8 +121,10 @@ def test_each_side_of_the_service_keeps_to_itself(folder: str, forbidden: tuple[
     assert not offending(folder, forbidden)
 
 
-def test_modes_imports_nothing_of_the_package() -> None:
-    assert not [i for i in imports_of(PACKAGE / "modes.py") if within(i, "ble_scanner")]
+@pytest.mark.parametrize("module", STANDALONE)
+def test_a_standalone_module_imports_nothing_of_the_package(module: str) -> None:
+    path = ROOT / Path(*module.split(".")).with_suffix(".py")
+    assert not [i for i in imports_of(path) if within(i, "ble_scanner")]
 
 
 def test_the_reader_resolves_relative_imports_and_submodules() -> None:

@@ -211,8 +211,7 @@ class ScannerService:
         if mtype != MessageType.METHOD_CALL:
             return False
         # Whatever we emitted before this call goes out before its reply.
-        outbox = self.signals.outbox
-        outbox.flush()
+        self.signals.outbox.flush()
         if msg.interface == SCANNER_INTERFACE:
             if msg.path != SCANNER_PATH:
                 return Message.new_error(

@@ -14,9 +14,10 @@ from typing import Final, NoReturn
 from dbus_fast import BusType, RequestNameReply
 from dbus_fast.aio import MessageBus
 
-from . import __version__, statefile
-from .bluez.ingest import Ingest, MgmtUnavailable
-from .bluez.objects import Bluez, ScanMode
+from . import __version__
+from .bluez.claimsdir import ClaimsDir
+from .bluez.ingest import MgmtUnavailable
+from .bluez.objects import Bluez
 from .bus.calls import (
     BusGoneError,
     CallError,
@@ -27,20 +28,19 @@ from .bus.calls import (
     quiet_after_loss,
 )
 from .bus.writer import WriterGuard, guard_writer
-from .claimsdir import ClaimsDir
 from .config import ScannerConfig, add_options, config_from_args, with_values
-from .const import (
-    DEFAULT_STATE_SAVE_INTERVAL,
-    LOST_SWEEP_INTERVAL,
-    SCANNER_SERVICE,
-    SHUTDOWN_TIMEOUT,
-)
-from .hub import Hub
-from .leases import LeaseRegistry
-from .loadcap import LoadPolicy
-from .loadguard import LoadGuard, ProcSampler
+from .const import DEFAULT_STATE_SAVE_INTERVAL, SCANNER_SERVICE, SHUTDOWN_TIMEOUT
+from .core import statefile
+from .core.hub import Hub, HubSettings
+from .core.leases import LeaseRegistry
+from .core.loadcap import LoadPolicy
+from .core.loadguard import LoadGuard, ProcSampler
+from .core.state import ServiceStatus
+from .core.timer import HubTimer
+from .modes import Ingest, ScanMode
 from .service import ScannerService
-from .state import ServiceStatus
+from .signals import ScannerSignals
+from .tasks import Periodic, TaskSet
 from .venus.busitem import BusItemTree
 from .venus.const import PREFERRED_DEVICE_INSTANCE
 from .venus.feed import BleSensorsFeed
@@ -128,7 +128,9 @@ class ScannerApp:
         # The device cache across restarts (statefile.py); "" keeps none.
         self.state_file = state_file
         self.state_save_interval = state_save_interval
-        self._saver: asyncio.Task[None] | None = None
+        self._saver = Periodic(
+            "writing the state file", state_save_interval, self.save_state, _LOGGER
+        )
         self._save_error = ""  # the last failure logged, so a failing disk logs once
         # Set once the name is ours: only then may the state file be written.
         self._owns_name = False
@@ -139,6 +141,7 @@ class ScannerApp:
         self.load_sampler = load_sampler
         self.load_policy = load_policy
         self.load_guard: LoadGuard | None = None
+        self.timer: HubTimer | None = None
         self.watchdog_silence = watchdog_silence
         self.use_settings = use_settings
         self.settings_wait = settings_wait
@@ -153,8 +156,7 @@ class ScannerApp:
         self.hub: Hub | None = None
         self.ready = asyncio.Event()
         self.leases = LeaseRegistry()
-        self._background: set[asyncio.Task[bool]] = set()
-        self._sweeper: asyncio.Task[None] | None = None
+        self._background = TaskSet(_LOGGER, "storing the custom name")
         self._bus_watch: asyncio.Task[None] | None = None
         self._stopping = False
         self.bus_lost = asyncio.Event()
@@ -171,7 +173,7 @@ class ScannerApp:
             subscriptions=len(hub.subscriptions),
             reports=hub.stats.reports,
             ignored=hub.stats.ignored,
-            lost_timeout=hub.config.lost_timeout,
+            lost_timeout=hub.settings.lost_timeout,
             shed=self.writer.shed if self.writer is not None else 0,
             load_shedding=int(hub.shedding),
             malformed=hub.stats.malformed + (sum(bluez.malformed.counts.values()) if bluez else 0),
@@ -192,9 +194,7 @@ class ScannerApp:
             self._watch_bus(bus), name="bus-watch"
         )
         self.writer = guard_writer(bus)  # EAGAIN waits; overload sheds news (writer.py)
-        self.service = ScannerService(bus, self.status, self.leases)
-        self.hub = Hub(self.service, self.config)
-        self.service.attach(self.hub)
+        # Settings first: the hub and every other part start from their values.
         device_instance, custom_name = await self._start_settings(bus)
         self.feed = BleSensorsFeed(
             bus,
@@ -203,12 +203,36 @@ class ScannerApp:
             self._store_setting if self.settings is not None else None,
         )
         await self.feed.start()
-        self.hub.tap = self.feed.report
+        # A report's path, built from its end (docs/architecture.md): the signals
+        # the hub's decisions become, the hub, the BlueZ side that reports to it.
+        signals = ScannerSignals(bus)
+        alarm = asyncio.Event()  # the hub wakes its timer through it
+        hub = self.hub = Hub(
+            signals, HubSettings.of(self.config), tap=self.feed.report, wake=alarm.set
+        )
+        self.bluez = Bluez(
+            bus,
+            hub,
+            adapters_wanted=self.config.adapters,
+            scan_mode=ScanMode(self.config.scan_mode),
+            leases=self.leases,
+            report_counts=lambda: hub.stats.per_adapter,
+            claims=ClaimsDir(self.claims_dir) if self.claims_dir else None,
+            ingest=Ingest(self.config.ingest),
+            mgmt_socket=self.config.mgmt_socket,
+        )
+        if self.load_sampler is not None:
+            self.load_guard = LoadGuard(hub, self.load_sampler, self.load_policy)
+        # Sweeps, flushes, lease expiry and load samples; leases converge on BlueZ.
+        self.timer = HubTimer(hub, alarm, self.leases, self.bluez.leases_changed, self.load_guard)
+        self.service = ScannerService(
+            bus, hub, signals, self.status, self.leases, self.timer.leases_changed
+        )
         busitems = BusItemTree(bus)
         self.tree = ScannerTree(
             busitems,
             self.status,
-            lambda: list(self.hub.cache) if self.hub else [],
+            lambda: list(hub.cache),
             device_instance,
             custom_name,
             self._custom_name_set,
@@ -227,31 +251,16 @@ class ScannerApp:
             _LOGGER.error("%s is already taken by %s", SCANNER_SERVICE, await self._who_owns())
             return EXIT_NAME_TAKEN
         self._owns_name = True
-        self.bluez = Bluez(
-            bus,
-            self.hub.report,
-            adapters_wanted=self.config.adapters,
-            scan_mode=ScanMode(self.config.scan_mode),
-            leases=self.leases,
-            report_counts=lambda: self.hub.stats.per_adapter if self.hub else {},
-            claims=ClaimsDir(self.claims_dir) if self.claims_dir else None,
-            ingest=Ingest(self.config.ingest),
-            mgmt_socket=self.config.mgmt_socket,
-        )
         self._configure_watchdog(self.config)
-        self.service.on_leases_changed = self.bluez.leases_changed
         try:
             await self.bluez.start()
         except MgmtUnavailable as exc:
             _LOGGER.error("--ingest mgmt: %s; use --ingest auto to fall back to D-Bus", exc)
             return EXIT_NO_MGMT
-        self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="sweep")
-        # Always: it is also the timer of the broadcast's held devices (loadguard.py).
-        self.load_guard = LoadGuard(self.hub, self.load_sampler, self.load_policy)
-        self.load_guard.start()
+        self.timer.start()
         self.tree.start()
         if self.state_file:
-            self._saver = asyncio.get_running_loop().create_task(self._save_periodically())
+            self._saver.start()
         self.ready.set()
         _LOGGER.info("%s %s ready", SCANNER_SERVICE, __version__)
         return EXIT_OK
@@ -311,9 +320,7 @@ class ScannerApp:
     def _custom_name_set(self, name: str) -> None:
         """A client wrote /CustomName: persist it in localsettings."""
         if self.settings is not None and self.settings.present:
-            task = asyncio.get_running_loop().create_task(self.settings.set_custom_name(name))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._background.spawn(self.settings.set_custom_name(name))
 
     async def _who_owns(self) -> str:
         """The connection that holds our name, for the log: unique name, pid, uid, command line."""
@@ -338,9 +345,9 @@ class ScannerApp:
         """Apply new settings live."""
         self.config = config
         if self.hub is not None:
-            self.hub.configure(config)
+            self.hub.configure(HubSettings.of(config))
         if self.load_guard is not None:
-            self.load_guard.configure(config)
+            self.load_guard.configure(HubSettings.of(config))
         if self.feed is not None:
             self.feed.configure(config)
         if self.bluez is not None:
@@ -358,15 +365,6 @@ class ScannerApp:
             config.drain_timeout,
         )
 
-    async def _sweep(self) -> None:
-        assert self.hub is not None
-        while True:
-            await asyncio.sleep(LOST_SWEEP_INTERVAL)
-            try:
-                self.hub.sweep()
-            except Exception:
-                _LOGGER.exception("lost-device sweep failed")
-
     # --- the state file ---------------------------------------------------------------
 
     def _restore_state(self) -> None:
@@ -380,7 +378,7 @@ class ScannerApp:
                 _LOGGER.info("state file %s: none yet; starting with an empty cache", path)
                 return
             devices, too_old = statefile.decode(
-                data, hub.monotonic(), hub.wall(), hub.config.lost_timeout
+                data, hub.monotonic(), hub.wall(), hub.settings.lost_timeout
             )
             restored = hub.restore(devices)
         except statefile.StateFileError as exc:
@@ -414,11 +412,6 @@ class ScannerApp:
         if reason != self._save_error:
             _LOGGER.warning("state file %s not written: %s", self.state_file, reason)
         self._save_error = reason
-
-    async def _save_periodically(self) -> None:
-        while True:
-            await asyncio.sleep(self.state_save_interval)
-            await self.save_state()
 
     async def save_state(self) -> None:
         """Write the state file now; only once the name is ours, so a second
@@ -455,13 +448,10 @@ class ScannerApp:
         With the bus gone every step that needs it is skipped: nothing waits for it.
         """
         self._stopping = True  # the bus watch ends with the connection, quietly
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-        if self._saver is not None:
-            self._saver.cancel()
+        self._saver.cancel()
         await self.save_state()
-        if self.load_guard is not None:
-            await self.load_guard.stop()
+        if self.timer is not None:
+            await self.timer.stop()
         if self.tree is not None:
             await self.tree.stop()
         if self.feed is not None:

@@ -19,15 +19,11 @@ from dbus_fast.aio import MessageBus
 from .bus.calls import add_match, name_owner_rule
 from .bus.marshal import (
     MESSAGE_METHOD_RETURN,
-    MESSAGE_SIGNAL,
     header_fields,
     record_entry,
     snapshot_body,
-    string_body,
 )
-from .bus.outbox import Outbox
 from .bus.owner import connection_left
-from .cache import Device
 from .const import (
     DBUS_DAEMON_CALL_TIMEOUT,
     ERROR_INVALID_ARGS,
@@ -41,9 +37,10 @@ from .const import (
     SCANNER_PATH,
     SUBSCRIPTION_PATH_PREFIX,
 )
-from .filters import FilterTooLarge, InvalidFilter, parse_snapshot_query, parse_subscription
-from .hub import Hub
-from .leases import (
+from .core.cache import Device
+from .core.filters import FilterTooLarge, InvalidFilter, parse_snapshot_query, parse_subscription
+from .core.hub import Hub
+from .core.leases import (
     LeaseError,
     LeaseKind,
     LeaseRegistry,
@@ -51,9 +48,10 @@ from .leases import (
     TooManyLeases,
     UnknownLease,
 )
-from .loadcap import SheddingLoad
-from .state import ServiceStatus
-from .subscriptions import NotOwner, Subscription, TooManySubscriptions, UnknownSubscription
+from .core.loadcap import SheddingLoad
+from .core.state import ServiceStatus
+from .core.subscriptions import NotOwner, TooManySubscriptions, UnknownSubscription
+from .signals import ScannerSignals
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -103,11 +101,6 @@ _SIGNATURES: Final = {
     "ReleaseLease": "o",
     "GetStatus": "",
 }
-_SIGNAL_SIGNATURES: Final = {"DeviceDiscovered": "sa{sv}", "DeviceLost": "s"}
-# Signal headers are cached per (path, member, destination): at most two members
-# for the broadcast and for each of MAX_SUBSCRIPTIONS_TOTAL subscriptions; past
-# this (subscriptions come and go) the cache starts over.
-_HEADER_CACHE_SIZE: Final = 1024
 # What the service refuses a call with, as the D-Bus error a client matches on.
 # Only these are caught: any other exception is a bug, and dbus-fast answers it
 # with its internal error (and logs the traceback) rather than passing it off
@@ -204,27 +197,25 @@ def _refusal(msg: Message, member: str, exc: Exception) -> Message:
 
 
 class ScannerService:
-    """Answers Scanner1 calls and sends the hub's emissions; implements ``Emitter``."""
+    """Answers Scanner1 calls; the hub's emissions go out through ``signals`` (signals.py)."""
 
     def __init__(
         self,
         bus: MessageBus,
+        hub: Hub,
+        signals: ScannerSignals,
         status: Callable[[], ServiceStatus],
-        leases: LeaseRegistry | None = None,
+        leases: LeaseRegistry,
+        on_leases_changed: Callable[[], None],
     ) -> None:
+        """``on_leases_changed``: told whenever a lease starts or ends (the hub's
+        timer, which has the BlueZ side converge and wakes for the next expiry)."""
         self.bus = bus
-        self.status = status
-        self.leases = leases if leases is not None else LeaseRegistry()
-        # Called whenever a lease starts or ends; the BlueZ side converges on it.
-        self.on_leases_changed: Callable[[], None] = lambda: None
-        self.hub: Hub | None = None
-        self.signals_sent = 0
-        # Our signals and snapshot replies, marshalled from cached record parts.
-        self.outbox = Outbox(bus)
-        self._signal_fields: dict[tuple[str, str, str | None], bytes] = {}
-
-    def attach(self, hub: Hub) -> None:
         self.hub = hub
+        self.signals = signals
+        self.status = status
+        self.leases = leases
+        self.on_leases_changed = on_leases_changed
 
     async def start(self) -> None:
         """Serve the interface and follow subscription owners leaving the bus."""
@@ -233,43 +224,6 @@ class ScannerService:
 
     def close(self) -> None:
         self.bus.remove_message_handler(self._on_message)
-
-    # --- Emitter -------------------------------------------------------------------
-
-    def device_discovered(
-        self, device: Device, broadcast: bool, subscriptions: list[Subscription]
-    ) -> None:
-        self._emit("DeviceDiscovered", record_entry(device), broadcast, subscriptions)
-
-    def device_lost(self, address: str, broadcast: bool, subscriptions: list[Subscription]) -> None:
-        self._emit("DeviceLost", string_body(address), broadcast, subscriptions)
-
-    def _emit(
-        self, member: str, body: bytes, broadcast: bool, subscriptions: list[Subscription]
-    ) -> None:
-        """One body, to the broadcast and to each subscription (unicast, from its path)."""
-        send, fields = self.outbox.send, self._fields
-        if broadcast:
-            send(MESSAGE_SIGNAL, fields(SCANNER_PATH, member, None), body)
-        for subscription in subscriptions:
-            send(MESSAGE_SIGNAL, fields(subscription.path, member, subscription.owner), body)
-        self.signals_sent += broadcast + len(subscriptions)
-
-    def _fields(self, path: str, member: str, destination: str | None) -> bytes:
-        """The header fields of one of our signals, built once per path and destination."""
-        key = (path, member, destination)
-        fields = self._signal_fields.get(key)
-        if fields is None:
-            if len(self._signal_fields) >= _HEADER_CACHE_SIZE:
-                self._signal_fields.clear()
-            fields = self._signal_fields[key] = header_fields(
-                _SIGNAL_SIGNATURES[member],
-                path=path,
-                interface=SCANNER_INTERFACE,
-                member=member,
-                destination=destination,
-            )
-        return fields
 
     # --- incoming ------------------------------------------------------------------
 
@@ -283,7 +237,7 @@ class ScannerService:
         if mtype != MessageType.METHOD_CALL:
             return False
         # Whatever we emitted before this call goes out before its reply.
-        self.outbox.flush()
+        self.signals.outbox.flush()
         if msg.interface == SCANNER_INTERFACE:
             if msg.path != SCANNER_PATH:
                 return Message.new_error(
@@ -313,7 +267,6 @@ class ScannerService:
                 f"{member} takes '{expected}', not '{msg.signature[:64]}'",
             )
         hub = self.hub
-        assert hub is not None
         try:
             if member == "GetDiscoveredDevices":
                 query = parse_snapshot_query(msg.body[0])
@@ -322,8 +275,9 @@ class ScannerService:
                     fields = header_fields(
                         "a{sa{sv}}", reply_serial=msg.serial, destination=msg.sender
                     )
-                    self.outbox.send(MESSAGE_METHOD_RETURN, fields, body)
-                    self.outbox.flush()
+                    outbox = self.signals.outbox
+                    outbox.send(MESSAGE_METHOD_RETURN, fields, body)
+                    outbox.flush()
                 return True
             if member == "Subscribe":
                 return self._subscribe(msg, hub)
@@ -359,17 +313,15 @@ class ScannerService:
         # replayed signals from it arrive (both travel in order on our socket).
         self.bus.send(Message.new_method_return(msg, "o", [subscription.path]))
         for device in replay:
-            self._emit("DeviceDiscovered", record_entry(device), False, [subscription])
+            self.signals.replay(device, subscription)
         return True
 
     def _owner_left(self, owner: str) -> None:
         if self.leases.drop_owner(owner):
             self.on_leases_changed()
-        hub = self.hub
-        if hub is not None:
-            dropped = hub.owner_left(owner)
-            if dropped:
-                _LOGGER.info("%s left the bus: ended %d subscription(s)", owner, len(dropped))
+        dropped = self.hub.owner_left(owner)
+        if dropped:
+            _LOGGER.info("%s left the bus: ended %d subscription(s)", owner, len(dropped))
 
     def _introspect(self, path: str) -> str:
         node = ET.Element("node")
@@ -378,15 +330,14 @@ class ScannerService:
             exported = self.bus._introspect_export_path(path).tostring()
             node = ET.fromstring(exported)
             node.append(ET.fromstring(INTROSPECTION))
-            hub = self.hub
-            if hub is not None and len(hub.subscriptions):
+            if len(self.hub.subscriptions):
                 children = {c.get("name") for c in node.findall("node")}
                 if "Subscription" not in children:
                     ET.SubElement(node, "node", name="Subscription")
         elif path.rstrip("/") == SUBSCRIPTION_PATH_PREFIX.rstrip("/"):
-            for subscription in self.hub.subscriptions if self.hub else ():
+            for subscription in self.hub.subscriptions:
                 ET.SubElement(node, "node", name=subscription.path.rsplit("/", 1)[1])
-        elif self.hub is not None and self.hub.subscriptions.get(path):
+        elif self.hub.subscriptions.get(path):
             for text in (_STANDARD_INTERFACES, INTROSPECTION):
                 for element in ET.fromstring(f"<x>{text}</x>"):
                     node.append(element)

@@ -17,13 +17,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 
 from dbus_fast import Variant
 
-from .. import claims
 from ..bus.calls import BusGoneError, CallError
-from ..claimsdir import Drain, DrainHeld
 from ..const import (
     BLUEZ_ADAPTER,
     BLUEZ_ERROR_ALREADY_EXISTS,
@@ -38,9 +36,10 @@ from ..const import (
     WATCHDOG_MAX_INTERVAL,
     WATCHDOG_MAX_POWER_CYCLES_PER_HOUR,
 )
-from ..record import adapter_name
-from ..state import AdapterStatus
-from ..watchdog import SilenceLadder, WatchdogAction
+from ..core.record import adapter_name
+from ..core.state import AdapterStatus
+from . import claims
+from .claimsdir import ClaimsDir, Drain, DrainHeld
 from .discovery import (
     Action,
     AdapterState,
@@ -73,10 +72,9 @@ from .discovery import (
     step,
     text,
 )
+from .links import Links
 from .monitors import MonitorApp
-
-if TYPE_CHECKING:
-    from .objects import Bluez
+from .watchdog import SilenceLadder, WatchdogAction
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -107,19 +105,46 @@ def outcome_of(exc: CallError) -> Outcome:
     return Outcome.REFUSED
 
 
+class BluezCall(Protocol):
+    """A call to bluetoothd (``Bluez.call``); raises CallError, TimeoutError or BusGoneError."""
+
+    async def __call__(
+        self,
+        path: str,
+        interface: str,
+        member: str,
+        signature: str = "",
+        body: list[Any] | None = None,
+    ) -> list[Any]: ...
+
+
 class AdapterDiscovery:
     """Our discovery session and passive monitor on one adapter."""
 
     def __init__(
         self,
-        bluez: Bluez,
         path: str,
         props: Mapping[str, Any],
         monitor_manager: bool,
+        wants: Wants,
+        *,
+        call: BluezCall,
+        links: Links,
+        claims: ClaimsDir | None,
+        silence_restart: float,
+        silence_power_cycle: float,
+        drain_timeout: float,
+        restarted_at: float | None = None,
         blocker: Blocker | None = None,
     ) -> None:
-        """``blocker``: who held the controller when this adapter was last seen."""
-        self.bluez = bluez
+        """``links``: bluetoothd's links, none of which a power cycle may drop;
+        ``claims``: the bt-claims directory (None: no other process to coordinate with);
+        ``restarted_at``: when bluetoothd came back while we ran (discovery.py);
+        ``blocker``: who held the controller when this adapter was last seen."""
+        self.call = call
+        self.links = links
+        self.claims = claims
+        self.drain_timeout = drain_timeout
         self.path = path
         self.name = adapter_name(path + "/")
         self.address: str = props.get("Address", "")
@@ -128,8 +153,8 @@ class AdapterDiscovery:
             discovering=bool(props.get("Discovering", False)),
             manager=monitor_manager,
             appeared=time.monotonic(),
-            restarted_at=bluez.restarted_at,
-            wants=bluez.wants_for(self.name),
+            restarted_at=restarted_at,
+            wants=wants,
             blocker=blocker,
         )
         self.state = text(self.machine)
@@ -138,8 +163,8 @@ class AdapterDiscovery:
         self.monitor_active = False  # BlueZ called Activate on our monitor
         # Watchdog: what a silence costs this adapter (see watchdog.py).
         self.ladder = SilenceLadder(
-            restart_after=bluez.silence_restart,
-            power_cycle_after=bluez.silence_power_cycle,
+            restart_after=silence_restart,
+            power_cycle_after=silence_power_cycle,
             max_power_cycles_per_hour=WATCHDOG_MAX_POWER_CYCLES_PER_HOUR,
             max_interval=WATCHDOG_MAX_INTERVAL,
         )
@@ -179,6 +204,8 @@ class AdapterDiscovery:
     # --- events in -------------------------------------------------------------------
 
     def start(self) -> None:
+        """The first state is logged as every change after it is (``feed``)."""
+        _LOGGER.info("%s: %s", self.name, self.state)
         self.machine, actions = begin(self.machine)
         self._act(actions)
 
@@ -186,15 +213,13 @@ class AdapterDiscovery:
         """One event into the machine; its actions are taken at once."""
         if self._closed:
             return
-        before = (self.powered, self.discovering, self.session, self.state)
+        before = self.state
         self.machine, actions = step(self.machine, event)
         self.state = text(self.machine)
         if not self.machine.monitor:
             self.monitor_active = False
-        if self.state != before[3]:
+        if self.state != before:
             _LOGGER.info("%s: %s", self.name, self.state)
-        if (self.powered, self.discovering, self.session, self.state) != before:
-            self.bluez.status_changed()
         self._act(actions)
 
     def on_properties(self, changed: Mapping[str, Variant]) -> None:
@@ -218,7 +243,6 @@ class AdapterDiscovery:
 
     def _monitor_activated(self) -> None:
         self.monitor_active = True
-        self.bluez.status_changed()
 
     def _monitor_released(self) -> None:
         self.feed(MonitorReleased(time.monotonic()))
@@ -256,7 +280,7 @@ class AdapterDiscovery:
         )
         try:
             if member:
-                await self.bluez.call(self.path, BLUEZ_ADAPTER, member)
+                await self.call(self.path, BLUEZ_ADAPTER, member)
             else:
                 await self._unregister()
         except (CallError, TimeoutError, BusGoneError):
@@ -268,18 +292,18 @@ class AdapterDiscovery:
         try:
             if stop_first:
                 try:
-                    await self.bluez.call(self.path, BLUEZ_ADAPTER, "StopDiscovery")
+                    await self.call(self.path, BLUEZ_ADAPTER, "StopDiscovery")
                 except CallError as exc:
                     if exc.name == BLUEZ_ERROR_IN_PROGRESS:
                         # bluez#807: the stop was refused but our session is gone.
                         _LOGGER.warning("%s: StopDiscovery refused (InProgress)", self.name)
                     elif exc.name != BLUEZ_ERROR_FAILED:
                         raise
-            await self.bluez.call(
+            await self.call(
                 self.path, BLUEZ_ADAPTER, "SetDiscoveryFilter", "a{sv}", [DISCOVERY_FILTER]
             )
             falls = self._falls
-            await self.bluez.call(self.path, BLUEZ_ADAPTER, "StartDiscovery")
+            await self.call(self.path, BLUEZ_ADAPTER, "StartDiscovery")
         except TimeoutError:
             return Answered(Call.START, Outcome.TIMEOUT, time.monotonic())
         except CallError as exc:
@@ -291,7 +315,7 @@ class AdapterDiscovery:
     async def _register(self) -> Answered:
         root = self.monitor.root
         try:
-            await self.bluez.call(self.path, BLUEZ_MONITOR_MANAGER, "RegisterMonitor", "o", [root])
+            await self.call(self.path, BLUEZ_MONITOR_MANAGER, "RegisterMonitor", "o", [root])
         except CallError as exc:
             if exc.name != BLUEZ_ERROR_ALREADY_EXISTS:
                 return Answered(Call.REGISTER, Outcome.REFUSED, time.monotonic(), str(exc))
@@ -303,7 +327,7 @@ class AdapterDiscovery:
 
     async def _unregister(self) -> None:
         root = self.monitor.root
-        await self.bluez.call(self.path, BLUEZ_MONITOR_MANAGER, "UnregisterMonitor", "o", [root])
+        await self.call(self.path, BLUEZ_MONITOR_MANAGER, "UnregisterMonitor", "o", [root])
 
     # --- the watchdog ------------------------------------------------------------------
 
@@ -333,7 +357,7 @@ class AdapterDiscovery:
             and machine.powered
             and (machine.session or machine.monitor)
             and not (machine.drained_by or machine.draining or machine.cycling)
-            and self.bluez.connected_device(self.path) is None
+            and self.links.on(self.path) is None
         )
         action = self.ladder.look(count, now, scanning)
         if machine.held_off and self.ladder.step == 0:
@@ -365,7 +389,7 @@ class AdapterDiscovery:
         power cycle off. Another process's drain means it resets the adapter
         itself: we make no call then.
         """
-        directory = self.bluez.claims
+        directory = self.claims
         drain: Drain | None = None
         if directory is not None:
             try:
@@ -376,7 +400,7 @@ class AdapterDiscovery:
         heartbeat = asyncio.get_running_loop().create_task(self._heartbeat(drain))
         try:
             self.feed(DrainWait())
-            deadline = time.monotonic() + self.bluez.drain_timeout
+            deadline = time.monotonic() + self.drain_timeout
             # Polled: the links are files of other processes and BlueZ's objects.
             link = self._link_in_the_way()
             while link and time.monotonic() < deadline:
@@ -393,10 +417,10 @@ class AdapterDiscovery:
 
     def _link_in_the_way(self) -> str:
         """Whose link a power cycle would drop now, in words; "" when none."""
-        address = self.bluez.connected_device(self.path)
+        address = self.links.on(self.path)
         if address is not None:
             return f"a connection to {address}"
-        directory = self.bluez.claims
+        directory = self.claims
         if directory is None:
             return ""
         veto = claims.vetoes(directory.read(self.claim_keys), directory.pid)
@@ -411,7 +435,7 @@ class AdapterDiscovery:
         self.feed(SilencePowerCycle())
         try:
             for value in (False, True):
-                await self.bluez.call(
+                await self.call(
                     self.path,
                     PROPERTIES,
                     "Set",
@@ -449,7 +473,7 @@ class AdapterDiscovery:
         busy = self.machine.busy
         if self.machine.session or busy is Call.START:
             try:
-                await self.bluez.call(self.path, BLUEZ_ADAPTER, "StopDiscovery")
+                await self.call(self.path, BLUEZ_ADAPTER, "StopDiscovery")
             except (CallError, TimeoutError, BusGoneError):
                 pass
         if self.machine.monitor or busy is Call.REGISTER:

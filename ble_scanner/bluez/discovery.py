@@ -68,14 +68,7 @@ from ..const import (
     REARM_BACKOFF_MAX,
     STABLE_SESSION_SECONDS,
 )
-
-
-class ScanMode(enum.Enum):
-    """How an adapter listens (docs/behaviour.md "Scan modes")."""
-
-    ACTIVE = "active"  # StartDiscovery: scan requests, names from scan responses
-    PASSIVE = "passive"  # AdvertisementMonitor1: no scan requests, needs bluetoothd -E
-    AUTO = "auto"  # passive, with active windows while a client holds a lease
+from ..modes import ScanMode
 
 
 class Activity(enum.Enum):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Final
@@ -23,6 +22,7 @@ from dbus_fast.aio import MessageBus
 from ..bus import calls
 from ..bus.calls import BusGoneError, CallError
 from ..const import BLUEZ_ROOT_PATH, BLUEZ_SERVICE, PROPERTIES
+from ..modes import Ingest
 from . import mgmt
 from .mgmtchannel import MgmtChannel, describe
 
@@ -32,14 +32,6 @@ _LOGGER = logging.getLogger(__name__)
 # kernel hiccup is over by then, and a refusal (no CAP_NET_ADMIN) costs one
 # failed socket(2) twice a minute.
 MGMT_RETRY_INTERVAL: Final = 30.0
-
-
-class Ingest(enum.Enum):
-    """Where reports come from; the value is the option's word."""
-
-    AUTO = "auto"  # the management channel when it works, else D-Bus
-    MGMT = "mgmt"  # the channel, required at start; a later failure still falls back
-    DBUS = "dbus"  # Device1 PropertiesChanged only
 
 
 class MgmtUnavailable(Exception):
@@ -68,14 +60,12 @@ class IngestSwitch:
         mgmt_socket: str,
         on_event: Callable[[mgmt.Event], None],
         resync: Callable[[], Awaitable[None]],
-        on_status: Callable[[], None],
     ) -> None:
         """``resync``: read Device1 state again after falling back (reports nothing)."""
         self.bus = bus
         self.call_timeout = call_timeout
         self.ingest = ingest
         self.resync = resync
-        self.on_status = on_status
         self.channel = MgmtChannel(on_event, self._lost, mgmt_socket)
         # True while reports come from the channel (its socket is open).
         self.mgmt_active = False
@@ -132,7 +122,6 @@ class IngestSwitch:
         if self.mgmt_active:
             self.channel.close()
             self.mgmt_active = False
-            self.on_status()
             self._run(self._fall_back())
 
     def _open(self) -> str:
@@ -159,7 +148,6 @@ class IngestSwitch:
             self._schedule_retry()
             return
         _LOGGER.info("management ingest again")
-        self.on_status()
         self._run(self._want_device_match(False))
 
     def _lost(self, reason: str) -> None:
@@ -171,7 +159,6 @@ class IngestSwitch:
             "management channel lost (%s): D-Bus ingest, trying again every %g s",
             reason, MGMT_RETRY_INTERVAL,
         )  # fmt: skip
-        self.on_status()
         self._schedule_retry()
         self._run(self._fall_back())
 

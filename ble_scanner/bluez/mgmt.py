@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from ..const import BLUEZ_ROOT_PATH, MAX_PAYLOAD_BYTES, RSSI_MAX, RSSI_MIN, RSSI_UNAVAILABLE
-from ..identifiers import BASE_UUID_SUFFIX
-from ..record import DeviceView
+from ..core.identifiers import BASE_UUID_SUFFIX
+from ..core.record import DeviceView
 
 # Event codes (doc/mgmt-api.txt).
 EV_DEVICE_CONNECTED: Final = 0x000B

@@ -142,7 +142,6 @@ class MgmtChannel:
         self.on_lost = on_lost
         self.seam = seam
         self.sock: socket.socket | None = None
-        self.frames = 0
 
     @property
     def source(self) -> str:
@@ -177,7 +176,6 @@ class MgmtChannel:
             if not data:
                 self._lost("end of file")
                 return
-            self.frames += 1
             try:
                 on_event(mgmt.parse_frame(data))
             except Exception:

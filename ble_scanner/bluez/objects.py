@@ -5,16 +5,19 @@ One connection, explicit match rules, one message handler, no proxy objects
 GetManagedObjects when it appears, and InterfacesAdded / InterfacesRemoved /
 PropertiesChanged from then on: an adapter's object may gain or lose an
 interface (AdvertisementMonitorManager1) at any time. Each adapter's discovery
-is an :class:`~.adapter.AdapterDiscovery`; Device1 objects become reports,
-and their ``Connected`` is followed so that no power cycle drops a link.
-D-Bus types are checked here, at the edge; anything malformed is counted and
-logged (rate-limited), never passed on.
+is an :class:`~.adapter.AdapterDiscovery`; Device1 objects and the
+management channel's frames become reports in ``reports.py``, and links
+(Device1's ``Connected``, the channel's Device Connected / Disconnected) are
+followed in ``links.py`` so that no power cycle drops one. This module routes
+what bluetoothd and the channel say to those pieces. D-Bus types are checked
+here and there, at the edge; anything malformed is counted and logged
+(rate-limited), never passed on.
 
 With management ingest (``ingest.py`` switches) reports come from the
-channel's frames instead of Device1 ``PropertiesChanged``, and links from its
-Device Connected / Disconnected. Device1 objects are still followed through
-InterfacesAdded / Removed for what the channel lacks (a cached name, links at
-start-up), never as a second report of what the channel reported.
+channel's frames instead of Device1 ``PropertiesChanged``. Device1 objects are
+still followed through InterfacesAdded / Removed for what the channel lacks (a
+cached name, links at start-up), never as a second report of what the channel
+reported.
 """
 
 from __future__ import annotations
@@ -24,15 +27,13 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import Any
 
 from dbus_fast import Message, MessageFlag, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
 from ..bus import calls
 from ..bus.calls import BusGoneError, CallError
-from ..claims import DEFAULT_DRAIN_TIMEOUT, other_drain
-from ..claimsdir import ClaimsDir
 from ..const import (
     BLUEZ_ADAPTER,
     BLUEZ_CALL_TIMEOUT,
@@ -47,22 +48,23 @@ from ..const import (
     WATCHDOG_MAX_LOOK_INTERVAL,
     WATCHDOG_SILENCE,
 )
-from ..leases import LeaseKind, LeaseRegistry
-from ..record import DeviceView, MalformedData, adapter_name, unwrap_device
-from ..state import AdapterStatus
-from ..watchdog import DEFAULT_SILENCE_POWER_CYCLE, WatchdogAction
+from ..core.leases import LeaseKind, LeaseRegistry
+from ..core.record import adapter_name
+from ..core.state import AdapterStatus
+from ..modes import Ingest, ScanMode
+from ..tasks import Periodic
 from . import mgmt
 from .adapter import AdapterDiscovery
-from .discovery import Blocker, ScanMode, Wants
-from .ingest import Ingest, IngestSwitch, properties_rule
+from .claims import DEFAULT_DRAIN_TIMEOUT, other_drain
+from .claimsdir import ClaimsDir
+from .discovery import Blocker, Wants
+from .ingest import IngestSwitch, properties_rule
+from .links import Links
 from .monitors import is_call_for_monitor_app
-
-__all__ = ["Bluez", "ScanMode"]
+from .reports import RateLimitedLog, Reports, ReportSink
+from .watchdog import DEFAULT_SILENCE_POWER_CYCLE, WatchdogAction
 
 _LOGGER = logging.getLogger(__name__)
-
-# At most one log line per kind of malformed data per this many seconds.
-MALFORMED_LOG_INTERVAL: Final = 60.0
 
 
 def is_adapter_path(path: str) -> bool:
@@ -71,33 +73,13 @@ def is_adapter_path(path: str) -> bool:
     return path.startswith(prefix) and "/" not in path[len(prefix) :]
 
 
-class RateLimitedLog:
-    """Counts events and logs each kind at most once per interval."""
-
-    def __init__(self, interval: float = MALFORMED_LOG_INTERVAL) -> None:
-        self.interval = interval
-        self.counts: dict[str, int] = {}
-        self._last: dict[str, float] = {}
-
-    def __call__(self, kind: str, message: str) -> None:
-        self.counts[kind] = self.counts.get(kind, 0) + 1
-        now = time.monotonic()
-        if now - self._last.get(kind, -self.interval) >= self.interval:
-            self._last[kind] = now
-            _LOGGER.warning("%s (%d so far)", message, self.counts[kind])
-
-
-ReportCallback = Callable[[DeviceView], object]
-
-
 class Bluez:
     """Follows org.bluez on one connection and keeps our discovery running."""
 
     def __init__(
         self,
         bus: MessageBus,
-        on_report: ReportCallback,
-        on_status: Callable[[], None] = lambda: None,
+        sink: ReportSink,
         adapters_wanted: frozenset[str] = frozenset(),
         call_timeout: float = BLUEZ_CALL_TIMEOUT,
         scan_mode: ScanMode = ScanMode.ACTIVE,
@@ -110,15 +92,14 @@ class Bluez:
         ingest: Ingest = Ingest.DBUS,
         mgmt_socket: str = "",
     ) -> None:
-        """``mgmt_socket``: read management frames from this Unix socket, not the kernel."""
+        """``sink``: where reports go (the hub); ``report_counts``: each adapter's
+        reports so far, for the silence watchdog (none: no watchdog);
+        ``mgmt_socket``: read management frames from this Unix socket, not the kernel."""
         self.bus = bus
-        self.on_report = on_report
-        self.on_status = on_status
         self.adapters_wanted = adapters_wanted
         self.call_timeout = call_timeout
         self.scan_mode = scan_mode
         self.leases = leases if leases is not None else LeaseRegistry()
-        self._lease_timer: asyncio.TimerHandle | None = None
         self.report_counts = report_counts
         self.silence_restart = silence_restart
         self.silence_power_cycle = silence_power_cycle
@@ -126,7 +107,7 @@ class Bluez:
         # The bt-claims directory (docs/behaviour.md "Other processes' links and claims");
         # None: no coordination with other processes, only our own Device1 view.
         self.claims = claims
-        self._watchdog: asyncio.Task[None] | None = None
+        self._watchdog = Periodic("watchdog look", self._look_interval, self._watch, _LOGGER)
         self.owner: str | None = None
         # When bluetoothd came back while we ran: a refusal soon after is most
         # likely the old daemon's scan, which the kernel ends by itself.
@@ -138,10 +119,9 @@ class Bluez:
         self.blocked: dict[str, Blocker] = {}
         # The interfaces on each adapter's object, as bluetoothd added and removed them.
         self.interfaces: dict[str, set[str]] = {}
-        self.views: dict[str, DeviceView] = {}  # by Device1 object path
-        # Device1 objects with Connected true → their address: links a power cycle would drop.
-        self.links: dict[str, str] = {}
         self.malformed = RateLimitedLog()
+        self.reports = Reports(sink, self.malformed)
+        self.links = Links()
         # bluetoothd's object signals held while our GetManagedObjects is out:
         # applied after its reply, so an older snapshot never undoes them.
         self._held: list[Message] | None = None
@@ -149,8 +129,7 @@ class Bluez:
         self._generation = 0
         self._closing = False
         self.ingest = IngestSwitch(
-            bus, call_timeout, ingest, mgmt_socket,
-            self._on_mgmt_event, self._resync, self.status_changed,
+            bus, call_timeout, ingest, mgmt_socket, self._on_mgmt_event, self._resync
         )  # fmt: skip
 
     # --- life cycle --------------------------------------------------------------
@@ -159,9 +138,7 @@ class Bluez:
         self.bus.add_message_handler(self._on_message)
         self.bus.add_message_handler(self._on_monitor_call)
         if self.report_counts is not None:
-            self._watchdog = asyncio.get_running_loop().create_task(
-                self._run_watchdog(), name="watchdog"
-            )
+            self._watchdog.start()
         for rule in (
             calls.name_owner_rule(BLUEZ_SERVICE),
             calls.signal_rule(sender=BLUEZ_SERVICE, interface=OBJECT_MANAGER, path="/"),
@@ -178,11 +155,8 @@ class Bluez:
     async def close(self, stop_sessions: bool = True) -> None:
         """Stop our sessions (bounded by the call timeout) and forget everything."""
         self._closing = True
-        if self._lease_timer is not None:
-            self._lease_timer.cancel()
         self.ingest.close()
-        if self._watchdog is not None:
-            self._watchdog.cancel()
+        self._watchdog.cancel()
         if self._sync is not None:
             self._sync.cancel()
         self.bus.remove_message_handler(self._on_message)
@@ -211,16 +185,8 @@ class Bluez:
             self._wants_changed()
 
     def leases_changed(self) -> None:
-        """A lease was taken, released or dropped: converge, and wake at the next expiry."""
-        self.leases.expire()
-        if self._lease_timer is not None:
-            self._lease_timer.cancel()
-            self._lease_timer = None
-        expiry = self.leases.next_expiry()
-        if expiry is not None and not self._closing:
-            loop = asyncio.get_running_loop()
-            delay = max(0.0, expiry - self.leases.monotonic())
-            self._lease_timer = loop.call_later(delay, self.leases_changed)
+        """Leases were taken, released, dropped or expired (the hub's timer, core/timer.py):
+        each adapter converges on what they now ask."""
         self._wants_changed()
 
     def _wants_changed(self) -> None:
@@ -235,31 +201,31 @@ class Bluez:
         self.drain_timeout = drain_timeout
         for adapter in self.adapters.values():
             adapter.ladder.configure(silence_restart, silence_power_cycle)
+            adapter.drain_timeout = drain_timeout
 
     def connected_device(self, adapter_path: str) -> str | None:
         """The address of a device connected on the adapter, if any."""
-        prefix = adapter_path + "/"
-        return next((a for p, a in sorted(self.links.items()) if p.startswith(prefix)), None)
+        return self.links.on(adapter_path)
 
-    async def _run_watchdog(self) -> None:
+    def _look_interval(self) -> float:
+        silence = min(self.silence_restart, self.silence_power_cycle)
+        return min(WATCHDOG_MAX_LOOK_INTERVAL, silence / WATCHDOG_LOOKS_PER_SILENCE)
+
+    async def _watch(self) -> None:
+        """One look of the silence watchdog at every adapter (bluez/watchdog.py)."""
         assert self.report_counts is not None
-        while True:
-            silence = min(self.silence_restart, self.silence_power_cycle)
-            await asyncio.sleep(
-                min(WATCHDOG_MAX_LOOK_INTERVAL, silence / WATCHDOG_LOOKS_PER_SILENCE)
-            )
-            counts = self.report_counts()
-            now = time.monotonic()
-            for adapter in list(self.adapters.values()):
-                try:
-                    self._look_at_claims(adapter)
-                    action = adapter.watch(counts.get(adapter.name, 0), now)
-                    if action is WatchdogAction.RESTART:
-                        await adapter.restart_discovery()
-                    elif action is WatchdogAction.POWER_CYCLE:
-                        adapter.begin_power_cycle()
-                except Exception:
-                    _LOGGER.exception("%s: watchdog action failed", adapter.name)
+        counts = self.report_counts()
+        now = time.monotonic()
+        for adapter in list(self.adapters.values()):
+            try:
+                self._look_at_claims(adapter)
+                action = adapter.watch(counts.get(adapter.name, 0), now)
+                if action is WatchdogAction.RESTART:
+                    await adapter.restart_discovery()
+                elif action is WatchdogAction.POWER_CYCLE:
+                    adapter.begin_power_cycle()
+            except Exception:
+                _LOGGER.exception("%s: watchdog action failed", adapter.name)
 
     def _look_at_claims(self, adapter: AdapterDiscovery) -> None:
         """Another process's drain on the adapter holds us off it until it goes."""
@@ -277,9 +243,6 @@ class Bluez:
         if msg.flags & MessageFlag.NO_REPLY_EXPECTED:
             return True  # e.g. BlueZ's Release after we dropped the adapter
         return Message.new_error(msg, ERROR_UNKNOWN_OBJECT, f"no object {msg.path}")
-
-    def status_changed(self) -> None:
-        self.on_status()
 
     # --- calls -------------------------------------------------------------------
 
@@ -322,7 +285,6 @@ class Bluez:
             self._interfaces_added(path, interfaces, initial=True, report=report)
         for msg in held:
             self._on_bluez_signal(msg)
-        self.status_changed()
 
     def _bluez_vanished(self) -> None:
         _LOGGER.warning("bluetoothd left the bus; discovery will be re-armed when it returns")
@@ -333,9 +295,8 @@ class Bluez:
             self._forget(adapter)
         self.adapters.clear()
         self.interfaces.clear()
-        self.views.clear()
+        self.reports.clear()
         self.links.clear()
-        self.status_changed()
 
     # --- signals -----------------------------------------------------------------
 
@@ -393,26 +354,14 @@ class Bluez:
         interface, changed, invalidated = msg.body
         path = msg.path or ""
         if interface == BLUEZ_DEVICE:
-            self._follow_link(path, changed, invalidated)
-            view = self.views.get(path)
+            self.links.follow(path, changed, invalidated, self.reports.address_of(path))
             # With the channel, its frames are the reports (and the match is going).
-            if view is not None and not self.ingest.mgmt_active:
-                self._update_view(view, changed, invalidated)
+            if not self.ingest.mgmt_active:
+                self.reports.device_changed(path, changed, invalidated)
         elif interface == BLUEZ_ADAPTER:
             adapter = self.adapters.get(path)
             if adapter is not None:
                 adapter.on_properties(changed)
-
-    def _update_view(
-        self, view: DeviceView, changed: Mapping[str, Variant], invalidated: list[str]
-    ) -> None:
-        try:
-            is_report = view.update(unwrap_device(changed), invalidated)
-        except (MalformedData, AttributeError, TypeError, ValueError) as exc:
-            self.malformed("device", f"malformed Device1 data from {view.path}: {exc}")
-            return
-        if is_report:
-            self.on_report(view)
 
     def _interfaces_added(
         self,
@@ -425,53 +374,8 @@ class Bluez:
             self._adapter_interfaces_added(path, interfaces)
         device_props = interfaces.get(BLUEZ_DEVICE)
         if device_props is not None:
-            self._follow_link(path, device_props, [])
-            view = self.views.get(path)
-            try:
-                props = unwrap_device(device_props)
-                if self.ingest.mgmt_active and view is not None:
-                    # The channel reported this device: no second report, and no
-                    # older content over its own; only a name bluetoothd remembered.
-                    report = False
-                    name = props.get("Name")
-                    props = {} if name is None or view.content.name else {"Name": name}
-                elif self.ingest.mgmt_active and not initial:
-                    report = False  # the channel's frame that made this object reports it
-                if view is None:
-                    view = DeviceView(path, adapter_name(path))
-                is_report = view.update(props)
-            except (MalformedData, AttributeError, TypeError, ValueError) as exc:
-                self.malformed("device", f"malformed Device1 data from {path}: {exc}")
-                return
-            if not view.address:
-                self.malformed("device", f"Device1 {path} without an Address")
-                return
-            self.views[path] = view
-            # A new object is a fresh report; one found at start-up is only a
-            # report if it carries an RSSI, i.e. was heard in a running discovery.
-            if report and is_report and (not initial or view.rssi is not None):
-                self.on_report(view)
-
-    def _follow_link(self, path: str, props: Mapping[str, Variant], invalidated: list[str]) -> None:
-        """Device1's Connected, for "never drop a link"; a malformed value counts as none."""
-        connected = props.get("Connected")
-        if "Connected" in invalidated:
-            self.links.pop(path, None)
-        if not isinstance(connected, Variant) or connected.signature != "b":
-            return
-        if connected.value:
-            address = props.get("Address")
-            known = self.views.get(path)
-            self.links[path] = (
-                address.value
-                if isinstance(address, Variant) and address.signature == "s"
-                else known.address
-                if known is not None and known.address
-                else path.rsplit("/", 1)[-1]
-            )
-            _LOGGER.info("%s: connected (no power cycle while it is)", self.links[path])
-        elif self.links.pop(path, None) is not None:
-            _LOGGER.info("%s: disconnected", path.rsplit("/", 1)[-1])
+            self.links.follow(path, device_props, [], self.reports.address_of(path))
+            self.reports.device_added(path, device_props, initial, report, self.ingest.mgmt_active)
 
     def _adapter_interfaces_added(
         self, path: str, interfaces: Mapping[str, Mapping[str, Variant]]
@@ -486,11 +390,23 @@ class Bluez:
             props = {k: v.value for k, v in adapter_props.items()}
             name = adapter_name(path + "/")
             manager = BLUEZ_MONITOR_MANAGER in known
-            adapter = AdapterDiscovery(self, path, props, manager, self.blocked.get(name))
+            adapter = AdapterDiscovery(
+                path,
+                props,
+                manager,
+                self.wants_for(name),
+                call=self.call,
+                links=self.links,
+                claims=self.claims,
+                silence_restart=self.silence_restart,
+                silence_power_cycle=self.silence_power_cycle,
+                drain_timeout=self.drain_timeout,
+                restarted_at=self.restarted_at,
+                blocker=self.blocked.get(name),
+            )
             self.adapters[path] = adapter
             _LOGGER.info("adapter %s (%s) appeared", adapter.name, adapter.address)
             adapter.start()
-            self.status_changed()
         elif adapter is not None and not had_manager and BLUEZ_MONITOR_MANAGER in known:
             _LOGGER.info("%s: advertisement monitor manager appeared", adapter.name)
             adapter.manager_changed(True)
@@ -499,8 +415,8 @@ class Bluez:
         if BLUEZ_DEVICE in names:
             # Presence is ours to decide (SPEC §6): BlueZ dropping its object
             # after 30 s says nothing about the device being gone.
-            self.views.pop(path, None)
-            self.links.pop(path, None)
+            self.reports.removed(path)
+            self.links.drop(path)
         known = self.interfaces.get(path)
         if known is None:
             return
@@ -513,12 +429,8 @@ class Bluez:
                 del self.adapters[path]
                 _LOGGER.warning("adapter %s disappeared", adapter.name)
                 self._forget(adapter)
-                prefix = path + "/"
-                for view_path in [p for p in self.views if p.startswith(prefix)]:
-                    del self.views[view_path]
-                for link_path in [p for p in self.links if p.startswith(prefix)]:
-                    del self.links[link_path]
-                self.status_changed()
+                self.reports.drop_under(path)
+                self.links.drop_under(path)
         elif adapter is not None and had_manager and BLUEZ_MONITOR_MANAGER in names:
             _LOGGER.warning("%s: advertisement monitor manager disappeared", adapter.name)
             adapter.manager_changed(False)
@@ -548,50 +460,11 @@ class Bluez:
 
     def _on_mgmt_event(self, event: mgmt.Event) -> None:
         if isinstance(event, mgmt.Found):
-            self._found(event)
+            adapter = self.adapters.get(mgmt.adapter_path(event.index))
+            self.reports.found(event, duplicate=adapter is not None and adapter.session)
         elif isinstance(event, mgmt.Connected):
-            if event.path not in self.links:
-                _LOGGER.info("%s: connected (no power cycle while it is)", event.address)
-            self.links[event.path] = event.address
+            self.links.connected(event.path, event.address)
         elif isinstance(event, mgmt.Disconnected):
-            if self.links.pop(event.path, None) is not None:
-                _LOGGER.info("%s: disconnected", event.address)
+            self.links.disconnected(event.path, event.address)
         elif isinstance(event, mgmt.Malformed):
             self.malformed("frame", f"malformed management frame: {event.reason}")
-
-    def _found(self, found: mgmt.Found) -> None:
-        """One advertising report: onto its Device1 view as bluetoothd would put it."""
-        path = found.path
-        view = self.views.get(path)
-        adapter = self.adapters.get(mgmt.adapter_path(found.index))
-        # Our session's filter asks for DuplicateData (discovery.py).
-        duplicate = adapter is not None and adapter.session
-        eir = (found.eir, duplicate)
-        if (
-            view is not None
-            and view.eir == eir
-            and found.address == view.address
-            and found.address_type == view.address_type
-        ):
-            # The same advertisement again (a sensor between readings, a beacon):
-            # bluetoothd would change nothing but RSSI, so only RSSI is applied.
-            view.update({"RSSI": mgmt.rssi_value(found)})
-            view.eir = eir
-            self.on_report(view)
-            return
-        ad = mgmt.parse_eir(found.eir)
-        if isinstance(ad, mgmt.Malformed):
-            self.malformed("frame", f"malformed advertisement from {found.address}: {ad.reason}")
-            return
-        if view is None:
-            if found.scan_response:
-                return  # bluetoothd makes no device of a scan response alone
-            view = DeviceView(path, adapter_name(path))
-        try:
-            view.update(mgmt.device_changes(view, found, ad, duplicate))
-        except MalformedData as exc:
-            self.malformed("device", f"malformed advertisement from {found.address}: {exc}")
-            return
-        view.eir = eir
-        self.views[path] = view
-        self.on_report(view)

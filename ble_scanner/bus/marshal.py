@@ -26,7 +26,7 @@ import struct
 from collections.abc import Iterable
 from typing import Final
 
-from ..cache import Device
+from ..core.cache import Device
 
 # Message types (specification, "Message Format").
 MESSAGE_METHOD_RETURN: Final = 2

@@ -1,7 +1,7 @@
 """Client side of the BLE scanner service ``com.victronenergy.ble.scanner``.
 
 Everything a program needs to use the service, in one package. Of the service
-it imports only the pure core (``ble_scanner.record``, ``ble_scanner.filters``),
+it imports only the pure core (``ble_scanner.core.record``, ``ble_scanner.core.filters``),
 so a client filters exactly as the service does, and the D-Bus plumbing
 (``ble_scanner.bus.calls``); nothing with state or I/O:
 

@@ -7,7 +7,7 @@ records from them. It never calls StartDiscovery or SetDiscoveryFilter: it
 only sees what someone else's discovery makes BlueZ report, and presence
 follows BlueZ (a device is lost when BlueZ removes it).
 
-Device1 is read with the service's own code (``ble_scanner.record``: the
+Device1 is read with the service's own code (``ble_scanner.core.record``: the
 signatures, the checks, which properties mean "heard"), so a record from the
 fallback is the one the service would have sent. Calls go through
 ``ble_scanner.bus.calls``; their errors reach the proxy untranslated, which
@@ -16,7 +16,6 @@ puts them in the client's terms in its one place.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -47,7 +46,8 @@ from ..const import (
     OBJECT_MANAGER,
     PROPERTIES,
 )
-from ..record import DeviceView, MalformedData, adapter_name, unwrap_device
+from ..core.record import DeviceView, MalformedData, adapter_name, unwrap_device
+from ..tasks import TaskSet
 from .records import Advertisement, DeviceLost, Event
 
 _LOGGER = logging.getLogger(__name__)
@@ -109,6 +109,7 @@ class BluezListener:
         self.owner: str | None = None
         self._views: dict[str, DeviceView] = {}
         self._seen: dict[str, tuple[float, float]] = {}  # path → (first, last) heard
+        self._tasks = TaskSet(_LOGGER, "reading BlueZ's objects again")
 
     async def start(self) -> None:
         """Add the match rules and load BlueZ's objects; raises what ``bus.calls`` raises."""
@@ -165,8 +166,7 @@ class BluezListener:
             self._removed(path)
         self.owner = None
         if new_owner:
-            task = asyncio.get_running_loop().create_task(self._reload())
-            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            self._tasks.spawn(self._reload())
 
     async def _reload(self) -> None:
         with contextlib.suppress(*CALL_ERRORS):

@@ -44,6 +44,7 @@ from ..const import (
     SCANNER_PATH,
     SCANNER_SERVICE,
 )
+from ..tasks import TaskSet
 from .calls import client_terms, record_of, variants
 from .errors import (
     BusLostError,
@@ -130,7 +131,7 @@ class ScannerClient:
         self._subscriptions = Subscriptions()
         self._owner_lock = asyncio.Lock()
         self._latest_owner: str | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet(_LOGGER, "scanner client task")
         self._fallback: Any = None  # a BluezListener while it stands in for the service
         self.on_bus_lost = on_bus_lost
         self._bus_lost: BusLostError | None = None
@@ -183,8 +184,7 @@ class ScannerClient:
     async def close(self) -> None:
         """Drop every subscription and disconnect (the service frees them with us)."""
         self._subscriptions.close()
-        for task in list(self._tasks):
-            task.cancel()
+        self._tasks.cancel()
         bus, self._bus = self._bus, None  # the bus watch ends with the connection, quietly
         if bus is None:
             return
@@ -275,7 +275,7 @@ class ScannerClient:
             coroutine_fn = callback
 
             def deliver(event: Event) -> None:
-                self._spawn(coroutine_fn(event))
+                self._tasks.spawn(coroutine_fn(event))
 
         else:
 
@@ -372,9 +372,9 @@ class ScannerClient:
             self._subscriptions.source_lost(self.lost_timeout)
             self._changed.set()
         if new_owner:
-            self._spawn(self._owner_appeared(new_owner))
+            self._tasks.spawn(self._owner_appeared(new_owner))
         elif self.fallback == "bluez" and self._fallback is None:
-            self._spawn(self._start_fallback())
+            self._tasks.spawn(self._start_fallback())
 
     async def _owner_appeared(self, owner: str) -> None:
         async with self._owner_lock:
@@ -399,14 +399,14 @@ class ScannerClient:
         self._owner = owner
         if self._fallback is not None:
             self._fallback = None  # its signals are ignored from now on
-            self._spawn(self._stop_fallback_rules())
+            self._tasks.spawn(self._stop_fallback_rules())
         _LOGGER.debug("%s is %s (uid %d)", SCANNER_SERVICE, owner, uid)
         for subscription in list(self._subscriptions):
             try:
                 await self._subscribe_remote(subscription)
             except ScannerError as exc:
                 _LOGGER.warning("re-subscribing failed (%s); retrying", exc)
-                self._spawn(self._resubscribe_later(subscription, owner))
+                self._tasks.spawn(self._resubscribe_later(subscription, owner))
         self._changed.set()
 
     async def _resubscribe_later(self, subscription: Subscription, owner: str) -> None:
@@ -462,8 +462,7 @@ class ScannerClient:
         self._error = error
         self._owner = None
         self._fallback = None
-        for task in list(self._tasks):
-            task.cancel()
+        self._tasks.cancel()
         self._subscriptions.bus_lost(error)
         self._changed.set()
         if self.on_bus_lost is not None:
@@ -472,19 +471,6 @@ class ScannerClient:
             except Exception:
                 _LOGGER.exception("on_bus_lost callback failed")
         return error
-
-    def _spawn(self, coroutine: Awaitable[None]) -> None:
-        async def run() -> None:
-            try:
-                await coroutine
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                _LOGGER.exception("scanner client task failed")
-
-        task = asyncio.get_running_loop().create_task(run())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     # --- calls ---------------------------------------------------------------------
 

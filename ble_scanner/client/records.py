@@ -4,7 +4,7 @@ Pure logic shared by both client transports: ``ble_scanner.client`` (asyncio,
 dbus-fast) and ``ble_scanner.client.glib`` (GLib, dbus-python). It imports no
 D-Bus library, so either transport can use it on a system that has only its
 own library installed; of the service it uses only the pure core's filter
-(``ble_scanner.filters.Filter``), so the client matches exactly as the service
+(``ble_scanner.core.filters.Filter``), so the client matches exactly as the service
 does. Values arrive here already unwrapped from their variants (plain
 ``int``, ``str``, ``bytes``, ``dict``...).
 """
@@ -17,9 +17,9 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from ..const import MAX_COMPANY_ID, MAX_FILTER_LIST_ENTRIES, RSSI_MAX, RSSI_MIN
-from ..filters import Filter, name_pattern
-from ..identifiers import normalize_address, normalize_uuid
-from ..record import Content
+from ..core.filters import Filter, name_pattern
+from ..core.identifiers import normalize_address, normalize_uuid
+from ..core.record import Content
 
 _EMPTY: Final[Mapping[Any, bytes]] = MappingProxyType({})
 

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from .. import identifiers
-from ..claims import CLAIMS_DIR, DEFAULT_DRAIN_TIMEOUT
+from ..bluez.claims import CLAIMS_DIR, DEFAULT_DRAIN_TIMEOUT
+from ..bluez.watchdog import DEFAULT_SILENCE_POWER_CYCLE, MIN_SILENCE
 from ..const import (
     DEFAULT_BROADCAST_INTERVAL,
     DEFAULT_BROADCAST_KEEP_ALIVE,
@@ -30,11 +30,11 @@ from ..const import (
     RSSI_MIN,
     WATCHDOG_SILENCE,
 )
-from ..filters import MAX_SECONDS
-from ..loadcap import DEFAULT_SHED_CPU_PERCENT, DEFAULT_SHED_LOAD_AVERAGE
+from ..core import identifiers
+from ..core.filters import MAX_SECONDS
+from ..core.loadcap import DEFAULT_SHED_CPU_PERCENT, DEFAULT_SHED_LOAD_AVERAGE
 from ..venus.blesensors import BLE_SENSORS_COMPANY_IDS, NOT_TAKEN
 from ..venus.const import SETTINGS_PREFIX
-from ..watchdog import DEFAULT_SILENCE_POWER_CYCLE, MIN_SILENCE
 from .values import Value
 
 # The values of bluez ScanMode (docs/behaviour.md "Scan modes"); tests/unit/test_config.py
@@ -121,9 +121,7 @@ def address(text: str) -> str:
 
 # --- the table -----------------------------------------------------------------
 
-_LIST_WHY = (
-    f"the same bound as a subscription's filter lists ({MAX_FILTER_LIST_ENTRIES})"
-)
+_LIST_WHY = f"the same bound as a subscription's filter lists ({MAX_FILTER_LIST_ENTRIES})"
 
 SETTINGS: Final[tuple[Setting, ...]] = (
     Setting(
@@ -222,8 +220,8 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     ),
     Setting(
         "shed_load_average", Kind.NUMBER, DEFAULT_SHED_LOAD_AVERAGE,
-        "Shed work (docs/behaviour.md 'Under load') when the 5-minute load average reaches this; 0: never "
-        "for the load average",
+        "Shed work (docs/behaviour.md 'Under load') when the 5-minute load average "
+        "reaches this; 0: never for the load average",
         flag="--shed-load-average", name="ShedLoadAverage", metavar="LOAD",
         low=0.0, high=64.0,
         why="Venus's watchdog reboots the GX when the 15-minute load average reaches 6 "
@@ -232,8 +230,8 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     ),
     Setting(
         "shed_cpu_percent", Kind.INTEGER, DEFAULT_SHED_CPU_PERCENT,
-        "Shed work (docs/behaviour.md 'Under load') when the service uses this much of one CPU core; 0: "
-        "never for the CPU share",
+        "Shed work (docs/behaviour.md 'Under load') when the service uses this much of "
+        "one CPU core; 0: never for the CPU share",
         flag="--shed-cpu-percent", name="ShedCpuPercent", metavar="PCT", unit="%",
         low=0, high=100,
         why="a Cerbo GX is a dual Cortex-A7 shared by a dozen services: 40 % of one core, a "
@@ -275,7 +273,8 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting(
         "silence_power_cycle", Kind.SECONDS, DEFAULT_SILENCE_POWER_CYCLE,
         "Further seconds of silence after that restart before the one power cycle of the "
-        "adapter (never while a link is on it: docs/behaviour.md 'Other processes' links and claims')",
+        "adapter (never while a link is on it: docs/behaviour.md 'Other processes' links "
+        "and claims')",
         flag="--silence-power-cycle", name="SilencePowerCycle", metavar="S", unit="s",
         low=MIN_SILENCE, high=MAX_SECONDS,
         why="the restart needs a few seconds to show whether it helped; a day is as good as "
@@ -292,9 +291,9 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     ),
     Setting(
         "ingest", Kind.CHOICE, "auto",
-        "Where reports come from (docs/behaviour.md 'Ingest'): mgmt: the kernel's Bluetooth management "
-        "channel (needs CAP_NET_ADMIN), required at start; dbus: BlueZ's Device1 signals; "
-        "auto: the channel when it can be opened, else D-Bus, trying the channel again",
+        "Where reports come from (docs/behaviour.md 'Ingest'): mgmt: the kernel's Bluetooth "
+        "management channel (needs CAP_NET_ADMIN), required at start; dbus: BlueZ's Device1 "
+        "signals; auto: the channel when it can be opened, else D-Bus, trying the channel again",
         flag="--ingest", name="Ingest", metavar="INGEST", choices=INGESTS,
         why="the three ingests the BlueZ side has",
     ),

@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from ..claims import DEFAULT_DRAIN_TIMEOUT
+from ..bluez.claims import DEFAULT_DRAIN_TIMEOUT
+from ..bluez.watchdog import DEFAULT_SILENCE_POWER_CYCLE
 from ..const import (
     DEFAULT_BROADCAST_INTERVAL,
     DEFAULT_BROADCAST_KEEP_ALIVE,
@@ -21,9 +22,8 @@ from ..const import (
     DEFAULT_PUBLISH_DEVICES_MAX,
     WATCHDOG_SILENCE,
 )
-from ..loadcap import DEFAULT_SHED_CPU_PERCENT, DEFAULT_SHED_LOAD_AVERAGE
+from ..core.loadcap import DEFAULT_SHED_CPU_PERCENT, DEFAULT_SHED_LOAD_AVERAGE
 from ..venus.blesensors import BLE_SENSORS_COMPANY_IDS, NOT_TAKEN
-from ..watchdog import DEFAULT_SILENCE_POWER_CYCLE
 
 
 @dataclass(slots=True, frozen=True)

@@ -11,7 +11,6 @@ in ``errors`` and dropped. What to do is decided in ``blesensors.py``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Mapping
@@ -28,7 +27,8 @@ from ..bus.calls import (
 )
 from ..bus.owner import owner_change
 from ..config import ScannerConfig, with_values
-from ..record import Content, DeviceView
+from ..core.record import Content, DeviceView
+from ..tasks import Background
 from .blesensors import (
     BDADDR_SIZE,
     BLE_SENSORS_PREFIX,
@@ -149,7 +149,7 @@ class BleSensorsFeed:
         self._plan = FeedPlan(FeedState.OFF)
         self._said = ""
         self._wake = asyncio.Event()
-        self._worker: asyncio.Task[None] | None = None
+        self._worker = Background("dbus-ble-sensors' settings", self._work)
         self._rules = (
             *settings_rules(BLE_SENSORS_PREFIX),
             # Newer localsettings also tells changes in one ItemsChanged on "/".
@@ -172,14 +172,11 @@ class BleSensorsFeed:
             if owner is not None:
                 await self._read_settings()
         self._decide()
-        self._worker = asyncio.get_running_loop().create_task(self._work(), name="ble-sensors")
+        self._worker.start()
 
     async def close(self) -> None:
         """Stop sending; dbus-ble-sensors' scan stays as it is (README: how to go back)."""
-        if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
+        await self._worker.stop()
         self._sender.close()
         if self._store is None:
             return

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import Final
 
 from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
@@ -42,6 +42,7 @@ from ..config import (
     from_stored,
     with_values,
 )
+from ..tasks import TaskSet
 from .const import (
     ADD_SETTING_OK,
     BUSITEM_INTERFACE,
@@ -171,7 +172,7 @@ class SettingsClient:
         self._owner: str | None = None
         self._owner_seen = asyncio.Event()
         self._said_absent = False
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet(_LOGGER, "a localsettings step")
         self._rules = settings_rules(SETTINGS_PREFIX, f"{DEVICES_PREFIX}/{DEVICE_SETTINGS_ID}")
         bus.add_message_handler(self._on_message)
 
@@ -243,8 +244,7 @@ class SettingsClient:
 
     async def close(self) -> None:
         self._bus.remove_message_handler(self._on_message)
-        for task in list(self._tasks):
-            task.cancel()
+        self._tasks.cancel()
         await unfollow(self._bus, self._rules)
 
     # --- internals ------------------------------------------------------------
@@ -365,11 +365,6 @@ class SettingsClient:
                 SETTINGS_SERVICE,
             )
 
-    def _spawn(self, coro: Any) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     def _on_message(self, msg: Message) -> bool:
         if msg.message_type != MessageType.SIGNAL:
             return False
@@ -400,14 +395,14 @@ class SettingsClient:
             if not self._said_absent:
                 return  # start() is waiting for it and adds the settings itself
         _LOGGER.info("localsettings is on the bus; reading the settings")
-        self._spawn(self._add_settings())
+        self._tasks.spawn(self._add_settings())
 
     def _properties_changed(self, path: str, changes: Mapping[str, Variant]) -> None:
         change = changes.get("Value")
         if change is None:
             return
         if path == self._instance_path:
-            self._spawn(self._apply_instance(change.value, PREFERRED_DEVICE_INSTANCE))
+            self._tasks.spawn(self._apply_instance(change.value, PREFERRED_DEVICE_INSTANCE))
             return
         setting = BY_PATH.get(path)
         if setting is not None:

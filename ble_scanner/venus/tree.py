@@ -7,19 +7,18 @@ per-advertisement path free of any Venus work.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
 from typing import Final
 
 from .. import __version__
-from ..cache import Device
 from ..config import BY_FIELD, from_stored
 from ..const import DEFAULT_PUBLISH_DEVICES_MAX
-from ..loadcap import ShedStep
-from ..state import AdapterStatus, ServiceStatus
+from ..core.cache import Device
+from ..core.loadcap import ShedStep
+from ..core.state import AdapterStatus, ServiceStatus
+from ..tasks import Periodic
 from .blesensors import FeedStatus
 from .busitem import BusItemTree, Value, add_mandatory_paths
 
@@ -65,7 +64,9 @@ class ScannerTree:
         self._published = 0
         self._last_reports: tuple[float, int] | None = None
         self._last_device_list = -DEVICE_LIST_INTERVAL
-        self._task: asyncio.Task[None] | None = None
+        self._refresher = Periodic(
+            "updating the Venus tree", STATUS_INTERVAL, self.refresh, _LOGGER, immediately=True
+        )
         add_mandatory_paths(
             tree,
             processname="dbus_ble_scanner.py",
@@ -112,21 +113,10 @@ class ScannerTree:
         self.tree["/CustomName"] = name
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="venus-tree")
+        self._refresher.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                self.refresh()
-            except Exception:
-                _LOGGER.exception("updating the Venus tree failed")
-            await asyncio.sleep(STATUS_INTERVAL)
+        await self._refresher.stop()
 
     def refresh(self) -> None:
         status = self.status()

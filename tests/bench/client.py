@@ -37,8 +37,8 @@ from ble_scanner.const import (
     SCANNER_PATH,
     SCANNER_SERVICE,
 )
-from ble_scanner.filters import SUBSCRIPTION_KEYS, Filter, parse_subscription
-from ble_scanner.record import DeviceView, MalformedData, adapter_name, unwrap_device
+from ble_scanner.core.filters import SUBSCRIPTION_KEYS, Filter, parse_subscription
+from ble_scanner.core.record import DeviceView, MalformedData, adapter_name, unwrap_device
 from tests.bench.common import (
     ADAPTER_PATH,
     BENCH_COMPANY,

@@ -21,7 +21,7 @@ IDLE_FRAMES: Final = ("epoll_wait", "select_epoll_poll")
 
 
 def frame_name(frame: str) -> str:
-    """``Hub.report (ble_scanner/hub.py:120)`` → ``Hub.report (hub.py)``."""
+    """``Hub.report (ble_scanner/core/hub.py:120)`` → ``Hub.report (hub.py)``."""
     name, _, where = frame.partition(" (")
     if not where:
         return name

@@ -17,9 +17,9 @@ from dataclasses import replace
 import pytest
 from dbus_fast.aio import MessageBus
 
+from ble_scanner.bluez.watchdog import MIN_SILENCE
 from ble_scanner.bus.calls import signal_rule
 from ble_scanner.main import ScannerApp
-from ble_scanner.watchdog import MIN_SILENCE
 from tests.helpers import SignalRecorder, add_match, wait_until
 from tests.realbluez.backends import Advert, Backend
 from tests.realbluez.bluez import DEVICE, DEVICE_TIMEOUT, get_property, remove_all_devices

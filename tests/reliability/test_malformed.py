@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from ble_scanner.config import ScannerConfig
 from ble_scanner.const import BLUEZ_DEVICE, MAX_PAYLOAD_BYTES, RSSI_MAX, RSSI_MIN
+from ble_scanner.core.record import DeviceView, MalformedData, unwrap_device
 from ble_scanner.main import ScannerApp
-from ble_scanner.record import DeviceView, MalformedData, unwrap_device
 from ble_scanner.testing.simulator import BluezSimulator, malformed
 from ble_scanner.testing.simulator.wire import interfaces_removed, properties_changed
 from tests.helpers import wait_until

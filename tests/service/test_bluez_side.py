@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import pytest
@@ -25,6 +26,7 @@ BLOCKED_PASSIVE = "scanning (passive: another scanner holds the controller)"
 # RegisterMonitor answers once bluetoothd has read our application: a window in
 # which the state must already name the other scanner.
 MONITOR_COMES_UP = 0.3
+ADAPTER_LOGGER = "ble_scanner.bluez.adapter"
 
 
 def our_session(app: ScannerApp, bluez: BluezSimulator, adapter: str = "hci0") -> bool:
@@ -242,23 +244,39 @@ async def test_external_scanner_falls_back_to_passive_and_returns_to_active(
 
 
 class StateRecorder:
-    """Every State hci0 shows, in order, through the service's own status callback."""
+    """Every State hci0 shows, in order, as its adapter logs its first and each change (adapter.py)."""
 
-    def __init__(self, app: ScannerApp) -> None:
-        assert app.bluez is not None
+    def __init__(self, app: ScannerApp, caplog: pytest.LogCaptureFixture) -> None:
+        caplog.set_level(logging.INFO, logger=ADAPTER_LOGGER)
         self.app = app
-        self.shown: list[str] = []
-        self._told = app.bluez.on_status
-        app.bluez.on_status = self.record
+        self.caplog = caplog
+        self._first = len(caplog.records)
+        self._now: list[str] = []
 
     def record(self) -> None:
-        self._told()
-        state = adapter_state(self.app)
-        if not self.shown or self.shown[-1] != state:
-            self.shown.append(state)
+        """The state hci0 shows now, after those logged so far."""
+        self._now.append(adapter_state(self.app))
+
+    @property
+    def shown(self) -> list[str]:
+        logged = [
+            str(r.args[1])
+            for r in self.caplog.records[self._first :]
+            if r.name == ADAPTER_LOGGER
+            and r.levelno == logging.INFO
+            and r.msg == "%s: %s"
+            and isinstance(r.args, tuple)
+            and r.args[0] == "hci0"
+        ]
+        shown: list[str] = []
+        for state in logged + self._now:
+            if not shown or shown[-1] != state:
+                shown.append(state)
+        return shown
 
     def since(self, state: str) -> list[str]:
-        return self.shown[self.shown.index(state) :] if state in self.shown else []
+        shown = self.shown
+        return shown[shown.index(state) :] if state in shown else []
 
 
 def monitor_active(app: ScannerApp) -> bool:
@@ -268,13 +286,13 @@ def monitor_active(app: ScannerApp) -> bool:
 
 @pytest.mark.parametrize("cause", ["scan-stopped", "bluetoothd-restart", "replug"])
 async def test_passive_fallback_names_the_other_scanner_in_every_state_it_shows(
-    scanner: ScannerApp, bluez: BluezSimulator, cause: str
+    scanner: ScannerApp, bluez: BluezSimulator, cause: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """While another scanner holds the controller, each State the adapter shows names
     it: never "starting" nor the old bluetoothd, also while our monitor comes up
     again after bluetoothd restarted or the adapter came back."""
     bluez.set_reply_delay("RegisterMonitor", MONITOR_COMES_UP)
-    states = StateRecorder(scanner)
+    states = StateRecorder(scanner, caplog)
     bluez.set_external_scanner("hci0", True)
     bluez.drop_discovering("hci0")  # the kernel stops our scan; the re-arm is refused
     await wait_until(

@@ -23,12 +23,12 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from ble_scanner.claims import LIVE_FOR
+from ble_scanner.bluez.claims import LIVE_FOR
+from ble_scanner.bluez.watchdog import MIN_SILENCE
 from ble_scanner.config import ScannerConfig
 from ble_scanner.main import ScannerApp
 from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.testbus import TestBus
-from ble_scanner.watchdog import MIN_SILENCE
 from tests import ingest
 from tests.helpers import adapter_state, wait_until
 
@@ -233,7 +233,7 @@ async def test_an_unusable_claims_directory_means_no_coordination_logged_once(
     claims_dir = tmp_path / "bt-claims"
     if unusable == "a file":
         claims_dir.write_text("not a directory\n")
-    caplog.set_level(logging.INFO, logger="ble_scanner.claimsdir")
+    caplog.set_level(logging.INFO, logger="ble_scanner.bluez.claimsdir")
     app = await start_app(test_bus, claims_dir)
     try:
         await silent_after_heard(app, bluez)

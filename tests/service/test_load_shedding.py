@@ -18,8 +18,8 @@ from dbus_fast.aio import MessageBus
 
 from ble_scanner.client import ScannerClient
 from ble_scanner.const import ERROR_LIMITS_EXCEEDED, SCANNER_SERVICE
-from ble_scanner.loadcap import LoadPolicy, ShedStep
-from ble_scanner.loadguard import ProcSampler
+from ble_scanner.core.loadcap import LoadPolicy, ShedStep
+from ble_scanner.core.loadguard import ProcSampler
 from ble_scanner.main import ScannerApp
 from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.testbus import TestBus

@@ -6,8 +6,8 @@ import time
 
 from dbus_fast.aio import MessageBus
 
+from ble_scanner.core.presence import INTERVAL_FACTOR, INTERVAL_HISTORY, INTERVAL_SLACK
 from ble_scanner.main import ScannerApp
-from ble_scanner.presence import INTERVAL_FACTOR, INTERVAL_HISTORY, INTERVAL_SLACK
 from ble_scanner.testing.simulator import BluezSimulator
 from tests.helpers import SignalRecorder, wait_until
 from tests.service.conftest import get_devices, watch_broadcast

@@ -15,7 +15,7 @@ from ble_scanner.const import (
     SCANNER_ERROR_NOT_OWNER,
     SCANNER_ERROR_UNKNOWN_LEASE,
 )
-from ble_scanner.leases import Lease, LeaseRegistry
+from ble_scanner.core.leases import Lease, LeaseRegistry
 from ble_scanner.main import ScannerApp
 from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.testbus import TestBus

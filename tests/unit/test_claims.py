@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ble_scanner import claims
-from ble_scanner.claims import LIVE_FOR, Claim, Kind
+from ble_scanner.bluez import claims
+from ble_scanner.bluez.claims import LIVE_FOR, Claim, Kind
 
 NOW = 1_764_400_000.0
 OURS, THEIRS = 100, 200

@@ -14,8 +14,6 @@ from typing import NoReturn
 import pytest
 
 from ble_scanner import config
-from ble_scanner.bluez.ingest import Ingest
-from ble_scanner.bluez.objects import ScanMode
 from ble_scanner.config import (
     BY_FIELD,
     PROCESS_OPTIONS,
@@ -33,6 +31,7 @@ from ble_scanner.config import (
     readme_with_table,
     table_is_current,
 )
+from ble_scanner.modes import Ingest, ScanMode
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # The document that holds the generated settings table.

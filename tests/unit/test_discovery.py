@@ -26,7 +26,6 @@ from ble_scanner.bluez.discovery import (
     PoweredChanged,
     Register,
     ResetHeldOff,
-    ScanMode,
     SessionLost,
     SilenceEnded,
     SilencePowerCycle,
@@ -48,6 +47,7 @@ from ble_scanner.const import (
     REARM_BACKOFF_MAX,
     STABLE_SESSION_SECONDS,
 )
+from ble_scanner.modes import ScanMode
 
 T0 = 1000.0  # the adapter appears
 LATER = T0 + ORPHAN_SCAN_WINDOW + 1  # past every window that starts when it appears

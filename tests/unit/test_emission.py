@@ -8,14 +8,14 @@ import random
 import pytest
 
 from ble_scanner.config import ScannerConfig
-from ble_scanner.emission import Broadcast
-from ble_scanner.filters import Filter, SubscriptionOptions
-from ble_scanner.hub import Hub
-from ble_scanner.loadcap import ShedStep
+from ble_scanner.core.emission import Broadcast
+from ble_scanner.core.filters import Filter, SubscriptionOptions
+from ble_scanner.core.hub import Hub, HubSettings
+from ble_scanner.core.loadcap import ShedStep
 from tests.unit.test_hub import ADDR, Clock, Recorder, heard, make
 
 OTHER = "C0:11:22:33:44:66"
-EVERY_SECOND = ScannerConfig(broadcast_interval=1.0, broadcast_keep_alive=0)
+EVERY_SECOND = HubSettings(broadcast_interval=1.0, broadcast_keep_alive=0)
 NO_REPLAY = SubscriptionOptions(replay=False, keep_alive=0)
 
 
@@ -109,7 +109,7 @@ def test_subscriptions_get_every_change_while_the_broadcast_holds() -> None:
 
 
 def test_a_lost_device_loses_its_held_change_and_its_loss_is_not_delayed() -> None:
-    hub, rec, clock = make(ScannerConfig(broadcast_interval=1.0, lost_timeout=10))
+    hub, rec, clock = make(HubSettings(broadcast_interval=1.0, lost_timeout=10))
     heard(hub, mfr=reading(0))
     clock.now += 0.5
     heard(hub, mfr=reading(1))
@@ -125,7 +125,7 @@ def test_a_lost_device_loses_its_held_change_and_its_loss_is_not_delayed() -> No
 
 
 def test_an_rssi_move_held_and_gone_back_sends_nothing() -> None:
-    hub, rec, clock = make(ScannerConfig(broadcast_interval=1.0, broadcast_rssi_delta=8))
+    hub, rec, clock = make(HubSettings(broadcast_interval=1.0, broadcast_rssi_delta=8))
     heard(hub, rssi=-60)
     rec.take()
     clock.now += 0.2
@@ -140,7 +140,7 @@ def test_an_rssi_move_held_and_gone_back_sends_nothing() -> None:
 
 
 def test_an_rssi_move_still_there_when_the_interval_ends_is_sent() -> None:
-    hub, rec, clock = make(ScannerConfig(broadcast_interval=1.0, broadcast_rssi_delta=8))
+    hub, rec, clock = make(HubSettings(broadcast_interval=1.0, broadcast_rssi_delta=8))
     heard(hub, rssi=-60)
     rec.take()
     clock.now += 0.2
@@ -151,7 +151,7 @@ def test_an_rssi_move_still_there_when_the_interval_ends_is_sent() -> None:
 
 
 def test_a_keep_alive_shorter_than_the_interval_comes_once_per_interval() -> None:
-    hub, rec, clock = make(ScannerConfig(broadcast_interval=1.0, broadcast_keep_alive=0.25))
+    hub, rec, clock = make(HubSettings(broadcast_interval=1.0, broadcast_keep_alive=0.25))
     heard(hub)
     rec.take()
     for _ in range(20):  # unchanged reports every 0.1 s for 2 s
@@ -162,22 +162,22 @@ def test_a_keep_alive_shorter_than_the_interval_comes_once_per_interval() -> Non
 
 
 def test_interval_zero_broadcasts_every_change() -> None:
-    hub, rec, clock = make(ScannerConfig(broadcast_interval=0))
+    hub, rec, clock = make(HubSettings(broadcast_interval=0))
     run(clock, hub, seconds=1.0, step=0.1)
     assert len(broadcasts(rec)) == 10
 
 
 def test_the_interval_changes_live() -> None:
-    hub, rec, clock = make(ScannerConfig(broadcast_interval=10.0))
+    hub, rec, clock = make(HubSettings(broadcast_interval=10.0))
     start = clock.now
     heard(hub, mfr=reading(0))
     clock.now = start + 0.5
     heard(hub, mfr=reading(1))
     rec.take()
     assert hub.next_due() == start + 10.0
-    hub.configure(ScannerConfig(broadcast_interval=1.0))  # the held device is re-timed
+    hub.configure(HubSettings(broadcast_interval=1.0))  # the held device is re-timed
     assert hub.next_due() == start + 1.0
-    hub.configure(ScannerConfig(broadcast_interval=0))  # due at once
+    hub.configure(HubSettings(broadcast_interval=0))  # due at once
     hub.flush()
     assert rec.take() == [("discovered", ADDR, True, [])]
     clock.now = start + 0.51
@@ -225,8 +225,8 @@ def test_coalescing_and_the_interval_combine() -> None:
 
 def test_wake_is_called_for_a_new_earliest_deadline_only() -> None:
     woken: list[float] = []
-    hub, _, clock = make(EVERY_SECOND)
-    hub.broadcast.wake = lambda: woken.append(clock.now)
+    clock = Clock()
+    hub = Hub(Recorder(), EVERY_SECOND, clock, clock, wake=lambda: woken.append(clock.now))
     heard(hub, address=ADDR, mfr=reading(0))
     clock.now += 0.5
     heard(hub, address=OTHER, mfr=reading(0))
@@ -264,7 +264,7 @@ def test_at_every_step_the_broadcast_gets_no_more_than_a_subscription(
     more often than a subscription with the broadcast's own settings, and an
     AllReports subscription no less often than a plain one."""
     rng = random.Random(f"{interval}-{int(step)}")
-    config = ScannerConfig(
+    config = HubSettings(
         broadcast_interval=interval, broadcast_rssi_delta=8, broadcast_keep_alive=2.0
     )
     hub, rec, clock = make(config)

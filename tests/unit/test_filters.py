@@ -9,17 +9,17 @@ from dbus_fast import Variant
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ble_scanner.cache import Device
 from ble_scanner.client.records import Advertisement, make_filter
 from ble_scanner.const import MAX_FILTER_LIST_ENTRIES
-from ble_scanner.filters import (
+from ble_scanner.core.cache import Device
+from ble_scanner.core.filters import (
     FilterTooLarge,
     InvalidFilter,
     parse_snapshot_query,
     parse_subscription,
 )
-from ble_scanner.identifiers import normalize_address, normalize_uuid
-from ble_scanner.record import Content
+from ble_scanner.core.identifiers import normalize_address, normalize_uuid
+from ble_scanner.core.record import Content
 
 
 def device(

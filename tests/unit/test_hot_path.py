@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ble_scanner.filters import Filter, SubscriptionOptions
-from ble_scanner.record import DeviceView
+from ble_scanner.core.filters import Filter, SubscriptionOptions
+from ble_scanner.core.record import DeviceView
 from tests.unit.test_hub import ADDR, heard, make
 
 VICTRON, RUUVI = 0x02E1, 0x0499

@@ -6,12 +6,11 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from ble_scanner.cache import Device
-from ble_scanner.config import ScannerConfig
-from ble_scanner.filters import Filter, SnapshotQuery, SubscriptionOptions
-from ble_scanner.hub import Hub
-from ble_scanner.record import DeviceView
-from ble_scanner.subscriptions import NotOwner, Subscription, TooManySubscriptions
+from ble_scanner.core.cache import Device
+from ble_scanner.core.filters import Filter, SnapshotQuery, SubscriptionOptions
+from ble_scanner.core.hub import Hub, HubSettings
+from ble_scanner.core.record import DeviceView
+from ble_scanner.core.subscriptions import NotOwner, Subscription, TooManySubscriptions
 
 ADDR = "C0:11:22:33:44:55"
 
@@ -43,10 +42,10 @@ class Recorder:
 
 # The broadcast's interval (emission.Broadcast) has tests of its own (test_emission.py);
 # by default the hub here broadcasts every change, so these tests see the other rules.
-EVERY_CHANGE = ScannerConfig(broadcast_interval=0)
+EVERY_CHANGE = HubSettings(broadcast_interval=0)
 
 
-def make(config: ScannerConfig | None = None) -> tuple[Hub, Recorder, Clock]:
+def make(config: HubSettings | None = None) -> tuple[Hub, Recorder, Clock]:
     recorder, clock = Recorder(), Clock()
     scanner = Hub(recorder, config or EVERY_CHANGE, monotonic=clock, wall=clock)
     return scanner, recorder, clock
@@ -95,7 +94,7 @@ def test_content_change_is_news() -> None:
 
 
 def test_rssi_moving_by_the_delta_is_news() -> None:
-    scanner, rec, _ = make(ScannerConfig(broadcast_rssi_delta=8, broadcast_interval=0))
+    scanner, rec, _ = make(HubSettings(broadcast_rssi_delta=8, broadcast_interval=0))
     heard(scanner, rssi=-60)
     rec.take()
     heard(scanner, rssi=-67)
@@ -105,7 +104,7 @@ def test_rssi_moving_by_the_delta_is_news() -> None:
 
 
 def test_keep_alive_resends_an_unchanged_device() -> None:
-    scanner, rec, clock = make(ScannerConfig(broadcast_keep_alive=30))
+    scanner, rec, clock = make(HubSettings(broadcast_keep_alive=30))
     heard(scanner)
     rec.take()
     clock.now += 29
@@ -117,7 +116,7 @@ def test_keep_alive_resends_an_unchanged_device() -> None:
 
 
 def test_keep_alive_zero_never_resends() -> None:
-    scanner, rec, clock = make(ScannerConfig(broadcast_keep_alive=0))
+    scanner, rec, clock = make(HubSettings(broadcast_keep_alive=0))
     heard(scanner)
     rec.take()
     clock.now += 10_000
@@ -127,7 +126,7 @@ def test_keep_alive_zero_never_resends() -> None:
 
 
 def test_device_lost_after_timeout_then_new_again() -> None:
-    scanner, rec, clock = make(ScannerConfig(lost_timeout=60))
+    scanner, rec, clock = make(HubSettings(lost_timeout=60))
     heard(scanner)
     rec.take()
     clock.now += 59
@@ -140,7 +139,7 @@ def test_device_lost_after_timeout_then_new_again() -> None:
 
 
 def test_cache_size_bound_evicts_least_recently_heard_as_lost() -> None:
-    scanner, rec, clock = make(ScannerConfig(cache_size=2))
+    scanner, rec, clock = make(HubSettings(cache_size=2))
     for i in range(3):
         clock.now += 1
         heard(scanner, address=f"C0:11:22:33:44:5{i}")
@@ -150,7 +149,7 @@ def test_cache_size_bound_evicts_least_recently_heard_as_lost() -> None:
 
 
 def test_ignored_company_ids_never_reach_the_cache() -> None:
-    scanner, rec, _ = make(ScannerConfig(ignore_company_ids=frozenset({0x004C})))
+    scanner, rec, _ = make(HubSettings(ignore_company_ids=frozenset({0x004C})))
     assert heard(scanner, mfr={0x004C: b"\x10\x05"}) is None
     assert heard(scanner, address="C0:11:22:33:44:56", mfr={0x004C: b"", 0x0499: b""}) is not None
     assert [e[1] for e in rec.take()] == ["C0:11:22:33:44:56"]
@@ -161,7 +160,7 @@ def test_configure_applies_live_and_reports_newly_ignored_as_lost() -> None:
     scanner, rec, _ = make()
     heard(scanner, mfr={0x004C: b"\x10"})
     rec.take()
-    scanner.configure(ScannerConfig(ignore_company_ids=frozenset({0x004C})))
+    scanner.configure(HubSettings(ignore_company_ids=frozenset({0x004C})))
     assert rec.take() == [("lost", ADDR, True, [])]
 
 
@@ -213,7 +212,7 @@ def test_subscription_rssi_delta_overrides_broadcast() -> None:
 
 
 def test_lost_goes_to_subscriptions_that_were_told() -> None:
-    scanner, rec, clock = make(ScannerConfig(lost_timeout=10))
+    scanner, rec, clock = make(HubSettings(lost_timeout=10))
     told, _ = scanner.subscribe(":1.7", Filter(), SubscriptionOptions())
     untold, _ = scanner.subscribe(
         ":1.8", Filter(manufacturer_ids=frozenset({1})), SubscriptionOptions()
@@ -260,3 +259,16 @@ def test_same_device_on_two_adapters_is_one_record_with_the_latest_adapter() -> 
     assert device is not None and device.adapter == "hci1"
     assert device.path.startswith("/org/bluez/hci1/")
     assert len(scanner.cache) == 1
+
+
+def test_hub_settings_default_to_the_settings_table_and_copy_its_fields() -> None:
+    from ble_scanner.config import ScannerConfig
+
+    assert HubSettings() == HubSettings.of(ScannerConfig())
+    config = ScannerConfig(lost_timeout=7.0, ignore_addresses=frozenset({ADDR}), shed_cpu_percent=9)
+    settings = HubSettings.of(config)
+    assert (settings.lost_timeout, settings.ignore_addresses, settings.shed_cpu_percent) == (
+        7.0,
+        frozenset({ADDR}),
+        9,
+    )

@@ -1,4 +1,4 @@
-"""The README's Layout section stays true: every module and package under ble_scanner/
+"""docs/architecture.md's Layout section stays true: every module and package under ble_scanner/
 is listed there, one line each with its side of the bus, and nothing listed is gone.
 
 The Layout is the first fenced block under ``## Layout``: one entry per line, the
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-README = ROOT / "README.md"
+DOC = ROOT / "docs" / "architecture.md"
 PACKAGE = "ble_scanner/"
 # service: runs in the scanner process; client: in a program using it; shared:
 # both; tests: test doubles, which the bundle leaves out.
@@ -25,29 +25,29 @@ SIDES = frozenset({"service", "client", "shared", "tests"})
 TOP_LEVEL = ("ble_scanner/", "tests/", "tools/", "service/", "ext/", "docs/", ".ci/")
 INDENT = 2
 # Folders whose modules are listed in their package docstring's "Modules"
-# section instead of the README (the simulator: a test double with its own manual).
+# section instead of the Layout (the simulator: a test double with its own manual).
 SELF_DOCUMENTED = ("ble_scanner/testing/simulator/",)
 _FENCE = re.compile(r"^```")
 
 
 class LayoutError(AssertionError):
-    """The Layout block cannot be read; says which README line and why."""
+    """The Layout block cannot be read; says which line and why."""
 
 
 @dataclass(frozen=True, slots=True)
 class Entry:
     path: str  # from the repository root; a folder ends in "/"
     side: str | None
-    line: int  # in README.md
+    line: int  # in docs/architecture.md
 
 
 def layout_block(text: str) -> tuple[list[str], int]:
-    """The lines of the first fenced block under ``## Layout``, and the README line of the first."""
+    """The lines of the first fenced block under ``## Layout``, and the line number of the first."""
     lines = text.splitlines()
     try:
         start = lines.index("## Layout")
     except ValueError:
-        raise LayoutError("README.md has no '## Layout' section") from None
+        raise LayoutError("docs/architecture.md has no '## Layout' section") from None
     opened: int | None = None
     for number, line in enumerate(lines[start + 1 :], start + 2):
         if line.startswith("## "):
@@ -57,7 +57,7 @@ def layout_block(text: str) -> tuple[list[str], int]:
                 opened = number
             else:
                 return lines[opened : number - 1], opened + 1
-    raise LayoutError("README.md's Layout section has no complete ``` block")
+    raise LayoutError("docs/architecture.md's Layout section has no complete ``` block")
 
 
 def parse_layout(lines: list[str], first_line: int) -> list[Entry]:
@@ -73,7 +73,7 @@ def parse_layout(lines: list[str], first_line: int) -> list[Entry]:
         expected = folders[-1][0] + INDENT if folders else 0
         if indent != expected:
             raise LayoutError(
-                f"README.md line {number}: indented {indent} spaces, expected {expected} "
+                f"docs/architecture.md line {number}: indented {indent} spaces, expected {expected} "
                 f"({INDENT} per level below its folder): {line.strip()!r}"
             )
         name, *rest = line.split()
@@ -85,8 +85,8 @@ def parse_layout(lines: list[str], first_line: int) -> list[Entry]:
     return entries
 
 
-def readme_layout() -> list[Entry]:
-    return parse_layout(*layout_block(README.read_text(encoding="utf-8")))
+def doc_layout() -> list[Entry]:
+    return parse_layout(*layout_block(DOC.read_text(encoding="utf-8")))
 
 
 def package_modules() -> set[str]:
@@ -130,18 +130,18 @@ def test_a_self_documented_package_lists_each_of_its_modules_in_its_docstring(
 
 
 def test_layout_lists_every_module_and_package_under_ble_scanner() -> None:
-    listed = {entry.path for entry in readme_layout()}
+    listed = {entry.path for entry in doc_layout()}
     missing = sorted(package_modules() - listed)
     assert not missing, (
-        "not in README.md's Layout section (add one line each, under its folder, "
+        "not in docs/architecture.md's Layout section (add one line each, under its folder, "
         "with its side and what it is for): " + ", ".join(missing)
     )
 
 
 def test_layout_lists_nothing_that_does_not_exist() -> None:
     gone = [
-        f"{entry.path} (README.md line {entry.line})"
-        for entry in readme_layout()
+        f"{entry.path} (docs/architecture.md line {entry.line})"
+        for entry in doc_layout()
         if not (
             (ROOT / entry.path).is_dir()
             if entry.path.endswith("/")
@@ -149,7 +149,7 @@ def test_layout_lists_nothing_that_does_not_exist() -> None:
         )
     ]
     assert not gone, (
-        "listed in README.md's Layout section but not in the repository "
+        "listed in docs/architecture.md's Layout section but not in the repository "
         "(remove the line or fix the path): " + ", ".join(gone)
     )
 
@@ -157,29 +157,33 @@ def test_layout_lists_nothing_that_does_not_exist() -> None:
 def test_layout_lists_each_path_once() -> None:
     seen: dict[str, int] = {}
     twice = []
-    for entry in readme_layout():
+    for entry in doc_layout():
         if entry.path in seen:
-            twice.append(f"{entry.path} (README.md lines {seen[entry.path]} and {entry.line})")
+            twice.append(
+                f"{entry.path} (docs/architecture.md lines {seen[entry.path]} and {entry.line})"
+            )
         seen.setdefault(entry.path, entry.line)
-    assert not twice, "listed twice in README.md's Layout section: " + ", ".join(twice)
+    assert not twice, "listed twice in docs/architecture.md's Layout section: " + ", ".join(twice)
 
 
 def test_every_entry_in_the_package_says_which_side_of_the_bus_it_is_on() -> None:
     unsided = [
-        f"{entry.path} (README.md line {entry.line})"
-        for entry in readme_layout()
+        f"{entry.path} (docs/architecture.md line {entry.line})"
+        for entry in doc_layout()
         if entry.path.startswith(PACKAGE) and entry.path != PACKAGE and entry.side is None
     ]
     assert not unsided, (
-        f"no side ({', '.join(sorted(SIDES))}) after the path in README.md's Layout: "
+        f"no side ({', '.join(sorted(SIDES))}) after the path in docs/architecture.md's Layout: "
         + ", ".join(unsided)
     )
 
 
 def test_layout_names_the_top_level_folders() -> None:
-    listed = {entry.path for entry in readme_layout()}
+    listed = {entry.path for entry in doc_layout()}
     missing = [folder for folder in TOP_LEVEL if folder not in listed]
-    assert not missing, "top-level folders missing from README.md's Layout: " + ", ".join(missing)
+    assert not missing, (
+        "top-level folders missing from docs/architecture.md's Layout: " + ", ".join(missing)
+    )
 
 
 def test_parser_nests_by_indentation_and_reads_the_side() -> None:
@@ -205,7 +209,9 @@ def test_parser_nests_by_indentation_and_reads_the_side() -> None:
 
 def test_parser_refuses_an_entry_off_the_two_space_grid() -> None:
     block = ["pkg/      the package", "  a.py    service  fine", "     b.py  service  odd"]
-    with pytest.raises(LayoutError, match=r"README.md line 3: indented 5 spaces, expected 2"):
+    with pytest.raises(
+        LayoutError, match=r"docs/architecture.md line 3: indented 5 spaces, expected 2"
+    ):
         parse_layout(block, 1)
 
 

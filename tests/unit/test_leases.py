@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ble_scanner.leases import (
+from ble_scanner.core.leases import (
     LeaseError,
     LeaseKind,
     LeaseRegistry,

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from ble_scanner.config import ScannerConfig
-from ble_scanner.filters import Filter, SubscriptionOptions
-from ble_scanner.loadcap import (
+from ble_scanner.core.filters import Filter, SubscriptionOptions
+from ble_scanner.core.hub import HubSettings
+from ble_scanner.core.loadcap import (
     COALESCE_WINDOW,
     RELEASE_SHARE,
     SHED_RSSI_DELTA,
@@ -19,7 +19,7 @@ from ble_scanner.loadcap import (
     SheddingLoad,
     ShedStep,
 )
-from ble_scanner.loadguard import CLOCK_TICKS, ProcSampler
+from ble_scanner.core.loadguard import CLOCK_TICKS, ProcSampler
 from tests.unit.test_hub import ADDR, heard, make
 
 HOT = LoadSample(load5=7.0, cpu_percent=10.0)
@@ -138,7 +138,7 @@ def test_all_reports_is_coalesced_too() -> None:
 
 
 def test_a_device_lost_within_the_window_is_not_sent() -> None:
-    hub, rec, clock = make(ScannerConfig(lost_timeout=10))
+    hub, rec, clock = make(HubSettings(lost_timeout=10))
     heard(hub)
     hub.shed(ShedStep.COALESCE)
     heard(hub, rssi=-30)
@@ -161,12 +161,12 @@ def test_ending_the_coalescing_sends_what_it_held() -> None:
 
 
 def test_step_two_raises_the_broadcast_rssi_delta_only() -> None:
-    hub, rec, _ = make(ScannerConfig(broadcast_rssi_delta=8))
+    hub, rec, _ = make(HubSettings(broadcast_rssi_delta=8))
     sub, _ = hub.subscribe(":1.5", Filter(), SubscriptionOptions(rssi_delta=8))
     hub.shed(ShedStep.RSSI_DELTA)
     assert hub.broadcast.rssi_delta == SHED_RSSI_DELTA
     assert sub.listener.rssi_delta == 8
-    hub.configure(ScannerConfig(broadcast_rssi_delta=10))  # a settings change keeps the step
+    hub.configure(HubSettings(broadcast_rssi_delta=10))  # a settings change keeps the step
     assert hub.broadcast.rssi_delta == SHED_RSSI_DELTA
     hub.shed(ShedStep.COALESCE)
     assert hub.broadcast.rssi_delta == 10
@@ -174,13 +174,13 @@ def test_step_two_raises_the_broadcast_rssi_delta_only() -> None:
 
 
 def test_a_broadcast_rssi_delta_above_the_shed_one_stays() -> None:
-    hub, _, _ = make(ScannerConfig(broadcast_rssi_delta=SHED_RSSI_DELTA + 10))
+    hub, _, _ = make(HubSettings(broadcast_rssi_delta=SHED_RSSI_DELTA + 10))
     hub.shed(ShedStep.RSSI_DELTA)
     assert hub.broadcast.rssi_delta == SHED_RSSI_DELTA + 10
 
 
 def test_step_three_drops_keep_alives_and_step_two_restores_them() -> None:
-    hub, rec, clock = make(ScannerConfig(broadcast_keep_alive=60))
+    hub, rec, clock = make(HubSettings(broadcast_keep_alive=60))
     sub, _ = hub.subscribe(":1.5", Filter(), SubscriptionOptions(keep_alive=30))
     heard(hub)
     hub.shed(ShedStep.NO_KEEP_ALIVE)

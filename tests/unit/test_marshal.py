@@ -20,8 +20,8 @@ from ble_scanner.bus.writer import (
     _BudgetQueue,
     split_messages,
 )
-from ble_scanner.cache import Device
-from ble_scanner.record import Content
+from ble_scanner.core.cache import Device
+from ble_scanner.core.record import Content
 from ble_scanner.service import record_variants
 
 UUID = "0000181a-0000-1000-8000-00805f9b34fb"

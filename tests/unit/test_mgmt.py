@@ -20,7 +20,7 @@ from ble_scanner.bluez.mgmt import (
     parse_eir,
     parse_frame,
 )
-from ble_scanner.record import DeviceView, MalformedData
+from ble_scanner.core.record import DeviceView, MalformedData
 
 # AA:BB:CC:DD:EE:01, least significant byte first, as the kernel sends it.
 ADDRESS = bytes([0x01, 0xEE, 0xDD, 0xCC, 0xBB, 0xAA])

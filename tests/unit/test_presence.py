@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from ble_scanner.cache import Device
 from ble_scanner.config import ScannerConfig
-from ble_scanner.hub import Hub
-from ble_scanner.presence import (
+from ble_scanner.core.cache import Device
+from ble_scanner.core.hub import Hub
+from ble_scanner.core.presence import (
     INTERVAL_FACTOR,
     INTERVAL_HISTORY,
     INTERVAL_SLACK,

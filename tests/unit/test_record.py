@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ble_scanner.record import (
+from ble_scanner.core.record import (
     DeviceView,
     MalformedData,
     normalize_address,

@@ -8,12 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from ble_scanner import statefile
 from ble_scanner.config import ScannerConfig
-from ble_scanner.filters import Filter, SubscriptionOptions
-from ble_scanner.main import build_parser
-from ble_scanner.service import record_variants
-from ble_scanner.statefile import (
+from ble_scanner.core import statefile
+from ble_scanner.core.filters import Filter, SubscriptionOptions
+from ble_scanner.core.statefile import (
     FORMAT_VERSION,
     StateFileError,
     decode,
@@ -21,6 +19,8 @@ from ble_scanner.statefile import (
     read,
     write_atomically,
 )
+from ble_scanner.main import build_parser
+from ble_scanner.service import record_variants
 from tests.unit.test_hub import ADDR, heard, make
 
 OTHER = "C0:11:22:33:44:66"

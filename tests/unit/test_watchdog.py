@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import itertools
 
+from ble_scanner.bluez.watchdog import SilenceLadder, WatchdogAction
 from ble_scanner.const import WATCHDOG_LOOKS_PER_SILENCE, WATCHDOG_MAX_LOOK_INTERVAL
-from ble_scanner.watchdog import SilenceLadder, WatchdogAction
 
 SILENCE = 90.0
 LOOK = min(WATCHDOG_MAX_LOOK_INTERVAL, SILENCE / WATCHDOG_LOOKS_PER_SILENCE)  # as the service

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Final
 
-from .const import (
+from ..const import (
     MAX_SUBSCRIPTIONS_PER_CONNECTION,
     MAX_SUBSCRIPTIONS_TOTAL,
     SUBSCRIPTION_PATH_PREFIX,

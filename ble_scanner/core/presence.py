@@ -73,11 +73,6 @@ class IntervalLearner:
         if interval is not None and seconds > interval:
             self.interval = seconds  # a longer gap counts at once
 
-    def restart(self) -> None:
-        """Forget the block being filled (the reports before it are not this run's)."""
-        self._block_max = 0.0
-        self._count = 0
-
 
 def lost_after(interval: float | None, lost_timeout: float) -> float:
     """Seconds without a report after which a device is lost."""

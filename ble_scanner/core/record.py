@@ -15,8 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from . import identifiers
-from .const import (
+from ..const import (
     BLUEZ_ROOT_PATH,
     MAX_COMPANY_ID,
     MAX_PAYLOAD_BYTES,
@@ -24,6 +23,7 @@ from .const import (
     RSSI_MIN,
     RSSI_UNAVAILABLE,
 )
+from . import identifiers
 from .identifiers import MAX_ECHO
 
 # The Device1 properties we read and the D-Bus signature each must have

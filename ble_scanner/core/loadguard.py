@@ -1,29 +1,22 @@
 """The load budget at work: reads /proc, asks ``loadcap.LoadPolicy``, tells the hub.
 
 The thin I/O part of the load budget (docs/behaviour.md "Under load"): ``ProcSampler``
-reads the 5-minute load average and this process's CPU time, ``LoadGuard``
-samples once a second, moves the hub's shedding step and, while emissions
-are coalesced, flushes them once per window. The same loop is the hub's one
-timer for what it holds back: it flushes the broadcast's held devices
-(emission.Broadcast) when the earliest is due, woken by the hub when a hold
-makes an earlier deadline; without a sampler (an in-process service in tests)
-it does only that.
+reads the 5-minute load average and this process's CPU time; ``LoadGuard``
+samples (once a second, on the hub's timer, timer.py) and moves the hub's
+shedding step. An in-process service in tests has none, so that the test
+process's CPU and the machine's load do not make it shed.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import math
 import os
 import time
 from collections.abc import Callable
 from typing import Final
 
-from .config import ScannerConfig
-from .hub import Hub
-from .loadcap import COALESCE_WINDOW, LoadPolicy, LoadSample, ShedStep
+from .hub import Hub, HubSettings
+from .loadcap import LoadPolicy, LoadSample, ShedStep
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -34,8 +27,6 @@ SELF_STAT_PATH: Final = "/proc/self/stat"
 # a second cost nothing.
 SAMPLE_INTERVAL: Final = 1.0
 CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
-# Never spin: a sample that comes due early waits this at least.
-_MIN_WAIT: Final = 0.01
 
 
 class ProcSampler:
@@ -92,15 +83,13 @@ def _cpu_seconds(text: str) -> float:
 
 
 class LoadGuard:
-    """Samples, moves the hub's shedding step, flushes coalesced and held emissions.
-
-    ``sampler`` None: no load budget, only the flushing (the step stays NONE).
-    """
+    """Samples, and moves the hub's shedding step as the policy decides; the hub's
+    timer (timer.py) calls ``tick`` every ``sample_interval``."""
 
     def __init__(
         self,
         hub: Hub,
-        sampler: ProcSampler | None,
+        sampler: ProcSampler,
         policy: LoadPolicy | None = None,
         sample_interval: float = SAMPLE_INTERVAL,
     ) -> None:
@@ -108,35 +97,19 @@ class LoadGuard:
         self.sampler = sampler
         self.policy = policy or LoadPolicy()
         self.sample_interval = sample_interval
-        self.last_sample: LoadSample | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
-        self.configure(hub.config)
+        self.configure(hub.settings)
 
     @property
     def step(self) -> ShedStep:
         return self.policy.step
 
-    def configure(self, config: ScannerConfig) -> None:
-        self.policy.configure(config.shed_load_average, config.shed_cpu_percent)
-
-    def start(self) -> None:
-        self.hub.broadcast.wake = self._wake.set
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="load-guard")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self.hub.broadcast.wake = None
-        self.hub.flush()
+    def configure(self, settings: HubSettings) -> None:
+        self.policy.configure(settings.shed_load_average, settings.shed_cpu_percent)
 
     def tick(self) -> None:
         """One sample and its decision."""
         sampler = self.sampler
-        assert sampler is not None
-        sample = self.last_sample = sampler.sample()
+        sample = sampler.sample()
         before = self.policy.step
         step = self.policy.update(sample, sampler.monotonic())
         if step != before:
@@ -151,28 +124,3 @@ class LoadGuard:
                 load,
                 cpu,
             )
-
-    async def _run(self) -> None:
-        hub, wake = self.hub, self._wake
-        next_sample = 0.0 if self.sampler is not None else math.inf
-        while True:
-            wake.clear()
-            now = time.monotonic()
-            try:
-                if now >= next_sample:
-                    next_sample = now + self.sample_interval
-                    self.tick()
-                hub.flush()
-            except Exception:
-                _LOGGER.exception("load budget check failed")
-            wait = next_sample - time.monotonic()
-            if self.policy.step >= ShedStep.COALESCE:
-                wait = min(wait, COALESCE_WINDOW)
-            due = hub.next_due()
-            if due is not None:
-                wait = min(wait, due - hub.monotonic())
-            with contextlib.suppress(TimeoutError):
-                # math.inf: nothing to do until the hub holds something (it wakes us).
-                await asyncio.wait_for(
-                    wake.wait(), None if wait == math.inf else max(_MIN_WAIT, wait)
-                )

@@ -10,14 +10,26 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Protocol
 
+from ..const import (
+    DEFAULT_BROADCAST_INTERVAL,
+    DEFAULT_BROADCAST_KEEP_ALIVE,
+    DEFAULT_BROADCAST_RSSI_DELTA,
+    DEFAULT_CACHE_SIZE,
+    DEFAULT_LOST_TIMEOUT,
+)
 from .cache import Device, DeviceCache
-from .config import ScannerConfig
 from .emission import Broadcast, Listener
 from .filters import Filter, SnapshotQuery, SubscriptionOptions
-from .loadcap import SHED_RSSI_DELTA, SheddingLoad, ShedStep
+from .loadcap import (
+    DEFAULT_SHED_CPU_PERCENT,
+    DEFAULT_SHED_LOAD_AVERAGE,
+    SHED_RSSI_DELTA,
+    SheddingLoad,
+    ShedStep,
+)
 from .record import DeviceView
 from .subscriptions import Subscription, SubscriptionRegistry
 
@@ -34,13 +46,35 @@ class Emitter(Protocol):
     ) -> None: ...
 
 
+@dataclass(slots=True, frozen=True)
+class HubSettings:
+    """The settings the hub and its timer follow: the fields of the service's
+    ``ScannerConfig`` (config.py) of the same names, so that the core needs
+    nothing of the settings table. ``tests/unit/test_hub.py`` holds the defaults equal."""
+
+    adapters: frozenset[str] = frozenset()  # empty: every adapter
+    lost_timeout: float = DEFAULT_LOST_TIMEOUT
+    cache_size: int = DEFAULT_CACHE_SIZE
+    broadcast_keep_alive: float = DEFAULT_BROADCAST_KEEP_ALIVE  # 0: never
+    broadcast_rssi_delta: int = DEFAULT_BROADCAST_RSSI_DELTA
+    broadcast_interval: float = DEFAULT_BROADCAST_INTERVAL  # 0: every change
+    ignore_company_ids: frozenset[int] = frozenset()
+    ignore_addresses: frozenset[str] = frozenset()
+    min_rssi: int | None = None
+    shed_load_average: float = DEFAULT_SHED_LOAD_AVERAGE  # 0: not a trigger
+    shed_cpu_percent: int = DEFAULT_SHED_CPU_PERCENT  # 0: not a trigger
+
+    @classmethod
+    def of(cls, config: object) -> HubSettings:
+        """Ours of any settings object with attributes of the same names (ScannerConfig)."""
+        return cls(**{f.name: getattr(config, f.name) for f in fields(cls)})
+
+
 @dataclass
 class Stats:
     reports: int = 0
     ignored: int = 0
     malformed: int = 0
-    lost: int = 0
-    evicted: int = 0
     per_adapter: dict[str, int] = field(default_factory=dict)
 
 
@@ -50,19 +84,26 @@ class Hub:
     def __init__(
         self,
         emitter: Emitter,
-        config: ScannerConfig | None = None,
+        settings: HubSettings | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        tap: Callable[[DeviceView], None] | None = None,
+        wake: Callable[[], None] | None = None,
     ) -> None:
-        self.config = config or ScannerConfig()
+        """``tap`` sees every report the settings keep, before any emission decision
+        (the dbus-ble-sensors feed, venus/feed.py): it must be cheap and never raise.
+        ``wake`` is called when a held broadcast makes an earlier deadline for the
+        hub's timer (timer.py), which sleeps until ``next_due``."""
+        self.settings = settings or HubSettings()
         self.emitter = emitter
         self.monotonic = monotonic
         self.wall = wall
-        self.cache = DeviceCache(self.config.lost_timeout, self.config.cache_size)
+        self.cache = DeviceCache(self.settings.lost_timeout, self.settings.cache_size)
         self.broadcast = Broadcast(
-            self.config.broadcast_rssi_delta,
-            self.config.broadcast_keep_alive,
-            self.config.broadcast_interval,
+            self.settings.broadcast_rssi_delta,
+            self.settings.broadcast_keep_alive,
+            self.settings.broadcast_interval,
+            wake,
         )
         self.subscriptions = SubscriptionRegistry()
         # Bumped whenever a subscription starts or ends: it invalidates Device.interest.
@@ -73,19 +114,17 @@ class Hub:
         # reported since the last flush, each considered once at the flush.
         self.shedding = ShedStep.NONE
         self._pending: dict[str, Device] | None = None
-        # Sees every report the settings keep, before any emission decision
-        # (the dbus-ble-sensors feed, venus/feed.py): it must be cheap and never raise.
-        self.tap: Callable[[DeviceView], None] | None = None
+        self.tap = tap
 
     # --- configuration ---------------------------------------------------------
 
-    def configure(self, config: ScannerConfig) -> None:
+    def configure(self, settings: HubSettings) -> None:
         """Apply new settings at once; devices now ignored are reported lost."""
-        self.config = config
-        self.cache.lost_timeout = config.lost_timeout
-        self.cache.max_size = config.cache_size
-        if config.broadcast_interval != self.broadcast.interval:
-            self.broadcast.set_interval(config.broadcast_interval)
+        self.settings = settings
+        self.cache.lost_timeout = settings.lost_timeout
+        self.cache.max_size = settings.cache_size
+        if settings.broadcast_interval != self.broadcast.interval:
+            self.broadcast.set_interval(settings.broadcast_interval)
         self._apply_shedding()
         for device in [d for d in self.cache if self._ignored(d.address, d)]:
             self.cache.remove(device.address)
@@ -93,7 +132,7 @@ class Hub:
         self._evict_overflow()
 
     def _ignored(self, address: str, device: Device | DeviceView) -> bool:
-        config = self.config
+        config = self.settings
         if config.adapters and device.adapter not in config.adapters:
             return True
         if address in config.ignore_addresses:
@@ -140,7 +179,7 @@ class Hub:
             self._consider(device, now)
         else:
             pending[address] = device
-        if len(self.cache) > self.config.cache_size:
+        if len(self.cache) > self.settings.cache_size:
             self._evict_overflow()
         return device
 
@@ -192,7 +231,7 @@ class Hub:
 
     def _apply_shedding(self) -> None:
         """Set every listener's RssiDelta and KeepAlive from the settings and the step."""
-        step, config = self.shedding, self.config
+        step, config = self.shedding, self.settings
         rssi_delta = config.broadcast_rssi_delta
         if step >= ShedStep.RSSI_DELTA:
             rssi_delta = max(rssi_delta, SHED_RSSI_DELTA)
@@ -238,7 +277,7 @@ class Hub:
         heard, and none the settings now ignore. Returns the devices added.
         """
         kept = [d for d in devices if not self._ignored(d.address, d)]
-        newest = sorted(kept, key=lambda d: d.heard)[-self.config.cache_size :]
+        newest = sorted(kept, key=lambda d: d.heard)[-self.settings.cache_size :]
         added = self.cache.restore(newest)
         for device in added:
             self.broadcast.mark_sent(device, device.heard)
@@ -250,14 +289,11 @@ class Hub:
         lost = self.cache.expire(self.monotonic())
         for device in lost:
             self._announce_lost(device)
-        self.stats.lost += len(lost)
         return lost
 
     def _evict_overflow(self) -> None:
-        evicted = self.cache.evict_overflow()
-        for device in evicted:
+        for device in self.cache.evict_overflow():
             self._announce_lost(device)
-        self.stats.evicted += len(evicted)
 
     def _announce_lost(self, device: Device) -> None:
         broadcast = self.broadcast.forget(device.address)
@@ -292,12 +328,12 @@ class Hub:
         resolved = replace(
             options,
             rssi_delta=(
-                self.config.broadcast_rssi_delta
+                self.settings.broadcast_rssi_delta
                 if options.rssi_delta is None
                 else options.rssi_delta
             ),
             keep_alive=(
-                self.config.broadcast_keep_alive
+                self.settings.broadcast_keep_alive
                 if options.keep_alive is None
                 else options.keep_alive
             ),

@@ -90,7 +90,13 @@ class Broadcast(Listener):
 
     __slots__ = ("_deadlines", "held", "interval", "wake")
 
-    def __init__(self, rssi_delta: int, keep_alive: float, interval: float) -> None:
+    def __init__(
+        self,
+        rssi_delta: int,
+        keep_alive: float,
+        interval: float,
+        wake: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__(EVERYTHING, rssi_delta, keep_alive)
         self.interval = interval
         # address -> monotonic time its held news is due; the heap orders the same
@@ -98,8 +104,8 @@ class Broadcast(Listener):
         self.held: dict[str, float] = {}
         self._deadlines: list[tuple[float, str]] = []
         # Called when a hold makes a new earliest deadline: the I/O side's timer
-        # sleeps until ``next_due`` and must then wake sooner (loadguard.py).
-        self.wake: Callable[[], None] | None = None
+        # sleeps until ``next_due`` and must then wake sooner (timer.py).
+        self.wake = wake
 
     def consider(self, device: Device, now: float) -> bool:
         address = device.address

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from fnmatch import translate
 from typing import Any, Final, Protocol
 
-from .const import (
+from ..const import (
     MAX_FILTER_LIST_ENTRIES,
     MAX_NAME_PATTERN_LENGTH,
     MAX_STRING_ARGUMENT,

@@ -34,6 +34,7 @@ from dbus_fast.aio import MessageBus
 
 from ..bus import calls
 from ..bus.calls import BusGoneError, CallError
+from ..bus.owner import owner_change
 from ..const import (
     BLUEZ_ADAPTER,
     BLUEZ_CALL_TIMEOUT,
@@ -41,7 +42,6 @@ from ..const import (
     BLUEZ_MONITOR_MANAGER,
     BLUEZ_ROOT_PATH,
     BLUEZ_SERVICE,
-    DBUS_SERVICE,
     ERROR_UNKNOWN_OBJECT,
     OBJECT_MANAGER,
     WATCHDOG_LOOKS_PER_SILENCE,
@@ -304,8 +304,9 @@ class Bluez:
         if msg.message_type != MessageType.SIGNAL:
             return False
         try:
-            if msg.member == "NameOwnerChanged" and msg.sender == DBUS_SERVICE:
-                self._name_owner_changed(msg)
+            change = owner_change(msg)
+            if change is not None:
+                self._name_owner_changed(*change)
             elif msg.sender == self.owner and self.owner is not None:
                 if self._held is not None:
                     self._held.append(msg)
@@ -316,11 +317,12 @@ class Bluez:
             _LOGGER.exception("error handling %s from %s", msg.member, msg.path)
         return False
 
-    def _name_owner_changed(self, msg: Message) -> None:
-        if msg.signature != "sss" or msg.body[0] != BLUEZ_SERVICE:
+    def _name_owner_changed(self, name: str, new: str) -> None:
+        if name != BLUEZ_SERVICE:
             return
-        _, old, new = msg.body
-        if old and self.owner is not None:
+        # The owner we follow is gone (an exit, or a hand-over to a new one); the
+        # signal for the owner we already know from GetNameOwner changes nothing.
+        if self.owner is not None and new != self.owner:
             self._bluez_vanished()
         if new and not self._closing:
             self.restarted_at = time.monotonic()

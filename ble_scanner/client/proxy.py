@@ -344,11 +344,10 @@ class ScannerClient:
         sender = msg.sender
         if sender == DBUS_SERVICE:
             change = owner_change(msg)
-            if change is not None:
-                name, new_owner = change
-                if name == SCANNER_SERVICE:
-                    self._owner_changed(new_owner)
+            if change is not None and change[0] == SCANNER_SERVICE:
+                self._owner_changed(change[1])
             elif self._fallback is not None:
+                # org.bluez's owner changes too: the fallback follows bluetoothd.
                 self._fallback.on_message(msg)
             return
         if sender != self._owner or sender is None:

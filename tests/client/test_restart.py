@@ -118,3 +118,26 @@ async def test_fallback_listens_to_bluez_without_scanning_then_switches_back(
                 assert bluez.call_count(member, sender=me) == 0, member
         finally:
             await app.stop()
+
+
+async def test_fallback_follows_bluetoothd_through_a_restart(
+    test_bus: TestBus, bluez: BluezSimulator, bus: MessageBus
+) -> None:
+    """A new bluetoothd is a new owner of org.bluez: the fallback hears it, not the old one."""
+    adapter = "/org/bluez/hci0"
+    await call(bus, "org.bluez", adapter, "org.bluez.Adapter1", "StartDiscovery")
+    async with ScannerClient(bus_address=test_bus.address, fallback="bluez") as client:
+        assert client.mode == "bluez"
+        seen = Collector()
+        await client.on_advertisement(seen)
+        await bluez.advertise("hci0", VICTRON, rssi=-60, manufacturer_data=VICTRON_DATA)
+        await seen.wait_for(lambda: seen.adverts(VICTRON), what="VICTRON before the restart")
+
+        await bluez.restart_bluetoothd()
+        # Someone else scans again on the new bluetoothd; the client still only listens.
+        await call(bus, "org.bluez", adapter, "org.bluez.Adapter1", "StartDiscovery")
+        await bluez.advertise("hci0", RUUVI, rssi=-60, manufacturer_data={0x0499: b"\x05"})
+        await seen.wait_for(lambda: seen.adverts(RUUVI), what="RUUVI from the new bluetoothd")
+        assert RUUVI in await client.devices()
+        me = client._bus.unique_name  # type: ignore[union-attr]
+        assert bluez.call_count("StartDiscovery", sender=me) == 0

@@ -16,6 +16,14 @@ from typing import Any
 Step = Callable[[], Awaitable[object] | object]
 
 
+async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
+    """Cancel ``task`` (None: nothing to do) and wait until it has ended."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 class Background:
     """One task running ``work`` from ``start`` until ``stop``: the life of every loop we keep."""
 
@@ -40,10 +48,7 @@ class Background:
     async def stop(self) -> None:
         """Stop, and wait until the work in progress (if any) has ended."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
 
 class Periodic(Background):

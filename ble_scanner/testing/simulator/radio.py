@@ -9,11 +9,11 @@ a management socket, while the kernel still runs a crashed bluetoothd's scan).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from ...tasks import cancel_and_wait
 from .report import Report
 
 if TYPE_CHECKING:
@@ -62,10 +62,7 @@ class Radio:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

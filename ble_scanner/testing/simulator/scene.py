@@ -10,13 +10,13 @@ addresses that rotate, so devices come and go. RSSI jitters around a base.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import struct
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from ...tasks import cancel_and_wait
 from .report import Report
 
 if TYPE_CHECKING:
@@ -193,10 +193,7 @@ class Scene:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
 
 SCENES = ("demo",)

@@ -121,7 +121,7 @@ class Bluez:
         self.interfaces: dict[str, set[str]] = {}
         self.malformed = RateLimitedLog()
         self.reports = Reports(sink, self.malformed)
-        self.links = Links()
+        self.links = Links(call=self.call)
         # bluetoothd's object signals held while our GetManagedObjects is out:
         # applied after its reply, so an older snapshot never undoes them.
         self._held: list[Message] | None = None
@@ -156,6 +156,7 @@ class Bluez:
         """Stop our sessions (bounded by the call timeout) and forget everything."""
         self._closing = True
         self.ingest.close()
+        self.links.clear()  # reads of a link under way end with us
         self._watchdog.cancel()
         if self._sync is not None:
             self._sync.cancel()

@@ -382,6 +382,10 @@ class AdapterDiscovery:
             while link and time.monotonic() < deadline:
                 await asyncio.sleep(DRAIN_POLL_INTERVAL)
                 link = self._link_in_the_way()
+            if not link:
+                # The last look asks bluetoothd itself: a link's signal can be missing.
+                await self.bluez.refresh_links(self.path)
+                link = self._link_in_the_way()
             if link:
                 self.feed(ResetHeldOff(link))
                 return

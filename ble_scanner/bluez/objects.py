@@ -43,6 +43,7 @@ from ..const import (
     DBUS_SERVICE,
     ERROR_UNKNOWN_OBJECT,
     OBJECT_MANAGER,
+    PROPERTIES,
     WATCHDOG_LOOKS_PER_SILENCE,
     WATCHDOG_MAX_LOOK_INTERVAL,
     WATCHDOG_SILENCE,
@@ -141,6 +142,8 @@ class Bluez:
         self.views: dict[str, DeviceView] = {}  # by Device1 object path
         # Device1 objects with Connected true → their address: links a power cycle would drop.
         self.links: dict[str, str] = {}
+        # Reads of Connected under way (see _follow_link), by Device1 path.
+        self._confirming: dict[str, asyncio.Task[None]] = {}
         self.malformed = RateLimitedLog()
         # bluetoothd's object signals held while our GetManagedObjects is out:
         # applied after its reply, so an older snapshot never undoes them.
@@ -185,6 +188,8 @@ class Bluez:
             self._watchdog.cancel()
         if self._sync is not None:
             self._sync.cancel()
+        for task in self._confirming.values():
+            task.cancel()
         self.bus.remove_message_handler(self._on_message)
         adapters = list(self.adapters.values())
         self.adapters.clear()
@@ -458,6 +463,9 @@ class Bluez:
         if "Connected" in invalidated:
             self.links.pop(path, None)
         if not isinstance(connected, Variant) or connected.signature != "b":
+            resolved = props.get("ServicesResolved")
+            if isinstance(resolved, Variant) and resolved.value is True and path not in self.links:
+                self._confirm_link(path)
             return
         if connected.value:
             address = props.get("Address")
@@ -472,6 +480,50 @@ class Bluez:
             _LOGGER.info("%s: connected (no power cycle while it is)", self.links[path])
         elif self.links.pop(path, None) is not None:
             _LOGGER.info("%s: disconnected", path.rsplit("/", 1)[-1])
+
+    def _confirm_link(self, path: str) -> None:
+        """ServicesResolved true on a device we hold no link for: read its Connected.
+
+        bluetoothd 5.66 can set a Device1's Connected with no PropertiesChanged
+        for it (seen in tests/realbluez/test_links.py: GATT objects, UUIDs and
+        ServicesResolved came, Connected read true, its change never did). It
+        resolves services only over a link (device_svc_resolved in
+        src/device.c), so that is the moment to ask.
+        """
+        if path in self._confirming or self._closing:
+            return
+        task = asyncio.get_running_loop().create_task(self._read_connected(path))
+        self._confirming[path] = task
+        task.add_done_callback(lambda _: self._confirming.pop(path, None))
+
+    async def _read_connected(self, path: str) -> None:
+        generation = self._generation
+        try:
+            (value,) = await self.call(path, PROPERTIES, "Get", "ss", [BLUEZ_DEVICE, "Connected"])
+        except (CallError, TimeoutError, BusGoneError) as exc:
+            _LOGGER.debug("%s: Connected not readable: %s", path, exc)
+            return
+        if generation == self._generation and path not in self.links:
+            self._follow_link(path, {"Connected": value}, [])
+
+    async def refresh_links(self, adapter_path: str) -> None:
+        """Links on the adapter read from bluetoothd itself, before anything would drop them.
+
+        Signals can miss a link (see :meth:`_confirm_link`); a power cycle
+        cannot be undone, so it asks first. Only adds links: one that ended
+        is forgotten by its own signal, and a stale one only holds a power
+        cycle off.
+        """
+        try:
+            (objects,) = await self.call("/", OBJECT_MANAGER, "GetManagedObjects")
+        except (CallError, TimeoutError, BusGoneError) as exc:
+            _LOGGER.warning("links not re-read: %s", exc)
+            return
+        prefix = adapter_path + "/"
+        for path, interfaces in objects.items():
+            device = interfaces.get(BLUEZ_DEVICE)
+            if device is not None and path.startswith(prefix) and path not in self.links:
+                self._follow_link(path, device, [])
 
     def _adapter_interfaces_added(
         self, path: str, interfaces: Mapping[str, Mapping[str, Variant]]

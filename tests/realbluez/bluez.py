@@ -30,12 +30,17 @@ READVERTISE_EVERY = 2.0
 # First Device1 came 0.2-5 s after the advertisement in the measurements; TCG
 # on a shared 2-core machine can be several times slower.
 DEVICE_TIMEOUT = 30.0
+# One call to bluetoothd in the guest: milliseconds when idle, but a Get took
+# over 5 s (the helpers' default) under TCG at a load average of 9.
+GUEST_CALL_TIMEOUT = 20.0
 
 Objects = dict[str, dict[str, dict[str, Variant]]]
 
 
 async def managed_objects(bus: MessageBus) -> Objects:
-    reply = await call(bus, BLUEZ, "/", OBJECT_MANAGER, "GetManagedObjects")
+    reply = await call(
+        bus, BLUEZ, "/", OBJECT_MANAGER, "GetManagedObjects", timeout=GUEST_CALL_TIMEOUT
+    )
     objects: Objects = assert_ok(reply)[0]
     return objects
 
@@ -64,7 +69,9 @@ async def adapter_call(
 
 
 async def get_property(bus: MessageBus, path: str, interface: str, name: str) -> Any:
-    reply = await call(bus, BLUEZ, path, PROPERTIES, "Get", "ss", [interface, name])
+    reply = await call(
+        bus, BLUEZ, path, PROPERTIES, "Get", "ss", [interface, name], timeout=GUEST_CALL_TIMEOUT
+    )
     return assert_ok(reply)[0].value
 
 

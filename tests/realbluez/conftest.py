@@ -34,7 +34,10 @@ from tests.realbluez.backends import (
     selected_backends,
     simulator_available,
 )
-from tests.realbluez.vm import Guest
+from tests.realbluez.vm import BOOT_TIMEOUT, Guest
+
+# pyproject.toml's timeout for a test, plus a guest's boot.
+GUEST_TEST_TIMEOUT = 120.0 + BOOT_TIMEOUT
 
 
 def backend_params(guest_only: bool = False) -> list[object]:
@@ -53,6 +56,17 @@ def backend_params(guest_only: bool = False) -> list[object]:
         if name not in explicit:
             params.append(pytest.param(BackendChoice(name, guest=False), id=name))
     return params
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A guest's tests may take pytest's timeout (pyproject.toml) plus a boot.
+
+    The guest is a session fixture, so the first test on it also waits out
+    QEMU's boot (up to BOOT_TIMEOUT); pytest-timeout counts fixtures in.
+    """
+    for item in items:
+        if item.get_closest_marker("bluez") and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(GUEST_TEST_TIMEOUT))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

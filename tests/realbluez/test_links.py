@@ -31,6 +31,11 @@ QUICK = replace(SCAN_ONLY_HCI0, silence_restart=MIN_SILENCE, silence_power_cycle
 OBSERVATION = 2 * MIN_SILENCE + 5.0
 # The two steps, a look late each, and room for TCG on a loaded machine.
 TO_POWER_CYCLE = 2 * MIN_SILENCE + 20.0
+# Connect returns once services are resolved; the service sees the link from
+# Connected or, where bluetoothd 5.66 never signals it, from ServicesResolved
+# and one Get: a round trip to the guest, which took seconds under TCG on a
+# machine with a load average of 9.
+LINK_SEEN_TIMEOUT = 30.0
 
 
 @pytest.fixture
@@ -78,13 +83,17 @@ async def test_no_power_cycle_while_another_client_holds_an_le_link(
         assert app.bluez is not None
         await wait_until(
             lambda: app.bluez is not None and app.bluez.connected_device(adapter.path) == address,
-            timeout=10,
+            timeout=LINK_SEEN_TIMEOUT,
             what="the service seeing the link",
         )
+        # The silence before the link (Connect takes seconds) may have cost a
+        # restart; from the link on, no step may be taken (a report may still
+        # end the silence: btvirt reports when scanning is switched on).
+        step = adapter.watchdog_step
         await asyncio.sleep(OBSERVATION)  # nothing is to happen: a window, not a sync
         assert powered_off(recorder) == 0, "the adapter was power-cycled under a link"
         assert await get_property(bus, path, DEVICE, "Connected") is True, "the link dropped"
-        assert adapter.watchdog_step == 0, "silence under a link was counted"
+        assert adapter.watchdog_step <= step, "silence under a link was counted"
         # The link ends: now the silence is a fault and the ladder runs to the power cycle.
         await bluez.disconnect(bus)
         await wait_until(

@@ -378,11 +378,21 @@ class Adapter:
         self._kernel(done)
         return True
 
-    def set_connected(self, dev: Device, connected: bool) -> None:
-        """Connected on a device (another process's link); a connected device does not expire."""
+    def set_connected(self, dev: Device, connected: bool, announce: bool = True) -> None:
+        """Connected on a device (another process's link); a connected device does not expire.
+
+        ``announce`` False: the link comes as bluetoothd 5.66 was seen to make it
+        (tests/realbluez/test_links.py): no PropertiesChanged for Connected, only
+        ServicesResolved true once its services are resolved.
+        """
         if dev.connected != connected:
             dev.connected = connected
-            self.server.changed(dev.path, BLUEZ_DEVICE, ["Connected"])
+            if announce:
+                self.server.changed(dev.path, BLUEZ_DEVICE, ["Connected"])
+            # Resolved over the link; a link's end always unresolves (device.c).
+            if dev.services_resolved != (connected and not announce):
+                dev.services_resolved = not dev.services_resolved
+                self.server.changed(dev.path, BLUEZ_DEVICE, ["ServicesResolved"])
             if self.on_link is not None:
                 self.on_link(self, dev, connected)
 

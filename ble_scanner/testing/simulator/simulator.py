@@ -400,12 +400,15 @@ class BluezSimulator:
         address: str,
         connected: bool = True,
         reason: int = mgmt.DISCONNECT_LOCAL_HOST,
+        announce: bool = True,
     ) -> None:
         """Another process connected to (or left) a device the adapter has seen.
 
         Connected goes true on its Device1 and, as a connected peripheral
         usually does, it stops advertising until the link ends. The management
         channel gets Device Connected, or Device Disconnected with ``reason``.
+        ``announce`` False: no PropertiesChanged for Connected, only
+        ServicesResolved (a fault of bluetoothd 5.66, see ``Adapter.set_connected``).
         """
         target = self.adapter(adapter)
         dev = target.devices.get(address.upper())
@@ -413,7 +416,7 @@ class BluezSimulator:
             raise KeyError(f"{adapter} has no device {address}")
         self.kernel.link_reason = reason
         try:
-            target.set_connected(dev, connected)
+            target.set_connected(dev, connected, announce)
         finally:
             self.kernel.link_reason = mgmt.DISCONNECT_LOCAL_HOST
         self.radio.set_muted(adapter, address.upper(), connected)

@@ -44,7 +44,7 @@ BUILD_SCRIPT: Final = HERE / "build-guest.sh"
 SUITES: Final = ("bookworm", "trixie")
 
 # TCG boot measured at 14-15 s to both adapters on an idle 2-core machine
-# (notes/real-bluez-vm.md); other engineers' tests share the cores, so allow 8x.
+# (tests/README.md "The real-BlueZ tier"); other tests share the cores: allow 8x.
 BOOT_TIMEOUT: Final = 120.0
 # bluetoothd start measured at 1.4 s; same margin.
 BLUETOOTHD_TIMEOUT: Final = 30.0
@@ -264,7 +264,7 @@ class Guest:
         console = os.path.join(directory, "console.log")
         argv = [
             "qemu-system-x86_64",
-            "-accel", "tcg",  # KVM hangs Debian's kernel here (notes/real-bluez-vm.md)
+            "-accel", "tcg",  # KVM hangs Debian's kernel here (tests/README.md)
             "-smp", QEMU_CPUS,
             "-m", QEMU_MEMORY,
             "-nic", "none",

@@ -105,12 +105,15 @@ def test_every_relative_link_leads_somewhere() -> None:
 _INTERNAL = re.compile(r"SPEC §|notes/\S*\.md|\b[Ii]ssues? \d+|\bvenus#\d+")
 
 
-def internal_citations(path: Path, root: Path = ROOT) -> list[str]:
-    """Lines of ``path`` that cite what is not in the repository."""
+def internal_citations(
+    path: Path, root: Path = ROOT, pattern: re.Pattern[str] = _INTERNAL
+) -> list[str]:
+    """Lines of ``path`` that cite what is not in the repository (``pattern``)."""
+    text = path.read_text(encoding="utf-8", errors="replace")
     return [
         f"{path.relative_to(root)} line {number}: {match.group(0)}"
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
-        if (match := _INTERNAL.search(line))
+        for number, line in enumerate(text.splitlines(), start=1)
+        if (match := pattern.search(line))
     ]
 
 
@@ -155,13 +158,7 @@ def code_files(root: Path = ROOT) -> list[Path]:
 
 def unopenable_citations(path: Path, root: Path = ROOT) -> list[str]:
     """Lines of ``path`` that cite the spec, the notes or the shared folder."""
-    return [
-        f"{path.relative_to(root)} line {number}: {match.group(0)}"
-        for number, line in enumerate(
-            path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1
-        )
-        if (match := _UNOPENABLE.search(line))
-    ]
+    return internal_citations(path, root, _UNOPENABLE)
 
 
 def test_code_cites_only_what_a_reader_can_open() -> None:

@@ -102,7 +102,8 @@ test-bluez: setup
 test-bluez-%:
 	BLE_SCANNER_BLUEZ_SUITES=$* $(VENV)/bin/python -m pytest -m bluez tests/realbluez $(PYTEST_ARGS)
 
-# Issue 5's stability check: the reliability suite RUNS times in a row on each
+# The stability check of tests/reliability/README.md: the reliability suite RUNS
+# times in a row on each
 # dbus-fast; stops at the first failing run and shows what failed (~25 min).
 RUNS ?= 20
 soak: setup

@@ -39,15 +39,16 @@ ERROR_UNKNOWN_OBJECT: Final = "org.freedesktop.DBus.Error.UnknownObject"
 ERROR_SERVICE_UNKNOWN: Final = "org.freedesktop.DBus.Error.ServiceUnknown"
 ERROR_NAME_HAS_NO_OWNER: Final = "org.freedesktop.DBus.Error.NameHasNoOwner"
 # While bluetoothd is down, Debian's activation file makes the bus try to spawn
-# it; without systemd that fails with this instead of ServiceUnknown
-# (notes/real-bluez-vm.md).
+# it; without systemd that fails with this instead of ServiceUnknown (measured
+# on the Debian guests: tests/README.md "Same on 5.66 and 5.82, and modelled by
+# the simulator").
 ERROR_SPAWN_CHILD_EXITED: Final = "org.freedesktop.DBus.Error.Spawn.ChildExited"
 ERROR_NO_REPLY: Final = "org.freedesktop.DBus.Error.NoReply"
 # The bus daemon answers AddMatch, GetNameOwner and the like from memory; no
 # answer in 5 s means it is wedged (dbus-fast has no timeout of its own).
 DBUS_DAEMON_CALL_TIMEOUT: Final = 5.0
 
-# --- our service (SPEC §4) ----------------------------------------------------
+# --- our service (docs/dbus-api.md "Scanner1") ---------------------------------
 
 SCANNER_SERVICE: Final = "com.victronenergy.ble.scanner"
 SCANNER_INTERFACE: Final = "com.victronenergy.ble.Scanner1"
@@ -58,7 +59,7 @@ SCANNER_ERROR_NOT_OWNER: Final = "com.victronenergy.ble.Error.NotOwner"
 SCANNER_ERROR_UNKNOWN_SUBSCRIPTION: Final = "com.victronenergy.ble.Error.UnknownSubscription"
 SCANNER_ERROR_UNKNOWN_LEASE: Final = "com.victronenergy.ble.Error.UnknownLease"
 
-# --- limits (SPEC §4.1 "Errors and limits") -----------------------------------
+# --- limits (docs/dbus-api.md "Scanner1", Errors and limits) -------------------
 
 MAX_FILTER_LIST_ENTRIES: Final = 64
 MAX_SUBSCRIPTIONS_PER_CONNECTION: Final = 16
@@ -118,7 +119,8 @@ DEFAULT_STATE_SAVE_INTERVAL: Final = 300.0
 # How often the cache looks for lost devices. Loss is reported at most this late.
 LOST_SWEEP_INTERVAL: Final = 1.0
 # Every call to BlueZ gets an answer or an error within this: dbus-fast and the
-# system bus have no timeout of their own (notes §4.1).
+# system bus have no timeout of their own (dbus-fast's MessageBus.call takes
+# none; dbus-daemon's reply_timeout defaults to never, bus/config-parser.c).
 BLUEZ_CALL_TIMEOUT: Final = 5.0
 # Second retry of a failed StartDiscovery (the first is immediate), doubled up
 # to the maximum. InProgress from a kernel refusal (another scanner holds the
@@ -149,5 +151,6 @@ WATCHDOG_MAX_INTERVAL: Final = 900.0
 WATCHDOG_LOOKS_PER_SILENCE: Final = 4
 # ... and at least this often, so that a long silence setting is not looked at lazily.
 WATCHDOG_MAX_LOOK_INTERVAL: Final = 5.0
-# SIGTERM must end in an exit within 2 s (SPEC §6); the cleanup calls get this.
+# SIGTERM must end in an exit within 2 s (docs/behaviour.md "Against BlueZ");
+# the cleanup calls get this.
 SHUTDOWN_TIMEOUT: Final = 1.5

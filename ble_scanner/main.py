@@ -66,7 +66,7 @@ BUS_CONNECT_TIMEOUT: Final = 10.0
 # bounds the "who owns the name" message when we cannot start.
 NAME_OWNER_TIMEOUT: Final = 2.0
 # Each cleanup step other than BlueZ's (SHUTDOWN_TIMEOUT) gets this, so SIGTERM
-# still ends within SPEC §6's 2 s when the bus is slow.
+# still ends within 2 s (docs/behaviour.md "Against BlueZ") when the bus is slow.
 SHUTDOWN_STEP_TIMEOUT: Final = 0.3
 
 
@@ -244,7 +244,7 @@ class ScannerApp:
         self.tree.refresh()
         # Restored devices answer the first call, and the settings' lost timeout judges them.
         self._restore_state()
-        # Every path exists before the name is requested (SPEC §4).
+        # Every path exists before the name is requested (docs/dbus-api.md "Scanner1").
         await self.service.start()
         reply = await busitems.register(SCANNER_SERVICE)
         if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):

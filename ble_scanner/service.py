@@ -130,7 +130,7 @@ _STANDARD_INTERFACES: Final = """<interface name="org.freedesktop.DBus.Introspec
 
 
 def record_variants(device: Device) -> dict[str, Variant]:
-    """The SPEC §4.1 advertisement record of a cached device, as dbus-fast values.
+    """A cached device's record (docs/dbus-api.md "Scanner1"), as dbus-fast values.
 
     The service sends records through ``marshal.record_entry``, which encodes
     this same dict (tests/unit/test_marshal.py holds the two equal).

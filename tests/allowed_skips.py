@@ -1,8 +1,8 @@
 """A skipped test fails the run unless its reason is on the allow-list below.
 
 A skip checks nothing, and a run that skips still looks green: that is how the
-bundle's "stdlib, dbus-fast 2.21.1 and ext/ only" claim went unchecked by CI
-(issue 13). ``.ci/setup`` installs everything the suite needs, so on a machine
+bundle's "stdlib, dbus-fast 2.21.1 and ext/ only" claim once went unchecked by
+CI. ``.ci/setup`` installs everything the suite needs, so on a machine
 it prepared no test has a reason to skip; this plugin makes that a rule.
 tests/conftest.py loads it; ``-p tests.allowed_skips`` loads it elsewhere.
 
@@ -21,7 +21,7 @@ import pytest
 # prerequisite that .ci/setup now provides. An entry must say why the check it
 # skips is made elsewhere or cannot be made on a CI machine at all.
 ALLOWED_SKIPS: dict[str, str] = {
-    # tests/realbluez/test_rssi.py on the 5.66 guest (issue 15).
+    # tests/realbluez/test_rssi.py, the repeating advertiser on the 5.66 guest.
     "bookworm: btvirt sends an extended advertisement once per scan enable "
     "(measured on 5.66), so nothing repeats; the re-advertising test covers it": (
         "5.66's emulator cannot repeat an advertisement, so the real daemon cannot show "

@@ -1,4 +1,4 @@
-"""No process of the project outlives the test that started it (issue 17).
+"""No process of the project outlives the test that started it.
 
 A dbus-daemon, a service, a simulator, svscan or supervise left running by one
 test is a zombie scanner for the next (it can hold a name, a discovery session

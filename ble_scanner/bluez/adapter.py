@@ -83,10 +83,12 @@ _LOGGER = logging.getLogger(__name__)
 # few files a second costs nothing.
 DRAIN_POLL_INTERVAL: Final = 1.0
 
-# The filter we always set (SPEC §6): a real filter so BlueZ neither pauses 5 s
-# between scan rounds nor hides non-discoverable advertisers; DuplicateData so
-# every advertisement reaches us; never a Pattern, which would hide devices
-# from every other BlueZ client (notes §2.3).
+# The filter we always set (docs/behaviour.md "Against BlueZ"): a real filter so
+# BlueZ neither pauses 5 s between scan rounds nor hides non-discoverable
+# advertisers; DuplicateData so every advertisement reaches us; never a Pattern,
+# which would hide devices from every other BlueZ client. BlueZ src/adapter.c:
+# IDLE_DISCOV_TIMEOUT, filtered_discovery, filter_duplicate_data and
+# device_is_discoverable.
 DISCOVERY_FILTER: Final = {"Transport": Variant("s", "le"), "DuplicateData": Variant("b", True)}
 
 # Errors that mean "bluetoothd is not on the bus right now".

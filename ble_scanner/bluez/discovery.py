@@ -15,7 +15,9 @@ the leases and the watchdog, makes the calls the actions ask for, one at a
 time, and feeds each answer back as :class:`Answered`.
 
 We track our own session and never infer it from ``Discovering``, which
-other clients (or a raw-HCI scanner) also move (SPEC §6).
+other clients (or a raw-HCI scanner) also move (BlueZ keeps one session per
+D-Bus sender: src/adapter.c ``discovery_client``; tests/README.md "How the
+service behaves against BlueZ").
 
 A power cycle drops every link on the adapter, so ``adapter.py`` takes the
 bt-claims drain and waits for other processes' links first (docs/behaviour.md "Other
@@ -404,7 +406,7 @@ def step(state: AdapterState, event: Event) -> tuple[AdapterState, tuple[Action,
 def _apply(s: AdapterState, event: Event) -> tuple[AdapterState, tuple[Action, ...]]:
     if isinstance(event, PoweredChanged):
         # BlueZ drops every session on power-off and does not restore them on
-        # power-on (notes §2.1 adapter_stop).
+        # power-on (BlueZ src/adapter.c ``adapter_stop``).
         powered = event.powered
         return replace(
             s,

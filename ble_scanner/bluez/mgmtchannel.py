@@ -2,8 +2,9 @@
 
 The socket is what btmgmt opens: ``AF_BLUETOOTH``, ``SOCK_RAW``,
 ``BTPROTO_HCI``, bound to no controller on ``HCI_CHANNEL_CONTROL``. Every
-open control socket receives every event, so reading it does not disturb
-bluetoothd, which keeps the radio (notes/mgmt-ingest.md). It needs
+open control socket receives every event (the kernel's net/bluetooth/mgmt.c
+``mgmt_event`` sends to every trusted socket on the channel), so reading it
+does not disturb bluetoothd, which keeps the radio. It needs
 CAP_NET_ADMIN. Venus OS's Python is built without ``socket.AF_BLUETOOTH``:
 there the socket is made and bound through libc with ctypes and the
 descriptor wrapped in a ``socket.socket``. For tests, a Unix

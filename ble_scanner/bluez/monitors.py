@@ -2,9 +2,10 @@
 
 BlueZ reads the application's objects with GetManagedObjects on its root,
 calls ``Activate`` once the kernel accepted the monitors and ``Release`` when
-it drops them (notes §2.7). Matching reports then update Device1 objects
-without any discovery session, and reach us through the same
-InterfacesAdded / PropertiesChanged path as active scanning.
+it drops them (BlueZ src/adv_monitor.c, doc/org.bluez.AdvertisementMonitor.rst).
+Matching reports then update Device1 objects without any discovery session,
+and reach us through the same InterfacesAdded / PropertiesChanged path as
+active scanning.
 
 Served with the low-level API, like Scanner1, so that nothing here depends on
 dbus-fast's annotation-driven ServiceInterface.

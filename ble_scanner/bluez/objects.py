@@ -416,7 +416,7 @@ class Bluez:
 
     def _interfaces_removed(self, path: str, names: list[str]) -> None:
         if BLUEZ_DEVICE in names:
-            # Presence is ours to decide (SPEC §6): BlueZ dropping its object
+            # Presence is ours (docs/behaviour.md "Presence"): BlueZ dropping its object
             # after 30 s says nothing about the device being gone.
             self.reports.removed(path)
             self.links.drop(path)

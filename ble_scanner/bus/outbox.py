@@ -8,7 +8,7 @@ iteration produced and hands it to dbus-fast's writer as one buffer: one
 system call instead of one per signal (tests/bench: ~15 µs each on the dev VM).
 
 The bytes go through dbus-fast's own writer queue, so whatever that writer
-does about a full socket (and its EAGAIN bug, notes §4.3) applies unchanged,
+does about a full socket (and its EAGAIN bug: ``writer.py``) applies unchanged,
 and the order with messages sent by ``bus.send`` is kept as long as
 ``flush()`` runs before them: the service flushes before answering a call.
 This reaches into the writer (``_writer``, as the simulator's

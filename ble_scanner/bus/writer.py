@@ -2,9 +2,10 @@
 
 dbus-fast's asyncio ``_MessageWriter`` (2.x to 5.x) catches ``BlockingIOError``
 from ``sock.send`` with every other exception and closes the bus
-(python-dbus-next#153, notes §4.3): a burst that fills the kernel's socket
-buffer kills the connection. ``harden_writer`` replaces the writer's callback on
-one connection so that EAGAIN means "wait until writable", as it should.
+(python-dbus-next#153; ``write_callback`` in dbus_fast/aio/message_bus.py): a
+burst that fills the kernel's socket buffer kills the connection.
+``harden_writer`` replaces the writer's callback on one connection so that
+EAGAIN means "wait until writable", as it should.
 
 ``guard_writer`` adds a budget: once more than ``max_backlog`` bytes wait for
 the socket (the daemon is not keeping up), DeviceDiscovered signals are shed

@@ -26,7 +26,7 @@ _EMPTY: Final[Mapping[Any, bytes]] = MappingProxyType({})
 
 @dataclass(slots=True, frozen=True)
 class Advertisement:
-    """One device's latest advertisement, as the service reports it (SPEC §4.1).
+    """One device's latest advertisement, as the service reports it (docs/dbus-api.md).
 
     Payloads are the raw bytes from the air; the mappings are read-only.
     ``interval`` is the advertising interval the service learned (seconds;

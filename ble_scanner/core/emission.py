@@ -1,4 +1,4 @@
-"""When a listener is told about a device (SPEC §4.1 "When DeviceDiscovered is sent").
+"""When a listener is told about a device (docs/dbus-api.md "When DeviceDiscovered is sent").
 
 Pure logic. A listener is the broadcast or one subscription; it remembers,
 per address, what it was last told, and answers "is this report news to me?".

@@ -144,7 +144,7 @@ EVERYTHING: Final = Filter()
 
 @dataclass(slots=True, frozen=True)
 class SubscriptionOptions:
-    """How a subscription wants to be told (SPEC §4.1 emission rules)."""
+    """How a subscription wants to be told (docs/dbus-api.md, "When DeviceDiscovered is sent")."""
 
     all_reports: bool = False
     rssi_delta: int | None = None  # None: the service's broadcast default

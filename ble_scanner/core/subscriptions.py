@@ -1,4 +1,4 @@
-"""Subscriptions: who owns which, and the limits on them (SPEC §4.1). Pure logic."""
+"""Subscriptions: who owns which, and their limits (docs/dbus-api.md). Pure logic."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Venus OS integration: the BusItem tree, the localsettings client and a localsettings stand-in.
 
 These modules own their D-Bus I/O and know nothing of BlueZ or the scanner core;
-the service wires them in (notes/venus.md has the protocol facts they follow).
+the service wires them in. The protocols they follow are those of Victron's
+velib_python ``vedbus.py`` (BusItem) and localsettings ``localsettings.py``.
 """

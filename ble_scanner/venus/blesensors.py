@@ -5,8 +5,10 @@ into Venus services. Since v0.30 it also reads advertisements from a UDP
 socket (``src/ble-socket.c``), and ``/Settings/BleSensors/Bluetooth/Enabled =
 0`` closes its raw-HCI scan while that socket stays open. So the service can
 be the one scanner on a GX: it feeds dbus-ble-sensors and switches the other
-scan off (README "Let dbus-ble-scanner do the scanning for dbus-ble-sensors";
-sources in ``/work/shared/notes/gx-coexistence.md``).
+scan off (README "Let dbus-ble-scanner do the scanning for dbus-ble-sensors").
+Sources: victronenergy/dbus-ble-sensors v0.31, ``src/ble-socket.c`` (the
+datagrams), ``src/ble-scan.c`` ``ble_scan_close`` and ``src/task.c`` (the scan
+closed, the socket kept), ``src/ble-handler.c`` ``ble_parse_adv``.
 
 Pure logic: the datagram builder and the decision of what to do with
 dbus-ble-sensors' settings. The socket and the bus are in ``feed.py``.

@@ -43,7 +43,7 @@ ADD_SETTING_DEFAULT_OUT_OF_RANGE: Final = -7
 ADD_SETTING_IS_GROUP: Final = -8
 ADD_SETTING_NOT_IN_SETTINGS: Final = -9
 
-# --- our place in the Venus tree (SPEC §4.2) ----------------------------------
+# --- our place in the Venus tree (docs/dbus-api.md "The Venus tree") -----------
 
 # Service class for ClassAndVrmInstance: the first three components of
 # com.victronenergy.ble.scanner, as velib's service_wanted() computes it.

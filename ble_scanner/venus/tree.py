@@ -1,4 +1,4 @@
-"""The scanner's items in the Venus tree (SPEC §4.2), refreshed from the service's status.
+"""Our items in the Venus tree (docs/dbus-api.md), refreshed from the service's status.
 
 Status is sampled once a second rather than pushed on every change: the
 tree batches ItemsChanged to one a second anyway, and sampling keeps the

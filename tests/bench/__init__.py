@@ -1,4 +1,4 @@
-"""Benchmarks (issue 7, SPEC §8): ``python -m tests.bench [--smoke] [--json FILE]``.
+"""Benchmarks (tests/bench/README.md): ``python -m tests.bench [--smoke] [--json FILE]``.
 
 Every scenario runs the BlueZ simulator, the service (or its baseline) and the
 clients as separate processes on a private system-like bus, and compares the

@@ -6,8 +6,8 @@ where TARGET is a script path or ``-m module``:
 - ``--harden`` makes every dbus-fast connection's writer wait on EAGAIN
   instead of closing the bus (the simulator's ``wire.harden_writer``). Without
   it, dbus-fast 2.x-5.x drop the connection when a burst fills the socket
-  buffer (python-dbus-next#153; notes §4.3), and the ingest ladder measures
-  that bug, not throughput.
+  buffer (python-dbus-next#153; ``ble_scanner/bus/writer.py``), and the ingest
+  ladder measures that bug, not throughput.
 - ``--profile FILE`` runs the target under cProfile and writes FILE on exit.
 """
 

@@ -47,24 +47,25 @@ SCENARIOS: Final = (
     "loadcap",
     "feed",
 )
-# The service's two ways of hearing advertisements (issue 15): the kernel's
-# management channel (here the simulator's seam) and BlueZ's D-Bus signals.
+# The service's two ways of hearing advertisements (docs/behaviour.md "Ingest"):
+# the kernel's management channel (here the simulator's seam) and BlueZ's D-Bus
+# signals.
 # The first is the primary: scenarios that measure one service use it.
 INGESTS: Final = ("mgmt", "dbus")
 # These scenarios run once per ingest, side by side with the same-run baseline.
 PER_INGEST: Final = ("ingest", "burst", "latency", "fanout")
-# The fan-out scene twice (SPEC §8): readings that change once a second, and
-# every report carrying new content (a counter, as Victron instant readout,
-# Ruuvi and Mopeka send).
+# The fan-out scene twice (tests/bench/README.md): readings that change once a
+# second, and every report carrying new content (a counter, as Victron instant
+# readout, Ruuvi and Mopeka send).
 SCENES: Final = ("readings", "counter")
 
-# SPEC §8 and issues 7 and 15: the goals, as same-run ratios where a baseline exists.
-INGEST_RATIO: Final = 0.7  # sustained, no loss, against the relay (SPEC §8)
+# The goals of tests/bench/README.md, as same-run ratios where a baseline exists.
+INGEST_RATIO: Final = 0.7  # sustained, no loss, against the relay
 BURST_RATIO: Final = 1.0  # flat-out to one AllReports subscriber, management ingest
 LATENCY_RATIO: Final = {"mgmt": 1.0, "dbus": 1.5}  # p99 against the relay
 FANOUT_RATIO: Final = {"mgmt": 0.35, "dbus": 0.6}  # bus daemon included on both sides
 SNAPSHOT_RATIO: Final = 0.5  # against GetManagedObjects of the same devices
-MEMORY_PER_DEVICE: Final = 2048  # bytes, at 10 000 devices (SPEC §8)
+MEMORY_PER_DEVICE: Final = 2048  # bytes, at 10 000 devices
 STARTUP_BOUND: Final = 1.5  # seconds to discovery started
 GOALS: Final = {
     "ingest": f">= {INGEST_RATIO}x relay",
@@ -80,7 +81,7 @@ GOALS: Final = {
     "loadcap": "shed CPU <= cap x 1.25, specific devices all delivered",
     "feed": "no datagram lost, service CPU <= 1.1x feed off",
 }
-# Issue 14: feeding dbus-ble-sensors may cost the service at most 10 % more CPU.
+# Feeding dbus-ble-sensors may cost the service at most 10 % more CPU (tests/bench/README.md).
 FEED_CPU_RATIO: Final = 1.1
 # A rate step passes when every report arrived and the p99 latency stayed under
 # this: a pipeline that keeps up answers in milliseconds, while one that is 10 %
@@ -836,7 +837,7 @@ async def fanout(bench: Bench) -> dict[str, Any]:
     """Each scene: the no-daemon design, then the service on each ingest, same run.
 
     The ratio counts the bus daemon on both sides: the service's design sends
-    fewer signals through it, the no-daemon design more (SPEC §8).
+    fewer signals through it, the no-daemon design more (tests/bench/README.md).
     """
     results: dict[str, dict[str, Any]] = {}
     for scene in SCENES:

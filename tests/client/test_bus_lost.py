@@ -1,4 +1,4 @@
-"""Issue 17: every client piece when the bus itself goes away (a killed dbus-daemon).
+"""Every client piece when the bus itself goes away (a killed dbus-daemon).
 
 Each test has a bus of its own that it kills. A user must hear of the loss
 within 2 s, whatever the client was doing: reading a stream, waiting for the
@@ -44,7 +44,8 @@ from tests.reliability.test_bus_lost import start_simulator
 
 ADAPTER = "hci0"
 own_bus = reliability.own_bus  # the fixture: a bus of the test's own, which it kills
-# The contract (issue 17): every user-facing piece says so within this.
+# docs/client.md "When the service restarts, or is not there": every user-facing
+# piece says so within this.
 BUS_LOST_BUDGET = 2.0
 # Polling step while timing a reaction: fine enough to measure in milliseconds.
 POLL = 0.005

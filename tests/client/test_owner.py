@@ -82,8 +82,8 @@ def nobody_bus() -> Iterator[TestBus]:
 
 @pytest.fixture
 def impostor(nobody_bus: TestBus) -> Iterator[Impostor]:
-    # Fork after every import: the interpreter's files are not readable by
-    # nobody (notes §5.3), so the child must not need to load anything.
+    # Fork after every import: the interpreter's files may not be readable by
+    # nobody (pyenv's under /root, mode 0700), so the child must load nothing.
     go_r, go_w = os.pipe()
     done_r, done_w = os.pipe()
     pid = os.fork()

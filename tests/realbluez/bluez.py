@@ -21,7 +21,7 @@ OBJECT_MANAGER = "org.freedesktop.DBus.ObjectManager"
 PROPERTIES = "org.freedesktop.DBus.Properties"
 
 # The filter the service sets: LE only, and no duplicate suppression so every
-# report reaches D-Bus (notes/bluez-and-testing.md §2.3).
+# report reaches D-Bus (BlueZ src/adapter.c ``filter_duplicate_data``).
 SCAN_FILTER = {"Transport": Variant("s", "le"), "DuplicateData": Variant("b", True)}
 
 # btvirt reports only when advertising or scanning is switched on (2-4 reports

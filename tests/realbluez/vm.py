@@ -44,7 +44,7 @@ BUILD_SCRIPT: Final = HERE / "build-guest.sh"
 SUITES: Final = ("bookworm", "trixie")
 
 # TCG boot measured at 14-15 s to both adapters on an idle 2-core machine
-# (notes/real-bluez-vm.md); other engineers' tests share the cores, so allow 8x,
+# (tests/README.md "The real-BlueZ tier"); other tests share the cores: allow 8x,
 # and time for the guest agent to start btvirt again when a controller's setup
 # timed out under that load (guest/agent.py), as seen at a load average of 9.
 BOOT_TIMEOUT: Final = 240.0
@@ -266,7 +266,7 @@ class Guest:
         console = os.path.join(directory, "console.log")
         argv = [
             "qemu-system-x86_64",
-            "-accel", "tcg",  # KVM hangs Debian's kernel here (notes/real-bluez-vm.md)
+            "-accel", "tcg",  # KVM hangs Debian's kernel here (tests/README.md)
             "-smp", QEMU_CPUS,
             "-m", QEMU_MEMORY,
             "-nic", "none",

@@ -31,7 +31,8 @@ from tests.reliability.conftest import our_session
 ADAPTER = "hci0"
 ADAPTER_ADDRESS = "00:1A:7D:DA:71:10"
 ADDRESSES = [f"C0:11:22:33:44:{i:02X}" for i in range(10)]
-# SPEC §9 / issue 5: discovery is re-armed within this of the cause going away.
+# tests/reliability/README.md, faults 1-5: discovery is re-armed within this of
+# the cause going away.
 REARM_BUDGET = 1.0
 PLUG_CYCLES = 100
 # Counting calls over a window is the measurement in the InProgress tests.

@@ -1,4 +1,4 @@
-"""Issue 17: the service when the bus itself goes away (killed dbus-daemon).
+"""The service when the bus itself goes away (killed dbus-daemon).
 
 Each test has a bus of its own that it kills; the session's bus stays up for
 everyone else. The service must log one line and exit with EXIT_BUS_LOST
@@ -31,7 +31,8 @@ from tests.reliability.conftest import PROCESS_START, output_of, spawn_service
 from tests.reliability.test_process import DAEMONTOOLS, Supervised, svscan_running
 
 ADAPTER = "hci0"
-# The contract (issue 17): no process of the project outlives its bus by more than this.
+# docs/dbus-api.md "The service process": no process of the project outlives its
+# bus by more than this.
 BUS_LOST_BUDGET = 2.0
 # Polling step while timing an exit: fine enough to measure in milliseconds.
 EXIT_POLL = 0.005

@@ -26,7 +26,8 @@ from tests.reliability.conftest import rss_bytes
 from tests.reliability.rawclient import RawClient
 
 ADAPTER = "hci0"
-# Issue 5: a crashed client's subscriptions are freed within this.
+# tests/reliability/README.md, fault 7: a crashed client's subscriptions are freed
+# within this.
 FREE_BUDGET = 1.0
 CRASH_CYCLES = 1_000
 # Of those, this many are separate processes killed with SIGKILL.

@@ -36,7 +36,8 @@ REPO = Path(__file__).resolve().parents[2]
 ADAPTER = "hci0"
 VICTRON = "C0:11:22:33:44:01"
 NEW = "C0:11:22:33:44:0C"
-# Issue 5: clients recover within this of the name returning; SIGTERM ends within this.
+# tests/reliability/README.md, faults 8 and 14: clients recover within this of the
+# name returning; SIGTERM ends within this.
 RECOVER_BUDGET = 2.0
 SIGTERM_BUDGET = 2.0
 # How long the policy child may take to report (it runs a few calls).
@@ -293,7 +294,8 @@ async def _as_nobody(address: str) -> dict[str, Any]:
 
 async def run_as_nobody(address: str) -> dict[str, Any]:
     """Fork (in this thread: no executor thread may exist at a fork), drop to 65534, report."""
-    # Fork after every import: nobody cannot read the interpreter's files (notes §5.3).
+    # Fork after every import: the interpreter's files may be unreadable to nobody
+    # (pyenv's, under /root with mode 0700).
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child

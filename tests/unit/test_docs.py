@@ -1,7 +1,8 @@
-"""The documents stay usable: the README short enough for a GX owner, and every
+"""The documents stay usable: the README short enough for a GX owner, every
 relative link in README.md, CONTRIBUTING.md, CHANGELOG.md, docs/*.md and the
 READMEs under tests/ and ext/ leading somewhere (the file, and the heading when
-the link names one)."""
+the link names one), and every citation, in documents and in code, something a
+reader of the repository can open."""
 
 from __future__ import annotations
 
@@ -104,12 +105,15 @@ def test_every_relative_link_leads_somewhere() -> None:
 _INTERNAL = re.compile(r"SPEC §|notes/\S*\.md|\b[Ii]ssues? \d+|\bvenus#\d+")
 
 
-def internal_citations(path: Path, root: Path = ROOT) -> list[str]:
-    """Lines of ``path`` that cite what is not in the repository."""
+def internal_citations(
+    path: Path, root: Path = ROOT, pattern: re.Pattern[str] = _INTERNAL
+) -> list[str]:
+    """Lines of ``path`` that cite what is not in the repository (``pattern``)."""
+    text = path.read_text(encoding="utf-8", errors="replace")
     return [
         f"{path.relative_to(root)} line {number}: {match.group(0)}"
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
-        if (match := _INTERNAL.search(line))
+        for number, line in enumerate(text.splitlines(), start=1)
+        if (match := pattern.search(line))
     ]
 
 
@@ -126,6 +130,76 @@ def test_an_internal_citation_is_found(tmp_path: Path) -> None:
         "README.md line 2: SPEC §",
         "README.md line 3: issue 15",
     ]
+
+
+# What a reader of the code cannot open: the product spec and the researchers'
+# notes, which live outside the repository. Cite the BlueZ, kernel or Victron
+# source by path, or the file of this repository that says it.
+_UNOPENABLE = re.compile(r"SPEC §|\bnotes/\S*\.md|\bnotes §|/work/shared")
+CODE_FOLDERS = ("ble_scanner", "tests", "tools", "service", ".ci")
+CODE_FILES = ("dbus_ble_scanner.py", "Makefile")
+# This file spells the patterns out, and its fixtures are bad lines on purpose.
+_OWN = Path(__file__).resolve()
+
+
+def code_files(root: Path = ROOT) -> list[Path]:
+    """The .py and .sh files, and suffix-less scripts, a reader of the code meets."""
+    found = [root / name for name in CODE_FILES if (root / name).is_file()]
+    for folder in CODE_FOLDERS:
+        for path in sorted((root / folder).rglob("*")):
+            if not path.is_file() or "__pycache__" in path.parts or path.resolve() == _OWN:
+                continue
+            if path.suffix in (".py", ".sh") or (
+                not path.suffix and path.read_bytes().startswith(b"#!")
+            ):
+                found.append(path)
+    return found
+
+
+def unopenable_citations(path: Path, root: Path = ROOT) -> list[str]:
+    """Lines of ``path`` that cite the spec, the notes or the shared folder."""
+    return internal_citations(path, root, _UNOPENABLE)
+
+
+def test_code_cites_only_what_a_reader_can_open() -> None:
+    checked = code_files()
+    names = {str(path.relative_to(ROOT)) for path in checked}
+    assert {"ble_scanner/const.py", "tools/install.sh", ".ci/run", "Makefile"} <= names
+    found = [hit for path in checked for hit in unopenable_citations(path)]
+    assert not found, "citations a reader cannot open, in code:\n" + "\n".join(found)
+
+
+def test_contributor_documents_cite_only_what_a_reader_can_open() -> None:
+    found = [hit for path in documents() for hit in unopenable_citations(path)]
+    assert not found, "citations a reader cannot open, in documents:\n" + "\n".join(found)
+
+
+def test_an_unopenable_citation_in_code_is_found(tmp_path: Path) -> None:
+    (tmp_path / "tools").mkdir()
+    (tmp_path / "tools" / "x.sh").write_text("#!/bin/sh\n# see tools/common.sh\n", "utf-8")
+    (tmp_path / "tools" / "data.txt").write_text("SPEC §1 in data is not code\n", "utf-8")
+    (tmp_path / "Makefile").write_text("# limits (SPEC §4.1)\n", encoding="utf-8")
+    code = tmp_path / "ble_scanner" / "a.py"
+    code.parent.mkdir()
+    code.write_text(
+        "# fine: BlueZ src/adapter.c\n"
+        "# as measured (notes/real-bluez-vm.md)\n"
+        "x = 1  # notes §4.3\n"
+        '"""See /work/shared/notes/venus.md."""\n'
+        "# the footnotes/ folder and SPECIFIC are fine\n",
+        encoding="utf-8",
+    )
+    assert [str(path.relative_to(tmp_path)) for path in code_files(tmp_path)] == [
+        "Makefile",
+        "ble_scanner/a.py",
+        "tools/x.sh",
+    ]
+    assert unopenable_citations(code, tmp_path) == [
+        "ble_scanner/a.py line 2: notes/real-bluez-vm.md",
+        "ble_scanner/a.py line 3: notes §",
+        "ble_scanner/a.py line 4: /work/shared",
+    ]
+    assert unopenable_citations(tmp_path / "Makefile", tmp_path) == ["Makefile line 1: SPEC §"]
 
 
 def test_a_broken_link_is_found(tmp_path: Path) -> None:

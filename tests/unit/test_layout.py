@@ -21,7 +21,7 @@ PACKAGE = "ble_scanner/"
 # service: runs in the scanner process; client: in a program using it; shared:
 # both; tests: test doubles, which the bundle leaves out.
 SIDES = frozenset({"service", "client", "shared", "tests"})
-# The folders a reader of the top level looks for (issue 13).
+# The folders a reader of the top level looks for (docs/architecture.md's Layout).
 TOP_LEVEL = ("ble_scanner/", "tests/", "tools/", "service/", "ext/", "docs/", ".ci/")
 INDENT = 2
 # Folders whose modules are listed in their package docstring's "Modules"

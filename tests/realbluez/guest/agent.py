@@ -10,7 +10,7 @@ Python standard library only (it runs on the guest's Debian python3). It:
   one connection to its test bus per guest connection, so bluetoothd dying
   closes its bus connection on the host and a restart makes a fresh one.
   The port itself stays open for the whole boot: a reopened port hung in the
-  measurements (notes/real-bluez-vm.md);
+  measurements (tests/README.md "The real-BlueZ tier");
 - serves a control channel on the port ``realbluez.control``: one JSON object
   per line each way, ``{"id": n, "op": ...}`` → ``{"id": n, ...}``.
 """

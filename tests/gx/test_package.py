@@ -148,7 +148,13 @@ def test_branch_puts_the_package_at_the_top_of_a_branch_for_packagemanager(
     the package at its top; here the repository is a scratch one (GIT_DIR)."""
     git_dir = tmp_path / "published.git"
     subprocess.run(["git", "init", "-q", "--bare", str(git_dir)], check=True, timeout=30)
-    env = {**build_env(tmp_path), "GIT_DIR": str(git_dir)}
+    # Who publishes: a fresh machine has no git identity of its own (no ~/.gitconfig).
+    who = {
+        f"GIT_{role}_{what}": value
+        for role in ("AUTHOR", "COMMITTER")
+        for what, value in (("NAME", "Test Publisher"), ("EMAIL", "publisher@example.invalid"))
+    }
+    env = {**build_env(tmp_path), "GIT_DIR": str(git_dir), **who}
 
     def git(*args: str) -> str:
         return subprocess.run(

@@ -87,12 +87,15 @@ async def test_stream_survives_a_service_crash_and_supervisor_restart(
         assert event.manufacturer_data[0x0499] == b"\x05\x02"
 
 
+async def another_program_scans(bus: MessageBus) -> None:
+    """Someone else scans (another program): a client on the fallback must only listen."""
+    await call(bus, "org.bluez", "/org/bluez/hci0", "org.bluez.Adapter1", "StartDiscovery")
+
+
 async def test_fallback_listens_to_bluez_without_scanning_then_switches_back(
     test_bus: TestBus, bluez: BluezSimulator, bus: MessageBus
 ) -> None:
-    # Someone else scans (another program); the client must only listen.
-    adapter = "/org/bluez/hci0"
-    await call(bus, "org.bluez", adapter, "org.bluez.Adapter1", "StartDiscovery")
+    await another_program_scans(bus)
     async with ScannerClient(bus_address=test_bus.address, fallback="bluez") as client:
         assert client.mode == "bluez"
         seen = Collector()
@@ -124,18 +127,15 @@ async def test_fallback_follows_bluetoothd_through_a_restart(
     test_bus: TestBus, bluez: BluezSimulator, bus: MessageBus
 ) -> None:
     """A new bluetoothd is a new owner of org.bluez: the fallback hears it, not the old one."""
-    adapter = "/org/bluez/hci0"
-    await call(bus, "org.bluez", adapter, "org.bluez.Adapter1", "StartDiscovery")
+    await another_program_scans(bus)
     async with ScannerClient(bus_address=test_bus.address, fallback="bluez") as client:
-        assert client.mode == "bluez"
         seen = Collector()
         await client.on_advertisement(seen)
         await bluez.advertise("hci0", VICTRON, rssi=-60, manufacturer_data=VICTRON_DATA)
         await seen.wait_for(lambda: seen.adverts(VICTRON), what="VICTRON before the restart")
 
         await bluez.restart_bluetoothd()
-        # Someone else scans again on the new bluetoothd; the client still only listens.
-        await call(bus, "org.bluez", adapter, "org.bluez.Adapter1", "StartDiscovery")
+        await another_program_scans(bus)  # again, on the new bluetoothd
         await bluez.advertise("hci0", RUUVI, rssi=-60, manufacturer_data={0x0499: b"\x05"})
         await seen.wait_for(lambda: seen.adverts(RUUVI), what="RUUVI from the new bluetoothd")
         assert RUUVI in await client.devices()

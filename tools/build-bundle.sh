@@ -9,14 +9,16 @@
 # tools/install.sh. tools/build-gx-package.sh makes the SetupHelper package.
 #
 # PYTHON picks the interpreter whose pip fetches ext/ (default python3);
-# EXT_WHEELS=DIR installs ext/ from a folder of wheels, offline (tools/stage-app.sh).
+# EXT_WHEELS=DIR installs ext/ from a folder of wheels, offline (tools/stage-app.sh);
+# DIST=DIR puts the archive there instead of dist/ (the tests build in their own).
 set -eu
 
 NAME=dbus-ble-scanner
 REPO=$(cd -P "$(dirname "$0")/.." && pwd)
 . "$REPO/tools/stage-app.sh"
 VERSION=$(app_version "$REPO")
-OUT=$REPO/dist/$NAME-$VERSION.tar.gz
+DIST=${DIST:-$REPO/dist}
+OUT=$DIST/$NAME-$VERSION.tar.gz
 
 STAGE=$(mktemp -d)
 trap 'rm -rf "$STAGE"' EXIT

@@ -38,19 +38,21 @@ NEEDS_THE_GX = {
 
 
 @pytest.fixture(scope="module")
-def bundle() -> Path:
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # pip of the interpreter running the tests fills ext/ (a fresh machine's
-    # python3 may have no pip).
+    # python3 may have no pip). Built in a folder of its own: suites and workers
+    # running side by side each build one.
+    dist = tmp_path_factory.mktemp("dist")
     out = subprocess.run(
         ["sh", str(REPO / "tools/build-bundle.sh")],
-        env={**os.environ, "PYTHON": sys.executable},
+        env={**os.environ, "PYTHON": sys.executable, "DIST": str(dist)},
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert out.returncode == 0, out.stderr
     path = Path(out.stdout.strip().splitlines()[-1])
-    assert path == REPO / "dist" / f"dbus-ble-scanner-{__version__}.tar.gz"
+    assert path == dist / f"dbus-ble-scanner-{__version__}.tar.gz"
     return path
 
 

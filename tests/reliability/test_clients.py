@@ -89,6 +89,8 @@ def killed_client(address: str) -> int:
 
 
 @pytest.mark.slow
+# The slowest of 1 000 frees against an absolute 1 s: a tail figure; alone.
+@pytest.mark.exclusive
 async def test_1000_crashed_clients_leave_no_subscription_and_flat_memory(
     app: ScannerApp, test_bus: TestBus
 ) -> None:

@@ -228,9 +228,14 @@ class ScannerApp:
         # Sweeps, flushes, lease expiry and load samples; leases converge on BlueZ.
         self.timer = HubTimer(hub, alarm, self.leases, self.bluez.leases_changed, self.load_guard)
         self.service = ScannerService(
-            bus, hub, signals, self.status, self.leases, self.timer.leases_changed
+            bus,
+            hub,
+            signals,
+            self.status,
+            self.leases,
+            self.timer.leases_changed,
+            self.config.steer_group,
         )
-        self.service.set_steer_group(self.config.steer_group)
         busitems = BusItemTree(bus)
         self.tree = ScannerTree(
             busitems,

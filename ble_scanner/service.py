@@ -233,9 +233,11 @@ class ScannerService:
         status: Callable[[], ServiceStatus],
         leases: LeaseRegistry,
         on_leases_changed: Callable[[], None],
+        steer: str = DEFAULT_STEER_GROUP,
     ) -> None:
         """``on_leases_changed``: told whenever a lease starts or ends (the hub's
-        timer, which has the BlueZ side converge and wakes for the next expiry)."""
+        timer, which has the BlueZ side converge and wakes for the next expiry);
+        ``steer``: the SteerGroup setting."""
         self.bus = bus
         self.hub = hub
         self.signals = signals
@@ -243,7 +245,7 @@ class ScannerService:
         self.leases = leases
         self.on_leases_changed = on_leases_changed
         self.credentials = CredentialCache(bus)
-        self.steer_group = steer_group(DEFAULT_STEER_GROUP)
+        self.steer_group = steer_group(steer)
         # Calls waiting for their sender's credentials, and the lookups asking for them.
         self._held: dict[str, list[Message]] = {}
         self._lookups = TaskSet(_LOGGER, "learning who a caller is")

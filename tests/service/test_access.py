@@ -8,6 +8,7 @@ checks), with clients forked and dropped to another uid (tests/helpers.py ``as_u
 
 from __future__ import annotations
 
+import asyncio
 import grp
 import logging
 import pwd
@@ -20,6 +21,7 @@ import pytest_asyncio
 from dbus_fast import BusType, Variant
 from dbus_fast.aio import MessageBus
 
+from ble_scanner.bus.credentials import CredentialCache
 from ble_scanner.config import ScannerConfig
 from ble_scanner.const import (
     ERROR_ACCESS_DENIED,
@@ -32,7 +34,7 @@ from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.testbus import TestBus, scanner_policy, start_test_bus
 from ble_scanner.venus.const import BUSITEM_INTERFACE
 from tests import ingest
-from tests.conftest import start_scanner, wait_scanning
+from tests.conftest import connect, disconnect, start_scanner, wait_scanning
 from tests.helpers import as_user, call, wait_until
 
 ADAPTER = "hci0"
@@ -292,3 +294,22 @@ async def test_the_credentials_of_a_connection_that_left_are_forgotten(
         lambda: service.credentials.get(nobody["name"]) is None, what="its credentials forgotten"
     )
     assert len(service.credentials) == 0
+
+
+async def test_credentials_of_a_connection_leaving_while_asked_for_are_not_kept(
+    test_bus: TestBus, bus: MessageBus
+) -> None:
+    cache = CredentialCache(bus)
+    other = await connect(test_bus)
+    name = other.unique_name
+    asked = asyncio.ensure_future(cache.lookup(name))
+    # Polled at every turn of the loop: the answer cannot be read in the same turn.
+    await wait_until(lambda: cache.asking(name), interval=0, what="the question sent")
+    cache.forget(name)  # as when its NameOwnerChanged comes before the answer
+    answer = await asked
+    assert answer is not None and answer.uid == 0
+    assert cache.get(name) is None and not cache.asking(name)
+    await disconnect(other)
+    # Asked about a connection that is gone: no credentials, nothing kept.
+    assert await cache.lookup(name) is None
+    assert len(cache) == 0

@@ -9,7 +9,9 @@ checks), with clients forked and dropped to another uid (tests/helpers.py ``as_u
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import grp
+import io
 import logging
 import pwd
 import re
@@ -22,6 +24,7 @@ from dbus_fast import BusType, Variant
 from dbus_fast.aio import MessageBus
 
 from ble_scanner.bus.credentials import CredentialCache
+from ble_scanner.client import AccessDeniedError, ScannerClient, cli
 from ble_scanner.config import ScannerConfig
 from ble_scanner.const import (
     ERROR_ACCESS_DENIED,
@@ -313,3 +316,44 @@ async def test_credentials_of_a_connection_leaving_while_asked_for_are_not_kept(
     # Asked about a connection that is gone: no credentials, nothing kept.
     assert await cache.lookup(name) is None
     assert len(cache) == 0
+
+
+# --- the client library and ble-scanner ------------------------------------------------------
+
+
+async def _cli_and_client(address: str) -> dict[str, Any]:
+    """``ble-scanner pause`` and ``ScannerClient.request_active_scan``, refused."""
+    out: dict[str, Any] = {}
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        out["code"] = await cli.run(
+            cli.build_parser().parse_args(["--bus", address, "pause", ADAPTER, "5"]), io.StringIO()
+        )
+    out["stderr"] = err.getvalue()
+    async with ScannerClient(bus_address=address) as client:
+        try:
+            await client.request_active_scan("", 5)
+            out["client"] = "granted"
+        except AccessDeniedError as exc:
+            out["client"] = [type(exc).__name__, exc.text]
+    return out
+
+
+async def test_the_client_and_ble_scanner_say_no_clearly(
+    any_bus: TestBus, sim: BluezSimulator, app: ScannerApp
+) -> None:
+    async with as_user(NOBODY, [], _cli_and_client, any_bus.address) as nobody:
+        assert nobody["code"] == cli.EXIT_DENIED
+        lines = nobody["stderr"].splitlines()
+        assert len(lines) == 1 and lines[0].startswith("ble-scanner: "), lines
+        assert "AccessDenied" in lines[0] and "Traceback" not in nobody["stderr"]
+        assert nobody["client"][0] == "AccessDeniedError"
+        if is_open(any_bus):
+            assert "PauseScan needs root or membership of group" in lines[0]
+    assert len(app.leases) == 0
+    # Root may: the lease is held until released.
+    async with ScannerClient(bus_address=any_bus.address) as client:
+        path = await client.pause_scan(ADAPTER, 5)
+        assert path.startswith("/Lease/") and len(app.leases) == 1
+        await client.release_lease(path)
+        assert len(app.leases) == 0

@@ -36,8 +36,7 @@ from ble_scanner.main import ScannerApp
 from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.testbus import TestBus, scanner_policy, start_test_bus
 from ble_scanner.venus.const import BUSITEM_INTERFACE
-from tests import ingest
-from tests.conftest import connect, disconnect, start_scanner, wait_scanning
+from tests.conftest import connect, disconnect, simulator_on, start_scanner, wait_scanning
 from tests.helpers import as_user, call, wait_until
 
 ADAPTER = "hci0"
@@ -91,15 +90,8 @@ def is_open(test_bus: TestBus) -> bool:
 
 @pytest_asyncio.fixture
 async def sim(any_bus: TestBus) -> AsyncIterator[BluezSimulator]:
-    simulator = BluezSimulator(
-        bus_address=any_bus.address, mgmt_socket=ingest.sim_mgmt_socket(any_bus.address)
-    )
-    await simulator.start()
-    await simulator.add_adapter(ADAPTER, address="00:1A:7D:DA:71:10")
-    try:
+    async with simulator_on(any_bus) as simulator:
         yield simulator
-    finally:
-        await simulator.stop()
 
 
 async def scanning(test_bus: TestBus, bluez: BluezSimulator, config: ScannerConfig) -> ScannerApp:

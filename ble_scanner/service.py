@@ -344,12 +344,12 @@ class ScannerService:
                 # known, then dbus-fast's exported interfaces (the BusItem tree).
                 self.bus._process_message(msg)
 
-    def _refuse(self, msg: Message, member: str, caller: Credentials, exc: Exception) -> Message:
+    def _log_refusal(self, msg: Message, caller: Credentials, exc: AccessDenied) -> None:
+        """Once per connection: a client retrying in a loop must not fill the log."""
         sender = msg.sender or ""
         if sender not in self._refused:
             self._refused.add(sender)
             _LOGGER.warning("%s (uid %d) refused: %s", sender, caller.uid, exc)
-        return _refusal(msg, member, exc)
 
     def _busitem_call(self, msg: Message, caller: Caller) -> Message | bool:
         """SetValue on our own tree is for root (the settings are localsettings' to
@@ -358,7 +358,8 @@ class ScannerService:
             try:
                 check_root("SetValue", caller)
             except AccessDenied as exc:
-                return self._refuse(msg, "SetValue", caller, exc)
+                self._log_refusal(msg, caller, exc)
+                return _refusal(msg, "SetValue", exc)
         return False
 
     # --- Scanner1 ---------------------------------------------------------------------
@@ -403,10 +404,9 @@ class ScannerService:
                 self.on_leases_changed()
                 return Message.new_method_return(msg)
             return Message.new_method_return(msg, "a{sv}", [status_variants(self.status())])
-        except AccessDenied as exc:
-            assert isinstance(caller, Credentials)
-            return self._refuse(msg, member, caller, exc)
         except _REFUSALS as exc:
+            if isinstance(exc, AccessDenied) and isinstance(caller, Credentials):
+                self._log_refusal(msg, caller, exc)
             return _refusal(msg, member, exc)
 
     def _lease(self, msg: Message, member: str, caller: Credentials) -> Message:

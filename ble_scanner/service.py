@@ -4,6 +4,10 @@ Served through one low-level message handler rather than a ServiceInterface,
 because a subscription belongs to the caller's connection and only the raw
 message carries ``sender``. The interface is declared once, in
 ``INTROSPECTION``, which is what busctl, gdbus and dbus-spy read.
+
+Who may call what (docs/dbus-api.md "Who may do what") is checked here too,
+for the bus of Venus OS enforces no policy: a call that needs the caller's
+credentials waits for them (bus/credentials.py), then is dispatched again.
 """
 
 from __future__ import annotations

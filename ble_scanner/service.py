@@ -6,7 +6,7 @@ message carries ``sender``. The interface is declared once, in
 ``INTROSPECTION``, which is what busctl, gdbus and dbus-spy read.
 
 Who may call what (docs/dbus-api.md "Who may do what") is checked here too,
-for the bus of Venus OS enforces no policy: a call that needs the caller's
+because the bus of Venus OS enforces no policy: a call that needs the caller's
 credentials waits for them (bus/credentials.py), then is dispatched again.
 """
 

@@ -15,8 +15,8 @@ import grp
 import logging
 import os
 import pwd
-from typing import Any
 
+from dbus_fast import Variant
 from dbus_fast.aio import MessageBus
 
 from ..const import DBUS_DAEMON_CALL_TIMEOUT, ERROR_UNKNOWN_METHOD
@@ -49,11 +49,12 @@ def groups_of(uid: int) -> frozenset[int]:
     return frozenset(os.getgrouplist(user.pw_name, user.pw_gid))
 
 
-def _from_credentials(found: dict[str, Any]) -> Credentials | None:
-    uid = found.get("UnixUserID")
-    if uid is None:
+def _from_credentials(found: dict[str, Variant]) -> Credentials | None:
+    """GetConnectionCredentials' answer; None without UnixUserID (not a Unix peer)."""
+    user = found.get("UnixUserID")
+    if user is None:
         return None
-    uid = int(uid.value)
+    uid = int(user.value)
     gids = found.get("UnixGroupIDs")
     return Credentials(uid, frozenset(gids.value) if gids is not None else groups_of(uid))
 
@@ -107,7 +108,7 @@ class CredentialCache:
         self._known.pop(name, None)
         self._asking.pop(name, None)
 
-    async def _ask(self, name: str) -> Credentials | None:
+    async def _ask(self, name: str) -> Credentials:
         try:
             (found,) = await call_bus(
                 self.bus, "GetConnectionCredentials", "s", [name], timeout=self.timeout

@@ -49,7 +49,7 @@ def groups_of(uid: int) -> frozenset[int]:
     return frozenset(os.getgrouplist(user.pw_name, user.pw_gid))
 
 
-def _from_credentials(found: dict[str, Variant]) -> Credentials | None:
+def credentials_of(found: dict[str, Variant]) -> Credentials | None:
     """GetConnectionCredentials' answer; None without UnixUserID (not a Unix peer)."""
     user = found.get("UnixUserID")
     if user is None:
@@ -113,7 +113,7 @@ class CredentialCache:
             (found,) = await call_bus(
                 self.bus, "GetConnectionCredentials", "s", [name], timeout=self.timeout
             )
-            credentials = _from_credentials(found)
+            credentials = credentials_of(found)
             if credentials is not None:
                 return credentials
         except CallError as exc:

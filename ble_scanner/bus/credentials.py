@@ -36,7 +36,8 @@ def steer_group(text: str) -> SteerGroup:
     try:
         return SteerGroup(name, grp.getgrnam(name).gr_gid)
     except KeyError:
-        _LOGGER.warning("SteerGroup: no group %r here; only root may steer the radio", name)
+        # Not a warning: the default group need not exist (Venus OS, most hosts).
+        _LOGGER.info("SteerGroup: no group %r here; only root may steer the radio", name)
         return SteerGroup(name, None)
 
 

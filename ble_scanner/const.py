@@ -64,6 +64,12 @@ SCANNER_ERROR_UNKNOWN_LEASE: Final = "com.victronenergy.ble.Error.UnknownLease"
 MAX_FILTER_LIST_ENTRIES: Final = 64
 MAX_SUBSCRIPTIONS_PER_CONNECTION: Final = 16
 MAX_SUBSCRIPTIONS_TOTAL: Final = 256
+# Per Unix user (not root), and the last ones only root may take (config/table.py
+# says why these numbers): a user with many connections cannot take them all.
+DEFAULT_MAX_SUBSCRIPTIONS_PER_USER: Final = 64
+DEFAULT_SUBSCRIPTIONS_RESERVED_FOR_ROOT: Final = 32
+DEFAULT_MAX_LEASES_PER_USER: Final = 16
+DEFAULT_STEER_GROUP: Final = "bluetooth"
 # A Names glob longer than this cannot be a device name pattern (BLE names are
 # at most 248 bytes); it bounds fnmatch's work per report.
 MAX_NAME_PATTERN_LENGTH: Final = 248

@@ -155,7 +155,7 @@ class ScannerApp:
         self.service: ScannerService | None = None
         self.hub: Hub | None = None
         self.ready = asyncio.Event()
-        self.leases = LeaseRegistry()
+        self.leases = LeaseRegistry(per_user=self.config.max_leases_per_user)
         self._background = TaskSet(_LOGGER, "storing the custom name")
         self._bus_watch: asyncio.Task[None] | None = None
         self._stopping = False
@@ -176,6 +176,8 @@ class ScannerApp:
             lost_timeout=hub.settings.lost_timeout,
             shed=self.writer.shed if self.writer is not None else 0,
             load_shedding=int(hub.shedding),
+            leases=len(self.leases),
+            users=len(hub.subscriptions.uids() | self.leases.uids()),
             malformed=hub.stats.malformed + (sum(bluez.malformed.counts.values()) if bluez else 0),
         )
 
@@ -226,7 +228,13 @@ class ScannerApp:
         # Sweeps, flushes, lease expiry and load samples; leases converge on BlueZ.
         self.timer = HubTimer(hub, alarm, self.leases, self.bluez.leases_changed, self.load_guard)
         self.service = ScannerService(
-            bus, hub, signals, self.status, self.leases, self.timer.leases_changed
+            bus,
+            hub,
+            signals,
+            self.status,
+            self.leases,
+            self.timer.leases_changed,
+            self.config.steer_group,
         )
         busitems = BusItemTree(bus)
         self.tree = ScannerTree(
@@ -344,6 +352,9 @@ class ScannerApp:
     def configure(self, config: ScannerConfig) -> None:
         """Apply new settings live."""
         self.config = config
+        self.leases.per_user = config.max_leases_per_user
+        if self.service is not None:
+            self.service.set_steer_group(config.steer_group)
         if self.hub is not None:
             self.hub.configure(HubSettings.of(config))
         if self.load_guard is not None:

@@ -4,10 +4,15 @@ Served through one low-level message handler rather than a ServiceInterface,
 because a subscription belongs to the caller's connection and only the raw
 message carries ``sender``. The interface is declared once, in
 ``INTROSPECTION``, which is what busctl, gdbus and dbus-spy read.
+
+Who may call what (docs/dbus-api.md "Who may do what") is checked here too,
+because the bus of Venus OS enforces no policy: a call that needs the caller's
+credentials waits for them (bus/credentials.py), then is dispatched again.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -17,6 +22,7 @@ from dbus_fast import Message, MessageFlag, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
 from .bus.calls import add_match, name_owner_rule
+from .bus.credentials import CredentialCache, steer_group
 from .bus.marshal import (
     MESSAGE_METHOD_RETURN,
     header_fields,
@@ -26,6 +32,8 @@ from .bus.marshal import (
 from .bus.owner import connection_left
 from .const import (
     DBUS_DAEMON_CALL_TIMEOUT,
+    DEFAULT_STEER_GROUP,
+    ERROR_ACCESS_DENIED,
     ERROR_INVALID_ARGS,
     ERROR_LIMITS_EXCEEDED,
     ERROR_UNKNOWN_METHOD,
@@ -37,6 +45,7 @@ from .const import (
     SCANNER_PATH,
     SUBSCRIPTION_PATH_PREFIX,
 )
+from .core.access import AccessDenied, Credentials, check_root, check_steer
 from .core.cache import Device
 from .core.filters import FilterTooLarge, InvalidFilter, parse_snapshot_query, parse_subscription
 from .core.hub import Hub
@@ -52,6 +61,8 @@ from .core.loadcap import SheddingLoad
 from .core.state import ServiceStatus
 from .core.subscriptions import NotOwner, TooManySubscriptions, UnknownSubscription
 from .signals import ScannerSignals
+from .tasks import TaskSet
+from .venus.const import BUSITEM_INTERFACE
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -106,6 +117,7 @@ _SIGNATURES: Final = {
 # with its internal error (and logs the traceback) rather than passing it off
 # as a refusal.
 _ERROR_NAMES: Final[dict[type[Exception], str]] = {
+    AccessDenied: ERROR_ACCESS_DENIED,
     LeaseError: ERROR_INVALID_ARGS,
     InvalidFilter: ERROR_INVALID_ARGS,
     TooManyLeases: ERROR_LIMITS_EXCEEDED,
@@ -118,6 +130,13 @@ _ERROR_NAMES: Final[dict[type[Exception], str]] = {
     UnknownSubscription: SCANNER_ERROR_UNKNOWN_SUBSCRIPTION,
 }
 _REFUSALS: Final = tuple(_ERROR_NAMES)
+# Scanner1 calls that need to know who calls: steering the radio (root and the
+# steer group only) and what is counted per user (docs/dbus-api.md "Who may do what").
+_STEER: Final = frozenset(("RequestActiveScan", "PauseScan"))
+_NEEDS_CALLER: Final = _STEER | {"Subscribe"}
+# Calls of one connection held while the bus daemon says who it is (one round
+# trip); a connection that sends more before the answer is flooding.
+MAX_HELD_CALLS: Final = 64
 # Standard errors name the method in their text; ours say it all themselves.
 _NAMES_THE_METHOD: Final = frozenset((ERROR_INVALID_ARGS, ERROR_LIMITS_EXCEEDED))
 _STANDARD_INTERFACES: Final = """<interface name="org.freedesktop.DBus.Introspectable">
@@ -186,7 +205,18 @@ def status_variants(status: ServiceStatus) -> dict[str, Variant]:
         "LostTimeout": Variant("d", status.lost_timeout),
         "Shed": Variant("t", status.shed),
         "LoadShedding": Variant("u", status.load_shedding),
+        "Leases": Variant("u", status.leases),
+        "Users": Variant("u", status.users),
     }
+
+
+class _Caller(enum.Enum):
+    UNKNOWN = enum.auto()  # the bus daemon has not said yet who sent the call
+
+
+# Who sent a call, as far as it matters (``ScannerService._caller``): their
+# credentials, not known yet, or None for a call anyone may make.
+Caller = Credentials | _Caller | None
 
 
 def _refusal(msg: Message, member: str, exc: Exception) -> Message:
@@ -207,15 +237,24 @@ class ScannerService:
         status: Callable[[], ServiceStatus],
         leases: LeaseRegistry,
         on_leases_changed: Callable[[], None],
+        steer: str = DEFAULT_STEER_GROUP,
     ) -> None:
         """``on_leases_changed``: told whenever a lease starts or ends (the hub's
-        timer, which has the BlueZ side converge and wakes for the next expiry)."""
+        timer, which has the BlueZ side converge and wakes for the next expiry);
+        ``steer``: the SteerGroup setting."""
         self.bus = bus
         self.hub = hub
         self.signals = signals
         self.status = status
         self.leases = leases
         self.on_leases_changed = on_leases_changed
+        self.credentials = CredentialCache(bus)
+        self.steer_group = steer_group(steer)
+        # Calls waiting for their sender's credentials, and the lookups asking for them.
+        self._held: dict[str, list[Message]] = {}
+        self._lookups = TaskSet(_LOGGER, "learning who a caller is")
+        # Connections refused something already: refusals are logged once per connection.
+        self._refused: set[str] = set()
 
     async def start(self) -> None:
         """Serve the interface and follow subscription owners leaving the bus."""
@@ -224,6 +263,12 @@ class ScannerService:
 
     def close(self) -> None:
         self.bus.remove_message_handler(self._on_message)
+        self._lookups.cancel()
+
+    def set_steer_group(self, text: str) -> None:
+        """The SteerGroup setting (a group name or a gid), applied to the next call."""
+        if text != self.steer_group.name:
+            self.steer_group = steer_group(text)
 
     # --- incoming ------------------------------------------------------------------
 
@@ -236,6 +281,11 @@ class ScannerService:
             return False
         if mtype != MessageType.METHOD_CALL:
             return False
+        caller = self._caller(msg)
+        if caller is _Caller.UNKNOWN:
+            return self._hold(msg)
+        if msg.interface == BUSITEM_INTERFACE:
+            return self._busitem_call(msg, caller)
         # Whatever we emitted before this call goes out before its reply.
         self.signals.outbox.flush()
         if msg.interface == SCANNER_INTERFACE:
@@ -243,7 +293,7 @@ class ScannerService:
                 return Message.new_error(
                     msg, ERROR_UNKNOWN_METHOD, f"{SCANNER_INTERFACE} is served on / only"
                 )
-            return self._call(msg)
+            return self._call(msg, caller)
         path = msg.path or ""
         if (
             msg.interface == INTROSPECTABLE
@@ -253,7 +303,72 @@ class ScannerService:
             return Message.new_method_return(msg, "s", [self._introspect(path)])
         return False
 
-    def _call(self, msg: Message) -> Message | bool:
+    # --- who calls ------------------------------------------------------------------
+
+    def _caller(self, msg: Message) -> Caller:
+        """The sender's credentials if this call needs them (UNKNOWN until the bus
+        daemon has said), else None."""
+        if msg.interface == SCANNER_INTERFACE:
+            needed = msg.member in _NEEDS_CALLER
+        else:
+            needed = msg.interface == BUSITEM_INTERFACE and msg.member == "SetValue"
+        if not needed:
+            return None
+        known = self.credentials.get(msg.sender or "")
+        return _Caller.UNKNOWN if known is None else known
+
+    def _hold(self, msg: Message) -> Message | bool:
+        """Keep the call until the bus daemon says who sent it; only this caller waits."""
+        sender = msg.sender or ""
+        held = self._held.get(sender)
+        if held is None:
+            self._held[sender] = [msg]
+            self._lookups.spawn(self._learn(sender), name=f"credentials of {sender}")
+            return True
+        if len(held) >= MAX_HELD_CALLS:
+            return Message.new_error(
+                msg,
+                ERROR_LIMITS_EXCEEDED,
+                f"{msg.member}: more than {MAX_HELD_CALLS} calls before the first was answered",
+            )
+        held.append(msg)
+        return True
+
+    async def _learn(self, sender: str) -> None:
+        credentials = await self.credentials.lookup(sender)
+        for msg in self._held.pop(sender, []):
+            if credentials is None:
+                self.bus.send(
+                    Message.new_error(
+                        msg, ERROR_ACCESS_DENIED, f"{msg.member}: cannot learn who is calling"
+                    )
+                )
+            else:
+                # Dispatched again, as if it arrived now: this handler, with the caller
+                # known, then dbus-fast's exported interfaces (the BusItem tree).
+                self.bus._process_message(msg)
+
+    def _log_refusal(self, msg: Message, caller: Credentials, exc: AccessDenied) -> None:
+        """Once per connection: a client retrying in a loop must not fill the log."""
+        sender = msg.sender or ""
+        if sender not in self._refused:
+            self._refused.add(sender)
+            _LOGGER.warning("%s (uid %d) refused: %s", sender, caller.uid, exc)
+
+    def _busitem_call(self, msg: Message, caller: Caller) -> Message | bool:
+        """SetValue on our own tree is for root (the settings are localsettings' to
+        change); everything else goes on to the tree (venus/busitem.py)."""
+        if isinstance(caller, Credentials):
+            try:
+                check_root("SetValue", caller)
+            except AccessDenied as exc:
+                self._log_refusal(msg, caller, exc)
+                return _refusal(msg, "SetValue", exc)
+        return False
+
+    # --- Scanner1 ---------------------------------------------------------------------
+
+    def _call(self, msg: Message, caller: Caller) -> Message | bool:
         member = msg.member or ""
         expected = _SIGNATURES.get(member)
         if expected is None:
@@ -280,35 +395,44 @@ class ScannerService:
                     outbox.flush()
                 return True
             if member == "Subscribe":
-                return self._subscribe(msg, hub)
+                assert isinstance(caller, Credentials)  # _NEEDS_CALLER: held until known
+                return self._subscribe(msg, hub, caller.uid)
             if member == "Unsubscribe":
                 hub.unsubscribe(msg.body[0], msg.sender)
                 return Message.new_method_return(msg)
-            if member in ("RequestActiveScan", "PauseScan"):
-                kind = LeaseKind.ACTIVE if member == "RequestActiveScan" else LeaseKind.PAUSE
-                lease = self.leases.request(msg.sender or "", kind, msg.body[0], msg.body[1])
-                _LOGGER.info(
-                    "%s: %s lease %s on %s for %g s",
-                    msg.sender,
-                    kind.value,
-                    lease.path,
-                    lease.adapter or "every adapter",
-                    msg.body[1],
-                )
-                self.on_leases_changed()
-                return Message.new_method_return(msg, "o", [lease.path])
+            if member in _STEER:
+                assert isinstance(caller, Credentials)
+                return self._lease(msg, member, caller)
             if member == "ReleaseLease":
                 self.leases.release(msg.body[0], msg.sender or "")
                 self.on_leases_changed()
                 return Message.new_method_return(msg)
             return Message.new_method_return(msg, "a{sv}", [status_variants(self.status())])
         except _REFUSALS as exc:
+            if isinstance(exc, AccessDenied) and isinstance(caller, Credentials):
+                self._log_refusal(msg, caller, exc)
             return _refusal(msg, member, exc)
 
-    def _subscribe(self, msg: Message, hub: Hub) -> bool:
+    def _lease(self, msg: Message, member: str, caller: Credentials) -> Message:
+        check_steer(member, caller, self.steer_group)
+        kind = LeaseKind.ACTIVE if member == "RequestActiveScan" else LeaseKind.PAUSE
+        lease = self.leases.request(msg.sender or "", kind, msg.body[0], msg.body[1], caller.uid)
+        _LOGGER.info(
+            "%s (uid %d): %s lease %s on %s for %g s",
+            msg.sender,
+            caller.uid,
+            kind.value,
+            lease.path,
+            lease.adapter or "every adapter",
+            msg.body[1],
+        )
+        self.on_leases_changed()
+        return Message.new_method_return(msg, "o", [lease.path])
+
+    def _subscribe(self, msg: Message, hub: Hub, uid: int) -> bool:
         flt, options = parse_subscription(msg.body[0])
-        subscription, replay = hub.subscribe(msg.sender, flt, options)
-        _LOGGER.debug("%s subscribed as %s", msg.sender, subscription.path)
+        subscription, replay = hub.subscribe(msg.sender, flt, options, uid)
+        _LOGGER.debug("%s (uid %d) subscribed as %s", msg.sender, uid, subscription.path)
         # The reply goes out first, so the client knows the path before the
         # replayed signals from it arrive (both travel in order on our socket).
         self.bus.send(Message.new_method_return(msg, "o", [subscription.path]))
@@ -317,6 +441,9 @@ class ScannerService:
         return True
 
     def _owner_left(self, owner: str) -> None:
+        self.credentials.forget(owner)
+        self._held.pop(owner, None)
+        self._refused.discard(owner)
         if self.leases.drop_owner(owner):
             self.on_leases_changed()
         dropped = self.hub.owner_left(owner)

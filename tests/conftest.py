@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 from collections.abc import AsyncIterator, Iterator
@@ -115,9 +116,10 @@ async def bus(test_bus: TestBus) -> AsyncIterator[MessageBus]:
         await disconnect(connection)
 
 
-@pytest_asyncio.fixture
-async def bluez(test_bus: TestBus) -> AsyncIterator[BluezSimulator]:
-    """The BlueZ simulator on the test bus with one powered adapter, hci0."""
+@contextlib.asynccontextmanager
+async def simulator_on(test_bus: TestBus) -> AsyncIterator[BluezSimulator]:
+    """The BlueZ simulator on ``test_bus`` with one powered adapter, hci0; stopped
+    (name released) after."""
     sim = BluezSimulator(
         bus_address=test_bus.address, mgmt_socket=ingest.sim_mgmt_socket(test_bus.address)
     )
@@ -127,6 +129,13 @@ async def bluez(test_bus: TestBus) -> AsyncIterator[BluezSimulator]:
         yield sim
     finally:
         await sim.stop()
+
+
+@pytest_asyncio.fixture
+async def bluez(test_bus: TestBus) -> AsyncIterator[BluezSimulator]:
+    """The BlueZ simulator on the test bus with one powered adapter, hci0."""
+    async with simulator_on(test_bus) as sim:
+        yield sim
 
 
 async def start_scanner(test_bus: TestBus, config: ScannerConfig | None = None) -> ScannerApp:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import os
 import time
-from collections.abc import Awaitable, Callable
+import traceback
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from dbus_fast import Message, MessageType
@@ -23,6 +27,9 @@ T = TypeVar("T")
 
 # Everything a test calls answers from memory; 5 s is a hang, on a busy machine too.
 CALL_TIMEOUT: Final = 5.0
+# How long a child running as another user may take to report (it runs a few calls,
+# or a few hundred subscriptions, on a loaded 2-core machine).
+CHILD_TIMEOUT: Final = 30.0
 # The service's options that turn its load budget off, for a service process
 # whose emissions a test or benchmark counts: the machine's load must not decide them.
 NO_LOAD_BUDGET: Final = ("--shed-load-average", "0", "--shed-cpu-percent", "0")
@@ -157,3 +164,64 @@ async def state_becomes(app: ScannerApp, state: str, adapter: str = "hci0") -> f
     return await wait_until(
         lambda: adapter_state(app, adapter) == state, what=f"{adapter} state {state!r}"
     )
+
+
+@contextlib.asynccontextmanager
+async def as_user(
+    uid: int,
+    gids: list[int],
+    work: Callable[..., Coroutine[Any, Any, dict[str, Any]]],
+    *args: Any,
+) -> AsyncIterator[dict[str, Any]]:
+    """Fork a child that drops to ``uid`` with supplementary groups ``gids``, runs
+    ``work(*args)`` and reports its JSON-ready result; yields that result while the
+    child still runs (its bus connections still open), and reaps it on exit.
+
+    The tests run as root; this is how they act as another user. The fork happens
+    in this thread (no executor thread may exist at a fork) after every import: the
+    interpreter's files may be unreadable to that user (pyenv's, under /root 0700).
+    """
+    report_r, report_w = os.pipe()
+    hold_r, hold_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            os.close(report_r)
+            os.close(hold_w)
+            os.setgroups(gids)
+            os.setgid(uid)
+            os.setuid(uid)
+            asyncio.set_event_loop(None)
+            loop = asyncio.new_event_loop()
+            result = loop.run_until_complete(work(*args))
+            result["uid"] = os.getuid()
+            os.write(report_w, json.dumps(result).encode() + b"\n")
+            os.read(hold_r, 1)  # until the parent closes it: the connections stay open
+            code = 0
+        except BaseException:
+            traceback.print_exc()  # the parent's assertion says only that the child failed
+        finally:
+            os._exit(code)
+    os.close(report_w)
+    os.close(hold_r)
+    loop = asyncio.get_running_loop()
+    data = bytearray()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def readable() -> None:
+        chunk = os.read(report_r, 65536)
+        data.extend(chunk)
+        if (not chunk or data.endswith(b"\n")) and not done.done():
+            done.set_result(None)
+
+    loop.add_reader(report_r, readable)
+    try:
+        await asyncio.wait_for(done, CHILD_TIMEOUT)
+        assert data, f"the uid {uid} child failed"
+        yield json.loads(bytes(data))
+    finally:
+        loop.remove_reader(report_r)
+        os.close(report_r)
+        os.close(hold_w)
+        await wait_until(lambda: os.waitpid(pid, os.WNOHANG)[0] == pid, what="the child reaped")

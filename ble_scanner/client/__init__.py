@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .errors import (
+        AccessDeniedError,
         BusLostError,
         BusUnreachableError,
         CallTimeoutError,
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
 
 # Public name -> the module of this package that defines it.
 _WHERE = {
+    "AccessDeniedError": "errors",
     "BusLostError": "errors",
     "BusUnreachableError": "errors",
     "CallTimeoutError": "errors",
@@ -76,6 +78,7 @@ _WHERE = {
 __all__ = [
     "CALL_TIMEOUT",
     "DEFAULT_SERVICE_WAIT",
+    "AccessDeniedError",
     "AdapterState",
     "Advertisement",
     "AdvertisementStream",

@@ -15,6 +15,7 @@ from dbus_fast import Variant
 
 from ..bus.calls import BusGoneError, CallError
 from ..const import (
+    ERROR_ACCESS_DENIED,
     ERROR_INVALID_ARGS,
     ERROR_LIMITS_EXCEEDED,
     ERROR_NAME_HAS_NO_OWNER,
@@ -22,6 +23,7 @@ from ..const import (
     SCANNER_SERVICE,
 )
 from .errors import (
+    AccessDeniedError,
     BusUnreachableError,
     CallTimeoutError,
     InvalidFilterError,
@@ -39,6 +41,8 @@ def client_terms() -> Iterator[None]:
     except CallError as exc:
         if exc.name in (ERROR_INVALID_ARGS, ERROR_LIMITS_EXCEEDED):
             raise InvalidFilterError(exc.name, exc.text) from exc
+        if exc.name == ERROR_ACCESS_DENIED:
+            raise AccessDeniedError(exc.name, exc.text) from exc
         if exc.name in (ERROR_SERVICE_UNKNOWN, ERROR_NAME_HAS_NO_OWNER):
             raise ServiceNotRunningError(f"{SCANNER_SERVICE} is not running") from exc
         raise ServiceCallError(exc.name, exc.text) from exc

@@ -19,6 +19,7 @@ from .. import __version__
 from ..bus.calls import quiet_after_loss
 from ..const import MAX_COMPANY_ID, SCANNER_SERVICE
 from .errors import (
+    AccessDeniedError,
     BusUnreachableError,
     ScannerError,
     ServiceNotRunningError,
@@ -34,6 +35,7 @@ EXIT_SERVICE_NOT_RUNNING: Final = 2
 EXIT_UNTRUSTED: Final = 3
 EXIT_SERVICE_ERROR: Final = 4  # the service refused the request or did not answer
 EXIT_USAGE: Final = 64  # sysexits.h EX_USAGE
+EXIT_DENIED: Final = 77  # sysexits.h EX_NOPERM: steering needs root or the steer group
 
 # Seconds in the units ``age_text`` shows.
 _MINUTE: Final = 60
@@ -69,6 +71,7 @@ exit codes:
   {EXIT_UNTRUSTED:<3} the service's name is held by a process that is neither root nor you
   {EXIT_SERVICE_ERROR:<3} the service refused the request (e.g. a bad filter) or did not answer
   {EXIT_USAGE:<3} usage error
+  {EXIT_DENIED:<3} not allowed: pause and active-scan need root or the service's steer group
 
 The bus is the system bus; DBUS_SYSTEM_BUS_ADDRESS (or --bus) points elsewhere."""
 
@@ -192,6 +195,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     watch.add_argument("--count", type=int, metavar="N", help="stop after N events")
     watch.add_argument("--duration", type=_seconds, metavar="S", help="stop after S seconds")
+
+    pause = commands.add_parser(
+        "pause",
+        help="stop the service's discovery on an adapter for a while (root or steer group)",
+        description="Have the service stop its discovery on ADAPTER for SECONDS (at most 60), "
+        "e.g. while another program connects to a device; Ctrl-C ends the pause early. "
+        "Needs root or membership of the service's steer group (SteerGroup, default bluetooth).",
+        epilog=_EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    pause.add_argument("adapter", metavar="ADAPTER", help="e.g. hci0")
+    pause.add_argument("seconds", type=_seconds, metavar="SECONDS")
+    active = commands.add_parser(
+        "active-scan",
+        help="an active-scan window for a while (root or steer group)",
+        description="Have the service scan actively (scan requests, names from scan "
+        "responses) for SECONDS (at most 300); Ctrl-C ends the window early. Needs root or "
+        "membership of the service's steer group (SteerGroup, default bluetooth).",
+        epilog=_EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    active.add_argument("seconds", type=_seconds, metavar="SECONDS")
+    active.add_argument(
+        "--adapter", default="", metavar="HCI", help="one adapter (default: every adapter)"
+    )
     return parser
 
 
@@ -333,14 +361,35 @@ async def _devices(client: ScannerClient, args: argparse.Namespace, out: TextIO)
     return EXIT_OK
 
 
-async def _watch(client: ScannerClient, args: argparse.Namespace, out: TextIO) -> int:
+def _stop_event(duration: float | None) -> asyncio.Event:
+    """Set on Ctrl-C or SIGTERM, or after ``duration`` seconds."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     with contextlib.suppress(NotImplementedError, RuntimeError):
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-    if args.duration is not None:
-        loop.call_later(args.duration, stop.set)
+    if duration is not None:
+        loop.call_later(duration, stop.set)
+    return stop
+
+
+async def _lease(client: ScannerClient, args: argparse.Namespace, out: TextIO) -> int:
+    """Hold a pause or an active window for its seconds: it ends with our connection."""
+    if args.command == "pause":
+        path = await client.pause_scan(args.adapter, args.seconds)
+        what = f"discovery paused on {args.adapter}"
+    else:
+        path = await client.request_active_scan(args.adapter, args.seconds)
+        what = f"active scanning on {args.adapter or 'every adapter'}"
+    out.write(f"{what} for {args.seconds:g} s ({path}); Ctrl-C ends it early\n")
+    out.flush()
+    await _stop_event(args.seconds).wait()
+    return EXIT_OK
+
+
+async def _watch(client: ScannerClient, args: argparse.Namespace, out: TextIO) -> int:
+    loop = asyncio.get_running_loop()
+    stop = _stop_event(args.duration)
     options = _filters(args)
     if args.all_reports:
         options["all_reports"] = True
@@ -372,13 +421,20 @@ async def _watch(client: ScannerClient, args: argparse.Namespace, out: TextIO) -
     return EXIT_OK
 
 
-_COMMANDS: Final = {"status": _status, "devices": _devices, "watch": _watch}
+_COMMANDS: Final = {
+    "status": _status,
+    "devices": _devices,
+    "watch": _watch,
+    "pause": _lease,
+    "active-scan": _lease,
+}
 
 
 # The exit code for each error, most specific first (ScannerError catches the rest).
 _EXIT_FOR: Final = (
     (ServiceNotRunningError, EXIT_SERVICE_NOT_RUNNING),
     (UntrustedServiceError, EXIT_UNTRUSTED),
+    (AccessDeniedError, EXIT_DENIED),
     (BusUnreachableError, EXIT_BUS_UNREACHABLE),
     (ScannerError, EXIT_SERVICE_ERROR),
 )

@@ -53,5 +53,10 @@ class InvalidFilterError(ServiceCallError, ValueError):
     """The service refused the filter (``InvalidArgs`` or ``LimitsExceeded``)."""
 
 
+class AccessDeniedError(ServiceCallError):
+    """The caller may not do this (``org.freedesktop.DBus.Error.AccessDenied``): steering
+    the radio needs root or the service's steer group; the text says what is needed."""
+
+
 class CallTimeoutError(ScannerError, TimeoutError):
     """A call got no answer within the client's timeout."""

@@ -261,6 +261,27 @@ class ScannerClient:
         reply = await self._call_service("GetStatus", "", [])
         return ScannerStatus.from_dbus({k: v.value for k, v in reply.body[0].items()})
 
+    async def pause_scan(self, adapter: str, seconds: float) -> str:
+        """Have the service stop its discovery on ``adapter`` for ``seconds`` (at most 60)
+        while you connect; returns the lease's path (``release_lease`` ends it early; it
+        also ends when this client closes). Needs root or the service's steer group:
+        ``AccessDeniedError`` otherwise."""
+        return await self._lease("PauseScan", adapter, seconds)
+
+    async def request_active_scan(self, adapter: str, seconds: float) -> str:
+        """An active-scan window on ``adapter`` (``""``: every adapter) for ``seconds``
+        (at most 300); as ``pause_scan`` otherwise."""
+        return await self._lease("RequestActiveScan", adapter, seconds)
+
+    async def release_lease(self, path: str) -> None:
+        await self._need_service()
+        await self._call_service("ReleaseLease", "o", [path])
+
+    async def _lease(self, member: str, adapter: str, seconds: float) -> str:
+        await self._need_service()
+        reply = await self._call_service(member, "sd", [adapter, float(seconds)])
+        return str(reply.body[0])
+
     def subscribe(self, **filters: Any) -> AdvertisementStream:
         """Stream of Advertisement / DeviceLost; devices already present come first."""
         return AdvertisementStream(self, make_filter(**filters))

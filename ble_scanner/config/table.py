@@ -23,15 +23,22 @@ from ..const import (
     DEFAULT_BROADCAST_RSSI_DELTA,
     DEFAULT_CACHE_SIZE,
     DEFAULT_LOST_TIMEOUT,
+    DEFAULT_MAX_LEASES_PER_USER,
+    DEFAULT_MAX_SUBSCRIPTIONS_PER_USER,
     DEFAULT_PUBLISH_DEVICES_MAX,
     DEFAULT_STATE_SAVE_INTERVAL,
+    DEFAULT_STEER_GROUP,
+    DEFAULT_SUBSCRIPTIONS_RESERVED_FOR_ROOT,
     MAX_FILTER_LIST_ENTRIES,
+    MAX_SUBSCRIPTIONS_PER_CONNECTION,
+    MAX_SUBSCRIPTIONS_TOTAL,
     RSSI_MAX,
     RSSI_MIN,
     WATCHDOG_SILENCE,
 )
 from ..core import identifiers
 from ..core.filters import MAX_SECONDS
+from ..core.leases import MAX_LEASES_PER_CONNECTION
 from ..core.loadcap import DEFAULT_SHED_CPU_PERCENT, DEFAULT_SHED_LOAD_AVERAGE
 from ..venus.blesensors import BLE_SENSORS_COMPANY_IDS, NOT_TAKEN
 from ..venus.const import SETTINGS_PREFIX
@@ -46,6 +53,8 @@ INGESTS: Final = ("auto", "mgmt", "dbus")
 _UNIX_PATH_MAX: Final = 107
 # A Bluetooth SIG company identifier is a uint16 (Assigned Numbers, Company Identifiers).
 COMPANY_ID_MAX: Final = 0xFFFF
+# groupadd(8): "Groupnames may only be up to 32 characters long".
+_GROUP_NAME_MAX: Final = 32
 # hciN as the kernel names adapters; three digits is more adapters than any GX has.
 _ADAPTER_DIGITS_MAX: Final = 3
 
@@ -303,6 +312,41 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "(the simulator's seam, for tests)",
         flag="--mgmt-socket", metavar="PATH", high=_UNIX_PATH_MAX, live=False,
         why="sockaddr_un's sun_path (unix(7))",
+    ),
+    Setting(
+        "steer_group", Kind.TEXT, DEFAULT_STEER_GROUP,
+        "Members of this group (a name or a numeric gid) may steer the radio (PauseScan, "
+        "RequestActiveScan), as root may; empty: root only (docs/dbus-api.md 'Who may do what')",
+        flag="--steer-group", name="SteerGroup", metavar="GROUP", high=_GROUP_NAME_MAX,
+        why="bluetooth: the group Debian's bluez package names in its bus policy "
+        "(/etc/dbus-1/system.d/bluetooth.conf) for Bluetooth's users; 32 characters is "
+        "groupadd's longest group name",
+    ),
+    Setting(
+        "max_subscriptions_per_user", Kind.INTEGER, DEFAULT_MAX_SUBSCRIPTIONS_PER_USER,
+        "Most subscriptions one Unix user other than root holds over all its connections",
+        flag="--max-subscriptions-per-user", name="MaxSubscriptionsPerUser", metavar="N",
+        low=MAX_SUBSCRIPTIONS_PER_CONNECTION, high=MAX_SUBSCRIPTIONS_TOTAL,
+        why=f"the default is four connections' worth ({MAX_SUBSCRIPTIONS_PER_CONNECTION} each), "
+        f"a quarter of the {MAX_SUBSCRIPTIONS_TOTAL} the service holds, so one user's programs "
+        "cannot crowd out the others; never less than one connection's worth",
+    ),
+    Setting(
+        "subscriptions_reserved_for_root", Kind.INTEGER, DEFAULT_SUBSCRIPTIONS_RESERVED_FOR_ROOT,
+        "The last subscriptions of the service's total that only root may take",
+        flag="--subscriptions-reserved-for-root", name="SubscriptionsReservedForRoot",
+        metavar="N", low=0, high=MAX_SUBSCRIPTIONS_TOTAL // 2,
+        why=f"the default is two connections' worth for root's own services (the GUI, Node-RED "
+        f"on a GX); at most half of the {MAX_SUBSCRIPTIONS_TOTAL}, so other users keep the rest",
+    ),
+    Setting(
+        "max_leases_per_user", Kind.INTEGER, DEFAULT_MAX_LEASES_PER_USER,
+        "Most leases (PauseScan, RequestActiveScan) one Unix user other than root holds over "
+        "all its connections",
+        flag="--max-leases-per-user", name="MaxLeasesPerUser", metavar="N",
+        low=MAX_LEASES_PER_CONNECTION, high=256,
+        why=f"the default is two connections' worth ({MAX_LEASES_PER_CONNECTION} each): one "
+        "program connecting to devices needs one pause at a time; 256 is the subscriptions' total",
     ),
 )  # fmt: skip
 """The settings in ``ScannerConfig``, in the order docs/settings.md lists them."""

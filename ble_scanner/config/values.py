@@ -19,7 +19,11 @@ from ..const import (
     DEFAULT_BROADCAST_RSSI_DELTA,
     DEFAULT_CACHE_SIZE,
     DEFAULT_LOST_TIMEOUT,
+    DEFAULT_MAX_LEASES_PER_USER,
+    DEFAULT_MAX_SUBSCRIPTIONS_PER_USER,
     DEFAULT_PUBLISH_DEVICES_MAX,
+    DEFAULT_STEER_GROUP,
+    DEFAULT_SUBSCRIPTIONS_RESERVED_FOR_ROOT,
     WATCHDOG_SILENCE,
 )
 from ..core.loadcap import DEFAULT_SHED_CPU_PERCENT, DEFAULT_SHED_LOAD_AVERAGE
@@ -59,6 +63,10 @@ class ScannerConfig:
     silence_restart: float = WATCHDOG_SILENCE
     silence_power_cycle: float = DEFAULT_SILENCE_POWER_CYCLE
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
+    steer_group: str = DEFAULT_STEER_GROUP  # a group name or a numeric gid; "": root only
+    max_subscriptions_per_user: int = DEFAULT_MAX_SUBSCRIPTIONS_PER_USER
+    subscriptions_reserved_for_root: int = DEFAULT_SUBSCRIPTIONS_RESERVED_FOR_ROOT
+    max_leases_per_user: int = DEFAULT_MAX_LEASES_PER_USER
     ingest: str = "auto"  # one of INGESTS
     mgmt_socket: str = ""  # a simulator's seam instead of the kernel's channel (tests)
 

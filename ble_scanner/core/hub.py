@@ -19,7 +19,10 @@ from ..const import (
     DEFAULT_BROADCAST_RSSI_DELTA,
     DEFAULT_CACHE_SIZE,
     DEFAULT_LOST_TIMEOUT,
+    DEFAULT_MAX_SUBSCRIPTIONS_PER_USER,
+    DEFAULT_SUBSCRIPTIONS_RESERVED_FOR_ROOT,
 )
+from .access import ROOT
 from .cache import Device, DeviceCache
 from .emission import Broadcast, Listener
 from .filters import Filter, SnapshotQuery, SubscriptionOptions
@@ -63,6 +66,8 @@ class HubSettings:
     min_rssi: int | None = None
     shed_load_average: float = DEFAULT_SHED_LOAD_AVERAGE  # 0: not a trigger
     shed_cpu_percent: int = DEFAULT_SHED_CPU_PERCENT  # 0: not a trigger
+    max_subscriptions_per_user: int = DEFAULT_MAX_SUBSCRIPTIONS_PER_USER  # root: no such limit
+    subscriptions_reserved_for_root: int = DEFAULT_SUBSCRIPTIONS_RESERVED_FOR_ROOT
 
     @classmethod
     def of(cls, config: object) -> HubSettings:
@@ -105,7 +110,10 @@ class Hub:
             self.settings.broadcast_interval,
             wake,
         )
-        self.subscriptions = SubscriptionRegistry()
+        self.subscriptions = SubscriptionRegistry(
+            per_user=self.settings.max_subscriptions_per_user,
+            reserved_for_root=self.settings.subscriptions_reserved_for_root,
+        )
         # Bumped whenever a subscription starts or ends: it invalidates Device.interest.
         self._generation = 0
         self._interest_sets: dict[tuple[Subscription, ...], tuple[Subscription, ...]] = {}
@@ -123,6 +131,9 @@ class Hub:
         self.settings = settings
         self.cache.lost_timeout = settings.lost_timeout
         self.cache.max_size = settings.cache_size
+        # New limits bound new subscriptions; those held past them stay.
+        self.subscriptions.per_user = settings.max_subscriptions_per_user
+        self.subscriptions.reserved_for_root = settings.subscriptions_reserved_for_root
         if settings.broadcast_interval != self.broadcast.interval:
             self.broadcast.set_interval(settings.broadcast_interval)
         self._apply_shedding()
@@ -314,9 +325,10 @@ class Hub:
         return [d for d in devices if flt.matches(d)]
 
     def subscribe(
-        self, owner: str, flt: Filter, options: SubscriptionOptions
+        self, owner: str, flt: Filter, options: SubscriptionOptions, uid: int = ROOT
     ) -> tuple[Subscription, list[Device]]:
-        """Create a subscription; returns it and the devices to replay (already marked sent).
+        """Create a subscription for ``owner``, a connection of Unix user ``uid``; returns
+        it and the devices to replay (already marked sent).
 
         Raises ``SheddingLoad`` for ``AllReports`` while the service sheds that much.
         """
@@ -341,7 +353,7 @@ class Hub:
         assert resolved.rssi_delta is not None and resolved.keep_alive is not None
         keep_alive = resolved.keep_alive if self.shedding < ShedStep.NO_KEEP_ALIVE else 0.0
         listener = Listener(flt, resolved.rssi_delta, keep_alive, resolved.all_reports)
-        subscription = self.subscriptions.add(owner, listener, resolved)
+        subscription = self.subscriptions.add(owner, listener, resolved, uid)
         self._subscriptions_changed()
         replay: list[Device] = []
         if resolved.replay:

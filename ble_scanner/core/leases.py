@@ -15,6 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
+from ..const import DEFAULT_MAX_LEASES_PER_USER
+from .access import ROOT
+
 # An active window longer than this is a mode, not a window: set ScanMode.
 MAX_ACTIVE_WINDOW: Final = 300.0
 # A connection attempt that needs the radio quiet for longer is stuck.
@@ -33,7 +36,8 @@ class LeaseError(ValueError):
 
 
 class TooManyLeases(Exception):
-    """→ LimitsExceeded."""
+    """A per-connection or per-user limit would be exceeded (→ LimitsExceeded); the text
+    names it."""
 
 
 class UnknownLease(Exception):
@@ -51,21 +55,36 @@ class Lease:
     kind: LeaseKind
     adapter: str  # "" = every adapter
     expires: float
+    uid: int = ROOT  # the owner's Unix user, for the per-user limit
 
     def covers(self, adapter: str) -> bool:
         return not self.adapter or self.adapter == adapter
 
 
 class LeaseRegistry:
-    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
+    """Leases by path; at most ``MAX_LEASES_PER_CONNECTION`` a connection and, for a user
+    other than root, ``per_user`` over all its connections."""
+
+    def __init__(
+        self,
+        monotonic: Callable[[], float] = time.monotonic,
+        per_user: int = DEFAULT_MAX_LEASES_PER_USER,
+    ) -> None:
         self.monotonic = monotonic
+        self.per_user = per_user
         self._leases: dict[str, Lease] = {}
         self._next = 1
 
     def __len__(self) -> int:
         return len(self._leases)
 
-    def request(self, owner: str, kind: LeaseKind, adapter: str, seconds: float) -> Lease:
+    def uids(self) -> set[int]:
+        """The Unix users holding leases."""
+        return {lease.uid for lease in self._leases.values()}
+
+    def request(
+        self, owner: str, kind: LeaseKind, adapter: str, seconds: float, uid: int = ROOT
+    ) -> Lease:
         limit = MAX_ACTIVE_WINDOW if kind is LeaseKind.ACTIVE else MAX_PAUSE
         if not 0 < seconds <= limit:
             raise LeaseError(f"duration must be > 0 and at most {limit:g} s, not {seconds!r}")
@@ -75,9 +94,16 @@ class LeaseRegistry:
             MAX_LEASES_PER_CONNECTION
         ):
             raise TooManyLeases(f"a connection may hold at most {MAX_LEASES_PER_CONNECTION} leases")
+        if uid != ROOT and sum(1 for lease in self._leases.values() if lease.uid == uid) >= (
+            self.per_user
+        ):
+            raise TooManyLeases(
+                f"uid {uid} may hold at most {self.per_user} leases over all its connections "
+                "(MaxLeasesPerUser)"
+            )
         path = f"{LEASE_PATH_PREFIX}{self._next}"
         self._next += 1
-        lease = Lease(path, owner, kind, adapter, self.monotonic() + seconds)
+        lease = Lease(path, owner, kind, adapter, self.monotonic() + seconds, uid)
         self._leases[path] = lease
         return lease
 

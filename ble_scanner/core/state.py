@@ -31,6 +31,8 @@ class ServiceStatus:
     lost_timeout: float = 0.0
     shed: int = 0  # DeviceDiscovered dropped because the bus was not keeping up
     load_shedding: int = 0  # loadcap.ShedStep: 0 off .. 4 AllReports refused
+    leases: int = 0
+    users: int = 0  # Unix users holding subscriptions or leases
 
     @property
     def scanning(self) -> bool:

@@ -6,10 +6,13 @@ from collections.abc import Iterator
 from typing import Final
 
 from ..const import (
+    DEFAULT_MAX_SUBSCRIPTIONS_PER_USER,
+    DEFAULT_SUBSCRIPTIONS_RESERVED_FOR_ROOT,
     MAX_SUBSCRIPTIONS_PER_CONNECTION,
     MAX_SUBSCRIPTIONS_TOTAL,
     SUBSCRIPTION_PATH_PREFIX,
 )
+from .access import ROOT
 from .emission import Listener
 from .filters import SubscriptionOptions
 
@@ -19,7 +22,8 @@ ECHO_LIMIT: Final = 80
 
 
 class TooManySubscriptions(Exception):
-    """A per-connection or total limit would be exceeded (→ LimitsExceeded)."""
+    """A per-connection, per-user or total limit would be exceeded (→ LimitsExceeded);
+    the text names the limit."""
 
 
 class NotOwner(Exception):
@@ -31,25 +35,44 @@ class UnknownSubscription(Exception):
 
 
 class Subscription:
-    __slots__ = ("listener", "options", "owner", "path")
+    __slots__ = ("listener", "options", "owner", "path", "uid")
 
-    def __init__(self, path: str, owner: str, listener: Listener, options: SubscriptionOptions):
+    def __init__(
+        self,
+        path: str,
+        owner: str,
+        listener: Listener,
+        options: SubscriptionOptions,
+        uid: int = ROOT,
+    ):
         self.path = path
         self.owner = owner
+        self.uid = uid  # the owner's Unix user, for the per-user limit
         self.listener = listener
         self.options = options
 
 
 class SubscriptionRegistry:
+    """Subscriptions by path and by owner, within their limits.
+
+    Root is bounded only per connection and by the total; any other user also
+    by ``per_user``, and may not take the last ``reserved_for_root``.
+    """
+
     def __init__(
         self,
         per_connection: int = MAX_SUBSCRIPTIONS_PER_CONNECTION,
         total: int = MAX_SUBSCRIPTIONS_TOTAL,
+        per_user: int = DEFAULT_MAX_SUBSCRIPTIONS_PER_USER,
+        reserved_for_root: int = DEFAULT_SUBSCRIPTIONS_RESERVED_FOR_ROOT,
     ) -> None:
         self.per_connection = per_connection
         self.total = total
+        self.per_user = per_user
+        self.reserved_for_root = reserved_for_root
         self._by_path: dict[str, Subscription] = {}
         self._by_owner: dict[str, list[Subscription]] = {}
+        self._by_uid: dict[int, int] = {}
         self._next = 1
 
     def __len__(self) -> int:
@@ -61,23 +84,46 @@ class SubscriptionRegistry:
     def owners(self) -> set[str]:
         return set(self._by_owner)
 
+    def uids(self) -> set[int]:
+        """The Unix users holding subscriptions."""
+        return set(self._by_uid)
+
     def get(self, path: str) -> Subscription | None:
         return self._by_path.get(path)
 
-    def add(self, owner: str, listener: Listener, options: SubscriptionOptions) -> Subscription:
-        owned = self._by_owner.get(owner, [])
-        if len(owned) >= self.per_connection:
+    def add(
+        self, owner: str, listener: Listener, options: SubscriptionOptions, uid: int = ROOT
+    ) -> Subscription:
+        self._check_room(owner, uid)
+        path = f"{SUBSCRIPTION_PATH_PREFIX}{self._next}"
+        self._next += 1
+        subscription = Subscription(path, owner, listener, options, uid)
+        self._by_path[path] = subscription
+        self._by_owner.setdefault(owner, []).append(subscription)
+        self._by_uid[uid] = self._by_uid.get(uid, 0) + 1
+        return subscription
+
+    def _check_room(self, owner: str, uid: int) -> None:
+        """TooManySubscriptions, naming the limit, unless ``owner`` (of ``uid``) may add one."""
+        if len(self._by_owner.get(owner, ())) >= self.per_connection:
             raise TooManySubscriptions(
                 f"a connection may hold at most {self.per_connection} subscriptions"
             )
-        if len(self._by_path) >= self.total:
+        held = len(self._by_path)
+        if held >= self.total:
             raise TooManySubscriptions(f"the service holds at most {self.total} subscriptions")
-        path = f"{SUBSCRIPTION_PATH_PREFIX}{self._next}"
-        self._next += 1
-        subscription = Subscription(path, owner, listener, options)
-        self._by_path[path] = subscription
-        self._by_owner.setdefault(owner, []).append(subscription)
-        return subscription
+        if uid == ROOT:
+            return
+        if self._by_uid.get(uid, 0) >= self.per_user:
+            raise TooManySubscriptions(
+                f"uid {uid} may hold at most {self.per_user} subscriptions "
+                "over all its connections (MaxSubscriptionsPerUser)"
+            )
+        if held >= self.total - self.reserved_for_root:
+            raise TooManySubscriptions(
+                f"the last {self.reserved_for_root} of the service's {self.total} subscriptions "
+                "are kept for root (SubscriptionsReservedForRoot)"
+            )
 
     def remove(self, path: str, caller: str) -> Subscription:
         subscription = self._by_path.get(path)
@@ -93,10 +139,19 @@ class SubscriptionRegistry:
         owned = self._by_owner.pop(owner, [])
         for subscription in owned:
             del self._by_path[subscription.path]
+            self._uncount(subscription.uid)
         return owned
+
+    def _uncount(self, uid: int) -> None:
+        left = self._by_uid[uid] - 1
+        if left:
+            self._by_uid[uid] = left
+        else:
+            del self._by_uid[uid]
 
     def _discard(self, subscription: Subscription) -> None:
         del self._by_path[subscription.path]
+        self._uncount(subscription.uid)
         owned = self._by_owner[subscription.owner]
         owned.remove(subscription)
         if not owned:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import re
 import shutil
@@ -29,7 +28,7 @@ from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.testbus import TestBus
 from tests import ingest
 from tests.client.test_owner import NOBODY, Impostor, impostor, nobody_bus  # noqa: F401
-from tests.helpers import add_match, call, has_owner, name_owner, wait_until
+from tests.helpers import add_match, as_user, call, has_owner, name_owner, wait_until
 from tests.reliability.conftest import PROCESS_START, output_of, spawn_service, status_of, wait_exit
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,8 +39,6 @@ NEW = "C0:11:22:33:44:0C"
 # name returning; SIGTERM ends within this.
 RECOVER_BUDGET = 2.0
 SIGTERM_BUDGET = 2.0
-# How long the policy child may take to report (it runs a few calls).
-CHILD_TIMEOUT = 20.0
 # Polling step for the client's state: fine enough to time a recovery in ms.
 CLIENT_POLL = 0.001
 OWNER_CHANGED_RULE = name_owner_rule(SCANNER_SERVICE)
@@ -293,46 +290,9 @@ async def _as_nobody(address: str) -> dict[str, Any]:
 
 
 async def run_as_nobody(address: str) -> dict[str, Any]:
-    """Fork (in this thread: no executor thread may exist at a fork), drop to 65534, report."""
-    # Fork after every import: the interpreter's files may be unreadable to nobody
-    # (pyenv's, under /root with mode 0700).
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        code = 1
-        try:
-            os.close(read_fd)
-            os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
-            asyncio.set_event_loop(None)
-            results = asyncio.new_event_loop().run_until_complete(_as_nobody(address))
-            results["uid"] = os.getuid()
-            os.write(write_fd, json.dumps(results).encode())
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(write_fd)
-    loop = asyncio.get_running_loop()
-    data = bytearray()
-    done: asyncio.Future[None] = loop.create_future()
-
-    def readable() -> None:
-        chunk = os.read(read_fd, 65536)
-        data.extend(chunk)
-        if not chunk and not done.done():
-            done.set_result(None)
-
-    loop.add_reader(read_fd, readable)
-    try:
-        await asyncio.wait_for(done, CHILD_TIMEOUT)
-    finally:
-        loop.remove_reader(read_fd)
-        os.close(read_fd)
-        await wait_until(lambda: os.waitpid(pid, os.WNOHANG)[0] == pid, what="the child reaped")
-    assert data, "the uid 65534 child failed"
-    result: dict[str, Any] = json.loads(bytes(data))
-    return result
+    """What uid 65534 may do on the bus, from a forked child."""
+    async with as_user(NOBODY, [], _as_nobody, address) as result:
+        return result
 
 
 async def test_shipped_policy_lets_anyone_read_and_subscribe_and_only_root_own_the_name(

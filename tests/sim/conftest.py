@@ -13,8 +13,7 @@ from ble_scanner.bus.calls import signal_rule
 from ble_scanner.const import BLUEZ_ADAPTER, BLUEZ_SERVICE, PROPERTIES
 from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.testbus import TestBus
-from tests import ingest
-from tests.conftest import connect, disconnect
+from tests.conftest import connect, disconnect, simulator_on
 from tests.helpers import call
 
 ADAPTER = "hci0"
@@ -24,15 +23,8 @@ ADAPTER_PATH = "/org/bluez/hci0"
 @pytest_asyncio.fixture
 async def sim(test_bus: TestBus) -> AsyncIterator[BluezSimulator]:
     """A running simulator with one powered adapter, hci0; stopped (name released) after."""
-    simulator = BluezSimulator(
-        bus_address=test_bus.address, mgmt_socket=ingest.sim_mgmt_socket(test_bus.address)
-    )
-    await simulator.start()
-    await simulator.add_adapter(ADAPTER, address="00:1A:7D:DA:71:10")
-    try:
+    async with simulator_on(test_bus) as simulator:
         yield simulator
-    finally:
-        await simulator.stop()
 
 
 @pytest_asyncio.fixture

@@ -90,6 +90,10 @@ def test_paths_and_flags_are_the_ones_users_already_have() -> None:
         "SilencePowerCycle",
         "DrainTimeout",
         "Ingest",
+        "SteerGroup",
+        "MaxSubscriptionsPerUser",
+        "SubscriptionsReservedForRoot",
+        "MaxLeasesPerUser",
     ]
     assert [s.flag for s in (*SETTINGS, *PROCESS_OPTIONS) if s.flag] == [
         "--adapter",
@@ -110,6 +114,10 @@ def test_paths_and_flags_are_the_ones_users_already_have() -> None:
         "--drain-timeout",
         "--ingest",
         "--mgmt-socket",
+        "--steer-group",
+        "--max-subscriptions-per-user",
+        "--subscriptions-reserved-for-root",
+        "--max-leases-per-user",
         "--no-settings",
         "--settings-wait",
         "--state-file",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 
@@ -272,3 +272,29 @@ def test_hub_settings_default_to_the_settings_table_and_copy_its_fields() -> Non
         frozenset({ADDR}),
         9,
     )
+
+
+def test_a_user_is_bounded_over_its_connections_and_root_keeps_its_reserve() -> None:
+    scanner, _, _ = make()
+    scanner.configure(
+        replace(scanner.settings, max_subscriptions_per_user=32, subscriptions_reserved_for_root=16)
+    )
+    for i in range(32):
+        scanner.subscribe(f":1.{i // 8}", Filter(), SubscriptionOptions(), uid=1000)
+    with pytest.raises(TooManySubscriptions, match=r"uid 1000 .*MaxSubscriptionsPerUser"):
+        scanner.subscribe(":1.50", Filter(), SubscriptionOptions(), uid=1000)
+    # Other users fill up to the reserve, and no further; root takes the reserve.
+    for i in range(256 - 16 - 32):
+        scanner.subscribe(f":2.{i // 16}", Filter(), SubscriptionOptions(), uid=2000 + i // 32)
+    with pytest.raises(TooManySubscriptions, match="SubscriptionsReservedForRoot"):
+        scanner.subscribe(":3.1", Filter(), SubscriptionOptions(), uid=3000)
+    for i in range(16):
+        scanner.subscribe(":4.1" if i < 8 else ":4.2", Filter(), SubscriptionOptions(), uid=0)
+    with pytest.raises(TooManySubscriptions, match="at most 256 subscriptions"):
+        scanner.subscribe(":4.3", Filter(), SubscriptionOptions(), uid=0)
+    # A user's count falls as its connections leave.
+    scanner.owner_left(":1.0")
+    assert 1000 in scanner.subscriptions.uids()
+    for i in range(1, 4):
+        scanner.owner_left(f":1.{i}")
+    assert 1000 not in scanner.subscriptions.uids()

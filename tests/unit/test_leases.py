@@ -79,3 +79,16 @@ def test_release_checks_the_owner_and_the_count_is_bounded() -> None:
         leases.request(":1.1", LeaseKind.ACTIVE, "hci0", 5)
     with pytest.raises(TooManyLeases):
         leases.request(":1.1", LeaseKind.ACTIVE, "hci0", 5)
+
+
+def test_a_user_other_than_root_is_bounded_over_its_connections() -> None:
+    leases = LeaseRegistry(Clock(), per_user=16)
+    for i in range(16):
+        leases.request(f":1.{i // 8}", LeaseKind.PAUSE, "hci0", 5, uid=1000)
+    with pytest.raises(TooManyLeases, match=r"uid 1000 .*MaxLeasesPerUser"):
+        leases.request(":1.9", LeaseKind.PAUSE, "hci0", 5, uid=1000)
+    for i in range(24):  # root: per connection only
+        leases.request(f":2.{i // 8}", LeaseKind.PAUSE, "hci0", 5, uid=0)
+    assert leases.uids() == {0, 1000}
+    leases.drop_owner(":1.0")
+    leases.request(":1.9", LeaseKind.PAUSE, "hci0", 5, uid=1000)

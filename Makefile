@@ -5,7 +5,7 @@ VENUS := .venv-venus
 PY311 := .venv-py311
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint typecheck test-unit test-newest test-venus test-newest-shared test-newest-exclusive test-venus-shared test-venus-exclusive test-dbus-ingest test-loaded test-py311 test-bluez soak bench bench-smoke clean
+.PHONY: setup demo test lint typecheck test-unit test-newest test-venus test-newest-shared test-newest-exclusive test-venus-shared test-venus-exclusive test-dbus-ingest test-dbus-ingest-shared test-dbus-ingest-exclusive test-dbus-ingest-and-py311 test-loaded test-py311 test-bluez soak bench bench-smoke clean
 
 setup:
 	@.ci/setup
@@ -73,8 +73,14 @@ test: setup
 # D-Bus ingest on Venus's dbus-fast; D-Bus ingest on the newest with every core kept
 # busy by a busy loop (.ci/with-load ends them however the run ends: deadlines and
 # waits must hold on a busy CI runner or a GX); Python 3.11 with management ingest.
+DBUS_INGEST_SUITE = BLE_SCANNER_TEST_INGEST=dbus \
+	.ci/suite $(1) $(VENUS)/bin/python $(NOT_INGEST) $(PYTEST_ARGS)
+
 test-dbus-ingest: setup
-	BLE_SCANNER_TEST_INGEST=dbus .ci/suite all $(VENUS)/bin/python $(NOT_INGEST) $(PYTEST_ARGS)
+	$(call DBUS_INGEST_SUITE,all)
+
+test-dbus-ingest-shared test-dbus-ingest-exclusive: test-dbus-ingest-%: setup
+	$(call DBUS_INGEST_SUITE,$*)
 
 # Loaded: the tiers whose tests hold deadlines against the service (the service
 # itself, its clients, the faults and loads of tests/reliability).
@@ -94,6 +100,13 @@ PY311_TESTS := tests/unit tests/service tests/client tests/venus tests/gx
 test-py311: setup
 	@.ci/setup py311
 	BLE_SCANNER_TEST_INGEST=mgmt .ci/suite all $(PY311)/bin/python $(PY311_TESTS) $(PYTEST_ARGS)
+
+# CI runs D-Bus ingest and 3.11 side by side (both mostly wait), then D-Bus
+# ingest's exclusive tests alone; each part's output is shown when it ends.
+test-dbus-ingest-and-py311: setup
+	@.ci/setup py311
+	@$(MAKE) --no-print-directory -j2 --output-sync=target test-dbus-ingest-shared test-py311
+	@$(MAKE) --no-print-directory test-dbus-ingest-exclusive
 
 # The real-BlueZ tier: Debian's bluetoothd 5.66 and 5.82 in QEMU guests (root;
 # builds the guest images first, cached outside the repository), one guest after

@@ -178,6 +178,7 @@ print(sorted(str(a) for a in devices))
     assert devices_line == repr([ADDR])
 
 
+@pytest.mark.exclusive  # a time against an absolute figure: not beside the parallel suite
 async def test_sigterm_stops_our_session_releases_the_name_and_exits_0_within_2_s(
     test_bus: TestBus,
     bluez: BluezSimulator,
@@ -205,6 +206,7 @@ async def test_sigterm_stops_our_session_releases_the_name_and_exits_0_within_2_
     assert not await has_owner(bus)
 
 
+@pytest.mark.exclusive  # a time against an absolute figure: not beside the parallel suite
 async def test_sigterm_during_start_up_exits_0(test_bus: TestBus) -> None:
     """No bluetoothd and a SIGTERM as soon as the process runs: still a clean exit."""
     proc = spawn([sys.executable, "dbus_ble_scanner.py"], test_bus)
@@ -229,7 +231,7 @@ async def test_name_already_taken_logs_the_owner_and_exits_non_zero(
     try:
         proc = spawn([sys.executable, "dbus_ble_scanner.py"], test_bus)
         loop = asyncio.get_running_loop()
-        out, _ = await loop.run_in_executor(None, proc.communicate, None, 10)
+        out, _ = await loop.run_in_executor(None, proc.communicate, None, PROCESS_START)
         assert proc.returncode == 2
         assert "already taken" in out
         assert str(bus.unique_name) in out

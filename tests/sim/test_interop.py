@@ -103,7 +103,8 @@ async def test_standalone_process_serves_a_scene_and_exits_cleanly(test_bus: Tes
     )
     try:
         assert proc.stdout is not None
-        line = (await asyncio.wait_for(proc.stdout.readline(), 10)).decode()
+        # A process start: seconds on a busy machine.
+        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
         assert line.startswith("bluez simulator ready:") and "adapters=hci0,hci1" in line
         props = await get_all(bus, "/org/bluez/hci1", BLUEZ_ADAPTER)
         assert props["Powered"] is True

@@ -1,6 +1,7 @@
 """Two adapters hearing one advertiser: what BlueZ shows, and the service's one record.
 
-The scene (``Backend.listen_on_two``): three controllers on one radio, hci2
+The scene (``Backend.reset(two_listeners=True)``, asked for by
+``TWO_LISTENERS_SCENE`` below): three controllers on one radio, hci2
 advertises and hci0 and hci1 both hear it, as a GX's built-in radio and a USB
 dongle hear one sensor. In the guests btvirt runs ``-L -l3``; its radio gives
 every report RSSI 127 ("not available") on both, so there a "stronger" source
@@ -24,7 +25,7 @@ subscription's ``DeviceDiscovered``), whose new content is told once, and
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -50,7 +51,6 @@ from tests.realbluez.bluez import (
 from tests.realbluez.test_service import (
     ARM_TIMEOUT,
     Record,
-    carries,
     discovered,
     start_service,
     wait_served,
@@ -63,6 +63,8 @@ UNCHANGED_REPORTS = 6
 # At least this many of them reach each controller (as in test_rssi.py).
 MIN_REPORTS = 3
 SCAN_BOTH = ScannerConfig(adapters=frozenset(TWO_LISTENERS))
+# conftest.py's ``bluez`` fixture: every test here starts in the two-listener scene.
+TWO_LISTENERS_SCENE = True
 
 
 def payload() -> bytes:
@@ -76,7 +78,7 @@ def device_path(adapter: str, address: str) -> str:
 @pytest.fixture
 async def two(bluez: Backend, bus: MessageBus) -> Backend:
     """The two-listener scene, with no Device1 left on either listener."""
-    await bluez.listen_on_two()
+    assert bluez.listeners == TWO_LISTENERS
     for adapter in TWO_LISTENERS:
         await remove_all_devices(bus, adapter)
     return bluez
@@ -143,6 +145,9 @@ async def test_a_report_reaches_each_adapter_as_its_own_device_found_and_signals
             if m.path == paths[adapter] and m.body[0] == DEVICE and key in m.body[1]
         ]  # fmt: skip
 
+    def rssi_per_report(adapter: str, reports: int) -> Callable[[], bool]:
+        return lambda: len(signals(adapter, "RSSI")) >= reports
+
     new = payload()
     for _ in range(UNCHANGED_REPORTS):
         await two.advertise(Advert(manufacturer_data={VICTRON: new}))
@@ -151,8 +156,8 @@ async def test_a_report_reaches_each_adapter_as_its_own_device_found_and_signals
         reports = counted[adapter]
         assert reports >= MIN_REPORTS, f"only {reports} reports reached {adapter}: {counted}"
         await wait_until(
-            lambda a=adapter, r=reports: len(signals(a, "RSSI")) >= r,  # type: ignore[misc]
-            timeout=15, what=f"an RSSI per report on {adapter}'s Device1",
+            rssi_per_report(adapter, reports), timeout=15,
+            what=f"an RSSI per report on {adapter}'s Device1",
         )  # fmt: skip
     recorder.close()
     for adapter in TWO_LISTENERS:
@@ -197,21 +202,32 @@ async def service_on_both(two: Backend) -> AsyncIterator[ScannerApp]:
 async def test_the_service_serves_one_record_from_one_source_for_two_adapters(
     two: Backend, service_on_both: ScannerApp, bus: MessageBus
 ) -> None:
+    await one_record_one_source(two, bus, ingest=None)
+
+
+async def one_record_one_source(
+    backend: Backend, bus: MessageBus, ingest: str | None, arm_timeout: float = ARM_TIMEOUT
+) -> None:
+    """The service on ``bus`` scans both listeners (with ``ingest``, if given):
+    one record, both in Sources, one source kept, new content told once."""
+
     async def both_armed() -> bool:
         status = await status_adapters(bus)
-        return all(status.get(a, {}).get("Session") for a in TWO_LISTENERS)
+        return all(
+            status.get(a, {}).get("Session") and ingest in (None, status[a].get("Ingest"))
+            for a in TWO_LISTENERS
+        )
 
-    await wait_until(both_armed, timeout=ARM_TIMEOUT, interval=0.2, what="hci0 and hci1 armed")
-    address = two.advertiser_address
+    await wait_until(both_armed, timeout=arm_timeout, interval=0.2, what="hci0 and hci1 armed")
+    address = backend.advertiser_address
     sub = await subscribe(bus, address)
     recorder = SignalRecorder(bus, member="DeviceDiscovered", path=sub)
 
     # Heard by both: one record, both adapters in Sources.
-    first = payload()
+    first = Advert(manufacturer_data={VICTRON: payload()})
     record = await wait_served(
-        two, bus, Advert(manufacturer_data={VICTRON: first}),
-        lambda r: carries(VICTRON, first)(r) and sources(r) == set(TWO_LISTENERS),
-    )  # fmt: skip
+        backend, bus, first, lambda r: r["ManufacturerData"] == manufacturer(first) and both(r)
+    )
     assert (await discovered(bus)).keys() == {address}
     source = record["Adapter"].value
     assert source in TWO_LISTENERS
@@ -223,33 +239,51 @@ async def test_the_service_serves_one_record_from_one_source_for_two_adapters(
     assert status[TWO_LISTENER_ADVERTISER]["Listening"] is False, "hci2 is not scanned"
 
     # Unchanged content, reports on both: the record stays with its source and
-    # nothing is told (KeepAlive off; the RSSI of the source does not move).
+    # nothing is told (KeepAlive off; the source's RSSI does not move).
     told_before = len(recorder.messages)
     seen: list[str] = []
     for _ in range(UNCHANGED_REPORTS):
-        await two.advertise(Advert(manufacturer_data={VICTRON: first}))
+        await backend.advertise(first)
         (now,) = (await discovered(bus)).values()
         seen.append(now["Adapter"].value)
         assert now["Path"] == Variant("o", device_path(now["Adapter"].value, address))
+    await all_reports_in(backend, bus, first, now)
     assert set(seen) == {source}, f"the record's Adapter moved: {seen}"
     unchanged = recorder.messages[told_before:]
     assert unchanged == [], [(m.body[1]["Adapter"].value, rssi(m.body[1])) for m in unchanged]
 
     # New content: told once, from the same source, whichever adapter heard it first.
-    second = payload()
-    await wait_served(two, bus, Advert(manufacturer_data={VICTRON: second}),
-                       carries(VICTRON, second))  # fmt: skip
-    await wait_until(lambda: told(recorder, second), timeout=10, what="the new payload told")
+    second = Advert(manufacturer_data={VICTRON: payload()})
+    now = await wait_served(
+        backend, bus, second, lambda r: r["ManufacturerData"] == manufacturer(second)
+    )
+    await all_reports_in(backend, bus, second, now)
+    recorder.close()
     (now,) = (await discovered(bus)).values()
     assert now["Adapter"].value == source
-    assert sources(now) == set(TWO_LISTENERS)
-    # Both adapters' reports of it have reached the service once a later report is in.
-    await wait_served(two, bus, Advert(manufacturer_data={VICTRON: second}),
-                       lambda r: r["LastSeen"].value > now["LastSeen"].value)  # fmt: skip
-    recorder.close()
-    assert len(told(recorder, second)) == 1, told(recorder, second)
-    adapters = [m.body[1]["Adapter"].value for m in recorder.messages]
+    assert both(now)
+    news = [m for m in recorder.messages if m.body[1]["ManufacturerData"] == manufacturer(second)]
+    assert len(news) == 1, [(m.body[1]["Adapter"].value, rssi(m.body[1])) for m in news]
+    adapters = [m.body[1]["Adapter"].value for m in recorder.messages[told_before:]]
     assert set(adapters) == {source}, f"DeviceDiscovered from {adapters}"
+
+
+def manufacturer(advert: Advert) -> Variant:
+    return Variant("a{qay}", advert.manufacturer_data)
+
+
+def both(record: Record) -> bool:
+    return sources(record) == set(TWO_LISTENERS)
+
+
+async def all_reports_in(backend: Backend, bus: MessageBus, advert: Advert, last: Record) -> None:
+    """Every report so far has reached the service: a later one has.
+
+    bluetoothd (and the kernel's control channel) deliver in order, so a report
+    after ``last`` was read comes after every report before it.
+    """
+    seen = last["LastSeen"].value
+    await wait_served(backend, bus, advert, lambda r: r["LastSeen"].value > seen)
 
 
 def sources(record: Record) -> set[str]:
@@ -260,7 +294,3 @@ def sources(record: Record) -> set[str]:
 def rssi(record: Record) -> int | None:
     value = record.get("Rssi")
     return None if value is None else int(value.value)
-
-
-def told(recorder: SignalRecorder, data: bytes) -> list[Message]:
-    return [m for m in recorder.messages if carries(VICTRON, data)(m.body[1])]

@@ -189,6 +189,7 @@ def status_variants(status: ServiceStatus) -> dict[str, Variant]:
             "Session": Variant("b", a.session),
             "State": Variant("s", a.state),
             "Ingest": Variant("s", a.ingest),
+            "Listening": Variant("b", a.listening),
         }
         for a in status.adapters
     }

@@ -78,6 +78,14 @@ class Device:
         self.interest: tuple[Any, ...] | None = None
         self.interest_generation = -1
 
+    def heard_by(self) -> dict[str, int]:
+        """Each source's latest RSSI, by adapter name (record key ``Sources``)."""
+        return {
+            adapter: source.rssi
+            for adapter, source in sorted(self.sources.items())
+            if source.rssi is not None
+        }
+
     @property
     def interval(self) -> float | None:
         """The learned advertising interval in seconds; None until learned."""

@@ -109,6 +109,9 @@ def encode(devices: Iterable[Device], now: float, wall: float) -> bytes:
 def decode(data: bytes, now: float, wall: float, lost_timeout: float) -> tuple[list[Device], int]:
     """The devices in a file's bytes still present now, and how many were too old.
 
+    A device is too old when it was unheard for its lost time when the file was
+    written, or when the file is older than the lost timeout.
+
     Every value is checked as BlueZ's are (record.py); anything wrong makes the
     whole file a StateFileError: a file that is wrong in one place cannot be
     trusted in the others.
@@ -147,11 +150,13 @@ def decode(data: bytes, now: float, wall: float, lost_timeout: float) -> tuple[l
         if device.address in seen:
             raise StateFileError(f"device {index}: {device.address} twice")
         seen.add(device.address)
-        age += elapsed
-        if age >= lost_after(device.interval, lost_timeout):
+        # The time the service was down nobody listened (core/sources.py): it does
+        # not count towards the lost time, unless it outlasted the lost timeout.
+        if age >= lost_after(device.interval, lost_timeout) or elapsed >= lost_timeout:
             too_old += 1
             continue
-        device.heard = now - age
+        device.heard = now - age - elapsed
+        device.since = now - age
         devices.append(device)
     return devices, too_old
 

@@ -24,7 +24,6 @@ subscription's ``DeviceDiscovered``), whose new content is told once, and
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -50,13 +49,14 @@ from tests.realbluez.bluez import (
 )
 from tests.realbluez.test_service import (
     ARM_TIMEOUT,
+    VICTRON,
     Record,
     discovered,
+    payload,
     start_service,
     wait_served,
 )
 
-VICTRON = 0x02E1
 # Re-advertisements with unchanged content while the record is watched; btvirt
 # turns each into a report on each listener (the kernel drops one now and then).
 UNCHANGED_REPORTS = 6
@@ -65,10 +65,6 @@ MIN_REPORTS = 3
 SCAN_BOTH = ScannerConfig(adapters=frozenset(TWO_LISTENERS))
 # conftest.py's ``bluez`` fixture: every test here starts in the two-listener scene.
 TWO_LISTENERS_SCENE = True
-
-
-def payload() -> bytes:
-    return os.urandom(6)
 
 
 def device_path(adapter: str, address: str) -> str:

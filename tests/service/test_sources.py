@@ -232,9 +232,7 @@ async def test_time_the_service_was_not_listening_loses_no_device_and_teaches_no
 
     async def all_heard_again() -> bool:
         devices = await get_devices(bus)
-        return all(
-            a in devices and devices[a]["LastSeen"].value > listening_again for a in SENSORS
-        )
+        return all(a in devices and devices[a]["LastSeen"].value > listening_again for a in SENSORS)
 
     await wait_until(all_heard_again, timeout=10.0, interval=0.2, what="heard again")
     assert lost(broadcast) == []

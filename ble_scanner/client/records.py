@@ -52,7 +52,8 @@ class Advertisement:
     last_seen: float
     interval: float | None = None
     restored: bool = False
-    sources: Mapping[str, int] = _EMPTY_SOURCES
+    # A factory: Python 3.11 counts a mappingproxy as a mutable default.
+    sources: Mapping[str, int] = field(default_factory=lambda: _EMPTY_SOURCES)
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> Advertisement:

@@ -240,7 +240,9 @@ class DeviceCache:
 
     def resumed(self, adapter: str, now: float) -> None:
         """``adapter`` listens again: each device it heard that no other listening
-        source heard gets its whole presence time again, from ``now``."""
+        source heard gets its whole presence time again, from ``now``, but never
+        from more than the lost timeout after its last report (pauses again and
+        again keep a gone device no longer than that)."""
         listens = self.listening.listens
         again = [
             device
@@ -250,8 +252,9 @@ class DeviceCache:
             and not any(listens(a) for a in device.sources if a != adapter)
         ]
         devices = self._devices
+        lost_timeout = self.lost_timeout
         for device in again:
-            device.since = now
+            device.since = min(now, device.heard + lost_timeout)
             devices.move_to_end(device.address)
 
     def restore(self, devices: list[Device]) -> list[Device]:

@@ -11,11 +11,12 @@ only while the previous one's scanner is scanning. Here:
 
 - the strength compared is each source's smoothed RSSI (an exponentially
   weighted mean), so one lucky packet moves nothing;
-- the margin is ``SWITCH_MARGIN`` (8 dB), not 16: a source change needs the
+- the margin is ``SWITCH_MARGIN`` (10 dB), not 16: a source change needs the
   challenger that much stronger, and going back needs the old source that
   much stronger again, so the band between the two is hysteresis of twice the
   margin. HA's 16 dB keeps a device on an adapter hearing it at -65 dBm when
-  another hears it at -50 dBm; why 8 is enough: docs/behaviour.md "Presence";
+  another hears it at -50 dBm; on smoothed readings 10 dB flaps less than
+  HA's 16 on single ones (measured: docs/behaviour.md "Presence");
 - the current source is stale after ``STALE_FACTOR`` times the device's
   learned interval (presence.py) without hearing it, and a source that is not
   listening (``Listening``) yields at once.
@@ -35,14 +36,18 @@ from typing import Final
 # (habluetooth manager.py). About the last five readings count; one outlier moves
 # the mean by 0.3 of its excursion.
 SMOOTHING: Final = 0.3
-# dB by which a challenger's smoothed RSSI must beat the current source's. BlueZ's
-# own "the RSSI moved" threshold (src/device.c RSSI_THRESHOLD); measured against
-# per-packet noise in docs/behaviour.md "Presence" (tests/unit/test_sources.py).
-SWITCH_MARGIN: Final = 8.0
+# dB by which a challenger's smoothed RSSI must beat the current source's. Two
+# adapters hearing a 1 s advertiser equally, with 4 dB of per-packet noise, swap
+# it about once in 8 hours (8 dB: 1.6 times an hour; HA's 16 dB on single
+# readings: 11); with 6 dB of noise 7 times an hour, HA's rule 117
+# (tests/unit/test_sources.py measures it; docs/behaviour.md "Presence").
+SWITCH_MARGIN: Final = 10.0
 # The current source is stale when it has not heard the device for this many of
-# its learned intervals (the longest gap over the last 16 to 31 events): it
-# missed at least one whole worst-case gap that another adapter heard.
-STALE_FACTOR: Final = 2.0
+# its learned intervals (the longest gap over the last 16 to 31 events), as a
+# device is lost after presence.py's INTERVAL_FACTOR of them. Two adapters each
+# missing 30 % of a 1 s advertiser's packets swap it 2.4 times an hour at 3,
+# 14 times at 2 (tests/unit/test_sources.py).
+STALE_FACTOR: Final = 3.0
 
 
 class Source:
@@ -62,7 +67,10 @@ class Source:
             return
         self.rssi = rssi
         smoothed = self.smoothed
-        self.smoothed = float(rssi) if smoothed is None else smoothed + SMOOTHING * (rssi - smoothed)
+        if smoothed is None:
+            self.smoothed = float(rssi)
+        else:
+            self.smoothed = smoothed + SMOOTHING * (rssi - smoothed)
 
     def __repr__(self) -> str:
         return f"Source({self.path} rssi={self.rssi} smoothed={self.smoothed})"

@@ -80,6 +80,29 @@ async def learned(bus: MessageBus, addresses: tuple[str, ...]) -> dict[str, floa
     return intervals
 
 
+async def sensors_advertising(
+    bluez: BluezSimulator, bus: MessageBus
+) -> tuple[SignalRecorder, dict[str, float]]:
+    """SENSORS advertising on hci0 until their intervals are learned; the broadcast
+    recorded from before, and the intervals."""
+    await watch_broadcast(bus)
+    broadcast = SignalRecorder(bus, path="/")
+    for address in SENSORS:
+        bluez.add_advertiser("hci0", address, period=PERIOD, manufacturer_data=PAYLOAD)
+    return broadcast, await learned(bus, SENSORS)
+
+
+async def all_lost(broadcast: SignalRecorder, timeout: float) -> float:
+    """Seconds until DeviceLost came for each of SENSORS."""
+    start = time.monotonic()
+    await broadcast.wait_for(
+        lambda ms: set(SENSORS) <= {m.body[0] for m in ms if m.member == "DeviceLost"},
+        timeout=timeout,
+        what="DeviceLost for each",
+    )
+    return time.monotonic() - start
+
+
 def lost(signals: SignalRecorder) -> list[str]:
     return [m.body[0] for m in signals.of("DeviceLost")]
 
@@ -220,11 +243,7 @@ Spell = Callable[[ScannerApp, BluezSimulator, MessageBus], Awaitable[None]]
 async def test_time_the_service_was_not_listening_loses_no_device_and_teaches_no_interval(
     spell: Spell, service: ScannerApp, bluez: BluezSimulator, bus: MessageBus
 ) -> None:
-    await watch_broadcast(bus)
-    broadcast = SignalRecorder(bus, path="/")
-    for address in SENSORS:
-        bluez.add_advertiser("hci0", address, period=PERIOD, manufacturer_data=PAYLOAD)
-    before = await learned(bus, SENSORS)
+    broadcast, before = await sensors_advertising(bluez, bus)
     started = time.time()
     await spell(service, bluez, bus)
     listening_again = time.time()
@@ -245,20 +264,10 @@ async def test_time_the_service_was_not_listening_loses_no_device_and_teaches_no
 async def test_devices_that_go_silent_while_the_service_listens_are_lost_on_time(
     service: ScannerApp, bluez: BluezSimulator, bus: MessageBus
 ) -> None:
-    await watch_broadcast(bus)
-    broadcast = SignalRecorder(bus, path="/")
-    for address in SENSORS:
-        bluez.add_advertiser("hci0", address, period=PERIOD, manufacturer_data=PAYLOAD)
-    await learned(bus, SENSORS)
+    broadcast, _ = await sensors_advertising(bluez, bus)
     for address in SENSORS:
         bluez.remove_advertiser("hci0", address)
-    silent = time.monotonic()
-    await broadcast.wait_for(
-        lambda ms: set(SENSORS) <= {m.body[0] for m in ms if m.member == "DeviceLost"},
-        timeout=PRESENCE + 5.0,
-        what="DeviceLost for each",
-    )
-    took = time.monotonic() - silent
+    took = await all_lost(broadcast, PRESENCE + 5.0)
     assert INTERVAL_SLACK <= took <= PRESENCE + 2.0, took
     assert listening(service, "hci0")
 
@@ -266,20 +275,10 @@ async def test_devices_that_go_silent_while_the_service_listens_are_lost_on_time
 async def test_an_adapter_off_longer_than_the_lost_timeout_loses_its_devices_then_with_one_line(
     service: ScannerApp, bluez: BluezSimulator, bus: MessageBus, caplog: pytest.LogCaptureFixture
 ) -> None:
-    await watch_broadcast(bus)
-    broadcast = SignalRecorder(bus, path="/")
-    for address in SENSORS:
-        bluez.add_advertiser("hci0", address, period=PERIOD, manufacturer_data=PAYLOAD)
-    await learned(bus, SENSORS)
+    broadcast, _ = await sensors_advertising(bluez, bus)
     with caplog.at_level(logging.WARNING, logger="ble_scanner.core.hub"):
         await bluez.set_powered("hci0", False)
-        off = time.monotonic()
-        await broadcast.wait_for(
-            lambda ms: set(SENSORS) <= {m.body[0] for m in ms if m.member == "DeviceLost"},
-            timeout=LOST_TIMEOUT + 10.0,
-            what="DeviceLost for each",
-        )
-        took = time.monotonic() - off
+        took = await all_lost(broadcast, LOST_TIMEOUT + 10.0)
     assert LOST_TIMEOUT <= took <= LOST_TIMEOUT + 3.0, took
     lines = [r.getMessage() for r in caplog.records if r.name == "ble_scanner.core.hub"]
     assert lines == ["hci0 has not listened for 15 s (LostTimeout): 3 device(s) it heard are lost"]

@@ -20,7 +20,7 @@ from typing import Any
 
 from .presence import INTERVAL_SLACK, IntervalLearner, lost_after
 from .record import Content
-from .sources import Listening, Source, prefer
+from .sources import SMOOTHING, Listening, Source, prefer
 
 
 class Device:
@@ -163,11 +163,16 @@ class DeviceCache:
         source = sources.get(adapter)
         if source is None:
             source = sources[adapter] = Source(path, now)
-        source.hear(rssi, now)
-        if len(sources) > 1:
-            self._forget_old_sources(device, now)
+        # Source.hear, inlined: this runs for every report.
+        source.heard = now
+        if rssi is not None:
+            source.rssi = rssi
+            smoothed = source.smoothed
+            source.smoothed = rssi if smoothed is None else smoothed + SMOOTHING * (rssi - smoothed)
         current = device.adapter
         followed = current == adapter
+        if len(sources) > 1:
+            self._forget_old_sources(device, now)
         if not followed:
             chosen = sources.get(current)
             if chosen is None or prefer(

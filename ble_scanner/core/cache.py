@@ -18,9 +18,10 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
+from ..const import RSSI_UNAVAILABLE
 from .presence import INTERVAL_SLACK, IntervalLearner, lost_after
 from .record import Content
-from .sources import Listening, Source, prefer
+from .sources import SMOOTHING, Listening, Source, prefer
 
 
 class Device:
@@ -79,11 +80,15 @@ class Device:
         self.interest_generation = -1
 
     def heard_by(self) -> dict[str, int]:
-        """Each source's latest RSSI, by adapter name (record key ``Sources``)."""
+        """Each source's latest RSSI, by adapter name (record key ``Sources``).
+
+        An adapter that hears the device with no reading (virtual controllers,
+        some dongles) is named too, with HCI's "no reading" value 127: it hears
+        the device, which is what a client choosing where to connect needs.
+        """
         return {
-            adapter: source.rssi
+            adapter: RSSI_UNAVAILABLE if source.rssi is None else source.rssi
             for adapter, source in sorted(self.sources.items())
-            if source.rssi is not None
         }
 
     @property
@@ -163,11 +168,16 @@ class DeviceCache:
         source = sources.get(adapter)
         if source is None:
             source = sources[adapter] = Source(path, now)
-        source.hear(rssi, now)
-        if len(sources) > 1:
-            self._forget_old_sources(device, now)
+        # Source.hear, inlined: this runs for every report.
+        source.heard = now
+        if rssi is not None:
+            source.rssi = rssi
+            smoothed = source.smoothed
+            source.smoothed = rssi if smoothed is None else smoothed + SMOOTHING * (rssi - smoothed)
         current = device.adapter
         followed = current == adapter
+        if len(sources) > 1:
+            self._forget_old_sources(device, now)
         if not followed:
             chosen = sources.get(current)
             if chosen is None or prefer(

@@ -82,20 +82,23 @@ def prefer(
     current_listening: bool,
     interval: float | None,
     now: float,
+    margin: float = SWITCH_MARGIN,
+    stale_factor: float = STALE_FACTOR,
 ) -> bool:
     """True if the record should move from ``current`` to ``challenger``, which just heard it.
 
     ``interval``: the device's learned advertising interval so far (None: not
-    known, so staleness cannot be judged and only strength counts).
+    known, so staleness cannot be judged and only strength counts). ``margin``
+    and ``stale_factor`` are other than the constants only in their measurement.
     """
     if not current_listening:
         return True
-    if interval is not None and now - current.heard > interval * STALE_FACTOR:
+    if interval is not None and now - current.heard > interval * stale_factor:
         return True
     theirs, ours = challenger.smoothed, current.smoothed
     if theirs is None:
         return False
-    return ours is None or theirs - ours >= SWITCH_MARGIN
+    return ours is None or theirs - ours >= margin
 
 
 class Listening:

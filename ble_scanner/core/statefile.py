@@ -8,10 +8,11 @@ file I/O (a temporary file in the same directory, fsync, rename, fsync of the
 directory: after a power cut the file is the old one or the new one, whole).
 
 Ages, not times, carry presence across the restart: each device's seconds
-since it was last heard when the file was written, plus the wall-clock time
-between the writing and the reading, is compared with the device's lost time
-(presence.py), so a device that would have been lost meanwhile is not
-restored. A file written "in the future" (the clock went back) is ignored.
+since it was last heard when the file was written are compared with its lost
+time (presence.py). The wall-clock time between the writing and the reading
+is time nobody listened (sources.py): it does not count, unless it outlasted
+the lost timeout, which makes every device too old. A file written "in the
+future" (the clock went back) is ignored.
 """
 
 from __future__ import annotations

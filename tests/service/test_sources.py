@@ -22,12 +22,14 @@ from dbus_fast import Variant
 from dbus_fast.aio import MessageBus
 
 from ble_scanner.config import ScannerConfig
+from ble_scanner.const import SCANNER_SERVICE
 from ble_scanner.core.presence import INTERVAL_FACTOR, INTERVAL_SLACK
 from ble_scanner.main import ScannerApp
 from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.testbus import TestBus
+from ble_scanner.venus.const import BUSITEM_INTERFACE
 from tests.conftest import start_scanner, wait_scanning
-from tests.helpers import SignalRecorder, scanner_call, wait_until
+from tests.helpers import SignalRecorder, call, scanner_call, wait_until
 from tests.service.conftest import get_devices, watch_broadcast
 
 PERIOD = 0.25
@@ -286,3 +288,12 @@ async def test_an_adapter_off_longer_than_the_lost_timeout_loses_its_devices_the
     adapters = status.body[0]["Adapters"].value
     assert adapters["hci0"]["Listening"].value is False
     assert adapters["hci1"]["Listening"].value is True
+
+    async def tree_says(adapter: str, value: int) -> bool:
+        path = f"/Adapters/{adapter}/Listening"
+        reply = await call(bus, SCANNER_SERVICE, path, BUSITEM_INTERFACE, "GetValue")
+        return reply.error_name is None and reply.body == [Variant("i", value)]
+
+    # The tree is refreshed once a second.
+    await wait_until(lambda: tree_says("hci0", 0), interval=0.2, what="hci0 not listening")
+    await wait_until(lambda: tree_says("hci1", 1), interval=0.2, what="hci1 listening")

@@ -20,6 +20,7 @@ from ble_scanner.bus.writer import (
     _BudgetQueue,
     split_messages,
 )
+from ble_scanner.const import RSSI_UNAVAILABLE
 from ble_scanner.core.cache import Device
 from ble_scanner.core.record import Content
 from ble_scanner.core.sources import Source
@@ -96,7 +97,7 @@ def test_device_discovered_is_what_dbus_fast_marshals(
 SOURCES = [
     {"hci0": -50},  # one adapter: no Sources key
     {"hci0": -50, "hci1": -71},
-    {"hci0": -50, "hci1": None, "hci10": -127},  # a source with no reading is left out
+    {"hci0": -50, "hci1": None, "hci10": -127},  # a source with no reading: 127
     {"hci0": 20, "hci12": -1, "hci3": -99, "usb-dongle": -60},
 ]
 
@@ -120,7 +121,7 @@ def test_a_record_with_sources_is_what_dbus_fast_marshals(
         "sa{sv}", path="/", interface="com.victronenergy.ble.Scanner1", member="DeviceDiscovered"
     )
     assert message(MESSAGE_SIGNAL, 7, fields, record_entry(d)) == dbus_fast_bytes(expected, 7)
-    told = {a: r for a, r in sources.items() if r is not None}
+    told = {a: RSSI_UNAVAILABLE if r is None else r for a, r in sources.items()}
     record = expected.body[1]
     assert ("Sources" in record) == (len(told) > 1)
     if len(told) > 1:

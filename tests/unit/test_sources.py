@@ -14,8 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ble_scanner.core import sources as sources_module
-from ble_scanner.core.hub import HubSettings
+from ble_scanner.core.hub import Hub, HubSettings
 from ble_scanner.core.presence import (
     INTERVAL_FACTOR,
     INTERVAL_HISTORY,
@@ -30,7 +29,7 @@ from ble_scanner.core.sources import (
     prefer,
 )
 from ble_scanner.service import record_variants
-from tests.unit.test_hub import ADDR, heard, make
+from tests.unit.test_hub import ADDR, Clock, heard, make
 
 PERIOD = 1.0
 LOST_TIMEOUT = 60.0
@@ -122,17 +121,18 @@ def test_two_adapters_with_unchanged_content_tell_at_most_the_first_report_and_o
 # --- the hub ------------------------------------------------------------------------------
 
 
-def learn(hub_clock: tuple[object, object, object], adapters: tuple[str, ...], times: int) -> None:
-    hub, _, clock = hub_clock
+def learn(hub: Hub, clock: Clock, adapters: tuple[str, ...], times: int) -> None:
+    """``times`` advertising events PERIOD apart, each heard by ``adapters`` in turn
+    (the first at -50 dBm, the next at -65); the clock ends one PERIOD after the last."""
     for _ in range(times):
         for n, adapter in enumerate(adapters):
-            heard(hub, adapter=adapter, rssi=-50 - 15 * n)  # type: ignore[arg-type]
-        clock.now += PERIOD  # type: ignore[attr-defined]
+            heard(hub, adapter=adapter, rssi=-50 - 15 * n)
+        clock.now += PERIOD
 
 
 def test_the_record_follows_one_source_and_sources_lists_both() -> None:
     hub, rec, clock = make(SETTINGS)
-    learn((hub, rec, clock), ("hci0", "hci1"), INTERVAL_HISTORY + 1)
+    learn(hub, clock, ("hci0", "hci1"), INTERVAL_HISTORY + 1)
     device = hub.cache.get(ADDR)
     assert device is not None
     assert (device.adapter, device.rssi) == ("hci0", -50)
@@ -160,7 +160,7 @@ def test_content_from_the_other_source_is_told_at_once() -> None:
 
 def test_when_the_stronger_adapter_stops_hearing_the_record_moves_and_nothing_is_lost() -> None:
     hub, rec, clock = make(SETTINGS)
-    learn((hub, rec, clock), ("hci0", "hci1"), INTERVAL_HISTORY + 1)
+    learn(hub, clock, ("hci0", "hci1"), INTERVAL_HISTORY + 1)
     rec.take()
     for _ in range(int(PRESENCE * 3)):  # hci0 hears it no more; hci1 does
         heard(hub, adapter="hci1", rssi=-65)
@@ -175,7 +175,7 @@ def test_when_the_stronger_adapter_stops_hearing_the_record_moves_and_nothing_is
 
 def test_a_pause_loses_nothing_and_teaches_no_interval() -> None:
     hub, rec, clock = make(SETTINGS)
-    learn((hub, rec, clock), ("hci0",), INTERVAL_HISTORY + 2)
+    learn(hub, clock, ("hci0",), INTERVAL_HISTORY + 2)
     device = hub.cache.get(ADDR)
     assert device is not None
     interval = device.interval
@@ -198,7 +198,7 @@ def test_a_pause_loses_nothing_and_teaches_no_interval() -> None:
 
 def test_silence_while_listening_is_lost_on_time() -> None:
     hub, rec, clock = make(SETTINGS)
-    learn((hub, rec, clock), ("hci0",), INTERVAL_HISTORY + 2)
+    learn(hub, clock, ("hci0",), INTERVAL_HISTORY + 2)
     clock.now -= PERIOD
     rec.take()
     clock.now += PRESENCE - 0.5
@@ -210,7 +210,7 @@ def test_silence_while_listening_is_lost_on_time() -> None:
 
 def test_a_deaf_adapter_costs_nothing_while_another_that_heard_the_device_listens() -> None:
     hub, rec, clock = make(SETTINGS)
-    learn((hub, rec, clock), ("hci0", "hci1"), INTERVAL_HISTORY + 2)
+    learn(hub, clock, ("hci0", "hci1"), INTERVAL_HISTORY + 2)
     clock.now -= PERIOD
     hub.listening("hci0", False)
     clock.now += PRESENCE + 0.5
@@ -221,7 +221,7 @@ def test_an_adapter_deaf_longer_than_the_lost_timeout_loses_its_devices_with_one
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     hub, rec, clock = make(SETTINGS)
-    learn((hub, rec, clock), ("hci0",), INTERVAL_HISTORY + 2)
+    learn(hub, clock, ("hci0",), INTERVAL_HISTORY + 2)
     heard(hub, address="C0:11:22:33:44:66", adapter="hci0")
     hub.listening("hci0", False)
     rec.take()
@@ -242,7 +242,7 @@ def test_an_adapter_deaf_longer_than_the_lost_timeout_loses_its_devices_with_one
 
 def test_repeated_pauses_keep_a_gone_device_no_longer_than_its_lost_time_plus_the_timeout() -> None:
     hub, rec, clock = make(SETTINGS)
-    learn((hub, rec, clock), ("hci0",), INTERVAL_HISTORY + 2)
+    learn(hub, clock, ("hci0",), INTERVAL_HISTORY + 2)
     last = clock.now - PERIOD
     lost_at = None
     while lost_at is None and clock.now - last < 10 * LOST_TIMEOUT:
@@ -258,7 +258,7 @@ def test_repeated_pauses_keep_a_gone_device_no_longer_than_its_lost_time_plus_th
 
 def test_restored_devices_wait_for_their_adapter_to_listen() -> None:
     old, _, old_clock = make(SETTINGS)
-    learn((old, None, old_clock), ("hci0",), INTERVAL_HISTORY + 2)
+    learn(old, old_clock, ("hci0",), INTERVAL_HISTORY + 2)
     device = old.cache.get(ADDR)
     assert device is not None
     hub, rec, clock = make(SETTINGS)
@@ -286,6 +286,7 @@ def swaps_per_hour(
     noise: float,
     smoothed: bool = True,
     loss: float = 0.0,
+    stale_factor: float = STALE_FACTOR,
     seed: int = 7,
 ) -> float:
     """Changes of source per hour for a 1 s advertiser that two adapters hear at the
@@ -296,25 +297,22 @@ def swaps_per_hour(
     pair = {"hci0": Source("a", 0.0), "hci1": Source("b", 0.0)}
     learner, heard_at = IntervalLearner(), None
     current, swaps = "hci0", 0
-    saved = sources_module.SWITCH_MARGIN
-    sources_module.SWITCH_MARGIN = margin
-    try:
-        for event in range(EVENTS):
-            now = float(event)
-            for adapter in rnd.sample(sorted(pair), 2):
-                if rnd.random() < loss:
-                    continue
-                if heard_at is not None:
-                    learner.gap(now - heard_at)
-                heard_at = now
-                src = pair[adapter]
-                src.hear(round(rnd.gauss(-70.0, noise)), now)
-                if not smoothed:
-                    src.smoothed = src.rssi
-                if adapter != current and prefer(pair[current], src, True, learner.estimate, now):
-                    current, swaps = adapter, swaps + 1
-    finally:
-        sources_module.SWITCH_MARGIN = saved
+    for event in range(EVENTS):
+        now = float(event)
+        for adapter in rnd.sample(sorted(pair), 2):
+            if rnd.random() < loss:
+                continue
+            if heard_at is not None:
+                learner.gap(now - heard_at)
+            heard_at = now
+            src = pair[adapter]
+            src.hear(round(rnd.gauss(-70.0, noise)), now)
+            if not smoothed:
+                src.smoothed = src.rssi
+            if adapter != current and prefer(
+                pair[current], src, True, learner.estimate, now, margin, stale_factor
+            ):
+                current, swaps = adapter, swaps + 1
     return swaps / (EVENTS / HOUR)
 
 
@@ -334,12 +332,7 @@ def test_measured_the_stale_factor_keeps_lossy_adapters_from_swapping() -> None:
     """Each adapter misses 30 % of the packets (a busy channel): a stale source
     yields after STALE_FACTOR intervals; fewer swap the device far more often."""
     ours = swaps_per_hour(SWITCH_MARGIN, 4.0, loss=0.3)
-    saved = sources_module.STALE_FACTOR
-    try:
-        sources_module.STALE_FACTOR = 2.0
-        two = swaps_per_hour(SWITCH_MARGIN, 4.0, loss=0.3)
-    finally:
-        sources_module.STALE_FACTOR = saved
+    two = swaps_per_hour(SWITCH_MARGIN, 4.0, loss=0.3, stale_factor=2.0)
     print(f"swaps/h at 30 % loss: factor {STALE_FACTOR} {ours:.2f}, factor 2 {two:.2f}")
     assert ours < 3.0  # measured 2.4 an hour
     assert ours < two / 3  # 14 an hour

@@ -175,6 +175,10 @@ def record_variants(device: Device) -> dict[str, Variant]:
     record["LastSeen"] = Variant("d", device.last_seen)
     if device.interval is not None:
         record["Interval"] = Variant("d", device.interval)
+    if len(device.sources) > 1:
+        heard_by = device.heard_by()
+        if len(heard_by) > 1:
+            record["Sources"] = Variant("a{sn}", heard_by)
     if device.rssi is not None:
         record["Rssi"] = Variant("n", device.rssi)
     return record
@@ -189,6 +193,7 @@ def status_variants(status: ServiceStatus) -> dict[str, Variant]:
             "Session": Variant("b", a.session),
             "State": Variant("s", a.state),
             "Ingest": Variant("s", a.ingest),
+            "Listening": Variant("b", a.listening),
         }
         for a in status.adapters
     }

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final, Protocol
 
 from dbus_fast import Variant
@@ -69,6 +69,7 @@ from .discovery import (
     WantsChanged,
     Warn,
     begin,
+    listening,
     step,
     text,
 )
@@ -133,6 +134,7 @@ class AdapterDiscovery:
         call: BluezCall,
         links: Links,
         claims: ClaimsDir | None,
+        on_listening: Callable[[str, bool], None],
         silence_restart: float,
         silence_power_cycle: float,
         drain_timeout: float,
@@ -141,9 +143,13 @@ class AdapterDiscovery:
     ) -> None:
         """``links``: bluetoothd's links, none of which a power cycle may drop;
         ``claims``: the bt-claims directory (None: no other process to coordinate with);
+        ``on_listening``: told (adapter name, listening) whenever ``listening`` changes,
+        first at ``start`` (the hub: devices lose no time while nothing listens);
         ``restarted_at``: when bluetoothd came back while we ran (discovery.py);
         ``blocker``: who held the controller when this adapter was last seen."""
         self.call = call
+        self.on_listening = on_listening
+        self.listening = False
         self.links = links
         self.claims = claims
         self.drain_timeout = drain_timeout
@@ -200,7 +206,13 @@ class AdapterDiscovery:
 
     def status(self) -> AdapterStatus:
         return AdapterStatus(
-            self.name, self.address, self.powered, self.discovering, self.session, self.state
+            self.name,
+            self.address,
+            self.powered,
+            self.discovering,
+            self.session,
+            self.state,
+            listening=self.listening,
         )
 
     # --- events in -------------------------------------------------------------------
@@ -209,6 +221,8 @@ class AdapterDiscovery:
         """The first state is logged as every change after it is (``feed``)."""
         _LOGGER.info("%s: %s", self.name, self.state)
         self.machine, actions = begin(self.machine)
+        self.on_listening(self.name, False)  # until our session or monitor is up
+        self._tell_listening()
         self._act(actions)
 
     def feed(self, event: Event) -> None:
@@ -222,7 +236,14 @@ class AdapterDiscovery:
             self.monitor_active = False
         if self.state != before:
             _LOGGER.info("%s: %s", self.name, self.state)
+        self._tell_listening()
         self._act(actions)
+
+    def _tell_listening(self) -> None:
+        now = listening(self.machine)
+        if now != self.listening:
+            self.listening = now
+            self.on_listening(self.name, now)
 
     def on_properties(self, changed: Mapping[str, Variant]) -> None:
         """Adapter1's PropertiesChanged; Powered first, as a power-off also ends Discovering."""
@@ -458,6 +479,9 @@ class AdapterDiscovery:
     def forget(self) -> None:
         """The adapter or bluetoothd is gone: no more calls, nothing to undo."""
         self._closed = True
+        if self.listening:
+            self.listening = False
+            self.on_listening(self.name, False)
         if self._reset is not None:
             self._reset.cancel()  # its finally releases our drain
         if self._backoff is not None:

@@ -378,6 +378,23 @@ def activity(state: AdapterState) -> Activity:
     return state.note
 
 
+def listening(state: AdapterState) -> bool:
+    """Our discovery session or monitor hears the adapter's advertisements now.
+
+    Not while paused (active mode), restarting, powered off or power-cycling,
+    while another process resets the adapter, or while another scanner holds
+    the controller and no passive fallback runs: devices heard only here lose
+    no time then (core/sources.py ``Listening``).
+    """
+    return (
+        state.wants.enabled
+        and state.powered
+        and not state.drained_by
+        and not state.cycling
+        and (state.session or state.monitor)
+    )
+
+
 def text(state: AdapterState) -> str:
     """The adapter's state in words, for GetStatus, /Adapters/<hciN>/State and the CLI."""
     now = activity(state)

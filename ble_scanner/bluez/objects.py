@@ -96,6 +96,7 @@ class Bluez:
         reports so far, for the silence watchdog (none: no watchdog);
         ``mgmt_socket``: read management frames from this Unix socket, not the kernel."""
         self.bus = bus
+        self.sink = sink
         self.adapters_wanted = adapters_wanted
         self.call_timeout = call_timeout
         self.scan_mode = scan_mode
@@ -401,6 +402,7 @@ class Bluez:
                 call=self.call,
                 links=self.links,
                 claims=self.claims,
+                on_listening=self.sink.listening,
                 silence_restart=self.silence_restart,
                 silence_power_cycle=self.silence_power_cycle,
                 drain_timeout=self.drain_timeout,

@@ -29,9 +29,12 @@ MALFORMED_LOG_INTERVAL: Final = 60.0
 
 
 class ReportSink(Protocol):
-    """Where reports go: the hub (``core/hub.py`` ``Hub.report``)."""
+    """Where reports go: the hub (``core/hub.py`` ``Hub.report``), and whether each
+    adapter listens now (``Hub.listening``: time nobody listened is no silence)."""
 
     def report(self, view: DeviceView) -> object: ...
+
+    def listening(self, adapter: str, listening: bool) -> None: ...
 
 
 class RateLimitedLog:

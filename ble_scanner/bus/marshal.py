@@ -142,13 +142,16 @@ def _array_entry(prefix: bytes, elements: list[bytes], alignment: int) -> bytes:
     Elements are padded to ``alignment`` between each other; the array's
     length counts from its first element to the end of its last.
     """
-    padded = [e + _ZEROS[: -len(e) % alignment] for e in elements]
-    body = b"".join(padded)
-    length = len(body) - (len(padded[-1]) - len(elements[-1]) if elements else 0)
-    head = prefix + _U32.pack(length)
-    head += _ZEROS[: -len(head) % alignment]
-    entry = head + body
+    entry = _array_entry_unpadded(prefix, elements, alignment)
     return entry + _pad8(len(entry))
+
+
+def _array_entry_unpadded(prefix: bytes, elements: list[bytes], alignment: int) -> bytes:
+    """``_array_entry`` without the padding after it: the body's last entry."""
+    body = b"".join([e + _ZEROS[: -len(e) % alignment] for e in elements[:-1]] + elements[-1:])
+    head = prefix + _U32.pack(len(body))
+    head += _ZEROS[: -len(head) % alignment]
+    return head + body
 
 
 def _content_and_identity(device: Device) -> bytes:
@@ -203,6 +206,39 @@ _LAST_SEEN_INTERVAL: Final = struct.Struct(f"<{len(_LAST_SEEN_PREFIX)}sd{len(_IN
 _LAST_SEEN_INTERVAL_RSSI: Final = struct.Struct(
     f"<{len(_LAST_SEEN_PREFIX)}sd{len(_INTERVAL_PREFIX)}sd{len(_RSSI_PREFIX)}sh"
 )
+# Sources (a{sn}): only when two or more adapters hear the device, between
+# Interval and Rssi; padded to 8 like every array entry.
+_SOURCES: Final = _entry_prefix("Sources", "a{sn}", ALIGN_U32)
+_RSSI: Final = struct.Struct(f"<{len(_RSSI_PREFIX)}sh")
+_INT16: Final = struct.Struct("<h")
+
+
+def _sources_entry(heard_by: dict[str, int], last: bool) -> bytes:
+    """``Sources`` (adapter → latest RSSI): each ``{sn}`` is a string, padding to 2, an int16.
+
+    ``last``: nothing follows (no Rssi), so no padding after it.
+    """
+    elements = []
+    for adapter, rssi in heard_by.items():
+        name = _string(adapter)
+        elements.append(name + _ZEROS[: -len(name) % ALIGN_INT16] + _INT16.pack(rssi))
+    if last:
+        return _array_entry_unpadded(_SOURCES, elements, ALIGN_STRUCT)
+    return _array_entry(_SOURCES, elements, ALIGN_STRUCT)
+
+
+def _tail(device: Device) -> bytes:
+    """LastSeen, Interval, Sources and Rssi of a device heard by several adapters."""
+    parts = [_LAST_SEEN.pack(_LAST_SEEN_PREFIX, device.last_seen)]
+    interval = device.learner.interval
+    if interval is not None:
+        parts.append(_INTERVAL_PREFIX + struct.pack("<d", interval))
+    heard_by = device.heard_by()
+    if len(heard_by) > 1:
+        parts.append(_sources_entry(heard_by, last=device.rssi is None))
+    if device.rssi is not None:
+        parts.append(_RSSI.pack(_RSSI_PREFIX, device.rssi))
+    return b"".join(parts)
 
 
 def record_entry(device: Device) -> bytes:
@@ -215,7 +251,9 @@ def record_entry(device: Device) -> bytes:
     if wire is None:
         wire = device.wire = _content_and_identity(device)
     rssi, interval = device.rssi, device.learner.interval
-    if interval is None:
+    if len(device.sources) > 1:
+        tail = _tail(device)
+    elif interval is None:
         if rssi is None:
             tail = _LAST_SEEN.pack(_LAST_SEEN_PREFIX, device.last_seen)
         else:

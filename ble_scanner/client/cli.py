@@ -329,7 +329,9 @@ async def _status(client: ScannerClient, args: argparse.Namespace, out: TextIO) 
         f"Load shedding  {shedding}\n"
     )
     if status.adapters:
-        rows = [["ADAPTER", "ADDRESS", "POWERED", "DISCOVERING", "OURS", "INGEST", "STATE"]]
+        rows = [
+            ["ADAPTER", "ADDRESS", "POWERED", "DISCOVERING", "OURS", "LISTENING", "INGEST", "STATE"]
+        ]
         for a in status.adapters.values():
             rows.append(
                 [
@@ -338,6 +340,7 @@ async def _status(client: ScannerClient, args: argparse.Namespace, out: TextIO) 
                     yes[a.powered],
                     yes[a.discovering],
                     yes[a.session],
+                    "?" if a.listening is None else yes[a.listening],
                     a.ingest,
                     a.state,
                 ]

@@ -22,6 +22,7 @@ from ..core.identifiers import normalize_address, normalize_uuid
 from ..core.record import Content
 
 _EMPTY: Final[Mapping[Any, bytes]] = MappingProxyType({})
+_EMPTY_SOURCES: Final[Mapping[str, int]] = MappingProxyType({})
 
 
 @dataclass(slots=True, frozen=True)
@@ -31,7 +32,10 @@ class Advertisement:
     Payloads are the raw bytes from the air; the mappings are read-only.
     ``interval`` is the advertising interval the service learned (seconds;
     None until learned); ``restored`` is True for a device the service
-    remembered across its restart and has not heard since.
+    remembered across its restart and has not heard since. ``sources`` maps
+    each adapter that hears the device to its latest RSSI when more than one
+    does (empty otherwise: ``adapter`` alone hears it); ``adapter``, ``path``
+    and ``rssi`` are the one source the service chose.
     """
 
     address: str
@@ -48,6 +52,8 @@ class Advertisement:
     last_seen: float
     interval: float | None = None
     restored: bool = False
+    # A factory: Python 3.11 counts a mappingproxy as a mutable default.
+    sources: Mapping[str, int] = field(default_factory=lambda: _EMPTY_SOURCES)
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> Advertisement:
@@ -78,6 +84,7 @@ class Advertisement:
                 last_seen=float(record.get("LastSeen", 0.0)),
                 interval=None if record.get("Interval") is None else float(record["Interval"]),
                 restored=bool(record.get("Restored", False)),
+                sources=_sources(record.get("Sources")),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"malformed advertisement record: {exc!r}") from None
@@ -122,7 +129,14 @@ class Advertisement:
             "last_seen": self.last_seen,
             "interval": self.interval,
             "restored": self.restored,
+            "sources": dict(self.sources),
         }
+
+
+def _sources(value: Any) -> Mapping[str, int]:
+    if not value:
+        return _EMPTY_SOURCES
+    return MappingProxyType({str(k): int(v) for k, v in value.items()})
 
 
 @dataclass(slots=True, frozen=True)

@@ -19,6 +19,8 @@ class AdapterState:
     session: bool  # the service holds a discovery session on it
     state: str  # in words: scanning, powered off, blocked by another scanner...
     ingest: str = ""  # where the service's reports come from: "mgmt" or "dbus" ("" before 15)
+    # The service hears the adapter's advertisements now (None: a service before Listening).
+    listening: bool | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -55,6 +57,7 @@ class ScannerStatus:
                 session=bool(props.get("Session", False)),
                 state=str(props.get("State", "")),
                 ingest=str(props.get("Ingest", "")),
+                listening=None if "Listening" not in props else bool(props["Listening"]),
             )
             for name, props in plain_adapters.items()
         }

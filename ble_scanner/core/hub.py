@@ -8,6 +8,7 @@ back into BlueZ.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields, replace
@@ -34,7 +35,10 @@ from .loadcap import (
     ShedStep,
 )
 from .record import DeviceView
+from .sources import Listening
 from .subscriptions import Subscription, SubscriptionRegistry
+
+_LOGGER = logging.getLogger(__name__)
 
 
 class Emitter(Protocol):
@@ -103,7 +107,11 @@ class Hub:
         self.emitter = emitter
         self.monotonic = monotonic
         self.wall = wall
-        self.cache = DeviceCache(self.settings.lost_timeout, self.settings.cache_size)
+        # Which adapters listen now (sources.py): the BlueZ side tells ``listening``.
+        self.listen = Listening()
+        # Adapters whose devices were lost for their deafness: one log line per silence.
+        self._deaf_told: set[str] = set()
+        self.cache = DeviceCache(self.settings.lost_timeout, self.settings.cache_size, self.listen)
         self.broadcast = Broadcast(
             self.settings.broadcast_rssi_delta,
             self.settings.broadcast_keep_alive,
@@ -175,7 +183,7 @@ class Hub:
         if tap is not None:
             tap(view)
         now = self.monotonic()
-        device, _is_new, _changed = self.cache.report(
+        device, is_new, changed, followed = self.cache.report(
             address,
             view.address_type,
             view.adapter,
@@ -185,6 +193,10 @@ class Hub:
             self.wall(),
             now,
         )
+        if not (followed or changed or is_new):
+            # Another adapter heard it, saying nothing new: the record follows one
+            # source (sources.py), so a second adapter adds no signals.
+            return device
         pending = self._pending
         if pending is None:
             self._consider(device, now)
@@ -193,6 +205,15 @@ class Hub:
         if len(self.cache) > self.settings.cache_size:
             self._evict_overflow()
         return device
+
+    def listening(self, adapter: str, listening: bool) -> None:
+        """The BlueZ side: ``adapter`` listens now, or has stopped (paused, restarting,
+        off, gone, bluetoothd away). Its devices lose no time while it does not; when
+        it listens again, each it alone heard gets its whole lost time again."""
+        now = self.monotonic()
+        if self.listen.set(adapter, listening, now) and listening:
+            self._deaf_told.discard(adapter)
+            self.cache.resumed(adapter, now)
 
     def _consider(self, device: Device, now: float) -> None:
         """Tell every listener for whom this state of ``device`` is news."""
@@ -297,10 +318,30 @@ class Hub:
 
     def sweep(self) -> list[Device]:
         """Report devices not heard for their presence time as lost; call about once a second."""
-        lost = self.cache.expire(self.monotonic())
+        now = self.monotonic()
+        lost = self.cache.expire(now)
+        if lost and self.listen.deaf:
+            self._tell_deaf_losses(lost, now)
         for device in lost:
             self._announce_lost(device)
         return lost
+
+    def _tell_deaf_losses(self, lost: list[Device], now: float) -> None:
+        """One log line per adapter whose silence outlasted the lost timeout and lost devices."""
+        listen, timeout = self.listen, self.settings.lost_timeout
+        counts: dict[str, int] = {}
+        for device in lost:
+            deaf = listen.deaf_for(device.sources or (device.adapter,), now)
+            if deaf is not None and deaf >= timeout and device.adapter not in self._deaf_told:
+                counts[device.adapter] = counts.get(device.adapter, 0) + 1
+        for adapter, count in sorted(counts.items()):
+            self._deaf_told.add(adapter)
+            _LOGGER.warning(
+                "%s has not listened for %.0f s (LostTimeout): %d device(s) it heard are lost",
+                adapter,
+                timeout,
+                count,
+            )
 
     def _evict_overflow(self) -> None:
         for device in self.cache.evict_overflow():

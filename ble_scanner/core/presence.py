@@ -54,6 +54,13 @@ class IntervalLearner:
         self._block_max = 0.0  # the longest gap of the block being filled
         self._count = 0  # gaps in the block being filled
 
+    @property
+    def estimate(self) -> float | None:
+        """The interval, or before it is learned the longest gap so far (None: no gap yet)."""
+        if self.interval is not None:
+            return self.interval
+        return self._block_max if self._count else None
+
     def gap(self, seconds: float) -> None:
         """The device was heard ``seconds`` after its previous report."""
         if seconds < SAME_EVENT:

@@ -16,6 +16,7 @@ class AdapterStatus:
     session: bool  # we hold a discovery session
     state: str  # in words: scanning, powered off, blocked by another scanner ...
     ingest: str = "dbus"  # where its reports come from: "mgmt" (the kernel's channel) or "dbus"
+    listening: bool = False  # our session or monitor hears advertisements now (discovery.listening)
 
 
 @dataclass(slots=True, frozen=True)

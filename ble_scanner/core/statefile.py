@@ -8,10 +8,11 @@ file I/O (a temporary file in the same directory, fsync, rename, fsync of the
 directory: after a power cut the file is the old one or the new one, whole).
 
 Ages, not times, carry presence across the restart: each device's seconds
-since it was last heard when the file was written, plus the wall-clock time
-between the writing and the reading, is compared with the device's lost time
-(presence.py), so a device that would have been lost meanwhile is not
-restored. A file written "in the future" (the clock went back) is ignored.
+since it was last heard when the file was written are compared with its lost
+time (presence.py). The wall-clock time between the writing and the reading
+is time nobody listened (sources.py): it does not count, unless it outlasted
+the lost timeout, which makes every device too old. A file written "in the
+future" (the clock went back) is ignored.
 """
 
 from __future__ import annotations
@@ -109,6 +110,9 @@ def encode(devices: Iterable[Device], now: float, wall: float) -> bytes:
 def decode(data: bytes, now: float, wall: float, lost_timeout: float) -> tuple[list[Device], int]:
     """The devices in a file's bytes still present now, and how many were too old.
 
+    A device is too old when it was unheard for its lost time when the file was
+    written, or when the file is older than the lost timeout.
+
     Every value is checked as BlueZ's are (record.py); anything wrong makes the
     whole file a StateFileError: a file that is wrong in one place cannot be
     trusted in the others.
@@ -147,11 +151,13 @@ def decode(data: bytes, now: float, wall: float, lost_timeout: float) -> tuple[l
         if device.address in seen:
             raise StateFileError(f"device {index}: {device.address} twice")
         seen.add(device.address)
-        age += elapsed
-        if age >= lost_after(device.interval, lost_timeout):
+        # The time the service was down nobody listened (core/sources.py): it does
+        # not count towards the lost time, unless it outlasted the lost timeout.
+        if age >= lost_after(device.interval, lost_timeout) or elapsed >= lost_timeout:
             too_old += 1
             continue
-        device.heard = now - age
+        device.heard = now - age - elapsed
+        device.since = now - age
         devices.append(device)
     return devices, too_old
 

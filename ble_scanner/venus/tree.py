@@ -157,6 +157,7 @@ class ScannerTree:
                 "Discovering": int(adapter.discovering),
                 "State": adapter.state,
                 "Ingest": adapter.ingest,
+                "Listening": int(adapter.listening),
             }
             for leaf, value in values.items():
                 path = f"{base}/{leaf}"

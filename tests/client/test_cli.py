@@ -57,7 +57,7 @@ async def test_status_shows_adapters_and_counts(test_bus: TestBus, scanner: Scan
     lines = out.splitlines()
     header = next(line for line in lines if line.startswith("ADAPTER"))
     assert header.split() == [
-        "ADAPTER", "ADDRESS", "POWERED", "DISCOVERING", "OURS", "INGEST", "STATE"
+        "ADAPTER", "ADDRESS", "POWERED", "DISCOVERING", "OURS", "LISTENING", "INGEST", "STATE"
     ]  # fmt: skip
     hci0 = next(line for line in lines if line.startswith("hci0"))
     assert "00:1A:7D:DA:71:10" in hci0

@@ -21,7 +21,7 @@ from typing import Any
 from ble_scanner.config import ScannerConfig
 from ble_scanner.testing.testbus import TestBus
 from tests import ingest
-from tests.realbluez.vm import Guest
+from tests.realbluez.vm import Guest, GuestError
 
 # The kernel's LE discovery timeout (10.24 s) plus margin for TCG.
 ORPHAN_SCAN_LIMIT = 20.0
@@ -33,6 +33,20 @@ SCAN_ADAPTER = "hci0"
 # seconds; the margin is for a loaded 2-core machine.
 CONNECT_TIMEOUT = 60.0
 ADVERTISING_ADAPTER = "hci1"
+# btvirt restarted in a running guest (another scene) until its controllers
+# are all powered on bluetoothd; each try waits up to BLUETOOTHD_TIMEOUT, so
+# three stay inside a test's timeout (guest/agent.py tries five at boot).
+BTVIRT_ATTEMPTS = 3
+# The two-listener scene (``Backend.reset(two_listeners=True)``): three
+# controllers on one radio, hci0 and hci1 hear the advertiser on hci2.
+TWO_LISTENERS = ("hci0", "hci1")
+TWO_LISTENER_ADVERTISER = "hci2"
+# The simulator's stand-in for btvirt's hci2, and what each listener hears
+# there: the two adapters of a GX at the RSSI the issue saw (-50 and -65 dBm).
+# btvirt's radio gives both 127 ("not available"), so only the simulator can
+# show a stronger and a weaker source.
+SIM_THIRD_ADDRESS = "00:AA:01:02:00:02"
+SIM_LISTENER_RSSI = {"hci0": -50, "hci1": -65}
 # Advertising interval unit of the HCI (and btmgmt's -r/-x): 0.625 ms.
 ADV_INTERVAL_UNIT = 0.000625
 # Where the guest's btmon records the management channel while reports are counted.
@@ -87,6 +101,9 @@ class Backend(ABC):
     virtual_radio: bool = False
 
     scan_adapter = SCAN_ADAPTER
+    #: The adapters that hear :meth:`advertise`: hci0 alone, or hci0 and hci1 in
+    #: the two-listener scene (:meth:`reset`).
+    listeners: tuple[str, ...] = (SCAN_ADAPTER,)
 
     @property
     def scan_adapter_path(self) -> str:
@@ -144,8 +161,17 @@ class Backend(ABC):
         """Stop counting; how many reports reached bluetoothd (``Device Found`` on hci0)."""
 
     @abstractmethod
-    async def reset(self) -> None:
-        """Back to the state every test starts from: bluetoothd -E up, adapters on, silent."""
+    async def reports_counted_per_listener(self) -> dict[str, int]:
+        """Stop counting; the reports that reached bluetoothd, per adapter in :attr:`listeners`."""
+
+    @abstractmethod
+    async def reset(self, two_listeners: bool = False) -> None:
+        """Back to the state every test starts from: bluetoothd -E up, adapters on, silent.
+
+        ``two_listeners``: the two-listener scene instead, three controllers with
+        the advertiser on hci2 and hci0 and hci1 both hearing every advertisement
+        (:data:`TWO_LISTENERS`); a module asks for it with ``TWO_LISTENERS_SCENE = True``.
+        """
 
     async def teardown(self) -> None:
         """After each test."""
@@ -167,22 +193,24 @@ class GuestBackend(Backend):
         self.name = guest.suite
         self.bus = guest.bus
         self.bluez_version = guest.bluez_version
+        self._advertiser_index = 1
         self._advertiser = self._read_advertiser_address()
         self._dirty = False
         self._btmon = 0
         self._btsnoop = ""  # the guest's recording of the management channel
         self._dual_mode = False
+        self._three = False  # btvirt -l3: the two-listener scene
         # Measured: 5.82's btvirt re-broadcasts an extended advertising set at its
         # interval (emulator/btdev.c); 5.66's sends it once per scan enable.
         self.repeats_extended_advertising = self.bluez_version >= (5, 82)
 
     def _read_advertiser_address(self) -> str:
-        out = self.guest.btmgmt("info", index=1).check().out
+        out = self.guest.btmgmt("info", index=self._advertiser_index).check().out
         for line in out.splitlines():
             words = line.split()
             if words[:1] == ["addr"]:
                 return words[1].upper()
-        raise RuntimeError(f"no address for hci1 in btmgmt info:\n{out}")
+        raise RuntimeError(f"no address for hci{self._advertiser_index} in btmgmt info:\n{out}")
 
     @property
     def experimental(self) -> bool:  # type: ignore[override]
@@ -193,10 +221,13 @@ class GuestBackend(Backend):
         return self._advertiser
 
     async def advertise(self, advert: Advert, *, connectable: bool = True) -> None:
-        await asyncio.to_thread(self.guest.advertise, advert.ad_bytes(), connectable=connectable)
+        await asyncio.to_thread(
+            self.guest.advertise, advert.ad_bytes(), connectable=connectable,
+            index=self._advertiser_index,
+        )  # fmt: skip
 
     async def stop_advertising(self) -> None:
-        await asyncio.to_thread(self.guest.stop_advertising)
+        await asyncio.to_thread(self.guest.stop_advertising, index=self._advertiser_index)
 
     def _device_path(self) -> str:
         return f"/org/bluez/{SCAN_ADAPTER}/dev_{self._advertiser.replace(':', '_')}"
@@ -236,26 +267,27 @@ class GuestBackend(Backend):
                                 timeout=10)  # fmt: skip
 
     async def reports_so_far(self) -> int:
-        return await self._read_reports(f"btmon -r {self._btsnoop}")
+        return len(_device_found(await self._btmon_text(f"btmon -r {self._btsnoop}"), SCAN_ADAPTER))
 
     async def reports_counted(self) -> int:
+        return len(_device_found(await self._stop_btmon(), SCAN_ADAPTER))
+
+    async def reports_counted_per_listener(self) -> dict[str, int]:
+        out = await self._stop_btmon()
+        return {adapter: len(_device_found(out, adapter)) for adapter in self.listeners}
+
+    async def _stop_btmon(self) -> str:
+        """Stop the recording; btmon's text of it."""
         await asyncio.to_thread(self.guest.run, "kill", str(self._btmon))
         # The agent (PID 1) does not reap it: wait for gone or zombie, not for kill -0.
         stat = f"/proc/{self._btmon}/stat"
-        return await self._read_reports(
+        return await self._btmon_text(
             f"while [ -e {stat} ] && [ \"$(cut -d' ' -f3 {stat})\" != Z ]; do sleep 0.05; done;"
             f" btmon -r {self._btsnoop}"
         )
 
-    async def _read_reports(self, script: str) -> int:
-        """``Device Found`` events for hci0, each once (btmon shows one per open control socket)."""
-        out = (await asyncio.to_thread(self.guest.run, "sh", "-c", script)).check().out
-        stamps = {
-            line.split()[-1]
-            for line in out.splitlines()
-            if line.startswith("@ MGMT Event: Device Found") and "[hci0]" in line
-        }
-        return len(stamps)
+    async def _btmon_text(self, script: str) -> str:
+        return (await asyncio.to_thread(self.guest.run, "sh", "-c", script)).check().out
 
     async def start_bluetoothd(self, experimental: bool = True) -> None:
         self._dirty = True
@@ -274,36 +306,57 @@ class GuestBackend(Backend):
             await asyncio.to_thread(lambda a=args: self.guest.btmgmt(*a).check())
 
     def _restart_btvirt(self, *args: str) -> None:
+        """btvirt ``args`` in place of the running one; back when bluetoothd has
+        every new controller powered (``-l<n>``: hci0 to hci<n-1>)."""
         import time
 
         from tests.realbluez.vm import BLUETOOTHD_TIMEOUT
 
+        count = int(next(a for a in args if a.startswith("-l"))[2:])
+        last = f"/sys/class/bluetooth/hci{count - 1}"
+        # Every old controller gone first, so that the new ones take hci0 onwards.
         script = (
-            "kill $(pidof btvirt); while [ -e /sys/class/bluetooth/hci0 ]; do sleep 0.05; done;"
+            "kill $(pidof btvirt); while ls /sys/class/bluetooth | grep -q hci; do sleep 0.05; done;"
             f" setsid btvirt {' '.join(args)} >/dev/null 2>&1 </dev/null &"
-            " while [ ! -e /sys/class/bluetooth/hci1 ]; do sleep 0.05; done"
+            f" while [ ! -e {last} ]; do sleep 0.05; done"
         )
-        self.guest.run("sh", "-c", script).check()
-        self.guest.wait_for_adapters(deadline=time.monotonic() + BLUETOOTHD_TIMEOUT)
+        names = tuple(f"hci{i}" for i in range(count))
+        # Under load a controller can miss its setup (HCI_INIT_TIMEOUT) and never
+        # reach bluetoothd; btvirt again then, as guest/agent.py does at boot.
+        for attempt in range(BTVIRT_ATTEMPTS):
+            self.guest.run("sh", "-c", script).check()
+            try:
+                self.guest.wait_for_adapters(names, deadline=time.monotonic() + BLUETOOTHD_TIMEOUT)
+                return
+            except GuestError:
+                if attempt == BTVIRT_ATTEMPTS - 1:
+                    raise
 
     def mark_dirty(self) -> None:
         """A test changed adapter state by hand (btmgmt): :meth:`reset` restarts bluetoothd."""
         self._dirty = True
 
-    async def reset(self) -> None:
-        if await asyncio.to_thread(self._reset):
+    async def reset(self, two_listeners: bool = False) -> None:
+        if await asyncio.to_thread(self._reset, two_listeners):
             await self._wait_until_scanning_is_possible()
 
-    def _reset(self) -> bool:
+    def _reset(self, two_listeners: bool) -> bool:
         """True if bluetoothd was restarted."""
         import time
 
         from tests.realbluez.vm import BLUETOOTHD_TIMEOUT
 
-        if self._dual_mode:
-            self._restart_btvirt("-L", "-l2")
-            self._dual_mode = False
-        self.guest.run("btmgmt", "--index", "1", "clr-adv")
+        if self._dual_mode or self._three != two_listeners:
+            # Three LE controllers on btvirt's one radio for two listeners: the
+            # radio hands an advertisement to every scanning controller
+            # (emulator/btdev.c), so hci0 and hci1 both hear hci2. Consecutive
+            # tests of the scene keep it: btvirt is restarted only on a change.
+            self._restart_btvirt("-L", "-l3" if two_listeners else "-l2")
+            self._dual_mode, self._three = False, two_listeners
+            self._advertiser_index = 2 if two_listeners else 1
+            self._advertiser = self._read_advertiser_address()
+            self.listeners = TWO_LISTENERS if two_listeners else (SCAN_ADAPTER,)
+        self.guest.run("btmgmt", "--index", str(self._advertiser_index), "clr-adv")
         status = self.guest.control.request("bluetoothd_status")
         if self._dirty or not status.get("running") or not self.guest.experimental:
             self.guest.restart_bluetoothd(experimental=True)
@@ -346,6 +399,16 @@ class GuestBackend(Backend):
             bus.disconnect()
 
 
+def _device_found(btmon: str, adapter: str) -> set[str]:
+    """``Device Found`` events for ``adapter`` in btmon's text, each once (btmon shows
+    one per open control socket, with the same time stamp)."""
+    return {
+        line.split()[-1]
+        for line in btmon.splitlines()
+        if line.startswith("@ MGMT Event: Device Found") and f"[{adapter}]" in line
+    }
+
+
 def simulator_available() -> str | None:
     """None if the simulator can be used, else why not."""
     try:
@@ -374,6 +437,7 @@ class SimulatorBackend(Backend):
         self.bluez_version = (int(major), int(minor)) if minor.isdigit() else (5, 99)
         self.sim: Any = None
         self._reports: int | None = None
+        self._reports_per_listener: dict[str, int] = {}
 
     @property
     def experimental(self) -> bool:  # type: ignore[override]
@@ -381,11 +445,11 @@ class SimulatorBackend(Backend):
 
     @property
     def advertiser_address(self) -> str:
-        return SIM_ADVERTISER_ADDRESS
+        return SIM_THIRD_ADDRESS if self.listeners == TWO_LISTENERS else SIM_ADVERTISER_ADDRESS
 
     async def advertise(self, advert: Advert, *, connectable: bool = True) -> None:
         if connectable:
-            address, address_type = SIM_ADVERTISER_ADDRESS, "public"
+            address, address_type = self.advertiser_address, "public"
         else:
             # Like the kernel: non-connectable advertising gets a fresh random address.
             raw = bytearray(os.urandom(6))
@@ -393,18 +457,25 @@ class SimulatorBackend(Backend):
             address, address_type = ":".join(f"{b:02X}" for b in raw), "random"
         if self.sim._server is None:
             return  # bluetoothd is down: nobody hears it
-        reached = await self.sim.advertise(
-            SCAN_ADAPTER,
-            address,
-            address_type=address_type,
-            name=advert.name,
-            manufacturer_data=advert.manufacturer_data or None,
-            service_data=advert.service_data or None,
-            flags=advert.flags,
-            connectable=connectable,
-        )
-        if reached and self._reports is not None:
-            self._reports += 1
+        two = self.listeners == TWO_LISTENERS
+        for listener in self.listeners:
+            reached = await self.sim.advertise(
+                listener,
+                address,
+                address_type=address_type,
+                name=advert.name,
+                manufacturer_data=advert.manufacturer_data or None,
+                service_data=advert.service_data or None,
+                flags=advert.flags,
+                connectable=connectable,
+                **({"rssi": SIM_LISTENER_RSSI[listener]} if two else {}),
+            )
+            if reached and self._reports is not None:
+                self._reports_per_listener[listener] = (
+                    self._reports_per_listener.get(listener, 0) + 1
+                )
+                if listener == SCAN_ADAPTER:
+                    self._reports += 1
 
     async def advertise_repeating(self, advert: Advert, interval: float) -> None:
         from ble_scanner.testing.simulator.report import Report
@@ -426,6 +497,7 @@ class SimulatorBackend(Backend):
 
     async def count_reports(self) -> None:
         self._reports = 0
+        self._reports_per_listener = dict.fromkeys(self.listeners, 0)
 
     async def reports_so_far(self) -> int:
         return self._reports or 0
@@ -433,6 +505,10 @@ class SimulatorBackend(Backend):
     async def reports_counted(self) -> int:
         counted, self._reports = self._reports or 0, None
         return counted
+
+    async def reports_counted_per_listener(self) -> dict[str, int]:
+        self._reports = None
+        return dict(self._reports_per_listener)
 
     async def stop_advertising(self) -> None:
         pass  # the simulator reports only when told to
@@ -457,11 +533,12 @@ class SimulatorBackend(Backend):
         """The suite's ingest (tests/ingest.py): the simulator serves the seam for it."""
         return ingest.config(self.bus.address, config)
 
-    async def reset(self) -> None:
+    async def reset(self, two_listeners: bool = False) -> None:
         from ble_scanner.testing.simulator import BluezSimulator
         from ble_scanner.testing.simulator.const import MONITOR_CRASH_PATTERNS
 
         await self.teardown()
+        self.listeners = TWO_LISTENERS if two_listeners else (SCAN_ADAPTER,)
         self.sim = BluezSimulator(
             self.bus.address,
             version=self.version,
@@ -475,6 +552,10 @@ class SimulatorBackend(Backend):
         await self.sim.add_adapter(
             ADVERTISING_ADAPTER, address=SIM_ADVERTISER_ADDRESS, le_only=True
         )
+        if two_listeners:  # hci1 listens too; the advertiser is a third adapter
+            await self.sim.add_adapter(
+                TWO_LISTENER_ADVERTISER, address=SIM_THIRD_ADDRESS, le_only=True
+            )
 
     async def teardown(self) -> None:
         if self.sim is not None:

@@ -118,9 +118,12 @@ def _system_bus_is_the_backends(test_bus: TestBus, monkeypatch: pytest.MonkeyPat
 
 
 @pytest_asyncio.fixture
-async def bluez(backend: Backend, test_bus: TestBus) -> AsyncIterator[Backend]:
-    """The backend, reset to: bluetoothd -E running, adapters powered, no advertising."""
-    await backend.reset()
+async def bluez(
+    backend: Backend, test_bus: TestBus, request: pytest.FixtureRequest
+) -> AsyncIterator[Backend]:
+    """The backend, reset to: bluetoothd -E running, adapters powered, no advertising;
+    in the two-listener scene for a module with ``TWO_LISTENERS_SCENE = True``."""
+    await backend.reset(two_listeners=bool(getattr(request.module, "TWO_LISTENERS_SCENE", False)))
     try:
         yield backend
     finally:

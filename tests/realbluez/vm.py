@@ -367,22 +367,24 @@ class Guest:
         scan_response: bytes = b"",
         connectable: bool = True,
         instance: int = 1,
+        index: int = 1,
     ) -> None:
-        """(Re)place advertising instance ``instance`` on hci1 with ``data`` (AD structures).
+        """(Re)place advertising instance ``instance`` on hci<index> with ``data`` (AD structures).
 
-        Connectable advertising uses hci1's public address (one Device1 that gets
-        PropertiesChanged); non-connectable uses a new random address each time.
+        Connectable advertising uses the controller's public address (one Device1
+        that gets PropertiesChanged); non-connectable uses a new random address
+        each time.
         """
         args = ["add-adv"] + (["-c"] if connectable else []) + ["-d", data.hex()]
         if scan_response:
             args += ["-s", scan_response.hex()]
         args.append(str(instance))
-        result = self.btmgmt(*args)
+        result = self.btmgmt(*args, index=index)
         if result.rc != 0 or "failed" in (result.out + result.err).lower():
             raise GuestError(f"btmgmt add-adv failed: {result}")
 
-    def stop_advertising(self, instance: int = 1) -> None:
-        self.btmgmt("rm-adv", str(instance))
+    def stop_advertising(self, instance: int = 1, index: int = 1) -> None:
+        self.btmgmt("rm-adv", str(instance), index=index)
 
     def start_bluetoothd(self, experimental: bool = True, *args: str, wait: bool = True) -> None:
         reply = self.control.request("start_bluetoothd", experimental=experimental, args=list(args))

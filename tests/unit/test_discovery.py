@@ -455,3 +455,59 @@ def test_another_drain_is_shown_even_while_the_adapter_is_off_and_not_when_unuse
     assert text(state) == "being reset by svc"
     state, _ = run(state, WantsChanged(Wants(enabled=False)))
     assert text(state) == "not used (settings)"
+
+
+# --- listening: whether devices heard here lose time (core/sources.py) -------------------
+
+
+def scanning(mode: ScanMode = ACTIVE) -> AdapterState:
+    """The adapter after its first start and registration were answered."""
+    state, _ = first(adapter(mode))
+    state = run(state, ok(Call.START) if mode is ACTIVE else ok(Call.REGISTER))[0]
+    assert state.session == (mode is ACTIVE) and state.monitor == (mode is not ACTIVE)
+    return state
+
+
+@pytest.mark.parametrize("mode", [ACTIVE, PASSIVE, AUTO])
+def test_an_adapter_listens_once_its_session_or_monitor_runs(mode: ScanMode) -> None:
+    state, _ = first(adapter(mode))
+    assert not discovery.listening(state)  # starting
+    assert discovery.listening(scanning(mode))
+
+
+def test_a_pause_in_active_mode_is_not_listening_but_the_passive_monitor_is() -> None:
+    paused = Wants(mode=ACTIVE, paused=True)
+    state, _ = run(scanning(ACTIVE), WantsChanged(paused), ok(Call.STOP))
+    assert text(state) == "paused for a connection"
+    assert not discovery.listening(state)
+    state, _ = run(scanning(AUTO), WantsChanged(replace(paused, mode=AUTO)))
+    assert text(state) == "paused for a connection (passive scanning)"
+    assert discovery.listening(state)
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        PoweredChanged(False),
+        DiscoveringChanged(False, LATER),
+        SilenceRestart(),
+        SilencePowerCycle(),
+        OtherDrain("dbus-serialbattery"),
+        WantsChanged(Wants(enabled=False)),
+    ],
+)
+def test_an_adapter_that_cannot_hear_is_not_listening(event: Event) -> None:
+    state = run(scanning(ACTIVE), DiscoveringChanged(True, LATER))[0]
+    assert discovery.listening(state)
+    assert not discovery.listening(run(state, event)[0])
+
+
+def test_blocked_by_another_scanner_listens_only_with_the_passive_fallback() -> None:
+    state, _ = first(adapter(ACTIVE, manager=False))
+    state, _ = run(state, in_progress())
+    assert text(state) == "blocked by another scanner"
+    assert not discovery.listening(state)
+    state, _ = first(adapter(ACTIVE))
+    state, _ = run(state, in_progress(), ok(Call.REGISTER))
+    assert text(state) == "scanning (passive: another scanner holds the controller)"
+    assert discovery.listening(state)

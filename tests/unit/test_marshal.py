@@ -20,8 +20,10 @@ from ble_scanner.bus.writer import (
     _BudgetQueue,
     split_messages,
 )
+from ble_scanner.const import RSSI_UNAVAILABLE
 from ble_scanner.core.cache import Device
 from ble_scanner.core.record import Content
+from ble_scanner.core.sources import Source
 from ble_scanner.service import record_variants
 
 UUID = "0000181a-0000-1000-8000-00805f9b34fb"
@@ -90,6 +92,40 @@ def test_device_discovered_is_what_dbus_fast_marshals(
     assert message(MESSAGE_SIGNAL, 99, fields, record_entry(d)) == ours
     assert ("Interval" in expected.body[1]) == (interval is not None)
     assert ("Restored" in expected.body[1]) == restored
+
+
+SOURCES = [
+    {"hci0": -50},  # one adapter: no Sources key
+    {"hci0": -50, "hci1": -71},
+    {"hci0": -50, "hci1": None, "hci10": -127},  # a source with no reading: 127
+    {"hci0": 20, "hci12": -1, "hci3": -99, "usb-dongle": -60},
+]
+
+
+@pytest.mark.parametrize("content", CONTENTS[:3])
+@pytest.mark.parametrize("rssi", [None, -60])
+@pytest.mark.parametrize("interval", [None, 1.25])
+@pytest.mark.parametrize("sources", SOURCES)
+def test_a_record_with_sources_is_what_dbus_fast_marshals(
+    content: Content, rssi: int | None, interval: float | None, sources: dict[str, int | None]
+) -> None:
+    d = device(content, rssi, interval=interval)
+    for adapter, reading in sources.items():
+        source = d.sources[adapter] = Source(f"/org/bluez/{adapter}/dev_C0_11_22_33_44_55", 12.0)
+        source.hear(reading, 12.0)
+    expected = Message.new_signal(
+        "/", "com.victronenergy.ble.Scanner1", "DeviceDiscovered", "sa{sv}",
+        [d.address, record_variants(d)],
+    )  # fmt: skip
+    fields = header_fields(
+        "sa{sv}", path="/", interface="com.victronenergy.ble.Scanner1", member="DeviceDiscovered"
+    )
+    assert message(MESSAGE_SIGNAL, 7, fields, record_entry(d)) == dbus_fast_bytes(expected, 7)
+    told = {a: RSSI_UNAVAILABLE if r is None else r for a, r in sources.items()}
+    record = expected.body[1]
+    assert ("Sources" in record) == (len(told) > 1)
+    if len(told) > 1:
+        assert record["Sources"].value == told
 
 
 @pytest.mark.parametrize("count", [0, 1, 3])

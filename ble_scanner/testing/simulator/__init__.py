@@ -148,6 +148,9 @@ Python API
         sim.advertise_report("hci0", Report.build(...))  # sync bulk path; then
         await sim.drain()                                # wait for the socket
         sim.add_advertiser("hci0", "C0:...", period=1.0, rssi=-70)  # the radio
+        sim.add_shared_advertiser("C0:...", {"hci0": -50, "hci1": -65}, period=1.0)
+        #   one device heard by two adapters in the same events, each at its RSSI;
+        #   set_silent("hci0") quiets one adapter's radio (both ingests)
         sim.remove_advertiser("hci0", "C0:...")
         await sim.set_powered("hci0", False)
         await sim.remove_adapter("hci0")

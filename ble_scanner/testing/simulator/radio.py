@@ -46,8 +46,20 @@ class Radio:
         self._task: asyncio.Task[None] | None = None
 
     def add(self, adapter: str, address: str, factory: ReportFactory, period: float) -> None:
+        self.add_shared(address, {adapter: factory}, period)
+
+    def add_shared(self, address: str, factories: dict[str, ReportFactory], period: float) -> None:
+        """One advertiser heard by each adapter in ``factories`` in the same events (the
+        same tick, in the dict's order), each adapter's report from its own factory."""
         loop = asyncio.get_running_loop()
-        self.advertisers[(adapter, address)] = _Advertiser(adapter, factory, period, loop.time())
+        now = loop.time()
+        first = None
+        for adapter, factory in factories.items():
+            advertiser = _Advertiser(adapter, factory, period, now)
+            if first is None:
+                first = advertiser.next_due
+            advertiser.next_due = first  # in phase: one advertising event, several radios
+            self.advertisers[(adapter, address)] = advertiser
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._run())
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -391,6 +391,23 @@ class BluezSimulator:
 
         self.radio.add(adapter, address.upper(), factory, period)
 
+    def add_shared_advertiser(
+        self,
+        address: str,
+        rssi: Mapping[str, int],
+        period: float = 1.0,
+        **advertise_kwargs: Any,
+    ) -> None:
+        """One device heard by several adapters (a GX's built-in radio and a USB
+        dongle): each adapter in ``rssi`` hears every advertising event, at its own
+        RSSI. ``set_silent`` quiets one adapter's radio; ``remove_advertiser`` per
+        adapter makes one stop hearing it."""
+        factories = {
+            adapter: _constant(Report.build(address, rssi=level, **advertise_kwargs))
+            for adapter, level in rssi.items()
+        }
+        self.radio.add_shared(address.upper(), factories, period)
+
     def remove_advertiser(self, adapter: str, address: str) -> None:
         self.radio.remove(adapter, address.upper())
 
@@ -569,3 +586,12 @@ class BluezSimulator:
 
 
 __all__ = ["BluezSimulator", "SimulatorError"]
+
+
+def _constant(report: Report) -> ReportFactory:
+    """A factory that gives the same report every time (the same advertisement again)."""
+
+    def factory() -> Report:
+        return report
+
+    return factory

@@ -182,11 +182,11 @@ class Client:
         self.callbacks += 1
         self.addresses.add(address)
         mfr = record.get("ManufacturerData")
-        if mfr is not None:
+        if mfr is not None and mfr.value:
             payload = mfr.value.get(BENCH_COMPANY)
             if payload is not None:
                 self.stamped(payload)
-            elif mfr.value:
+            else:
                 self.readings.add((address, next(iter(mfr.value.values()))))
             return
         data = record.get("ServiceData")

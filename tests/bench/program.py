@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -104,6 +105,11 @@ class Program:
 
 
 async def main() -> None:
+    # SIGTERM (the orchestrator's stop) ends the program by cancelling it, so
+    # that a profile (``launch.py --profile``) is written.
+    current = asyncio.current_task()
+    assert current is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, current.cancel)
     program = Program()
     reply(ready=True, pid=os.getpid())
     async for cmd in commands():

@@ -123,13 +123,19 @@ BATCH: Final = {"Batch": True}
 INGEST_WAIT: Final = 10.0
 
 
-def result_keys(only: Sequence[str], ingests: Sequence[str]) -> list[str]:
-    """The scenarios' keys in the results: ``burst/mgmt``, ``fanout/counter/dbus``, ``memory``."""
+def result_keys(only: Sequence[str], ingests: Sequence[str], plan: Plan | None = None) -> list[str]:
+    """The scenarios' keys in the results: ``burst/mgmt``, ``fanout/counter/dbus``, ``memory``.
+
+    A plan without ``every_program`` (the smoke run) runs the programs in the
+    counter scene on the first ingest only.
+    """
     keys: list[str] = []
     for name in SCENARIOS:
         if name not in only:
             continue
-        if name in PER_SCENE:
+        if name == "programs" and plan is not None and not plan.every_program:
+            keys.append(f"programs/counter/{ingests[0]}")
+        elif name in PER_SCENE:
             keys += [f"{name}/{scene}/{ingest}" for scene in SCENES for ingest in ingests]
         elif name in PER_INGEST:
             keys += [f"{name}/{ingest}" for ingest in ingests]
@@ -169,6 +175,9 @@ class Plan:
     loadcap_rates: tuple[int, ...]
     loadcap_duration: float
     loadcap_settle: float
+    # Off in the smoke run, to keep it short: the batched fan-out modes run in
+    # the counter scene on the first ingest only, the programs likewise.
+    every_program: bool = True
 
 
 FULL: Final = Plan(
@@ -214,6 +223,7 @@ SMOKE: Final = Plan(
     loadcap_rates=(4000,),
     loadcap_duration=3.0,
     loadcap_settle=1.5,
+    every_program=False,
 )
 
 
@@ -801,15 +811,21 @@ async def fanout_once(
     )
     module = "tests.bench.client" if design in ("bluez", "service") else "tests.bench.program"
     clients: list[Proc] = []
+    argv = [sys.executable, "-m", module]
+
+    def program(i: int) -> list[str]:
+        """``--profile``: the programs (not the raw clients) under cProfile too."""
+        if not bench.profile or module != "tests.bench.program":
+            return argv
+        prof = os.path.join(bench.workdir, f"{design}-{scene}-{ingest}-{bench._count}-{i}.prof")
+        return [sys.executable, "-m", "tests.bench.launch", "--profile", prof, "-m", module]
+
     try:
         if service is not None:
             await bench.sessions(1)
         # Started together: each is a Python process importing dbus-fast.
         started = await asyncio.gather(
-            *(
-                bench.spawn(f"{design}-fanout-{i}", [sys.executable, "-m", module])
-                for i in range(len(FANOUT_SLICES))
-            ),
+            *(bench.spawn(f"{design}-fanout-{i}", program(i)) for i in range(len(FANOUT_SLICES))),
             return_exceptions=True,
         )
         clients += [c for c in started if isinstance(c, Proc)]
@@ -994,6 +1010,16 @@ async def fanout(bench: Bench) -> dict[str, Any]:
         for name in bench.ingests:
             modes: dict[str, Any] = {}
             for mode, options in SUBSCRIBE_MODES.items():
+                if (
+                    options
+                    and not bench.plan.every_program
+                    and (scene, name)
+                    != (
+                        "counter",
+                        bench.primary,
+                    )
+                ):
+                    continue
                 measured = await refused(
                     fanout_once(bench, "service", scene, name, options=options)
                 )
@@ -1008,10 +1034,11 @@ async def programs(bench: Bench) -> dict[str, Any]:
     five programs without the service (bleak's own BlueZ backend; BlueZ's signals).
     """
     results: dict[str, dict[str, Any]] = {}
-    for scene in SCENES:
+    every = bench.plan.every_program
+    for scene in SCENES if every else ("counter",):
         bleak_own = await baseline(bench, "bleak", scene)
         bluez = await baseline(bench, "bluez", scene)
-        for name in bench.ingests:
+        for name in bench.ingests if every else (bench.primary,):
             results[f"programs/{scene}/{name}"] = {
                 "bleak": {
                     **_against(await fanout_once(bench, "bleak-service", scene, name), bleak_own),
@@ -1314,7 +1341,7 @@ async def run_all(
     workdir = tempfile.mkdtemp(prefix="ble-bench-")
     bench = Bench(plan, workdir, harden, profile, ingests)
     bench.py_spy = py_spy
-    runs: dict[str, list[dict[str, Any]]] = {key: [] for key in result_keys(only, ingests)}
+    runs: dict[str, list[dict[str, Any]]] = {key: [] for key in result_keys(only, ingests, plan)}
     steps: tuple[tuple[str, str, Callable[[Bench], Any]], ...] = (
         ("ingest", "ingest", ingest),
         ("burst", "flat-out burst", burst),

@@ -844,11 +844,13 @@ async def fanout_once(
                 await client.ask("listen", kind="bleak", backend=backend, slice=i)
         await bench.sessions(1 if service is not None else len(clients))
         if service is not None:
-            probe = await bench.client("ingest-probe")
+            # The programs do not speak the bench's commands: a probe asks for them.
+            probe = clients[0] if design == "service" else await bench.client("ingest-probe")
             try:
                 await bench.check_ingest(probe, ingest or bench.primary)
             finally:
-                await probe.stop()
+                if probe is not clients[0]:
+                    await probe.stop()
         await asyncio.sleep(0.3)
         run = bench.next_run()
         for client in clients:

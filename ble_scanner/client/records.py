@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final
 
-from ..const import MAX_COMPANY_ID, MAX_FILTER_LIST_ENTRIES, RSSI_MAX, RSSI_MIN
+from ..const import ERROR_INVALID_ARGS, MAX_COMPANY_ID, MAX_FILTER_LIST_ENTRIES, RSSI_MAX, RSSI_MIN
 from ..core.filters import Filter, name_pattern
 from ..core.identifiers import normalize_address, normalize_uuid
 from ..core.record import Content
@@ -189,6 +189,23 @@ def apply_keys(fields: dict[str, Any], record: Mapping[str, Any]) -> None:
                 fields[known[0]] = known[1](value)
     except (TypeError, ValueError, AttributeError) as exc:
         raise ValueError(f"malformed advertisement record: {exc!r}") from None
+
+
+# What the shipped clients add to every Subscribe (docs/dbus-api.md): several
+# reports per signal (``DevicesDiscovered``), each after a device's first as only
+# the keys that changed; ``merge.RecordMerger`` rebuilds the full records.
+BATCH_OPTIONS: Final[Mapping[str, tuple[str, Any]]] = MappingProxyType(
+    {"Batch": ("b", True), "ChangedKeysOnly": ("b", True)}
+)
+
+
+def refuses_batch(error_name: str, text: str) -> bool:
+    """True if a Subscribe error is a service's refusal of the batch options.
+
+    A service older than ``Batch`` answers InvalidArgs naming the unknown key
+    (``ble_scanner/core/filters.py``: "Batch: unknown key").
+    """
+    return error_name == ERROR_INVALID_ARGS and any(key in text for key in BATCH_OPTIONS)
 
 
 def _listed(singular: Any, plural: Iterable[Any] | None) -> list[Any] | None:

@@ -27,7 +27,7 @@ import logging
 import struct
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -136,6 +136,9 @@ class WriterGuard:
     max_backlog: int
     shed: int = 0
     peak_backlog: int = 0
+    # Called once, from the writer, when the backlog falls to the broadcast's share
+    # of the budget (bus/batches.py waits on it to send what it held); then None.
+    on_drain: Callable[[], None] | None = field(default=None, repr=False)
     _queue: _BudgetQueue | None = field(default=None, repr=False)
     _logged_at: float = field(default=-SHED_LOG_INTERVAL, repr=False)
 
@@ -180,6 +183,13 @@ class _BudgetQueue(deque[tuple[Any, Any, Any]]):
     def popleft(self) -> tuple[Any, Any, Any]:
         item = super().popleft()
         self.nbytes -= len(item[0])
+        guard = self.guard
+        if (
+            guard.on_drain is not None
+            and self.nbytes <= guard.max_backlog * BROADCAST_BACKLOG_SHARE
+        ):
+            on_drain, guard.on_drain = guard.on_drain, None
+            on_drain()
         return item
 
     def clear(self) -> None:

@@ -10,6 +10,7 @@ import subprocess
 
 import pytest
 
+from ble_scanner.config import ScannerConfig
 from ble_scanner.main import ScannerApp
 from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.testbus import TestBus
@@ -45,12 +46,13 @@ def test_the_glib_helper_and_the_records_import_without_dbus_fast() -> None:
     assert out.returncode == 0 and out.stdout == "ok\n", out.stderr
 
 
-async def start_consumer(test_bus: TestBus, count: int) -> asyncio.subprocess.Process:
+async def start_consumer(test_bus: TestBus, count: int, *mode: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         SYSTEM_PYTHON,
         CONSUMER,
         str(count),
         "20",
+        *mode,
         env={
             "PATH": "/usr/bin:/bin",
             "PYTHONPATH": ROOT,
@@ -113,4 +115,43 @@ async def test_glib_consumer_survives_a_service_restart(
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+        await app.stop()
+
+
+async def test_glib_consumer_batched_gets_what_one_per_report_does(
+    test_bus: TestBus, bluez: BluezSimulator
+) -> None:
+    """Batched with changed keys only (the default) against ``batch=False``: the same events,
+    a device lost and heard again included."""
+    app = await start_service(test_bus, ScannerConfig(lost_timeout=1.0))
+    procs = [await start_consumer(test_bus, 6), await start_consumer(test_bus, 6, "single")]
+    try:
+        for proc in procs:
+            assert (await read_json(proc))["snapshot"] == {}
+            assert await read_json(proc) == {"subscribed": True}
+        await bluez.advertise("hci0", VICTRON, rssi=-60, manufacturer_data={0x02E1: b"\x01"})
+        await bluez.advertise("hci0", VICTRON, rssi=-60, manufacturer_data={0x02E1: b"\x02"})
+        await bluez.advertise(
+            "hci0", LATE, rssi=-50, name="late", manufacturer_data={0x02E1: b"\x07"}
+        )
+        events = [[await read_json(proc) for _ in range(5)] for proc in procs]
+        assert all(len([e for e in got if e["event"] == "lost"]) == 2 for got in events)
+        await bluez.advertise("hci0", VICTRON, rssi=-55, manufacturer_data={0x02E1: b"\x03"})
+        for proc, got in zip(procs, events, strict=True):
+            got.append(await read_json(proc))
+            assert await asyncio.wait_for(proc.wait(), 20) == 0
+        batched, single = events
+        for address in (VICTRON, LATE):
+            assert [e for e in batched if e["address"] == address] == [
+                e for e in single if e["address"] == address
+            ]
+        assert batched[-1]["manufacturer_data"] == {str(0x02E1): "03"}
+        signals = [(await read_json(proc))["signals"] for proc in procs]
+        assert signals[0].get("DevicesDiscovered", 0) > 0 and "DeviceDiscovered" not in signals[0]
+        assert signals[1].get("DeviceDiscovered", 0) > 0 and "DevicesDiscovered" not in signals[1]
+    finally:
+        for proc in procs:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
         await app.stop()

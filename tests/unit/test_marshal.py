@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from dbus_fast import Message, MessageType
+from dbus_fast import Message, MessageType, Variant
 
 from ble_scanner.bus.marshal import (
     MESSAGE_METHOD_RETURN,
     MESSAGE_SIGNAL,
+    changed_entry,
     header_fields,
     message,
     record_entry,
@@ -21,6 +22,7 @@ from ble_scanner.bus.writer import (
     split_messages,
 )
 from ble_scanner.core.cache import Device
+from ble_scanner.core.delta import RECORD_KEYS, REMOVED, Changes
 from ble_scanner.core.record import Content
 from ble_scanner.service import record_variants
 
@@ -117,6 +119,54 @@ def test_snapshot_reply_is_what_dbus_fast_marshals(count: int) -> None:
     )
     assert expected.message_type is MessageType.METHOD_RETURN
     assert ours == dbus_fast_bytes(expected, 5)
+
+
+# Item key sets that end on each kind of entry: array, string, int16, double, bool, Removed.
+CHANGED: list[tuple[tuple[str, ...], tuple[str, ...]]] = [
+    ((), ()),
+    (("ManufacturerData",), ()),
+    (("ServiceUuids",), ()),
+    (("Name",), ()),
+    (("TxPower",), ()),
+    (("Rssi",), ()),
+    (("ManufacturerData", "LastSeen", "Rssi"), ()),
+    (("ServiceData", "Adapter", "Path", "Interval"), ()),
+    (("AddressType", "FirstSeen", "Restored"), ()),
+    (("LastSeen",), ("Name",)),
+    (("Rssi",), ("Name", "TxPower", "Restored")),
+    ((), ("Interval",)),
+]
+
+
+@pytest.mark.parametrize(("keys", "removed"), CHANGED)
+def test_devices_discovered_is_what_dbus_fast_marshals(
+    keys: tuple[str, ...], removed: tuple[str, ...]
+) -> None:
+    """A full record and a changed-keys item in one DevicesDiscovered, byte for byte."""
+    full = device(CONTENTS[1], -60, interval=1.25)
+    changed = device(CONTENTS[3], -61, "C0:00:00:00:00:02", interval=0.5, restored=True)
+    record = record_variants(changed)
+    assert set(keys) <= set(record) and set(RECORD_KEYS) >= set(record)
+    item = {key: record[key] for key in keys}
+    if removed:
+        item[REMOVED] = Variant("as", list(removed))
+    expected = Message.new_signal(
+        "/Subscription/3",
+        "com.victronenergy.ble.Scanner1",
+        "DevicesDiscovered",
+        "a(sa{sv})",
+        [[[full.address, record_variants(full)], [changed.address, item]]],
+    )
+    expected.destination = ":1.42"
+    fields = header_fields(
+        "a(sa{sv})",
+        path="/Subscription/3",
+        interface="com.victronenergy.ble.Scanner1",
+        member="DevicesDiscovered",
+        destination=":1.42",
+    )
+    body = snapshot_body([record_entry(full), changed_entry(changed, Changes(keys, removed))])
+    assert message(MESSAGE_SIGNAL, 8, fields, body) == dbus_fast_bytes(expected, 8)
 
 
 def test_device_lost_is_what_dbus_fast_marshals() -> None:

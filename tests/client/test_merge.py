@@ -1,0 +1,84 @@
+"""RecordMerger: full records back from a batched subscription's changed-keys items."""
+
+from __future__ import annotations
+
+import pytest
+
+from ble_scanner.client.merge import REMOVED, RecordMerger
+from ble_scanner.client.records import Advertisement
+
+A = "C0:11:22:33:44:01"
+FULL = {
+    "Address": A,
+    "AddressType": "random",
+    "Adapter": "hci0",
+    "Path": "/org/bluez/hci0/dev_C0_11_22_33_44_01",
+    "Rssi": -60,
+    "Name": "Ruuvi 44CC",
+    "ManufacturerData": {0x0499: b"\x05\x12"},
+    "ServiceData": {},
+    "ServiceUuids": [],
+    "FirstSeen": 100.0,
+    "LastSeen": 100.0,
+}
+
+
+def test_a_full_record_is_the_record() -> None:
+    merger = RecordMerger()
+    assert merger.item(A, FULL) == Advertisement.from_record(FULL)
+    assert len(merger) == 1
+
+
+def test_changed_keys_rebuild_the_full_record_and_keep_what_did_not_change() -> None:
+    merger = RecordMerger()
+    first = merger.item(A, FULL)
+    second = merger.item(A, {"Rssi": -58, "LastSeen": 101.0})
+    assert second == Advertisement.from_record({**FULL, "Rssi": -58, "LastSeen": 101.0})
+    # What did not change is the previous record's own (immutable) object.
+    assert second.manufacturer_data is first.manufacturer_data
+    third = merger.item(A, {"ManufacturerData": {0x0499: b"\x05\x13"}, "LastSeen": 102.0})
+    assert third.manufacturer_data == {0x0499: b"\x05\x13"}
+    assert third.rssi == -58
+    assert first.manufacturer_data == {0x0499: b"\x05\x12"}, "earlier records are untouched"
+
+
+def test_removed_keys_go_back_to_absent() -> None:
+    merger = RecordMerger()
+    merger.item(A, FULL)
+    adv = merger.item(A, {REMOVED: ["Name", "ManufacturerData", "Future"], "LastSeen": 101.0})
+    without = {k: v for k, v in FULL.items() if k not in ("Name", "ManufacturerData")}
+    assert adv == Advertisement.from_record({**without, "LastSeen": 101.0})
+    assert adv.name is None and dict(adv.manufacturer_data) == {}
+
+
+def test_a_full_record_replaces_everything_kept() -> None:
+    merger = RecordMerger()
+    merger.item(A, FULL)
+    replay = {k: v for k, v in FULL.items() if k != "Name"}
+    assert merger.item(A, replay).name is None
+
+
+def test_lost_forgets_so_changes_alone_are_refused() -> None:
+    merger = RecordMerger()
+    merger.item(A, FULL)
+    merger.lost(A)
+    assert len(merger) == 0
+    with pytest.raises(ValueError, match="full record"):
+        merger.item(A, {"Rssi": -50})
+    assert merger.item(A, FULL) == Advertisement.from_record(FULL)
+    merger.clear()
+    with pytest.raises(ValueError):
+        merger.item(A, {"Rssi": -50})
+
+
+def test_a_malformed_item_changes_nothing() -> None:
+    merger = RecordMerger()
+    kept = merger.item(A, FULL)
+    with pytest.raises(ValueError, match="malformed"):
+        merger.item(A, {"Rssi": "loud", "LastSeen": 101.0})
+    with pytest.raises(ValueError, match="malformed"):
+        merger.item(A, {REMOVED: "Name"})
+    assert merger.item(A, {"LastSeen": 102.0}) == Advertisement.from_record(
+        {**FULL, "LastSeen": 102.0}
+    )
+    assert kept.last_seen == 100.0

@@ -123,7 +123,12 @@ BATCH: Final = {"Batch": True}
 INGEST_WAIT: Final = 10.0
 
 
-def result_keys(only: Sequence[str], ingests: Sequence[str], plan: Plan | None = None) -> list[str]:
+def result_keys(
+    only: Sequence[str],
+    ingests: Sequence[str],
+    plan: Plan | None = None,
+    scenes: Sequence[str] = SCENES,
+) -> list[str]:
     """The scenarios' keys in the results: ``burst/mgmt``, ``fanout/counter/dbus``, ``memory``.
 
     A plan without ``every_program`` (the smoke run) runs the programs in the
@@ -134,9 +139,9 @@ def result_keys(only: Sequence[str], ingests: Sequence[str], plan: Plan | None =
         if name not in only:
             continue
         if name == "programs" and plan is not None and not plan.every_program:
-            keys.append(f"programs/counter/{ingests[0]}")
+            keys += [f"programs/counter/{ingests[0]}"] if "counter" in scenes else []
         elif name in PER_SCENE:
-            keys += [f"{name}/{scene}/{ingest}" for scene in SCENES for ingest in ingests]
+            keys += [f"{name}/{scene}/{ingest}" for scene in scenes for ingest in ingests]
         elif name in PER_INGEST:
             keys += [f"{name}/{ingest}" for ingest in ingests]
         else:
@@ -315,6 +320,7 @@ class Bench:
         # The simulator serves the management-channel seam here when a run uses it.
         self.mgmt_socket = os.path.join(workdir, "mgmt.sock") if "mgmt" in ingests else ""
         self.py_spy = ""  # the py-spy command, when sampling the service in fan-out
+        self.scenes: tuple[str, ...] = SCENES  # the fan-out scenes to run
         self.bus: TestBus | None = None
         self.sim: Proc | None = None
         # (design, scene) → the no-service run of this repeat, shared by fanout and programs.
@@ -1007,7 +1013,7 @@ async def fanout(bench: Bench) -> dict[str, Any]:
     fewer signals through it, the no-daemon design more (tests/bench/README.md).
     """
     results: dict[str, dict[str, Any]] = {}
-    for scene in SCENES:
+    for scene in bench.scenes:
         direct = await baseline(bench, "bluez", scene)
         for name in bench.ingests:
             modes: dict[str, Any] = {}
@@ -1037,7 +1043,7 @@ async def programs(bench: Bench) -> dict[str, Any]:
     """
     results: dict[str, dict[str, Any]] = {}
     every = bench.plan.every_program
-    for scene in SCENES if every else ("counter",):
+    for scene in bench.scenes if every else [s for s in bench.scenes if s == "counter"]:
         bleak_own = await baseline(bench, "bleak", scene)
         bluez = await baseline(bench, "bluez", scene)
         for name in bench.ingests if every else (bench.primary,):
@@ -1339,11 +1345,15 @@ async def run_all(
     profile: bool = False,
     py_spy: str = "",
     ingests: Sequence[str] = INGESTS,
+    scenes: Sequence[str] = SCENES,
 ) -> dict[str, Any]:
     workdir = tempfile.mkdtemp(prefix="ble-bench-")
     bench = Bench(plan, workdir, harden, profile, ingests)
+    bench.scenes = tuple(scenes)
     bench.py_spy = py_spy
-    runs: dict[str, list[dict[str, Any]]] = {key: [] for key in result_keys(only, ingests, plan)}
+    runs: dict[str, list[dict[str, Any]]] = {
+        key: [] for key in result_keys(only, ingests, plan, scenes)
+    }
     steps: tuple[tuple[str, str, Callable[[Bench], Any]], ...] = (
         ("ingest", "ingest", ingest),
         ("burst", "flat-out burst", burst),
@@ -1393,6 +1403,7 @@ async def run_all(
             "mode": "smoke" if plan is SMOKE else "full",
             "repeats": plan.repeats,
             "ingests": list(bench.ingests),
+            "scenes": list(bench.scenes),
             "primary_ingest": bench.primary,
             "python": platform.python_version(),
             "dbus_fast": importlib.metadata.version("dbus-fast"),
@@ -1668,6 +1679,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "for memory, snapshot, start-up, load cap and feed)",
     )
     parser.add_argument(
+        "--scene",
+        action="append",
+        choices=SCENES,
+        help="the fan-out scene(s) of fanout and programs (repeatable; default both)",
+    )
+    parser.add_argument(
         "--no-harden",
         action="store_true",
         help="run the service and the relay with dbus-fast's stock writer, which dies on EAGAIN",
@@ -1701,6 +1718,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.profile,
             args.py_spy,
             tuple(dict.fromkeys(args.ingest or INGESTS)),
+            tuple(dict.fromkeys(args.scene or SCENES)),
         )
     )
     if plan is not SMOKE and args.smoke:

@@ -13,8 +13,9 @@ first item starts a timer instead and the batch goes when it fires.
 Back-pressure: when our connection's write queue is over its budget
 (bus/writer.py), a batch is not handed to it; it is held, keeps gathering, and
 is sent when the writer has drained to the broadcast's share of the budget
-(``WriterGuard.on_drain``). A held batch grows up to ``HOLD_BYTES``, and all
-held batches together up to ``HOLD_TOTAL_BYTES``; an item past either is shed
+(``WriterGuard.on_drain``). A held batch grows up to ``HOLD_SHARE`` of the
+write budget, and all held batches together up to ``HOLD_TOTAL_SHARE``; an
+item past either is shed
 and counted on its subscription (``Batch.shed``), and for ChangedKeysOnly the
 device's next item is its full record, so the client's merged record never
 misses a change silently.
@@ -29,7 +30,7 @@ from typing import Final
 from ..core.subscriptions import Batch, Subscription
 from .marshal import MESSAGE_SIGNAL, snapshot_body
 from .outbox import Outbox
-from .writer import MAX_WRITE_BACKLOG, WriterGuard
+from .writer import WriterGuard
 
 MEMBER: Final = "DevicesDiscovered"
 # Items per signal: a batch gathered over a window, held under back-pressure or
@@ -38,15 +39,16 @@ MEMBER: Final = "DevicesDiscovered"
 # daemon's largest message (32 MiB, dbus bus/config-parser.c). A window's batch
 # that reaches it is sent at the end of the wake-up without waiting.
 MAX_ITEMS_PER_SIGNAL: Final = 1024
-# A held batch's bound: ~4 000 full records or ~15 000 changed-keys items,
-# seconds of a busy site's reports for one subscriber while the bus daemon is
-# behind, a quarter of the write budget, so that a held batch always fits
-# into the queue once it has drained to the broadcast's half.
-HOLD_BYTES: Final = MAX_WRITE_BACKLOG // 4
-# All held batches together: the write budget again, so that back-pressure at
-# most doubles the memory the writer may take (items are shared between
-# subscriptions that got the same bytes, so this counts them high).
-HOLD_TOTAL_BYTES: Final = MAX_WRITE_BACKLOG
+# How far held batches may grow, as shares of the write budget (``WriterGuard.
+# max_backlog``, 4 MiB: over a second of what the bus daemon takes from us at
+# full rate, bus/writer.py). One subscription's batch may hold as much again as
+# the queue (~16 000 full records, ~40 000 changed-keys items: seconds of a busy
+# site's reports while the daemon is behind), and all held batches together
+# the same, so that back-pressure at most doubles the memory the writer may
+# take, however many subscribers there are (items shared between
+# subscriptions are counted for each, so this counts high).
+HOLD_SHARE: Final = 1.0
+HOLD_TOTAL_SHARE: Final = 1.0
 
 
 class Batches:
@@ -81,7 +83,11 @@ class Batches:
         """One item for ``subscription`` (whose ``batch`` it is), about ``address``."""
         if subscription in self._held:
             size = len(item)
-            if batch.nbytes + size > HOLD_BYTES or self.held_bytes + size > HOLD_TOTAL_BYTES:
+            budget = self.guard.max_backlog if self.guard is not None else 0
+            if (
+                batch.nbytes + size > budget * HOLD_SHARE
+                or self.held_bytes + size > budget * HOLD_TOTAL_SHARE
+            ):
                 batch.shed += 1
                 self.shed += 1
                 batch.forget(address)
@@ -149,6 +155,7 @@ class Batches:
         guard = self.guard
         if not force and guard is not None:
             backlog = guard.backlog_bytes
+            # An empty queue takes any batch: a held one may be as large as the budget.
             if backlog and backlog + batch.nbytes > guard.max_backlog:
                 if not held:
                     self._held[subscription] = None

@@ -4,10 +4,11 @@ back-pressure instead of shed (docs/dbus-api.md "Batched subscriptions").
 A subscription with ``Batch`` gathers its items (``core/subscriptions.py``
 ``Batch``) while one wake-up of the service handles its reports (the
 management channel reads up to 256 datagrams a wake-up, bluez/mgmtchannel.py;
-dbus-fast reads every message buffered on its socket in one go), and
-``flush`` sends each gathered batch as one signal when the event loop turns:
-it is scheduled with ``call_soon`` by the first item of a wake-up, so a lone
-report goes out one loop turn later, with no timer. With ``BatchWindow`` the
+dbus-fast reads every message buffered on its socket in one go), and each
+gathered batch goes out as one signal when the event loop turns: the outbox's
+end-of-iteration flush (bus/outbox.py, scheduled with ``call_soon``) sends it,
+in the same write as the wake-up's other signals, so a lone report goes out
+one loop turn later, with no timer. With ``BatchWindow`` the
 first item starts a timer instead and the batch goes when it fires.
 
 Back-pressure: when our connection's write queue is over its budget
@@ -66,7 +67,8 @@ class Batches:
         self._fields = fields
         self.guard = guard
         self._due: dict[Subscription, None] = {}  # to send at the end of this wake-up
-        self._flush_scheduled = False
+        # The outbox's end-of-iteration flush sends them, in its one write.
+        outbox.before_flush = self._send_due
         self._windows: dict[Subscription, asyncio.TimerHandle] = {}
         self._held: dict[Subscription, None] = {}  # waiting for the writer to drain
         self.held_bytes = 0
@@ -103,17 +105,14 @@ class Batches:
                 )
             return
         self._due[subscription] = None
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._event_loop().call_soon(self.flush)
+        self.outbox.schedule()
 
-    def flush(self) -> None:
-        """Send every batch this wake-up gathered (the end of the wake-up)."""
-        self._flush_scheduled = False
-        due, self._due = self._due, {}
-        for subscription in due:
-            self._send(subscription)
-        self.outbox.flush()
+    def _send_due(self) -> None:
+        """Send every batch this wake-up gathered (the outbox's flush: the end of the wake-up)."""
+        if self._due:
+            due, self._due = self._due, {}
+            for subscription in due:
+                self._send(subscription)
 
     def send_now(self, subscription: Subscription) -> None:
         """Send what ``subscription`` gathered, held or not, before something that must

@@ -139,7 +139,7 @@ def _optional(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
 # Record key → (Advertisement field, conversion of the unwrapped value). The
 # conversions make plain, immutable values of whatever the D-Bus library gave
 # (dbus-python's ``dbus.UInt16`` and ``dbus.ByteArray`` included).
-RECORD_KEYS: Final[Mapping[str, tuple[str, Callable[[Any], Any]]]] = MappingProxyType(
+RECORD_FIELDS: Final[Mapping[str, tuple[str, Callable[[Any], Any]]]] = MappingProxyType(
     {
         "Address": ("address", str),
         "AddressType": ("address_type", str),
@@ -184,7 +184,7 @@ def apply_keys(fields: dict[str, Any], record: Mapping[str, Any]) -> None:
     """
     try:
         for key, value in record.items():
-            known = RECORD_KEYS.get(key)
+            known = RECORD_FIELDS.get(key)
             if known is not None:
                 fields[known[0]] = known[1](value)
     except (TypeError, ValueError, AttributeError) as exc:

@@ -41,7 +41,7 @@ class RecordMerger:
         changes for a device not known here.
         """
         if "Address" in values:
-            fields = dict(FIELD_DEFAULTS)
+            fields = {**FIELD_DEFAULTS}
         else:
             last = self._fields.get(address)
             if last is None:

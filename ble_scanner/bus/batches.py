@@ -4,17 +4,19 @@ back-pressure instead of shed (docs/dbus-api.md "Batched subscriptions").
 A subscription with ``Batch`` gathers its items (``core/subscriptions.py``
 ``Batch``) while one wake-up of the service handles its reports (the
 management channel reads up to 256 datagrams a wake-up, bluez/mgmtchannel.py;
-dbus-fast reads every message buffered on its socket in one go), and
-``flush`` sends each gathered batch as one signal when the event loop turns:
-it is scheduled with ``call_soon`` by the first item of a wake-up, so a lone
-report goes out one loop turn later, with no timer. With ``BatchWindow`` the
+dbus-fast reads every message buffered on its socket in one go), and each
+gathered batch goes out as one signal when the event loop turns: the outbox's
+end-of-iteration flush (bus/outbox.py, scheduled with ``call_soon``) sends it,
+in the same write as the wake-up's other signals, so a lone report goes out
+one loop turn later, with no timer. With ``BatchWindow`` the
 first item starts a timer instead and the batch goes when it fires.
 
 Back-pressure: when our connection's write queue is over its budget
 (bus/writer.py), a batch is not handed to it; it is held, keeps gathering, and
 is sent when the writer has drained to the broadcast's share of the budget
-(``WriterGuard.on_drain``). A held batch grows up to ``HOLD_BYTES``, and all
-held batches together up to ``HOLD_TOTAL_BYTES``; an item past either is shed
+(``WriterGuard.on_drain``). A held batch grows up to ``HOLD_SHARE`` of the
+write budget, and all held batches together up to ``HOLD_TOTAL_SHARE``; an
+item past either is shed
 and counted on its subscription (``Batch.shed``), and for ChangedKeysOnly the
 device's next item is its full record, so the client's merged record never
 misses a change silently.
@@ -29,7 +31,7 @@ from typing import Final
 from ..core.subscriptions import Batch, Subscription
 from .marshal import MESSAGE_SIGNAL, snapshot_body
 from .outbox import Outbox
-from .writer import MAX_WRITE_BACKLOG, WriterGuard
+from .writer import WriterGuard
 
 MEMBER: Final = "DevicesDiscovered"
 # Items per signal: a batch gathered over a window, held under back-pressure or
@@ -38,15 +40,16 @@ MEMBER: Final = "DevicesDiscovered"
 # daemon's largest message (32 MiB, dbus bus/config-parser.c). A window's batch
 # that reaches it is sent at the end of the wake-up without waiting.
 MAX_ITEMS_PER_SIGNAL: Final = 1024
-# A held batch's bound: ~4 000 full records or ~15 000 changed-keys items,
-# seconds of a busy site's reports for one subscriber while the bus daemon is
-# behind, a quarter of the write budget, so that a held batch always fits
-# into the queue once it has drained to the broadcast's half.
-HOLD_BYTES: Final = MAX_WRITE_BACKLOG // 4
-# All held batches together: the write budget again, so that back-pressure at
-# most doubles the memory the writer may take (items are shared between
-# subscriptions that got the same bytes, so this counts them high).
-HOLD_TOTAL_BYTES: Final = MAX_WRITE_BACKLOG
+# How far held batches may grow, as shares of the write budget (``WriterGuard.
+# max_backlog``, 4 MiB: over a second of what the bus daemon takes from us at
+# full rate, bus/writer.py). One subscription's batch may hold as much again as
+# the queue (~16 000 full records, ~40 000 changed-keys items: seconds of a busy
+# site's reports while the daemon is behind), and all held batches together
+# the same, so that back-pressure at most doubles the memory the writer may
+# take, however many subscribers there are (items shared between
+# subscriptions are counted for each, so this counts high).
+HOLD_SHARE: Final = 1.0
+HOLD_TOTAL_SHARE: Final = 1.0
 
 
 class Batches:
@@ -64,7 +67,8 @@ class Batches:
         self._fields = fields
         self.guard = guard
         self._due: dict[Subscription, None] = {}  # to send at the end of this wake-up
-        self._flush_scheduled = False
+        # The outbox's end-of-iteration flush sends them, in its one write.
+        outbox.before_flush = self._send_due
         self._windows: dict[Subscription, asyncio.TimerHandle] = {}
         self._held: dict[Subscription, None] = {}  # waiting for the writer to drain
         self.held_bytes = 0
@@ -81,7 +85,11 @@ class Batches:
         """One item for ``subscription`` (whose ``batch`` it is), about ``address``."""
         if subscription in self._held:
             size = len(item)
-            if batch.nbytes + size > HOLD_BYTES or self.held_bytes + size > HOLD_TOTAL_BYTES:
+            budget = self.guard.max_backlog if self.guard is not None else 0
+            if (
+                batch.nbytes + size > budget * HOLD_SHARE
+                or self.held_bytes + size > budget * HOLD_TOTAL_SHARE
+            ):
                 batch.shed += 1
                 self.shed += 1
                 batch.forget(address)
@@ -97,17 +105,14 @@ class Batches:
                 )
             return
         self._due[subscription] = None
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._event_loop().call_soon(self.flush)
+        self.outbox.schedule()
 
-    def flush(self) -> None:
-        """Send every batch this wake-up gathered (the end of the wake-up)."""
-        self._flush_scheduled = False
-        due, self._due = self._due, {}
-        for subscription in due:
-            self._send(subscription)
-        self.outbox.flush()
+    def _send_due(self) -> None:
+        """Send every batch this wake-up gathered (the outbox's flush: the end of the wake-up)."""
+        if self._due:
+            due, self._due = self._due, {}
+            for subscription in due:
+                self._send(subscription)
 
     def send_now(self, subscription: Subscription) -> None:
         """Send what ``subscription`` gathered, held or not, before something that must
@@ -149,6 +154,7 @@ class Batches:
         guard = self.guard
         if not force and guard is not None:
             backlog = guard.backlog_bytes
+            # An empty queue takes any batch: a held one may be as large as the budget.
             if backlog and backlog + batch.nbytes > guard.max_backlog:
                 if not held:
                     self._held[subscription] = None

@@ -10,18 +10,48 @@ too.
 
 from __future__ import annotations
 
-from typing import Final
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Final
 
+import pytest
 from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
+from ble_scanner import main
+from ble_scanner.bus import batches
+from ble_scanner.bus.writer import guard_writer
+from ble_scanner.config import ScannerConfig
+from ble_scanner.const import ERROR_INVALID_ARGS
 from ble_scanner.main import ScannerApp
 from ble_scanner.testing.simulator import BluezSimulator, Report
-from tests.helpers import assert_ok, scanner_call, wait_until
+from ble_scanner.testing.testbus import TestBus
+from tests import ingest
+from tests.conftest import start_scanner, wait_scanning
+from tests.helpers import assert_error, assert_ok, scanner_call, wait_until
+from tests.reliability.test_load import burst, shrink_send_buffer
 
 ADAPTER: Final = "hci0"
 RUUVI_ID: Final = 0x0499
 DEVICES: Final = [f"C0:11:22:33:44:{i:02X}" for i in range(5)]
+# A window far longer than a loaded machine takes to pass PACED reports through.
+WINDOW: Final = 1.0
+PACED: Final = 4
+# The shortest lost time that tests still finish quickly (presence: 3 x interval + 5 s,
+# capped by this).
+LOST_TIMEOUT: Final = 1.0
+# Replay split into signals of this many items (the real bound is 1 024).
+REPLAY_SIGNAL_ITEMS: Final = 8
+REPLAYED: Final = 20
+# The burst on a full bus: tests/reliability/test_load.py's budget (the real one is
+# 4 MiB), as many devices, every report news.
+SMALL_BUDGET: Final = 64 * 1024
+BURST_ADDRESSES: Final = [f"C0:00:00:00:00:{i:02X}" for i in range(200)]
+BURST_ROUNDS: Final = 50
+# A budget (and so a hold bound) that a shorter burst's changed-keys items fit in,
+# while its one-per-report signals (~3 times their size) do not.
+ROOMY_BUDGET: Final = 256 * 1024
+ROOMY_ROUNDS: Final = 10
 
 
 class Received:
@@ -114,3 +144,316 @@ async def test_a_burst_is_few_signals_with_every_report_in_order_per_device(
     assert got.counters(path) == {address: list(range(rounds)) for address in DEVICES}
     signals = len(got.signals(path))
     assert signals <= total // 5, f"{signals} signals for {total} reports"
+
+
+async def test_a_batch_window_gathers_what_comes_within_it(
+    scanner: ScannerApp, bluez: BluezSimulator, bus: MessageBus
+) -> None:
+    got = Received(bus)
+    path = await subscribe(bus, **batched(BatchWindow=Variant("d", WINDOW)))
+    one_each = await subscribe(bus, AllReports=Variant("b", True), Replay=Variant("b", False))
+    for counter in range(PACED):
+        bluez.advertise_report(ADAPTER, reading(DEVICES[0], counter))
+        # The one-per-report subscriber has each before the next is sent: the
+        # reports reach the service in separate wake-ups, well within the window.
+        await wait_until(
+            lambda n=counter: len(got.signals(one_each, "DeviceDiscovered")) == n + 1,  # type: ignore[misc]
+            what="the report through the service",
+        )
+    await wait_until(lambda: len(got.items(path)) == PACED, timeout=5, what="the window's batch")
+    assert len(got.signals(path)) == 1
+    assert got.counters(path) == {DEVICES[0]: list(range(PACED))}
+
+
+async def test_changed_keys_only_items_carry_what_changed_after_a_full_first(
+    scanner: ScannerApp, bluez: BluezSimulator, bus: MessageBus
+) -> None:
+    got = Received(bus)
+    path = await subscribe(bus, **batched(ChangedKeysOnly=Variant("b", True)))
+    full = await subscribe(bus, **batched())
+    steps = [
+        reading(DEVICES[0], 1),
+        reading(DEVICES[0], 2),  # a new reading, the same RSSI
+        reading(DEVICES[0], 2, rssi=-70),  # the same reading, a new RSSI
+        replace(reading(DEVICES[0], 2, rssi=-70), name="Ruuvi 1234"),
+    ]
+    for n, report in enumerate(steps, 1):
+        bluez.advertise_report(ADAPTER, report)
+        await wait_until(lambda n=n: len(got.items(full)) == n, what="the report")  # type: ignore[misc]
+    items = got.items(path)
+    first = items[0][1]
+    assert set(first) == set(got.items(full)[0][1])  # the full record
+    assert [set(keys) for _, keys in items[1:]] == [
+        {"ManufacturerData", "LastSeen"},
+        {"LastSeen", "Rssi"},
+        {"Name", "LastSeen"},
+    ]
+    merged = dict(first)
+    for _, keys in items[1:]:
+        merged.update(keys)
+    assert merged == got.items(full)[-1][1]
+
+
+async def test_after_device_lost_the_next_item_is_the_full_record(
+    test_bus: TestBus, bluez: BluezSimulator, bus: MessageBus
+) -> None:
+    app = await start_scanner(test_bus, ScannerConfig(lost_timeout=LOST_TIMEOUT))
+    try:
+        await wait_scanning(app, bluez)
+        got = Received(bus)
+        path = await subscribe(bus, **batched(ChangedKeysOnly=Variant("b", True)))
+        for counter in range(2):
+            bluez.advertise_report(ADAPTER, reading(DEVICES[0], counter))
+            await wait_until(lambda n=counter: len(got.items(path)) == n + 1, what="the item")  # type: ignore[misc]
+        await wait_until(
+            lambda: bool(got.signals(path, "DeviceLost")), timeout=LOST_TIMEOUT + 5, what="lost"
+        )
+        bluez.advertise_report(ADAPTER, reading(DEVICES[0], 2))
+        await wait_until(lambda: len(got.items(path)) == 3, what="the item after the loss")
+        members = [m.member for m in got.messages if m.path == path]
+        assert members == ["DevicesDiscovered"] * 2 + ["DeviceLost", "DevicesDiscovered"]
+        first, second, after = (set(keys) for _, keys in got.items(path))
+        assert first == after and "Address" in after
+        assert second == {"ManufacturerData", "LastSeen"}
+    finally:
+        await app.stop()
+
+
+async def test_device_lost_follows_the_items_gathered_before_it(
+    test_bus: TestBus, bluez: BluezSimulator, bus: MessageBus
+) -> None:
+    """A window still open when the device is lost is sent first: order per device holds."""
+    app = await start_scanner(test_bus, ScannerConfig(lost_timeout=LOST_TIMEOUT))
+    try:
+        await wait_scanning(app, bluez)
+        got = Received(bus)
+        path = await subscribe(bus, **batched(BatchWindow=Variant("d", 1.0)))
+        bluez.advertise_report(ADAPTER, reading(DEVICES[0], 0))
+        await wait_until(
+            lambda: bool(got.signals(path, "DeviceLost")), timeout=LOST_TIMEOUT + 5, what="lost"
+        )
+        assert [m.member for m in got.messages if m.path == path] == [
+            "DevicesDiscovered",
+            "DeviceLost",
+        ]
+    finally:
+        await app.stop()
+
+
+async def test_replay_comes_as_full_records_in_signals_of_bounded_size(
+    scanner: ScannerApp,
+    bluez: BluezSimulator,
+    bus: MessageBus,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(batches, "MAX_ITEMS_PER_SIGNAL", REPLAY_SIGNAL_ITEMS)
+    addresses = [f"C0:11:22:33:55:{i:02X}" for i in range(REPLAYED)]
+    for i, address in enumerate(addresses):
+        bluez.advertise_report(ADAPTER, reading(address, i))
+    await bluez.drain()
+    await wait_until(lambda: len(scanner.hub.cache) == REPLAYED, what="every device cached")  # type: ignore[union-attr]
+    got = Received(bus)
+    options = batched(ChangedKeysOnly=Variant("b", True), Replay=Variant("b", True))
+    path = await subscribe(bus, **options)
+    await wait_until(lambda: len(got.items(path)) == REPLAYED, what="the replay")
+    sizes = [len(m.body[0]) for m in got.signals(path)]
+    assert sizes == [REPLAY_SIGNAL_ITEMS] * (REPLAYED // REPLAY_SIGNAL_ITEMS) + [
+        REPLAYED % REPLAY_SIGNAL_ITEMS
+    ]
+    assert all("Address" in keys for _, keys in got.items(path))  # full records
+    assert sorted(address for address, _ in got.items(path)) == addresses
+    # The next item of a replayed device is what changed since the replay.
+    bluez.advertise_report(ADAPTER, reading(addresses[0], 1000))
+    await wait_until(lambda: len(got.items(path)) == REPLAYED + 1, what="the next report")
+    assert "Address" not in got.items(path)[-1][1]
+
+
+async def test_an_item_names_the_keys_gone_in_removed(
+    test_bus: TestBus, bluez: BluezSimulator, bus: MessageBus, tmp_path: Path
+) -> None:
+    """A device restored from the state file is Restored until heard again: then the
+    key is gone, and a changed-keys item says so."""
+    state = str(tmp_path / "state")
+    first = ScannerApp(
+        ingest.config(test_bus.address), bus_address=test_bus.address, state_file=state
+    )
+    assert await first.start() == 0
+    try:
+        await wait_scanning(first, bluez)
+        bluez.advertise_report(ADAPTER, reading(DEVICES[0], 1))
+        await wait_until(lambda: DEVICES[0] in first.hub.cache, what="cached")  # type: ignore[union-attr]
+    finally:
+        await first.stop()
+    second = ScannerApp(
+        ingest.config(test_bus.address), bus_address=test_bus.address, state_file=state
+    )
+    assert await second.start() == 0
+    try:
+        await wait_scanning(second, bluez)
+        got = Received(bus)
+        options = batched(ChangedKeysOnly=Variant("b", True), Replay=Variant("b", True))
+        path = await subscribe(bus, **options)
+        await wait_until(lambda: bool(got.items(path)), what="the replay")
+        assert got.items(path)[0][1]["Restored"].value is True
+        bluez.advertise_report(ADAPTER, reading(DEVICES[0], 2))
+        await wait_until(lambda: len(got.items(path)) == 2, what="heard again")
+        heard = got.items(path)[1][1]
+        assert heard["Removed"].value == ["Restored"]
+        assert "Restored" not in heard and "ManufacturerData" in heard
+    finally:
+        await second.stop()
+
+
+@pytest.mark.parametrize(
+    ("options", "key"),
+    [
+        ({"Batch": Variant("s", "yes")}, "Batch"),
+        ({"Batch": Variant("b", True), "BatchWindow": Variant("d", 2.0)}, "BatchWindow"),
+        ({"BatchWindow": Variant("d", 0.5)}, "BatchWindow"),
+        ({"ChangedKeysOnly": Variant("b", True)}, "ChangedKeysOnly"),
+    ],
+)
+async def test_invalid_batch_options_are_invalid_args_naming_the_key_and_change_nothing(
+    scanner: ScannerApp,
+    bluez: BluezSimulator,
+    bus: MessageBus,
+    options: dict[str, Variant],
+    key: str,
+) -> None:
+    got = Received(bus)
+    path = await subscribe(bus, **batched())
+    reply = await scanner_call(bus, "Subscribe", "a{sv}", [options])
+    assert_error(reply, ERROR_INVALID_ARGS)
+    assert f"Subscribe: {key}:" in reply.body[0]
+    assert scanner.status().subscriptions == 1
+    bluez.advertise_report(ADAPTER, reading(DEVICES[0], 0))
+    await wait_until(lambda: bool(got.items(path)), what="the existing subscription's item")
+    assert len(got.messages) == 1
+
+
+async def test_unsubscribe_sends_what_the_window_gathered_before_the_reply(
+    scanner: ScannerApp, bluez: BluezSimulator, bus: MessageBus
+) -> None:
+    got = Received(bus)
+    path = await subscribe(bus, **batched(BatchWindow=Variant("d", 1.0)))
+    one_each = await subscribe(bus, AllReports=Variant("b", True), Replay=Variant("b", False))
+    bluez.advertise_report(ADAPTER, reading(DEVICES[0], 0))
+    await wait_until(lambda: bool(got.signals(one_each, "DeviceDiscovered")), what="the report")
+    assert not got.signals(path)  # the window is open
+    assert_ok(await scanner_call(bus, "Unsubscribe", "o", [path]))
+    assert len(got.items(path)) == 1  # arrived before the reply
+
+
+async def burst_on_a_full_bus(
+    test_bus: TestBus,
+    bluez: BluezSimulator,
+    bus: MessageBus,
+    monkeypatch: pytest.MonkeyPatch,
+    budget: int,
+    rounds: int,
+    **options: Variant,
+) -> tuple[ScannerApp, Received, str, str, int]:
+    """The service on a tiny send buffer and a small write budget (as in
+    tests/reliability/test_load.py), a batched subscriber with ``options`` and a
+    one-per-report one, and a burst of every-report-news; returns (app, what the
+    client got, the batched path, the one-per-report path, reports sent)."""
+    monkeypatch.setattr(main, "guard_writer", lambda b: guard_writer(b, budget))
+    app = await start_scanner(test_bus)
+    await wait_scanning(app, bluez)
+    assert app.bus is not None and app.writer is not None and app.hub is not None
+    shrink_send_buffer(app.bus)
+    got = Received(bus)
+    path = await subscribe(bus, **batched(**options))
+    one_each = await subscribe(bus, AllReports=Variant("b", True), Replay=Variant("b", False))
+    reports = [reading(a, i) for i in range(rounds) for a in BURST_ADDRESSES]
+    await burst(bluez, reports)
+    total = len(reports)
+    guard, stats = app.writer, app.hub.stats
+    await wait_until(
+        lambda: (
+            stats.reports == total
+            and guard.backlog_bytes == 0
+            and not app.signals.batches.held_bytes
+        ),  # type: ignore[union-attr]
+        timeout=60,
+        what=f"{total} reports handled and written",
+    )
+    return app, got, path, one_each, total
+
+
+async def test_under_back_pressure_a_batch_grows_where_one_per_report_is_shed(
+    test_bus: TestBus, bluez: BluezSimulator, bus: MessageBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app, got, path, one_each, total = await burst_on_a_full_bus(
+        test_bus,
+        bluez,
+        bus,
+        monkeypatch,
+        ROOMY_BUDGET,
+        ROOMY_ROUNDS,
+        ChangedKeysOnly=Variant("b", True),
+    )
+    try:
+        assert app.writer is not None
+        shed = app.writer.shed
+        await wait_until(
+            lambda: (
+                len(got.items(path)) == total
+                and len(got.signals(one_each, "DeviceDiscovered")) + shed >= total
+            ),
+            timeout=30,
+            what="every item, and every signal not shed",
+        )
+        assert shed > 0, "the budget was never reached: the test shows nothing"
+        status = assert_ok(await scanner_call(bus, "GetStatus"))[0]
+        assert status["SubscriptionsShed"].value == {}
+        counters = got.counters(path)
+        assert counters == {
+            address: sorted(counters[address]) for address in counters
+        }  # in order per device
+        assert sum(len(c) for c in counters.values()) == total
+    finally:
+        await app.stop()
+
+
+async def test_past_its_bound_a_held_batch_sheds_and_counts_per_subscription(
+    test_bus: TestBus, bluez: BluezSimulator, bus: MessageBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app, got, path, _, total = await burst_on_a_full_bus(
+        test_bus,
+        bluez,
+        bus,
+        monkeypatch,
+        SMALL_BUDGET,
+        BURST_ROUNDS,
+        ChangedKeysOnly=Variant("b", True),
+    )
+    try:
+        status = assert_ok(await scanner_call(bus, "GetStatus"))[0]
+        shed = status["SubscriptionsShed"].value.get(path, 0)
+        assert shed > 0, "the hold bound was never reached: the test shows nothing"
+        assert status["Shed"].value >= shed
+        await wait_until(lambda: len(got.items(path)) + shed == total, what="every item not shed")
+        # A device whose item was shed gets its full record next: the client's
+        # merged records match the service's after one more report each.
+        for address in BURST_ADDRESSES:
+            bluez.advertise_report(ADAPTER, reading(address, BURST_ROUNDS))
+        await wait_until(
+            lambda: len(got.items(path)) + shed == total + len(BURST_ADDRESSES),
+            what="one more item each",
+        )
+        merged: dict[str, dict[str, Any]] = {}
+        for address, keys in got.items(path):
+            held = merged.setdefault(address, {})
+            for key in keys.pop("Removed", Variant("as", [])).value:
+                del held[key]
+            held.update({k: v.value for k, v in keys.items()})
+        snapshot = assert_ok(await scanner_call(bus, "GetDiscoveredDevices", "a{sv}", [{}]))[0]
+        assert merged == {
+            address: {k: v.value for k, v in record.items()} for address, record in snapshot.items()
+        }
+        assert app.tree is not None
+        app.tree.refresh()
+        assert app.tree.tree["/Stats/SubscriptionsShed"] == f"{path}: {shed}"
+    finally:
+        await app.stop()

@@ -3,7 +3,7 @@
 With ``ChangedKeysOnly`` the service sends, per device, the full record first
 (the first item of a device, the first after its ``DeviceLost``, every
 replayed item) and then only the keys whose value changed, naming in
-``Removed`` those that went away (docs/dbus-api.md, ``DevicesDiscovered``).
+``Removed`` those that went away (``ble_scanner/core/delta.py`` computes them).
 ``RecordMerger`` keeps each device's fields and rebuilds the full
 ``Advertisement`` from every item, so a user sees exactly the records one
 ``DeviceDiscovered`` each would have given. Fields an item does not carry are
@@ -13,12 +13,12 @@ the previous record's own objects (immutable), not copies.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any
 
-from .records import FIELD_DEFAULTS, RECORD_KEYS, Advertisement, apply_keys
+from ..core.delta import REMOVED
+from .records import FIELD_DEFAULTS, RECORD_FIELDS, Advertisement, apply_keys
 
-# The item key that lists the keys present before and absent now.
-REMOVED: Final = "Removed"
+__all__ = ["REMOVED", "RecordMerger"]
 
 
 class RecordMerger:
@@ -41,7 +41,7 @@ class RecordMerger:
         changes for a device not known here.
         """
         if "Address" in values:
-            fields = dict(FIELD_DEFAULTS)
+            fields = {**FIELD_DEFAULTS}
         else:
             last = self._fields.get(address)
             if last is None:
@@ -52,7 +52,7 @@ class RecordMerger:
                 if isinstance(removed, str | bytes):
                     raise ValueError(f"malformed advertisement record: {REMOVED}={removed!r}")
                 for key in removed:
-                    known = RECORD_KEYS.get(key)
+                    known = RECORD_FIELDS.get(key)
                     if known is not None and known[0] in FIELD_DEFAULTS:
                         fields[known[0]] = FIELD_DEFAULTS[known[0]]
         apply_keys(fields, values)

@@ -58,7 +58,7 @@ class Advertisement:
         """
         if "Address" not in record:
             raise ValueError("malformed advertisement record: KeyError('Address')")
-        fields = dict(FIELD_DEFAULTS)
+        fields = {**FIELD_DEFAULTS}
         apply_keys(fields, record)
         return cls(**fields)
 
@@ -138,43 +138,40 @@ def _optional(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
 # Record key → (Advertisement field, conversion of the unwrapped value). The
 # conversions make plain, immutable values of whatever the D-Bus library gave
-# (dbus-python's ``dbus.UInt16`` and ``dbus.ByteArray`` included).
-RECORD_KEYS: Final[Mapping[str, tuple[str, Callable[[Any], Any]]]] = MappingProxyType(
-    {
-        "Address": ("address", str),
-        "AddressType": ("address_type", str),
-        "Adapter": ("adapter", str),
-        "Path": ("path", str),
-        "Rssi": ("rssi", _optional(int)),
-        "Name": ("name", _optional(str)),
-        "TxPower": ("tx_power", _optional(int)),
-        "ManufacturerData": ("manufacturer_data", _mapping(int)),
-        "ServiceData": ("service_data", _mapping(str)),
-        "ServiceUuids": ("service_uuids", _str_tuple),
-        "FirstSeen": ("first_seen", float),
-        "LastSeen": ("last_seen", float),
-        "Interval": ("interval", _optional(float)),
-        "Restored": ("restored", bool),
-    }
-)
+# (dbus-python's ``dbus.UInt16`` and ``dbus.ByteArray`` included). Plain dicts,
+# typed read-only: looked up for every key of every item.
+RECORD_FIELDS: Final[Mapping[str, tuple[str, Callable[[Any], Any]]]] = {
+    "Address": ("address", str),
+    "AddressType": ("address_type", str),
+    "Adapter": ("adapter", str),
+    "Path": ("path", str),
+    "Rssi": ("rssi", _optional(int)),
+    "Name": ("name", _optional(str)),
+    "TxPower": ("tx_power", _optional(int)),
+    "ManufacturerData": ("manufacturer_data", _mapping(int)),
+    "ServiceData": ("service_data", _mapping(str)),
+    "ServiceUuids": ("service_uuids", _str_tuple),
+    "FirstSeen": ("first_seen", float),
+    "LastSeen": ("last_seen", float),
+    "Interval": ("interval", _optional(float)),
+    "Restored": ("restored", bool),
+}
 # Each field's value when its key is absent from a record ("address" has none).
-FIELD_DEFAULTS: Final[Mapping[str, Any]] = MappingProxyType(
-    {
-        "address_type": "public",
-        "adapter": "",
-        "path": "",
-        "rssi": None,
-        "name": None,
-        "tx_power": None,
-        "manufacturer_data": _EMPTY,
-        "service_data": _EMPTY,
-        "service_uuids": (),
-        "first_seen": 0.0,
-        "last_seen": 0.0,
-        "interval": None,
-        "restored": False,
-    }
-)
+FIELD_DEFAULTS: Final[Mapping[str, Any]] = {
+    "address_type": "public",
+    "adapter": "",
+    "path": "",
+    "rssi": None,
+    "name": None,
+    "tx_power": None,
+    "manufacturer_data": _EMPTY,
+    "service_data": _EMPTY,
+    "service_uuids": (),
+    "first_seen": 0.0,
+    "last_seen": 0.0,
+    "interval": None,
+    "restored": False,
+}
 
 
 def apply_keys(fields: dict[str, Any], record: Mapping[str, Any]) -> None:
@@ -184,7 +181,7 @@ def apply_keys(fields: dict[str, Any], record: Mapping[str, Any]) -> None:
     """
     try:
         for key, value in record.items():
-            known = RECORD_KEYS.get(key)
+            known = RECORD_FIELDS.get(key)
             if known is not None:
                 fields[known[0]] = known[1](value)
     except (TypeError, ValueError, AttributeError) as exc:

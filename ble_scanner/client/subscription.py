@@ -53,9 +53,10 @@ class Subscription:
         self.on_error: Callable[[ScannerError], None] | None = None
 
     def _discovered(self, adv: Advertisement) -> None:
-        timer = self._timers.pop(adv.address, None)
-        if timer is not None:
-            timer.cancel()
+        if self._timers:  # only after a change of source
+            timer = self._timers.pop(adv.address, None)
+            if timer is not None:
+                timer.cancel()
         if self.ledger.discovered(adv):
             self._deliver(adv)
 

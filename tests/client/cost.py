@@ -6,7 +6,9 @@ process, the service as Venus starts it) plays the fan-out ``counter`` scene
 one process of each kind listens to every device:
 
 - ``raw``: the bench's minimal subscriber (``tests.bench.client``), the
-  floor: dbus-fast's receive path and nothing else;
+  floor of one signal per report: dbus-fast's receive path and nothing else;
+- ``raw-batched``: the same floor for a subscription with ``Batch`` and
+  ``ChangedKeysOnly`` (it counts the items, and reads nothing of them);
 - ``scanner``: ``ScannerClient.on_advertisement`` with a counting callback;
 - ``bleak``: ``BleakScanner(callback, backend=ScannerServiceBackend)``;
 - ``scanner-single`` / ``bleak-single``: the same, opted out of batching
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import statistics
 import sys
@@ -31,16 +34,24 @@ from typing import Any, Final
 
 from tests.bench.common import commands, cpu_seconds, reply
 
-KINDS: Final = ("raw", "scanner", "bleak", "scanner-single", "bleak-single")
+KINDS: Final = ("raw", "raw-batched", "scanner", "bleak", "scanner-single", "bleak-single")
 SCENE: Final = {"devices": 200, "period": 0.2, "change_every": 1, "duration": 10.0}
+
+
+async def _disconnect(bus: Any) -> None:
+    bus.disconnect()
 
 
 async def _listener(kind: str) -> None:
     """A client process: counts what its callback gets until told to stop."""
-    from ble_scanner.client import ScannerClient
-    from ble_scanner.client.records import Advertisement, Event
+    from dbus_fast import BusType, Message, Variant
+    from dbus_fast.aio import MessageBus
 
-    got = 0
+    from ble_scanner.client import ScannerClient
+    from ble_scanner.client.records import BATCH_OPTIONS, Advertisement, Event
+    from ble_scanner.const import SCANNER_INTERFACE, SCANNER_PATH, SCANNER_SERVICE
+
+    got = signals = 0
     # Only the opt-out is spelled out, so that this runs on a client without the option.
     options: dict[str, Any] = {"batch": False} if kind.endswith("-single") else {}
     address = os.environ["DBUS_SYSTEM_BUS_ADDRESS"]
@@ -54,15 +65,39 @@ async def _listener(kind: str) -> None:
         nonlocal got
         got += 1
 
+    def on_signal(msg: Message) -> None:
+        nonlocal got, signals
+        if msg.member == "DevicesDiscovered" or msg.member == "DeviceDiscovered":
+            signals += 1
+            if kind == "raw-batched":
+                got += len(msg.body[0])
+
     closer: Any = None
     reply(ready=True, pid=os.getpid())
     async for cmd in commands():
         name = cmd.pop("cmd")
         if name == "listen":
-            if kind.startswith("scanner"):
+            if kind == "raw-batched":
+                bus = await MessageBus(bus_address=address, bus_type=BusType.SYSTEM).connect()
+                bus.add_message_handler(on_signal)
+                options = {key: Variant(sig, value) for key, (sig, value) in BATCH_OPTIONS.items()}
+                await bus.call(
+                    Message(
+                        destination=SCANNER_SERVICE,
+                        path=SCANNER_PATH,
+                        interface=SCANNER_INTERFACE,
+                        member="Subscribe",
+                        signature="a{sv}",
+                        body=[options],
+                    )
+                )
+                closer = functools.partial(_disconnect, bus)
+            elif kind.startswith("scanner"):
                 client = ScannerClient(bus_address=address, **options)
                 await client.connect()
                 await client.on_advertisement(on_event)
+                assert client._bus is not None
+                client._bus.add_message_handler(on_signal)
                 closer = client.close
             else:
                 from bleak import BleakScanner
@@ -75,13 +110,15 @@ async def _listener(kind: str) -> None:
                     client_options={"bus_address": address, **options},
                 )
                 await scanner.start()
+                backend_client = scanner._backend._client  # type: ignore[attr-defined]
+                backend_client._bus.add_message_handler(on_signal)
                 closer = scanner.stop
             reply(ok=True)
         elif name == "reset":
-            got = 0
+            got = signals = 0
             reply(ok=True)
         elif name == "stats":
-            reply(callbacks=got)
+            reply(callbacks=got, signals=signals)
         elif name == "quit":
             break
     if closer is not None:
@@ -121,9 +158,11 @@ async def _measure(repeats: int, kinds: Sequence[str], ingest: str) -> list[dict
                     run: dict[str, float] = {"reports": played["reports"]}
                     for kind, proc in clients.items():
                         used = cpu_seconds(proc.pid) - before[kind]
-                        got = (await proc.ask("stats"))["callbacks"]
+                        stats = await proc.ask("stats")
+                        got = stats["callbacks"]
                         run[kind] = used / max(1, got) * 1e6
                         run[f"{kind}/got"] = got
+                        run[f"{kind}/signals"] = stats["signals"]
                     runs.append(run)
                     print(_line(run), flush=True)
                 finally:
@@ -137,7 +176,7 @@ async def _measure(repeats: int, kinds: Sequence[str], ingest: str) -> list[dict
 def _line(run: dict[str, float]) -> str:
     parts = [f"{int(run['reports'])} reports"]
     parts += [
-        f"{k} {run[k]:.1f} µs ({int(run[k + '/got'])})"
+        f"{k} {run[k]:.1f} µs ({int(run[k + '/got'])} in {int(run[k + '/signals'])} signals)"
         for k in run
         if "/" not in k and k != "reports"
     ]

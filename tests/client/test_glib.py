@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+from typing import Any
 
 import pytest
 
@@ -118,6 +119,12 @@ async def test_glib_consumer_survives_a_service_restart(
         await app.stop()
 
 
+def brief(events: list[list[dict[str, Any]]]) -> list[list[tuple[Any, ...]]]:
+    """What each consumer printed, short enough for an assertion's message."""
+    return [[(e.get("event"), e.get("address"), e.get("manufacturer_data")) for e in got]
+            for got in events]  # fmt: skip
+
+
 async def test_glib_consumer_batched_gets_what_one_per_report_does(
     test_bus: TestBus, bluez: BluezSimulator
 ) -> None:
@@ -135,11 +142,11 @@ async def test_glib_consumer_batched_gets_what_one_per_report_does(
             "hci0", LATE, rssi=-50, name="late", manufacturer_data={0x02E1: b"\x07"}
         )
         events = [[await read_json(proc) for _ in range(5)] for proc in procs]
-        assert all(len([e for e in got if e["event"] == "lost"]) == 2 for got in events)
+        assert all(len([e for e in got if e.get("event") == "lost"]) == 2 for got in events), events
         await bluez.advertise("hci0", VICTRON, rssi=-55, manufacturer_data={0x02E1: b"\x03"})
         for proc, got in zip(procs, events, strict=True):
             got.append(await read_json(proc))
-            assert await asyncio.wait_for(proc.wait(), 20) == 0
+            assert await asyncio.wait_for(proc.wait(), 20) == 0, brief(events)
         batched, single = events
         for address in (VICTRON, LATE):
             assert [e for e in batched if e["address"] == address] == [

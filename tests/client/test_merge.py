@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-import pytest
+from typing import Any
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ble_scanner.bus.marshal import changed_entry, record_entry, snapshot_body
 from ble_scanner.client.merge import REMOVED, RecordMerger
 from ble_scanner.client.records import Advertisement
+from ble_scanner.core.delta import Sent, changes, sent_of
+from ble_scanner.service import record_variants
+from tests.unit.test_delta import ADDRESS, device, states, unmarshal
 
 A = "C0:11:22:33:44:01"
 FULL = {
@@ -82,3 +90,30 @@ def test_a_malformed_item_changes_nothing() -> None:
         {**FULL, "LastSeen": 102.0}
     )
     assert kept.last_seen == 100.0
+
+
+# --- the property: the service's delta (core/delta.py) merged here is the full record ---
+
+LOST = "lost"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.just(LOST) | states, min_size=1, max_size=10))
+def test_delta_then_merge_is_the_full_record(sequence: list[Any]) -> None:
+    """Random reports of one device, lost now and then: each item the service would send
+    (full first and after a loss, else changed keys), read through dbus-fast's
+    unmarshaller and merged, is the Advertisement of the full record."""
+    merger = RecordMerger()
+    last: Sent | None = None
+    for step in sequence:
+        if step == LOST:
+            merger.lost(ADDRESS)
+            last = None
+            continue
+        d = device(**step)
+        now = sent_of(d)
+        item = record_entry(d) if last is None else changed_entry(d, changes(last, now))
+        [(address, values)] = unmarshal(snapshot_body([item]))
+        full = Advertisement.from_record({k: v.value for k, v in record_variants(d).items()})
+        assert merger.item(address, values) == full
+        last = now

@@ -48,9 +48,10 @@ REPLAYED: Final = 20
 SMALL_BUDGET: Final = 64 * 1024
 BURST_ADDRESSES: Final = [f"C0:00:00:00:00:{i:02X}" for i in range(200)]
 BURST_ROUNDS: Final = 50
-# A budget (and so a hold bound) that a shorter burst's changed-keys items fit in,
-# while its one-per-report signals (~3 times their size) do not.
-ROOMY_BUDGET: Final = 256 * 1024
+# Held batches given room for a shorter burst (16 times the small budget: 1 MiB,
+# five times its changed-keys items), while its one-per-report signals overflow
+# the budget itself.
+ROOMY_HOLD_SHARE: Final = 16.0
 ROOMY_ROUNDS: Final = 10
 
 
@@ -384,12 +385,14 @@ async def burst_on_a_full_bus(
 async def test_under_back_pressure_a_batch_grows_where_one_per_report_is_shed(
     test_bus: TestBus, bluez: BluezSimulator, bus: MessageBus, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(batches, "HOLD_SHARE", ROOMY_HOLD_SHARE)
+    monkeypatch.setattr(batches, "HOLD_TOTAL_SHARE", ROOMY_HOLD_SHARE)
     app, got, path, one_each, total = await burst_on_a_full_bus(
         test_bus,
         bluez,
         bus,
         monkeypatch,
-        ROOMY_BUDGET,
+        SMALL_BUDGET,
         ROOMY_ROUNDS,
         ChangedKeysOnly=Variant("b", True),
     )
@@ -405,6 +408,7 @@ async def test_under_back_pressure_a_batch_grows_where_one_per_report_is_shed(
             what="every item, and every signal not shed",
         )
         assert shed > 0, "the budget was never reached: the test shows nothing"
+        assert app.signals is not None and app.signals.batches.peak_held_bytes > 0
         status = assert_ok(await scanner_call(bus, "GetStatus"))[0]
         assert status["SubscriptionsShed"].value == {}
         counters = got.counters(path)

@@ -10,6 +10,7 @@ import subprocess
 
 import pytest
 
+from ble_scanner.client.records import BATCH_OPTIONS
 from ble_scanner.config import ScannerConfig
 from ble_scanner.main import ScannerApp
 from ble_scanner.testing.simulator import BluezSimulator
@@ -167,4 +168,32 @@ async def test_glib_consumer_batched_gets_what_one_per_report_does(
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
+        await app.stop()
+
+
+async def test_glib_consumer_falls_back_when_the_service_refuses_batch(
+    test_bus: TestBus, bluez: BluezSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A service older than ``Batch`` answers InvalidArgs: one signal per report instead."""
+    from ble_scanner.core import filters
+
+    older = {k: v for k, v in filters.SUBSCRIPTION_KEYS.items() if k not in BATCH_OPTIONS}
+    monkeypatch.setattr(filters, "SUBSCRIPTION_KEYS", older)
+    app = await start_service(test_bus)
+    proc = await start_consumer(test_bus, 1)
+    try:
+        assert (await read_json(proc))["snapshot"] == {}
+        assert await read_json(proc) == {"subscribed": True}
+        await wait_until(
+            lambda: app.hub is not None and len(app.hub.subscriptions) == 1,
+            what="the subscription made again without Batch",
+        )
+        await bluez.advertise("hci0", VICTRON, rssi=-60, manufacturer_data={0x02E1: b"\x01"})
+        assert (await read_json(proc))["manufacturer_data"] == {str(0x02E1): "01"}
+        assert (await read_json(proc))["signals"] == {"DeviceDiscovered": 1}
+        assert await asyncio.wait_for(proc.wait(), 20) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
         await app.stop()

@@ -72,6 +72,7 @@ class Batches:
         self._windows: dict[Subscription, asyncio.TimerHandle] = {}
         self._held: dict[Subscription, None] = {}  # waiting for the writer to drain
         self.held_bytes = 0
+        self.peak_held_bytes = 0  # the most ever held at once (tests, the bench)
         self.shed = 0  # items shed, over every subscription there ever was
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -96,6 +97,8 @@ class Batches:
                 return
             batch.add(item)
             self.held_bytes += size
+            if self.held_bytes > self.peak_held_bytes:
+                self.peak_held_bytes = self.held_bytes
             return
         batch.add(item)
         if batch.window > 0 and len(batch.items) < MAX_ITEMS_PER_SIGNAL:
@@ -159,6 +162,7 @@ class Batches:
                 if not held:
                     self._held[subscription] = None
                     self.held_bytes += batch.nbytes
+                    self.peak_held_bytes = max(self.peak_held_bytes, self.held_bytes)
                 guard.on_drain = self._drained
                 return
         if held:

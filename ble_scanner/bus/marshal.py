@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 from typing import Final
 
 from ..core.cache import Device
-from ..core.delta import RECORD_KEYS, REMOVED, Changes
+from ..core.delta import REMOVED, Changes
 from ..core.record import Content
 
 # Message types (specification, "Message Format").
@@ -116,6 +116,7 @@ _SERVICE_DATA: Final = _entry_prefix("ServiceData", "a{say}", ALIGN_U32)
 _SERVICE_UUIDS: Final = _entry_prefix("ServiceUuids", "as", ALIGN_U32)
 _NAME: Final = _entry_prefix("Name", "s", ALIGN_U32)
 _TX_POWER_PREFIX: Final = _entry_prefix("TxPower", "n", ALIGN_INT16)
+_TX_POWER: Final = struct.Struct(f"<{len(_TX_POWER_PREFIX)}sh6x")  # 16 + 2 + padding
 _ADDRESS: Final = _entry_prefix("Address", "s", ALIGN_U32)
 _ADDRESS_TYPE: Final = _entry_prefix("AddressType", "s", ALIGN_U32)
 _ADAPTER: Final = _entry_prefix("Adapter", "s", ALIGN_U32)
@@ -123,7 +124,8 @@ _PATH_ENTRY: Final = _entry_prefix("Path", "o", ALIGN_U32)
 _FIRST_SEEN_PREFIX: Final = _entry_prefix("FirstSeen", "d", ALIGN_STRUCT)
 _FIRST_SEEN: Final = struct.Struct(f"<{len(_FIRST_SEEN_PREFIX)}sd")
 _RESTORED_PREFIX: Final = _entry_prefix("Restored", "b", ALIGN_U32)
-_RESTORED: Final = _RESTORED_PREFIX + _U32.pack(1)
+_RESTORED_VALUE: Final = _RESTORED_PREFIX + _U32.pack(1)
+_RESTORED: Final = _RESTORED_VALUE + _pad8(len(_RESTORED_VALUE))
 _COMPANY: Final = struct.Struct("<H2xI")  # {qay} head: company, padding, payload length
 _INT16: Final = struct.Struct("<h")
 
@@ -150,21 +152,27 @@ def _array_value(prefix: bytes, elements: list[bytes], alignment: int) -> bytes:
 def _content_and_identity(device: Device) -> bytes:
     """Every record entry but LastSeen, Interval and Rssi, in ``record_variants`` order.
 
-    Padded to 8.
+    Padded to 8. Written out rather than looped over ``_ENTRIES``: it runs on
+    every report whose content changed (every report of a counting sensor).
     """
     content = _content(device)
-    entries = _ENTRIES
-    return b"".join(
-        [
-            _padded(entries[key](device))
-            for key in _CONSTANT_KEYS
-            if not (
-                (key == "Name" and content.name is None)
-                or (key == "TxPower" and content.tx_power is None)
-                or (key == "Restored" and not device.restored)
-            )
-        ]
-    )
+    parts = [
+        _padded(_manufacturer_data_value(content)),
+        _padded(_service_data_value(content)),
+        _padded(_service_uuids_value(content)),
+    ]
+    if content.name is not None:
+        parts.append(_padded(_NAME + _string(content.name)))
+    if content.tx_power is not None:
+        parts.append(_TX_POWER.pack(_TX_POWER_PREFIX, content.tx_power))
+    parts.append(_padded(_ADDRESS + _string(device.address)))
+    parts.append(_padded(_ADDRESS_TYPE + _string(device.address_type)))
+    parts.append(_padded(_ADAPTER + _string(device.adapter)))
+    parts.append(_padded(_PATH_ENTRY + _string(device.path)))
+    parts.append(_FIRST_SEEN.pack(_FIRST_SEEN_PREFIX, device.first_seen))
+    if device.restored:
+        parts.append(_RESTORED)
+    return b"".join(parts)
 
 
 def _padded(entry: bytes) -> bytes:
@@ -235,6 +243,18 @@ def _manufacturer_data_value(content: Content) -> bytes:
     )
 
 
+def _service_data_value(content: Content) -> bytes:
+    return _array_value(
+        _SERVICE_DATA,
+        [_padded_string(k) + _U32.pack(len(v)) + v for k, v in content.service_data.items()],
+        ALIGN_STRUCT,
+    )
+
+
+def _service_uuids_value(content: Content) -> bytes:
+    return _array_value(_SERVICE_UUIDS, [_string(u) for u in content.service_uuids], ALIGN_U32)
+
+
 def _content(device: Device) -> Content:
     content = device.content
     assert content is not None
@@ -245,14 +265,8 @@ def _content(device: Device) -> Content:
 # now, not padded after its value (``_join`` pads between entries).
 _ENTRIES: Final[dict[str, Callable[[Device], bytes]]] = {
     "ManufacturerData": lambda d: _manufacturer_data_value(_content(d)),
-    "ServiceData": lambda d: _array_value(
-        _SERVICE_DATA,
-        [_padded_string(k) + _U32.pack(len(v)) + v for k, v in _content(d).service_data.items()],
-        ALIGN_STRUCT,
-    ),
-    "ServiceUuids": lambda d: _array_value(
-        _SERVICE_UUIDS, [_string(u) for u in _content(d).service_uuids], ALIGN_U32
-    ),
+    "ServiceData": lambda d: _service_data_value(_content(d)),
+    "ServiceUuids": lambda d: _service_uuids_value(_content(d)),
     "Name": lambda d: _NAME + _string(_content(d).name or ""),
     "TxPower": lambda d: _TX_POWER_PREFIX + _INT16.pack(_content(d).tx_power or 0),
     "Address": lambda d: _ADDRESS + _string(d.address),
@@ -260,26 +274,52 @@ _ENTRIES: Final[dict[str, Callable[[Device], bytes]]] = {
     "Adapter": lambda d: _ADAPTER + _string(d.adapter),
     "Path": lambda d: _PATH_ENTRY + _string(d.path),
     "FirstSeen": lambda d: _FIRST_SEEN.pack(_FIRST_SEEN_PREFIX, d.first_seen),
-    "Restored": lambda d: _RESTORED,
+    "Restored": lambda d: _RESTORED_VALUE,
     "LastSeen": lambda d: _LAST_SEEN.pack(_LAST_SEEN_PREFIX, d.last_seen),
     "Interval": lambda d: _INTERVAL.pack(_INTERVAL_PREFIX, d.learner.interval or 0.0),
     "Rssi": lambda d: _RSSI_PREFIX + _INT16.pack(d.rssi or 0),
 }
 _REMOVED_PREFIX: Final = _entry_prefix(REMOVED, "as", ALIGN_U32)
-# What ``Device.wire`` holds: the record but for the entries that change between reports.
-_CONSTANT_KEYS: Final = RECORD_KEYS[: RECORD_KEYS.index("LastSeen")]
 
 
 def changed_entry(device: Device, changes: Changes) -> bytes:
     """``(sa{sv})`` of one device carrying only ``changes.keys`` (their values now) and,
     if any key is gone, ``Removed`` (``as``) naming them: a DevicesDiscovered item."""
+    keys = changes.keys
     entries = _ENTRIES
-    parts = [entries[key](device) for key in changes.keys]
+    if not changes.removed and "LastSeen" in keys:
+        # The usual item (a reading, the time, the RSSI): the entries that change
+        # on every report come as one precomputed struct, as in ``record_entry``.
+        at = keys.index("LastSeen")
+        tail = _TAILS.get(keys[at:])
+        if tail is not None:
+            head = b"".join([_padded(entries[key](device)) for key in keys[:at]])
+            return _item(device.address, head + tail(device))
+    parts = [entries[key](device) for key in keys]
     if changes.removed:
         parts.append(
             _array_value(_REMOVED_PREFIX, [_string(k) for k in changes.removed], ALIGN_U32)
         )
     return _item(device.address, _join(parts))
+
+
+_TAILS: Final[dict[tuple[str, ...], Callable[[Device], bytes]]] = {
+    ("LastSeen",): lambda d: _LAST_SEEN.pack(_LAST_SEEN_PREFIX, d.last_seen),
+    ("LastSeen", "Rssi"): lambda d: _LAST_SEEN_RSSI.pack(
+        _LAST_SEEN_PREFIX, d.last_seen, _RSSI_PREFIX, d.rssi or 0
+    ),
+    ("LastSeen", "Interval"): lambda d: _LAST_SEEN_INTERVAL.pack(
+        _LAST_SEEN_PREFIX, d.last_seen, _INTERVAL_PREFIX, d.learner.interval or 0.0
+    ),
+    ("LastSeen", "Interval", "Rssi"): lambda d: _LAST_SEEN_INTERVAL_RSSI.pack(
+        _LAST_SEEN_PREFIX,
+        d.last_seen,
+        _INTERVAL_PREFIX,
+        d.learner.interval or 0.0,
+        _RSSI_PREFIX,
+        d.rssi or 0,
+    ),
+}
 
 
 def _join(parts: Iterable[bytes]) -> bytes:

@@ -10,25 +10,27 @@ too.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final
 
 import pytest
-from dbus_fast import Message, MessageType, Variant
+import pytest_asyncio
+from dbus_fast import Message, Variant
 from dbus_fast.aio import MessageBus
 
 from ble_scanner import main
 from ble_scanner.bus import batches
 from ble_scanner.bus.writer import guard_writer
 from ble_scanner.config import ScannerConfig
-from ble_scanner.const import ERROR_INVALID_ARGS
+from ble_scanner.const import ERROR_INVALID_ARGS, SCANNER_INTERFACE
 from ble_scanner.main import ScannerApp
 from ble_scanner.testing.simulator import BluezSimulator, Report
 from ble_scanner.testing.testbus import TestBus
 from tests import ingest
 from tests.conftest import start_scanner, wait_scanning
-from tests.helpers import assert_error, assert_ok, scanner_call, wait_until
+from tests.helpers import SignalRecorder, assert_error, assert_ok, scanner_call, wait_until
 from tests.reliability.test_load import burst, shrink_send_buffer
 
 ADAPTER: Final = "hci0"
@@ -37,9 +39,6 @@ DEVICES: Final = [f"C0:11:22:33:44:{i:02X}" for i in range(5)]
 # A window far longer than a loaded machine takes to pass PACED reports through.
 WINDOW: Final = 1.0
 PACED: Final = 4
-# The shortest lost time that tests still finish quickly (presence: 3 x interval + 5 s,
-# capped by this).
-LOST_TIMEOUT: Final = 1.0
 # Replay split into signals of this many items (the real bound is 1 024).
 REPLAY_SIGNAL_ITEMS: Final = 8
 REPLAYED: Final = 20
@@ -48,34 +47,25 @@ REPLAYED: Final = 20
 SMALL_BUDGET: Final = 64 * 1024
 BURST_ADDRESSES: Final = [f"C0:00:00:00:00:{i:02X}" for i in range(200)]
 BURST_ROUNDS: Final = 50
-# A budget (and so a hold bound) that a shorter burst's changed-keys items fit in,
-# while its one-per-report signals (~3 times their size) do not.
-ROOMY_BUDGET: Final = 256 * 1024
+# Held batches given room for a shorter burst (16 times the small budget: 1 MiB,
+# five times its changed-keys items), while its one-per-report signals overflow
+# the budget itself.
+ROOMY_HOLD_SHARE: Final = 16.0
 ROOMY_ROUNDS: Final = 10
 
 
-class Received:
+class Received(SignalRecorder):
     """Every Scanner1 signal this connection gets, per path, in arrival order."""
 
     def __init__(self, bus: MessageBus) -> None:
-        self.messages: list[Message] = []
-        bus.add_message_handler(self._on_message)
-
-    def _on_message(self, msg: Message) -> bool:
-        if msg.message_type == MessageType.SIGNAL and msg.member in (
-            "DeviceDiscovered",
-            "DevicesDiscovered",
-            "DeviceLost",
-        ):
-            self.messages.append(msg)
-        return False
+        super().__init__(bus, interface=SCANNER_INTERFACE)
 
     def signals(self, path: str, member: str = "DevicesDiscovered") -> list[Message]:
         return [m for m in self.messages if m.path == path and m.member == member]
 
     def items(self, path: str) -> list[tuple[str, dict[str, Variant]]]:
         """Every DevicesDiscovered item from ``path``, in order: (address, keys)."""
-        return [tuple(item) for m in self.signals(path) for item in m.body[0]]  # type: ignore[misc]
+        return [(item[0], item[1]) for m in self.signals(path) for item in m.body[0]]
 
     def counters(self, path: str) -> dict[str, list[int]]:
         """Per device, the counters its items carried (ManufacturerData), in order."""
@@ -194,50 +184,60 @@ async def test_changed_keys_only_items_carry_what_changed_after_a_full_first(
     assert merged == got.items(full)[-1][1]
 
 
-async def test_after_device_lost_the_next_item_is_the_full_record(
-    test_bus: TestBus, bluez: BluezSimulator, bus: MessageBus
-) -> None:
-    app = await start_scanner(test_bus, ScannerConfig(lost_timeout=LOST_TIMEOUT))
+@pytest_asyncio.fixture
+async def one_device(test_bus: TestBus, bluez: BluezSimulator) -> AsyncIterator[ScannerApp]:
+    """The service with a cache of one device: hearing another loses the first at once
+    (the cache bound's DeviceLost, docs/dbus-api.md), within the same wake-up."""
+    app = await start_scanner(test_bus, ScannerConfig(cache_size=1))
     try:
         await wait_scanning(app, bluez)
-        got = Received(bus)
-        path = await subscribe(bus, **batched(ChangedKeysOnly=Variant("b", True)))
-        for counter in range(2):
-            bluez.advertise_report(ADAPTER, reading(DEVICES[0], counter))
-            await wait_until(lambda n=counter: len(got.items(path)) == n + 1, what="the item")  # type: ignore[misc]
-        await wait_until(
-            lambda: bool(got.signals(path, "DeviceLost")), timeout=LOST_TIMEOUT + 5, what="lost"
-        )
-        bluez.advertise_report(ADAPTER, reading(DEVICES[0], 2))
-        await wait_until(lambda: len(got.items(path)) == 3, what="the item after the loss")
-        members = [m.member for m in got.messages if m.path == path]
-        assert members == ["DevicesDiscovered"] * 2 + ["DeviceLost", "DevicesDiscovered"]
-        first, second, after = (set(keys) for _, keys in got.items(path))
-        assert first == after and "Address" in after
-        assert second == {"ManufacturerData", "LastSeen"}
+        yield app
     finally:
         await app.stop()
+
+
+def members(got: Received, path: str) -> list[tuple[str, list[str]]]:
+    """Each signal from ``path``: its member and the addresses it carries, in order."""
+    return [
+        (str(m.member), [i[0] for i in m.body[0]] if m.member == "DevicesDiscovered" else m.body)
+        for m in got.messages
+        if m.path == path
+    ]
 
 
 async def test_device_lost_follows_the_items_gathered_before_it(
-    test_bus: TestBus, bluez: BluezSimulator, bus: MessageBus
+    one_device: ScannerApp, bluez: BluezSimulator, bus: MessageBus
 ) -> None:
-    """A window still open when the device is lost is sent first: order per device holds."""
-    app = await start_scanner(test_bus, ScannerConfig(lost_timeout=LOST_TIMEOUT))
-    try:
-        await wait_scanning(app, bluez)
-        got = Received(bus)
-        path = await subscribe(bus, **batched(BatchWindow=Variant("d", 1.0)))
-        bluez.advertise_report(ADAPTER, reading(DEVICES[0], 0))
-        await wait_until(
-            lambda: bool(got.signals(path, "DeviceLost")), timeout=LOST_TIMEOUT + 5, what="lost"
-        )
-        assert [m.member for m in got.messages if m.path == path] == [
-            "DevicesDiscovered",
-            "DeviceLost",
-        ]
-    finally:
-        await app.stop()
+    """A window still open when a device is lost is sent first: order per device holds."""
+    got = Received(bus)
+    path = await subscribe(bus, **batched(BatchWindow=Variant("d", WINDOW)))
+    bluez.advertise_report(ADAPTER, reading(DEVICES[0], 0))
+    bluez.advertise_report(ADAPTER, reading(DEVICES[1], 0))  # evicts the first
+    await wait_until(lambda: bool(got.signals(path, "DeviceLost")), what="the first lost")
+    first = members(got, path)
+    assert first[0][0] == "DevicesDiscovered" and first[0][1][0] == DEVICES[0]
+    assert first[-1] == ("DeviceLost", [DEVICES[0]])
+
+
+async def test_after_device_lost_the_next_item_is_the_full_record(
+    one_device: ScannerApp, bluez: BluezSimulator, bus: MessageBus
+) -> None:
+    got = Received(bus)
+    path = await subscribe(bus, **batched(ChangedKeysOnly=Variant("b", True)))
+    steps = [(DEVICES[0], 0), (DEVICES[0], 1), (DEVICES[1], 0), (DEVICES[0], 2)]
+    for n, (address, counter) in enumerate(steps, 1):
+        bluez.advertise_report(ADAPTER, reading(address, counter))
+        await wait_until(lambda n=n: len(got.items(path)) == n, what="the item")  # type: ignore[misc]
+    assert [member for member, _ in members(got, path)] == [
+        "DevicesDiscovered",
+        "DevicesDiscovered",
+        "DevicesDiscovered",
+        "DeviceLost",  # the first, evicted by the second
+        "DevicesDiscovered",
+    ]
+    first, second, other, again = (set(keys) for _, keys in got.items(path))
+    assert first == other == again and "Address" in again  # full records
+    assert second == {"ManufacturerData", "LastSeen"}
 
 
 async def test_replay_comes_as_full_records_in_signals_of_bounded_size(
@@ -361,6 +361,7 @@ async def burst_on_a_full_bus(
     app = await start_scanner(test_bus)
     await wait_scanning(app, bluez)
     assert app.bus is not None and app.writer is not None and app.hub is not None
+    assert app.signals is not None
     shrink_send_buffer(app.bus)
     got = Received(bus)
     path = await subscribe(bus, **batched(**options))
@@ -368,13 +369,9 @@ async def burst_on_a_full_bus(
     reports = [reading(a, i) for i in range(rounds) for a in BURST_ADDRESSES]
     await burst(bluez, reports)
     total = len(reports)
-    guard, stats = app.writer, app.hub.stats
+    guard, stats, held = app.writer, app.hub.stats, app.signals.batches
     await wait_until(
-        lambda: (
-            stats.reports == total
-            and guard.backlog_bytes == 0
-            and not app.signals.batches.held_bytes
-        ),  # type: ignore[union-attr]
+        lambda: stats.reports == total and guard.backlog_bytes == 0 and not held.held_bytes,
         timeout=60,
         what=f"{total} reports handled and written",
     )
@@ -384,12 +381,14 @@ async def burst_on_a_full_bus(
 async def test_under_back_pressure_a_batch_grows_where_one_per_report_is_shed(
     test_bus: TestBus, bluez: BluezSimulator, bus: MessageBus, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(batches, "HOLD_SHARE", ROOMY_HOLD_SHARE)
+    monkeypatch.setattr(batches, "HOLD_TOTAL_SHARE", ROOMY_HOLD_SHARE)
     app, got, path, one_each, total = await burst_on_a_full_bus(
         test_bus,
         bluez,
         bus,
         monkeypatch,
-        ROOMY_BUDGET,
+        SMALL_BUDGET,
         ROOMY_ROUNDS,
         ChangedKeysOnly=Variant("b", True),
     )
@@ -405,6 +404,7 @@ async def test_under_back_pressure_a_batch_grows_where_one_per_report_is_shed(
             what="every item, and every signal not shed",
         )
         assert shed > 0, "the budget was never reached: the test shows nothing"
+        assert app.signals is not None and app.signals.batches.peak_held_bytes > 0
         status = assert_ok(await scanner_call(bus, "GetStatus"))[0]
         assert status["SubscriptionsShed"].value == {}
         counters = got.counters(path)

@@ -6,8 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from dbus_fast import Message, Variant
-from dbus_fast._private.unmarshaller import Unmarshaller
+from dbus_fast import Variant
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -23,6 +22,7 @@ from ble_scanner.core.cache import Device
 from ble_scanner.core.delta import RECORD_KEYS, REMOVED, Changes, Sent, changes, sent_of
 from ble_scanner.core.record import Content
 from ble_scanner.service import record_variants
+from tests import wire_cost
 
 ADDRESS = "C0:11:22:33:44:55"
 UUID = "0000181a-0000-1000-8000-00805f9b34fb"
@@ -100,25 +100,8 @@ def unmarshal(body: bytes) -> list[tuple[str, dict[str, Any]]]:
     fields = header_fields(
         "a(sa{sv})", path="/Subscription/1", interface="x.y", member="DevicesDiscovered"
     )
-    data = message(MESSAGE_SIGNAL, 1, fields, body)
-    unmarshaller = Unmarshaller(_Stream(data))
-    msg = unmarshaller.unmarshall()
-    assert isinstance(msg, Message)
+    msg = wire_cost.unmarshal(message(MESSAGE_SIGNAL, 1, fields, body))
     return [(a, {k: v.value for k, v in r.items()}) for a, r in msg.body[0]]
-
-
-class _Stream:
-    """The bytes of one message as a socket-like stream for the unmarshaller."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-    def read(self, n: int) -> bytes:
-        out, self.data = self.data[:n], self.data[n:]
-        return out
-
-    def recv(self, n: int) -> bytes:
-        return self.read(n)
 
 
 def plain(record: dict[str, Variant]) -> dict[str, Any]:

@@ -81,6 +81,7 @@ def _update_props(props: dict[str, Any], last: Advertisement, adv: Advertisement
 
     A payload dict is replaced, never changed in place, and only when the
     payload changed: an AdvertisementData already handed out keeps its own.
+    Only what differs is touched (most reports change the RSSI and a payload).
     """
     if adv.manufacturer_data is not last.manufacturer_data:
         props["ManufacturerData"] = dict(adv.manufacturer_data)
@@ -88,12 +89,18 @@ def _update_props(props: dict[str, Any], last: Advertisement, adv: Advertisement
         props["ServiceData"] = dict(adv.service_data)
     if adv.service_uuids is not last.service_uuids:
         props["UUIDs"] = list(adv.service_uuids)
-    if adv.name != last.name:
+    if adv.rssi != last.rssi:
+        if adv.rssi is None:
+            del props["RSSI"]
+        else:
+            props["RSSI"] = adv.rssi
+    if adv.name != last.name or adv.tx_power != last.tx_power:
         props["Alias"] = _alias(adv)
+        _set_optional(props, adv)
     if adv.adapter != last.adapter:
         props["Adapter"] = f"/org/bluez/{adv.adapter}"
-    props["AddressType"] = adv.address_type
-    _set_optional(props, adv)
+    if adv.address_type != last.address_type:
+        props["AddressType"] = adv.address_type
 
 
 def to_ble_device(adv: Advertisement) -> BLEDevice:

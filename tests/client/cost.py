@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import functools
 import os
 import statistics
@@ -35,6 +36,7 @@ from typing import Any, Final
 from tests.bench.common import commands, cpu_seconds, reply
 
 KINDS: Final = ("raw", "raw-batched", "scanner", "bleak", "scanner-single", "bleak-single")
+PROFILE_DIR: Final = "CLIENT_COST_PROFILE"  # set: each listener writes KIND.prof there
 SCENE: Final = {"devices": 200, "period": 0.2, "change_every": 1, "duration": 10.0}
 
 
@@ -73,6 +75,7 @@ async def _listener(kind: str) -> None:
                 got += len(msg.body[0])
 
     closer: Any = None
+    profiler = cProfile.Profile() if os.environ.get(PROFILE_DIR) else None
     reply(ready=True, pid=os.getpid())
     async for cmd in commands():
         name = cmd.pop("cmd")
@@ -116,8 +119,13 @@ async def _listener(kind: str) -> None:
             reply(ok=True)
         elif name == "reset":
             got = signals = 0
+            if profiler is not None:
+                profiler.enable()
             reply(ok=True)
         elif name == "stats":
+            if profiler is not None:
+                profiler.disable()
+                profiler.dump_stats(os.path.join(os.environ[PROFILE_DIR], f"{kind}.prof"))
             reply(callbacks=got, signals=signals)
         elif name == "quit":
             break
@@ -189,10 +197,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--kind", action="append", choices=KINDS, help="default: every kind")
     parser.add_argument("--ingest", choices=("mgmt", "dbus"), default="mgmt")
+    parser.add_argument("--profile", metavar="DIR", help="cProfile each listener into DIR")
     args = parser.parse_args(argv)
     if args.client:
         asyncio.run(_listener(args.client))
         return 0
+    if args.profile:
+        os.environ[PROFILE_DIR] = os.path.abspath(args.profile)
     runs = asyncio.run(_measure(args.repeat, args.kind or KINDS, args.ingest))
     print("median µs per delivered report (client process CPU):")
     for kind in args.kind or KINDS:

@@ -7,10 +7,10 @@ import json
 import os
 import shutil
 import subprocess
-from typing import Any
 
 import pytest
 
+from ble_scanner.client.records import BATCH_OPTIONS
 from ble_scanner.config import ScannerConfig
 from ble_scanner.main import ScannerApp
 from ble_scanner.testing.simulator import BluezSimulator
@@ -119,7 +119,7 @@ async def test_glib_consumer_survives_a_service_restart(
         await app.stop()
 
 
-def brief(events: list[list[dict[str, Any]]]) -> list[list[tuple[Any, ...]]]:
+def brief(events: list[list[dict[str, object]]]) -> list[list[tuple[object, ...]]]:
     """What each consumer printed, short enough for an assertion's message."""
     return [[(e.get("event"), e.get("address"), e.get("manufacturer_data")) for e in got]
             for got in events]  # fmt: skip
@@ -136,13 +136,19 @@ async def test_glib_consumer_batched_gets_what_one_per_report_does(
         for proc in procs:
             assert (await read_json(proc))["snapshot"] == {}
             assert await read_json(proc) == {"subscribed": True}
+        # "subscribed" is said once the call is sent; the service has it when it answers.
+        await wait_until(
+            lambda: app.hub is not None and len(app.hub.subscriptions) == 2,
+            what="both subscriptions in the service",
+        )
         await bluez.advertise("hci0", VICTRON, rssi=-60, manufacturer_data={0x02E1: b"\x01"})
         await bluez.advertise("hci0", VICTRON, rssi=-60, manufacturer_data={0x02E1: b"\x02"})
         await bluez.advertise(
             "hci0", LATE, rssi=-50, name="late", manufacturer_data={0x02E1: b"\x07"}
         )
         events = [[await read_json(proc) for _ in range(5)] for proc in procs]
-        assert all(len([e for e in got if e.get("event") == "lost"]) == 2 for got in events), events
+        lost = [[e for e in got if e.get("event") == "lost"] for got in events]
+        assert [len(each) for each in lost] == [2, 2], brief(events)
         await bluez.advertise("hci0", VICTRON, rssi=-55, manufacturer_data={0x02E1: b"\x03"})
         for proc, got in zip(procs, events, strict=True):
             got.append(await read_json(proc))
@@ -154,6 +160,7 @@ async def test_glib_consumer_batched_gets_what_one_per_report_does(
             ]
         assert batched[-1]["manufacturer_data"] == {str(0x02E1): "03"}
         signals = [(await read_json(proc))["signals"] for proc in procs]
+        assert isinstance(signals[0], dict) and isinstance(signals[1], dict)
         assert signals[0].get("DevicesDiscovered", 0) > 0 and "DeviceDiscovered" not in signals[0]
         assert signals[1].get("DeviceDiscovered", 0) > 0 and "DevicesDiscovered" not in signals[1]
     finally:
@@ -161,4 +168,32 @@ async def test_glib_consumer_batched_gets_what_one_per_report_does(
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
+        await app.stop()
+
+
+async def test_glib_consumer_falls_back_when_the_service_refuses_batch(
+    test_bus: TestBus, bluez: BluezSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A service older than ``Batch`` answers InvalidArgs: one signal per report instead."""
+    from ble_scanner.core import filters
+
+    older = {k: v for k, v in filters.SUBSCRIPTION_KEYS.items() if k not in BATCH_OPTIONS}
+    monkeypatch.setattr(filters, "SUBSCRIPTION_KEYS", older)
+    app = await start_service(test_bus)
+    proc = await start_consumer(test_bus, 1)
+    try:
+        assert (await read_json(proc))["snapshot"] == {}
+        assert await read_json(proc) == {"subscribed": True}
+        await wait_until(
+            lambda: app.hub is not None and len(app.hub.subscriptions) == 1,
+            what="the subscription made again without Batch",
+        )
+        await bluez.advertise("hci0", VICTRON, rssi=-60, manufacturer_data={0x02E1: b"\x01"})
+        assert (await read_json(proc))["manufacturer_data"] == {str(0x02E1): "01"}
+        assert (await read_json(proc))["signals"] == {"DeviceDiscovered": 1}
+        assert await asyncio.wait_for(proc.wait(), 20) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
         await app.stop()

@@ -27,7 +27,7 @@ import signal
 from collections.abc import Callable
 from typing import Any, Final
 
-from tests.bench.common import commands, reply
+from tests.bench.common import reply, serve
 
 VICTRON, RUUVI = 0x02E1, 0x0499
 ESS_UUID: Final = "0000181a-0000-1000-8000-00805f9b34fb"
@@ -111,35 +111,31 @@ async def main() -> None:
     assert current is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, current.cancel)
     program = Program()
-    reply(ready=True, pid=os.getpid())
-    async for cmd in commands():
-        name = cmd.pop("cmd")
-        try:
-            if name == "quit":
-                break
-            if name == "listen":
-                if cmd["kind"] == "bleak":
-                    await program.bleak(cmd["backend"], cmd["slice"])
-                elif cmd["kind"] == "scannerclient":
-                    await program.scannerclient(cmd["slice"])
-                else:
-                    raise ValueError(cmd["kind"])
-                reply(ok=True)
-            elif name == "reset":
-                program.callbacks = 0
-                program.readings = set()
-                reply(ok=True)
-            elif name == "stats":
-                reply(
-                    callbacks=program.callbacks,
-                    signals=0,
-                    readings=len(program.readings),
-                    kept=len(program.kept),
-                )
+
+    async def handle(name: str, cmd: dict[str, Any]) -> dict[str, Any]:
+        if name == "listen":
+            if cmd["kind"] == "bleak":
+                await program.bleak(cmd["backend"], cmd["slice"])
+            elif cmd["kind"] == "scannerclient":
+                await program.scannerclient(cmd["slice"])
             else:
-                reply(error=f"unknown command {name}")
-        except Exception as exc:  # reported to the orchestrator, which fails the scenario
-            reply(error=f"{type(exc).__name__}: {exc}")
+                raise ValueError(cmd["kind"])
+            return {"ok": True}
+        if name == "reset":
+            program.callbacks = 0
+            program.readings = set()
+            return {"ok": True}
+        if name == "stats":
+            return {
+                "callbacks": program.callbacks,
+                "signals": 0,
+                "readings": len(program.readings),
+                "kept": len(program.kept),
+            }
+        raise ValueError(f"unknown command {name}")
+
+    reply(ready=True, pid=os.getpid())
+    await serve(handle)
 
 
 if __name__ == "__main__":

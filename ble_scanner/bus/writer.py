@@ -14,7 +14,9 @@ instead of queued, so the service's memory stays bounded; the broadcast's
 that subscribers, who asked for their devices, are shed last (docs/behaviour.md
 "Under load"). Method replies, errors and every other message are always queued: they
 are bounded by what clients ask. A shed DeviceDiscovered is news a later report
-repeats; the count is kept.
+repeats; the count is kept. A batched subscription's DevicesDiscovered is never
+shed here: bus/batches.py holds it back while the queue is over the budget
+(``on_drain`` says when to try again) and bounds what it holds itself.
 
 Both reach into dbus-fast's private writer (``bus._writer``: ``messages``,
 ``buf``, ``offset``, ``fut``, ``sock``, ``loop``, ``fd``), whose layout is the

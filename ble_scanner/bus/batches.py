@@ -182,6 +182,3 @@ class Batches:
         for subscription in list(self._held):
             self._send(subscription)
         self.outbox.flush()
-
-    def held(self, subscription: Subscription) -> bool:
-        return subscription in self._held

@@ -32,6 +32,7 @@ from tests import ingest
 from tests.conftest import start_scanner, wait_scanning
 from tests.helpers import SignalRecorder, assert_error, assert_ok, scanner_call, wait_until
 from tests.reliability.test_load import burst, shrink_send_buffer
+from tests.service.conftest import watch_broadcast
 
 ADAPTER: Final = "hci0"
 RUUVI_ID: Final = 0x0499
@@ -113,6 +114,28 @@ async def test_a_report_at_a_low_rate_is_one_item_sent_at_once(
     assert record["Address"].value == DEVICES[0]
     assert record["Rssi"].value == -60
     assert not got.signals(path, "DeviceDiscovered")
+
+
+async def test_one_per_report_subscribers_and_the_broadcast_get_what_they_got_before(
+    scanner: ScannerApp, bluez: BluezSimulator, bus: MessageBus
+) -> None:
+    """Beside a batched subscriber: DeviceDiscovered per report to the others, the
+    broadcast's first sighting from /, and no DevicesDiscovered to either."""
+    await watch_broadcast(bus)
+    got = Received(bus)
+    batched_path = await subscribe(bus, **batched(ChangedKeysOnly=Variant("b", True)))
+    one_each = await subscribe(bus, AllReports=Variant("b", True), Replay=Variant("b", False))
+    for counter in range(3):
+        bluez.advertise_report(ADAPTER, reading(DEVICES[0], counter))
+    await wait_until(lambda: len(got.items(batched_path)) == 3, what="the batched items")
+    await wait_until(
+        lambda: len(got.signals(one_each, "DeviceDiscovered")) == 3, what="one signal each"
+    )
+    records = [m.body for m in got.signals(one_each, "DeviceDiscovered")]
+    assert [body[0] for body in records] == [DEVICES[0]] * 3
+    assert all("Address" in body[1] for body in records)  # full records, as always
+    assert got.signals("/", "DeviceDiscovered")  # the first sighting, at once
+    assert not got.signals("/") and not got.signals(one_each)
 
 
 async def test_a_burst_is_few_signals_with_every_report_in_order_per_device(
@@ -228,12 +251,16 @@ async def test_after_device_lost_the_next_item_is_the_full_record(
     for n, (address, counter) in enumerate(steps, 1):
         bluez.advertise_report(ADAPTER, reading(address, counter))
         await wait_until(lambda n=n: len(got.items(path)) == n, what="the item")  # type: ignore[misc]
-    assert [member for member, _ in members(got, path)] == [
-        "DevicesDiscovered",
-        "DevicesDiscovered",
-        "DevicesDiscovered",
-        "DeviceLost",  # the first, evicted by the second
-        "DevicesDiscovered",
+    await wait_until(lambda: len(got.signals(path, "DeviceLost")) == 2, what="both lost")
+    a, b = DEVICES[0], DEVICES[1]
+    # Each device's report evicts the other, and its own item goes out before that loss.
+    assert members(got, path) == [
+        ("DevicesDiscovered", [a]),
+        ("DevicesDiscovered", [a]),
+        ("DevicesDiscovered", [b]),
+        ("DeviceLost", [a]),
+        ("DevicesDiscovered", [a]),
+        ("DeviceLost", [b]),
     ]
     first, second, other, again = (set(keys) for _, keys in got.items(path))
     assert first == other == again and "Address" in again  # full records

@@ -9,14 +9,15 @@ import shutil
 import subprocess
 
 import pytest
+from dbus_fast.aio import MessageBus
 
 from ble_scanner.client.records import BATCH_OPTIONS
 from ble_scanner.config import ScannerConfig
 from ble_scanner.main import ScannerApp
 from ble_scanner.testing.simulator import BluezSimulator
-from ble_scanner.testing.testbus import TestBus
+from ble_scanner.testing.testbus import TestBus, start_test_bus
 from tests.client.conftest import ROOT, VICTRON, advertise_scene, start_service
-from tests.helpers import wait_until
+from tests.helpers import call, wait_until
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 CONSUMER = os.path.join(os.path.dirname(__file__), "glib_consumer.py")
@@ -197,3 +198,47 @@ async def test_glib_consumer_falls_back_when_the_service_refuses_batch(
         assert await asyncio.wait_for(proc.wait(), 20) == 0
     finally:
         await stop(app, [proc])
+
+
+DRIVER = os.path.join(os.path.dirname(__file__), "glib_driver.py")
+DRIVER_NAME = "com.victronenergy.test.driver"
+DRIVER_POLICY = f"""<!DOCTYPE busconfig PUBLIC
+ "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <policy context="default">
+    <allow own="{DRIVER_NAME}"/><allow send_destination="{DRIVER_NAME}"/>
+  </policy>
+</busconfig>
+"""
+
+
+async def test_a_driver_using_the_glib_client_still_answers_its_own_calls() -> None:
+    """The client's message filter leaves every message to the program's own objects.
+
+    dbus-python takes a filter's ``None`` as "handled": a client filter returning it
+    kept a velib driver on the same connection from ever seeing a method call.
+    """
+    bus_ = start_test_bus({"driver.conf": DRIVER_POLICY})
+    proc = await asyncio.create_subprocess_exec(
+        SYSTEM_PYTHON,
+        DRIVER,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": ROOT, "DBUS_SYSTEM_BUS_ADDRESS": bus_.address},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        assert await asyncio.wait_for(proc.stdout.readline(), IMPORT_TIMEOUT) == b"ready\n"
+        caller = await MessageBus(bus_address=bus_.address).connect()
+        try:
+            reply = await call(
+                caller, DRIVER_NAME, "/Driver", "com.victronenergy.BusItem", "GetText"
+            )
+            assert reply.body == ["alive"]
+        finally:
+            caller.disconnect()
+    finally:
+        proc.kill()
+        await proc.wait()
+        bus_.stop()

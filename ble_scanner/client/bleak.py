@@ -44,6 +44,17 @@ _LOGGER = logging.getLogger(__name__)
 
 # bleak reports this when it has no RSSI (bluezdbus/scanner.py).
 NO_RSSI = -127
+# AdvertisementData is a NamedTuple of these fields in this order
+# (bleak/backends/scanner.py, since 0.15); built positionally when it still is.
+_POSITIONAL = AdvertisementData._fields == (
+    "local_name",
+    "manufacturer_data",
+    "service_data",
+    "service_uuids",
+    "tx_power",
+    "rssi",
+    "platform_data",
+)
 # bleak < 0.23 took a required ``rssi`` argument in BLEDevice.
 _BLEDEVICE_TAKES_RSSI = "rssi" in inspect.signature(BLEDevice.__init__).parameters
 
@@ -122,13 +133,24 @@ def to_advertisement_data(adv: Advertisement) -> AdvertisementData:
 
 def _advertisement_data(adv: Advertisement, props: dict[str, Any]) -> AdvertisementData:
     """The payloads are ``props``' own dicts and list, as bleak's BlueZ backend hands out."""
-    return AdvertisementData(
+    rssi = NO_RSSI if adv.rssi is None else adv.rssi
+    if _POSITIONAL:  # half the cost of keywords, on every report
+        return AdvertisementData(
+            adv.name,
+            props["ManufacturerData"],
+            props["ServiceData"],
+            props["UUIDs"],
+            adv.tx_power,
+            rssi,
+            (adv.path, props, adv),
+        )
+    return AdvertisementData(  # pragma: no cover - a bleak with other fields
         local_name=adv.name,
         manufacturer_data=props["ManufacturerData"],
         service_data=props["ServiceData"],
         service_uuids=props["UUIDs"],
         tx_power=adv.tx_power,
-        rssi=NO_RSSI if adv.rssi is None else adv.rssi,
+        rssi=rssi,
         platform_data=(adv.path, props, adv),
     )
 

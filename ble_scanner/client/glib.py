@@ -365,9 +365,14 @@ class GlibScannerClient:
             timeout=CALL_TIMEOUT,
         )
 
-    def _filter(self, bus: Any, msg: Any) -> None:
-        if msg.get_type() != dbus.lowlevel.MESSAGE_TYPE_SIGNAL:
-            return
+    def _filter(self, bus: Any, msg: Any) -> Any:
+        """Every message passes on: dbus-python takes a filter's None as "handled", which
+        would keep them from the program's own objects and later filters."""
+        if msg.get_type() == dbus.lowlevel.MESSAGE_TYPE_SIGNAL:
+            self._on_signal(msg)
+        return dbus.lowlevel.HANDLER_RESULT_NOT_YET_HANDLED
+
+    def _on_signal(self, msg: Any) -> None:
         if self.owner is None or msg.get_sender() != self.owner:
             return
         subscription = self._by_path.get(msg.get_path())

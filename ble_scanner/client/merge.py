@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..core.delta import REMOVED
-from .records import FIELD_DEFAULTS, RECORD_FIELDS, Advertisement, apply_keys
+from .records import FIELD_DEFAULTS, RECORD_FIELDS, Advertisement, advertisement_of, apply_keys
 
 __all__ = ["REMOVED", "RecordMerger"]
 
@@ -56,7 +56,7 @@ class RecordMerger:
                     if known is not None and known[0] in FIELD_DEFAULTS:
                         fields[known[0]] = FIELD_DEFAULTS[known[0]]
         apply_keys(fields, values)
-        adv = Advertisement(**fields)
+        adv = advertisement_of(fields)
         self._fields[address] = fields
         return adv
 

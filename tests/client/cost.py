@@ -12,7 +12,10 @@ one process of each kind listens to every device:
 - ``scanner``: ``ScannerClient.on_advertisement`` with a counting callback;
 - ``bleak``: ``BleakScanner(callback, backend=ScannerServiceBackend)``;
 - ``scanner-single`` / ``bleak-single``: the same, opted out of batching
-  (one ``DeviceDiscovered`` per report, as a service without ``Batch`` sends).
+  (one ``DeviceDiscovered`` per report, as a service without ``Batch`` sends);
+- ``bleak-bluez``: the same bleak program on bleak's own BlueZ backend (its
+  own discovery session on the simulator, BlueZ's signals), what a bleak
+  program costs without the service.
 
 Each process's CPU (utime + stime from ``/proc``) over the scene, divided by
 the reports its callback got, is its µs per report. The service, the bus
@@ -35,7 +38,15 @@ from typing import Any, Final
 
 from tests.bench.common import commands, cpu_seconds, reply
 
-KINDS: Final = ("raw", "raw-batched", "scanner", "bleak", "scanner-single", "bleak-single")
+KINDS: Final = (
+    "raw",
+    "raw-batched",
+    "scanner",
+    "bleak",
+    "scanner-single",
+    "bleak-single",
+    "bleak-bluez",
+)
 PROFILE_DIR: Final = "CLIENT_COST_PROFILE"  # set: each listener writes KIND.prof there
 SCENE: Final = {"devices": 200, "period": 0.2, "change_every": 1, "duration": 10.0}
 
@@ -107,14 +118,18 @@ async def _listener(kind: str) -> None:
 
                 from ble_scanner.client.bleak import ScannerServiceBackend
 
-                scanner = BleakScanner(
-                    on_bleak,
-                    backend=ScannerServiceBackend,  # type: ignore[arg-type]
-                    client_options={"bus_address": address, **options},
-                )
-                await scanner.start()
-                backend_client = scanner._backend._client  # type: ignore[attr-defined]
-                backend_client._bus.add_message_handler(on_signal)
+                if kind == "bleak-bluez":
+                    scanner = BleakScanner(on_bleak)
+                    await scanner.start()
+                else:
+                    scanner = BleakScanner(
+                        on_bleak,
+                        backend=ScannerServiceBackend,  # type: ignore[arg-type]
+                        client_options={"bus_address": address, **options},
+                    )
+                    await scanner.start()
+                    backend_client = scanner._backend._client  # type: ignore[attr-defined]
+                    backend_client._bus.add_message_handler(on_signal)
                 closer = scanner.stop
             reply(ok=True)
         elif name == "reset":

@@ -31,7 +31,7 @@ def main() -> int:
             signals[msg.get_member()] += 1
         return dbus.lowlevel.HANDLER_RESULT_NOT_YET_HANDLED
 
-    # Before the client's own filter, whose None dbus-python takes as "handled".
+    # dbus-python takes a filter's None as "handled": this one, like the client's, passes on.
     bus = dbus.SystemBus()
     bus.add_message_filter(count_signal)
     client = GlibScannerClient(bus, batch=sys.argv[3:] != ["single"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import FrozenInstanceError
+from dataclasses import fields as dc_fields
 from typing import Any
 
 import pytest
@@ -10,7 +12,7 @@ from hypothesis import strategies as st
 
 from ble_scanner.bus.marshal import changed_entry, record_entry, snapshot_body
 from ble_scanner.client.merge import REMOVED, RecordMerger
-from ble_scanner.client.records import Advertisement
+from ble_scanner.client.records import Advertisement, advertisement_of
 from ble_scanner.core.delta import Sent, changes, sent_of
 from ble_scanner.service import record_variants
 from tests.unit.test_delta import ADDRESS, device, states, unmarshal
@@ -117,3 +119,15 @@ def test_delta_then_merge_is_the_full_record(sequence: list[Any]) -> None:
         full = Advertisement.from_record({k: v.value for k, v in record_variants(d).items()})
         assert merger.item(address, values) == full
         last = now
+
+
+def test_advertisement_of_is_the_constructor() -> None:
+    fields = {
+        f.name: getattr(Advertisement.from_record(FULL), f.name) for f in dc_fields(Advertisement)
+    }
+    built = advertisement_of(fields)
+    assert type(built) is Advertisement
+    assert built == Advertisement(**fields)
+    assert repr(built) == repr(Advertisement(**fields))
+    with pytest.raises(FrozenInstanceError):
+        built.rssi = 0  # type: ignore[misc]

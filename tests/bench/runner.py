@@ -324,6 +324,7 @@ class Bench:
         self.mgmt_socket = os.path.join(workdir, "mgmt.sock") if "mgmt" in ingests else ""
         self.py_spy = ""  # the py-spy command, when sampling the service in fan-out
         self.scenes: tuple[str, ...] = SCENES  # the fan-out scenes to run
+        self.service_args: tuple[str, ...] = ()  # --service-arg: ablations
         self.bus: TestBus | None = None
         self.sim: Proc | None = None
         # (design, scene) → the no-service run of this repeat, shared by fanout and programs.
@@ -423,6 +424,7 @@ class Bench:
             *NO_LOAD_BUDGET,
             *self.ingest_options(ingest or self.primary),
             *options,
+            *self.service_args,
         ]
         return await self.spawn("service", command, False)
 
@@ -1352,10 +1354,12 @@ async def run_all(
     py_spy: str = "",
     ingests: Sequence[str] = INGESTS,
     scenes: Sequence[str] = SCENES,
+    service_args: Sequence[str] = (),
 ) -> dict[str, Any]:
     workdir = tempfile.mkdtemp(prefix="ble-bench-")
     bench = Bench(plan, workdir, harden, profile, ingests)
     bench.scenes = tuple(scenes)
+    bench.service_args = tuple(service_args)
     bench.py_spy = py_spy
     runs: dict[str, list[dict[str, Any]]] = {
         key: [] for key in result_keys(only, ingests, plan, scenes)
@@ -1410,6 +1414,7 @@ async def run_all(
             "repeats": plan.repeats,
             "ingests": list(bench.ingests),
             "scenes": list(bench.scenes),
+            "service_args": list(bench.service_args),
             "primary_ingest": bench.primary,
             "python": platform.python_version(),
             "dbus_fast": importlib.metadata.version("dbus-fast"),
@@ -1691,6 +1696,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the fan-out scene(s) of fanout and programs (repeatable; default both)",
     )
     parser.add_argument(
+        "--service-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="one more argument for every service the bench starts, for ablations "
+        "(e.g. --service-arg=--broadcast-interval=60)",
+    )
+    parser.add_argument(
         "--no-harden",
         action="store_true",
         help="run the service and the relay with dbus-fast's stock writer, which dies on EAGAIN",
@@ -1725,6 +1738,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.py_spy,
             tuple(dict.fromkeys(args.ingest or INGESTS)),
             tuple(dict.fromkeys(args.scene or SCENES)),
+            args.service_arg,
         )
     )
     if plan is not SMOKE and args.smoke:

@@ -166,6 +166,7 @@ class ScannerApp:
     def status(self) -> ServiceStatus:
         hub, bluez = self.hub, self.bluez
         assert hub is not None
+        shed_by_path = self.writer.shed_by_path if self.writer is not None else {}
         return ServiceStatus(
             version=__version__,
             bluez_present=bluez is not None and bluez.owner is not None,
@@ -178,9 +179,9 @@ class ScannerApp:
             shed=(self.writer.shed if self.writer is not None else 0)
             + (self.signals.batches.shed if self.signals is not None else 0),
             subscriptions_shed=tuple(
-                (s.path, s.batch.shed)
+                (s.path, shed)
                 for s in hub.subscriptions
-                if s.batch is not None and s.batch.shed
+                if (shed := (s.batch.shed if s.batch else 0) + shed_by_path.get(s.path, 0))
             ),
             load_shedding=int(hub.shedding),
             leases=len(self.leases),

@@ -124,9 +124,12 @@ class ScannerSignals:
 
     def ended(self, subscription: Subscription, send: bool) -> None:
         """``subscription`` ended: ``send`` what it still holds first (Unsubscribe), or not
-        (its owner left the bus)."""
+        (its owner left the bus); its shed count goes with it."""
         if subscription.batch is not None:
             self.batches.ended(subscription, send)
+        guard = self.batches.guard
+        if guard is not None:
+            guard.shed_by_path.pop(subscription.path, None)
 
     def _emit(
         self, member: str, body: bytes, broadcast: bool, subscriptions: list[Subscription]

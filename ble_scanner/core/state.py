@@ -30,7 +30,7 @@ class ServiceStatus:
     malformed: int
     lost_timeout: float = 0.0
     shed: int = 0  # reports not delivered because the bus was not keeping up
-    # Per batched subscription that shed any: (path, items shed), path order.
+    # Per subscription that shed any (signals or batched items): (path, count).
     subscriptions_shed: tuple[tuple[str, int], ...] = ()
     load_shedding: int = 0  # loadcap.ShedStep: 0 off .. 4 AllReports refused
     leases: int = 0

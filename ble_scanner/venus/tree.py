@@ -88,7 +88,7 @@ class ScannerTree:
         # The load-shedding step as a number (0..4), its meaning as the item's text.
         tree.add_item("/Stats/LoadShedding", 0, kind=int, text_fn=lambda v: ShedStep(int(v)).text)
         # Reports not delivered because the bus did not keep up (GetStatus Shed), and
-        # per batched subscription that shed any: "/Subscription/3: 120, ..." ("" if none).
+        # per subscription that lost any: "/Subscription/3: 120, ..." ("" if none).
         tree.add_item("/Stats/Shed", 0, kind=int)
         tree.add_item("/Stats/SubscriptionsShed", "", kind=str)
         # The dbus-ble-sensors feed (venus/feed.py): its state in words and its datagrams.

@@ -251,4 +251,6 @@ def test_the_budget_sheds_the_broadcast_before_subscriptions() -> None:
     assert kept_bytes <= budget < kept_bytes + len(unicast)
     assert kept_unicast > kept_broadcast
     assert guard.shed == 2 * pairs - kept_broadcast - kept_unicast
+    # The subscription's shed signals are counted for its path; the broadcast's only in all.
+    assert guard.shed_by_path == {"/Subscription/1": pairs - kept_unicast}
     assert queue.nbytes <= budget + len(lost)

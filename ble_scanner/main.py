@@ -153,6 +153,7 @@ class ScannerApp:
         self.writer: WriterGuard | None = None
         self.bluez: Bluez | None = None
         self.service: ScannerService | None = None
+        self.signals: ScannerSignals | None = None
         self.hub: Hub | None = None
         self.ready = asyncio.Event()
         self.leases = LeaseRegistry(per_user=self.config.max_leases_per_user)
@@ -165,6 +166,7 @@ class ScannerApp:
     def status(self) -> ServiceStatus:
         hub, bluez = self.hub, self.bluez
         assert hub is not None
+        shed_by_path = self.writer.shed_by_path if self.writer is not None else {}
         return ServiceStatus(
             version=__version__,
             bluez_present=bluez is not None and bluez.owner is not None,
@@ -174,7 +176,13 @@ class ScannerApp:
             reports=hub.stats.reports,
             ignored=hub.stats.ignored,
             lost_timeout=hub.settings.lost_timeout,
-            shed=self.writer.shed if self.writer is not None else 0,
+            shed=(self.writer.shed if self.writer is not None else 0)
+            + (self.signals.batches.shed if self.signals is not None else 0),
+            subscriptions_shed=tuple(
+                (s.path, shed)
+                for s in hub.subscriptions
+                if (shed := (s.batch.shed if s.batch else 0) + shed_by_path.get(s.path, 0))
+            ),
             load_shedding=int(hub.shedding),
             leases=len(self.leases),
             users=len(hub.subscriptions.uids() | self.leases.uids()),
@@ -207,7 +215,7 @@ class ScannerApp:
         await self.feed.start()
         # A report's path, built from its end (docs/architecture.md): the signals
         # the hub's decisions become, the hub, the BlueZ side that reports to it.
-        signals = ScannerSignals(bus)
+        signals = self.signals = ScannerSignals(bus, self.writer)
         alarm = asyncio.Event()  # the hub wakes its timer through it
         hub = self.hub = Hub(
             signals, HubSettings.of(self.config), tap=self.feed.report, wake=alarm.set

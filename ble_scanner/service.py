@@ -98,6 +98,9 @@ INTROSPECTION: Final = f"""<interface name="{SCANNER_INTERFACE}">
     <arg name="address" type="s"/>
     <arg name="advertisement" type="a{{sv}}"/>
   </signal>
+  <signal name="DevicesDiscovered">
+    <arg name="devices" type="a(sa{{sv}})"/>
+  </signal>
   <signal name="DeviceLost">
     <arg name="address" type="s"/>
   </signal>
@@ -209,6 +212,7 @@ def status_variants(status: ServiceStatus) -> dict[str, Variant]:
         "Malformed": Variant("t", status.malformed),
         "LostTimeout": Variant("d", status.lost_timeout),
         "Shed": Variant("t", status.shed),
+        "SubscriptionsShed": Variant("a{ot}", dict(status.subscriptions_shed)),
         "LoadShedding": Variant("u", status.load_shedding),
         "Leases": Variant("u", status.leases),
         "Users": Variant("u", status.users),
@@ -403,7 +407,8 @@ class ScannerService:
                 assert isinstance(caller, Credentials)  # _NEEDS_CALLER: held until known
                 return self._subscribe(msg, hub, caller.uid)
             if member == "Unsubscribe":
-                hub.unsubscribe(msg.body[0], msg.sender)
+                # What it gathered was the client's before it asked to stop: sent first.
+                self.signals.ended(hub.unsubscribe(msg.body[0], msg.sender), send=True)
                 return Message.new_method_return(msg)
             if member in _STEER:
                 assert isinstance(caller, Credentials)
@@ -441,8 +446,8 @@ class ScannerService:
         # The reply goes out first, so the client knows the path before the
         # replayed signals from it arrive (both travel in order on our socket).
         self.bus.send(Message.new_method_return(msg, "o", [subscription.path]))
-        for device in replay:
-            self.signals.replay(device, subscription)
+        if replay:
+            self.signals.replay(replay, subscription)
         return True
 
     def _owner_left(self, owner: str) -> None:
@@ -452,6 +457,8 @@ class ScannerService:
         if self.leases.drop_owner(owner):
             self.on_leases_changed()
         dropped = self.hub.owner_left(owner)
+        for subscription in dropped:
+            self.signals.ended(subscription, send=False)
         if dropped:
             _LOGGER.info("%s left the bus: ended %d subscription(s)", owner, len(dropped))
 

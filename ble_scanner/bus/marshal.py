@@ -23,10 +23,12 @@ header) are defined here once; ``writer.py`` reads messages with them.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Final
 
 from ..core.cache import Device
+from ..core.delta import REMOVED, Changes
+from ..core.record import Content
 
 # Message types (specification, "Message Format").
 MESSAGE_METHOD_RETURN: Final = 2
@@ -122,8 +124,10 @@ _PATH_ENTRY: Final = _entry_prefix("Path", "o", ALIGN_U32)
 _FIRST_SEEN_PREFIX: Final = _entry_prefix("FirstSeen", "d", ALIGN_STRUCT)
 _FIRST_SEEN: Final = struct.Struct(f"<{len(_FIRST_SEEN_PREFIX)}sd")
 _RESTORED_PREFIX: Final = _entry_prefix("Restored", "b", ALIGN_U32)
-_RESTORED: Final = _RESTORED_PREFIX + _U32.pack(1) + _pad8(len(_RESTORED_PREFIX) + _U32.size)
+_RESTORED_VALUE: Final = _RESTORED_PREFIX + _U32.pack(1)
+_RESTORED: Final = _RESTORED_VALUE + _pad8(len(_RESTORED_VALUE))
 _COMPANY: Final = struct.Struct("<H2xI")  # {qay} head: company, padding, payload length
+_INT16: Final = struct.Struct("<h")
 
 
 def _string(text: str) -> bytes:
@@ -131,61 +135,48 @@ def _string(text: str) -> bytes:
     return _U32.pack(len(data)) + data + b"\0"
 
 
-def _string_entry(prefix: bytes, text: str) -> bytes:
-    entry = prefix + _string(text)
-    return entry + _pad8(len(entry))
-
-
-def _array_entry(prefix: bytes, elements: list[bytes], alignment: int) -> bytes:
-    """An array-valued entry, padded to 8; ``elements`` are already marshalled.
+def _array_value(prefix: bytes, elements: list[bytes], alignment: int) -> bytes:
+    """An array-valued entry, not padded after its last element.
 
     Elements are padded to ``alignment`` between each other; the array's
     length counts from its first element to the end of its last.
     """
-    entry = _array_entry_unpadded(prefix, elements, alignment)
-    return entry + _pad8(len(entry))
-
-
-def _array_entry_unpadded(prefix: bytes, elements: list[bytes], alignment: int) -> bytes:
-    """``_array_entry`` without the padding after it: the body's last entry."""
-    body = b"".join([e + _ZEROS[: -len(e) % alignment] for e in elements[:-1]] + elements[-1:])
-    head = prefix + _U32.pack(len(body))
+    padded = [e + _ZEROS[: -len(e) % alignment] for e in elements]
+    body = b"".join(padded)
+    length = len(body) - (len(padded[-1]) - len(elements[-1]) if elements else 0)
+    head = prefix + _U32.pack(length)
     head += _ZEROS[: -len(head) % alignment]
-    return head + body
+    return head + body[:length]
 
 
 def _content_and_identity(device: Device) -> bytes:
     """Every record entry but LastSeen, Interval and Rssi, in ``record_variants`` order.
 
-    Padded to 8.
+    Padded to 8. Written out rather than looped over ``_ENTRIES``: it runs on
+    every report whose content changed (every report of a counting sensor).
     """
-    content = device.content
-    assert content is not None
+    content = _content(device)
     parts = [
-        _array_entry(
-            _MANUFACTURER_DATA,
-            [_COMPANY.pack(k, len(v)) + v for k, v in content.manufacturer_data.items()],
-            ALIGN_STRUCT,
-        ),
-        _array_entry(
-            _SERVICE_DATA,
-            [_padded_string(k) + _U32.pack(len(v)) + v for k, v in content.service_data.items()],
-            ALIGN_STRUCT,
-        ),
-        _array_entry(_SERVICE_UUIDS, [_string(u) for u in content.service_uuids], ALIGN_U32),
+        _padded(_manufacturer_data_value(content)),
+        _padded(_service_data_value(content)),
+        _padded(_service_uuids_value(content)),
     ]
     if content.name is not None:
-        parts.append(_string_entry(_NAME, content.name))
+        parts.append(_padded(_NAME + _string(content.name)))
     if content.tx_power is not None:
         parts.append(_TX_POWER.pack(_TX_POWER_PREFIX, content.tx_power))
-    parts.append(_string_entry(_ADDRESS, device.address))
-    parts.append(_string_entry(_ADDRESS_TYPE, device.address_type))
-    parts.append(_string_entry(_ADAPTER, device.adapter))
-    parts.append(_string_entry(_PATH_ENTRY, device.path))
+    parts.append(_padded(_ADDRESS + _string(device.address)))
+    parts.append(_padded(_ADDRESS_TYPE + _string(device.address_type)))
+    parts.append(_padded(_ADAPTER + _string(device.adapter)))
+    parts.append(_padded(_PATH_ENTRY + _string(device.path)))
     parts.append(_FIRST_SEEN.pack(_FIRST_SEEN_PREFIX, device.first_seen))
     if device.restored:
         parts.append(_RESTORED)
     return b"".join(parts)
+
+
+def _padded(entry: bytes) -> bytes:
+    return entry + _pad8(len(entry))
 
 
 def _padded_string(text: str) -> bytes:
@@ -201,6 +192,7 @@ _LAST_SEEN_PREFIX: Final = _entry_prefix("LastSeen", "d", ALIGN_STRUCT)
 _INTERVAL_PREFIX: Final = _entry_prefix("Interval", "d", ALIGN_STRUCT)
 _RSSI_PREFIX: Final = _entry_prefix("Rssi", "n", ALIGN_INT16)
 _LAST_SEEN: Final = struct.Struct(f"<{len(_LAST_SEEN_PREFIX)}sd")
+_INTERVAL: Final = struct.Struct(f"<{len(_INTERVAL_PREFIX)}sd")
 _LAST_SEEN_RSSI: Final = struct.Struct(f"<{len(_LAST_SEEN_PREFIX)}sd{len(_RSSI_PREFIX)}sh")
 _LAST_SEEN_INTERVAL: Final = struct.Struct(f"<{len(_LAST_SEEN_PREFIX)}sd{len(_INTERVAL_PREFIX)}sd")
 _LAST_SEEN_INTERVAL_RSSI: Final = struct.Struct(
@@ -210,21 +202,16 @@ _LAST_SEEN_INTERVAL_RSSI: Final = struct.Struct(
 # Interval and Rssi; padded to 8 like every array entry.
 _SOURCES: Final = _entry_prefix("Sources", "a{sn}", ALIGN_U32)
 _RSSI: Final = struct.Struct(f"<{len(_RSSI_PREFIX)}sh")
-_INT16: Final = struct.Struct("<h")
 
 
-def _sources_entry(heard_by: dict[str, int], last: bool) -> bytes:
-    """``Sources`` (adapter → latest RSSI): each ``{sn}`` is a string, padding to 2, an int16.
-
-    ``last``: nothing follows (no Rssi), so no padding after it.
-    """
+def _sources_value(heard_by: dict[str, int]) -> bytes:
+    """``Sources`` (adapter → latest RSSI), not padded after its value: each ``{sn}``
+    is a string, padding to 2, an int16."""
     elements = []
     for adapter, rssi in heard_by.items():
         name = _string(adapter)
         elements.append(name + _ZEROS[: -len(name) % ALIGN_INT16] + _INT16.pack(rssi))
-    if last:
-        return _array_entry_unpadded(_SOURCES, elements, ALIGN_STRUCT)
-    return _array_entry(_SOURCES, elements, ALIGN_STRUCT)
+    return _array_value(_SOURCES, elements, ALIGN_STRUCT)
 
 
 def _tail(device: Device) -> bytes:
@@ -235,7 +222,8 @@ def _tail(device: Device) -> bytes:
         parts.append(_INTERVAL_PREFIX + struct.pack("<d", interval))
     heard_by = device.heard_by()
     if len(heard_by) > 1:
-        parts.append(_sources_entry(heard_by, last=device.rssi is None))
+        sources = _sources_value(heard_by)
+        parts.append(sources if device.rssi is None else _padded(sources))
     if device.rssi is not None:
         parts.append(_RSSI.pack(_RSSI_PREFIX, device.rssi))
     return b"".join(parts)
@@ -266,25 +254,125 @@ def record_entry(device: Device) -> bytes:
         tail = _LAST_SEEN_INTERVAL_RSSI.pack(
             _LAST_SEEN_PREFIX, device.last_seen, _INTERVAL_PREFIX, interval, _RSSI_PREFIX, rssi
         )
-    address = device.address.encode()
-    head = _U32.pack(len(address)) + address + b"\0"
-    head += bytes(-len(head) % ALIGN_U32)
-    head += _U32.pack(len(wire) + len(tail))
-    return head + bytes(-len(head) % ALIGN_STRUCT) + wire + tail
+    return _item(device.address, wire + tail)
+
+
+def _item(address: str, entries: bytes) -> bytes:
+    """``{sa{sv}}`` (or ``(sa{sv})``: the same bytes) from the record's marshalled entries."""
+    data = address.encode()
+    head = _U32.pack(len(data)) + data + b"\0"
+    head += _ZEROS[: -len(head) % ALIGN_U32]
+    head += _U32.pack(len(entries))
+    return head + _ZEROS[: -len(head) % ALIGN_STRUCT] + entries
+
+
+def _manufacturer_data_value(content: Content) -> bytes:
+    return _array_value(
+        _MANUFACTURER_DATA,
+        [_COMPANY.pack(k, len(v)) + v for k, v in content.manufacturer_data.items()],
+        ALIGN_STRUCT,
+    )
+
+
+def _service_data_value(content: Content) -> bytes:
+    return _array_value(
+        _SERVICE_DATA,
+        [_padded_string(k) + _U32.pack(len(v)) + v for k, v in content.service_data.items()],
+        ALIGN_STRUCT,
+    )
+
+
+def _service_uuids_value(content: Content) -> bytes:
+    return _array_value(_SERVICE_UUIDS, [_string(u) for u in content.service_uuids], ALIGN_U32)
+
+
+def _content(device: Device) -> Content:
+    content = device.content
+    assert content is not None
+    return content
+
+
+# The entries of a changed-keys item: each key's entry from the device's state
+# now, not padded after its value (``_join`` pads between entries).
+_ENTRIES: Final[dict[str, Callable[[Device], bytes]]] = {
+    "ManufacturerData": lambda d: _manufacturer_data_value(_content(d)),
+    "ServiceData": lambda d: _service_data_value(_content(d)),
+    "ServiceUuids": lambda d: _service_uuids_value(_content(d)),
+    "Name": lambda d: _NAME + _string(_content(d).name or ""),
+    "TxPower": lambda d: _TX_POWER_PREFIX + _INT16.pack(_content(d).tx_power or 0),
+    "Address": lambda d: _ADDRESS + _string(d.address),
+    "AddressType": lambda d: _ADDRESS_TYPE + _string(d.address_type),
+    "Adapter": lambda d: _ADAPTER + _string(d.adapter),
+    "Path": lambda d: _PATH_ENTRY + _string(d.path),
+    "FirstSeen": lambda d: _FIRST_SEEN.pack(_FIRST_SEEN_PREFIX, d.first_seen),
+    "Restored": lambda d: _RESTORED_VALUE,
+    "LastSeen": lambda d: _LAST_SEEN.pack(_LAST_SEEN_PREFIX, d.last_seen),
+    "Interval": lambda d: _INTERVAL.pack(_INTERVAL_PREFIX, d.learner.interval or 0.0),
+    "Sources": lambda d: _sources_value(d.heard_by()),
+    "Rssi": lambda d: _RSSI_PREFIX + _INT16.pack(d.rssi or 0),
+}
+_REMOVED_PREFIX: Final = _entry_prefix(REMOVED, "as", ALIGN_U32)
+
+
+def changed_entry(device: Device, changes: Changes) -> bytes:
+    """``(sa{sv})`` of one device carrying only ``changes.keys`` (their values now) and,
+    if any key is gone, ``Removed`` (``as``) naming them: a DevicesDiscovered item."""
+    keys = changes.keys
+    entries = _ENTRIES
+    if not changes.removed and "LastSeen" in keys:
+        # The usual item (a reading, the time, the RSSI): the entries that change
+        # on every report come as one precomputed struct, as in ``record_entry``.
+        at = keys.index("LastSeen")
+        tail = _TAILS.get(keys[at:])
+        if tail is not None:
+            head = b"".join([_padded(entries[key](device)) for key in keys[:at]])
+            return _item(device.address, head + tail(device))
+    parts = [entries[key](device) for key in keys]
+    if changes.removed:
+        parts.append(
+            _array_value(_REMOVED_PREFIX, [_string(k) for k in changes.removed], ALIGN_U32)
+        )
+    return _item(device.address, _join(parts))
+
+
+_TAILS: Final[dict[tuple[str, ...], Callable[[Device], bytes]]] = {
+    ("LastSeen",): lambda d: _LAST_SEEN.pack(_LAST_SEEN_PREFIX, d.last_seen),
+    ("LastSeen", "Rssi"): lambda d: _LAST_SEEN_RSSI.pack(
+        _LAST_SEEN_PREFIX, d.last_seen, _RSSI_PREFIX, d.rssi or 0
+    ),
+    ("LastSeen", "Interval"): lambda d: _LAST_SEEN_INTERVAL.pack(
+        _LAST_SEEN_PREFIX, d.last_seen, _INTERVAL_PREFIX, d.learner.interval or 0.0
+    ),
+    ("LastSeen", "Interval", "Rssi"): lambda d: _LAST_SEEN_INTERVAL_RSSI.pack(
+        _LAST_SEEN_PREFIX,
+        d.last_seen,
+        _INTERVAL_PREFIX,
+        d.learner.interval or 0.0,
+        _RSSI_PREFIX,
+        d.rssi or 0,
+    ),
+}
+
+
+def _join(parts: Iterable[bytes]) -> bytes:
+    """Marshalled 8-aligned elements back to back, padded to 8 between (not after the last)."""
+    out: list[bytes] = []
+    size = 0
+    for part in parts:
+        if size % ALIGN_STRUCT:
+            pad = _ZEROS[: -size % ALIGN_STRUCT]
+            out.append(pad)
+            size += len(pad)
+        out.append(part)
+        size += len(part)
+    return b"".join(out)
 
 
 def snapshot_body(entries: Iterable[bytes]) -> bytes:
-    """``a{sa{sv}}`` from ``record_entry`` blocks (each padded to 8 but the last)."""
-    parts: list[bytes] = []
-    size = 0
-    for entry in entries:
-        if size % ALIGN_STRUCT:
-            pad = bytes(-size % ALIGN_STRUCT)
-            parts.append(pad)
-            size += len(pad)
-        parts.append(entry)
-        size += len(entry)
-    return _U32.pack(size) + b"\0\0\0\0" + b"".join(parts)
+    """``a{sa{sv}}`` from ``record_entry`` blocks; also ``a(sa{sv})`` (DevicesDiscovered)
+    from ``record_entry`` and ``changed_entry`` items: the two lay out alike."""
+    body = _join(entries)
+    return _U32.pack(len(body)) + b"\0\0\0\0" + body
 
 
 def string_body(text: str) -> bytes:

@@ -18,6 +18,7 @@ This reaches into the writer (``_writer``, as the simulator's
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from dbus_fast.aio import MessageBus
@@ -28,13 +29,16 @@ from . import marshal
 class Outbox:
     """Collects marshalled messages; ``flush`` runs at the end of the loop iteration."""
 
-    __slots__ = ("_loop", "_parts", "_scheduled", "bus")
+    __slots__ = ("_loop", "_parts", "_scheduled", "before_flush", "bus")
 
     def __init__(self, bus: MessageBus) -> None:
         self.bus = bus
         self._parts: list[bytes] = []
         self._scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Called at each flush before the write, to send what waits for the end of
+        # the wake-up (bus/batches.py): it joins the same write.
+        self.before_flush: Callable[[], None] | None = None
 
     def __len__(self) -> int:
         return len(self._parts)
@@ -48,14 +52,23 @@ class Outbox:
         """
         self._parts.append(marshal.message(message_type, self.bus.next_serial(), fields, body))
         if not self._scheduled:
+            self.schedule()
+            self._write()
+
+    def schedule(self) -> None:
+        """Flush at the end of this loop iteration (``before_flush`` has something to send)."""
+        if not self._scheduled:
             self._scheduled = True
             if self._loop is None:
                 self._loop = asyncio.get_running_loop()
             self._loop.call_soon(self.flush)
-            self._write()
 
     def flush(self) -> None:
         """Hand everything queued to the socket now (it keeps order with later sends)."""
+        before = self.before_flush
+        if before is not None:
+            self._scheduled = True  # what it sends is queued for the write below
+            before()
         self._scheduled = False
         self._write()
 

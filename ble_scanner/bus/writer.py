@@ -14,7 +14,9 @@ instead of queued, so the service's memory stays bounded; the broadcast's
 that subscribers, who asked for their devices, are shed last (docs/behaviour.md
 "Under load"). Method replies, errors and every other message are always queued: they
 are bounded by what clients ask. A shed DeviceDiscovered is news a later report
-repeats; the count is kept.
+repeats; the count is kept. A batched subscription's DevicesDiscovered is never
+shed here: bus/batches.py holds it back while the queue is over the budget
+(``on_drain`` says when to try again) and bounds what it holds itself.
 
 Both reach into dbus-fast's private writer (``bus._writer``: ``messages``,
 ``buf``, ``offset``, ``fut``, ``sock``, ``loop``, ``fd``), whose layout is the
@@ -27,7 +29,7 @@ import logging
 import struct
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -38,6 +40,7 @@ from .marshal import (
     ALIGN_U32,
     FIELD_DESTINATION,
     FIELD_MEMBER,
+    FIELD_PATH,
     FIELDS_START,
     LITTLE_ENDIAN,
     MESSAGE_SIGNAL,
@@ -56,6 +59,10 @@ SHED_MEMBERS: Final = frozenset({b"DeviceDiscovered"})
 BROADCAST_BACKLOG_SHARE: Final = 0.5
 # At most one "shedding" log line per this many seconds.
 SHED_LOG_INTERVAL: Final = 60.0
+# Paths whose shed signals are counted (``WriterGuard.shed_by_path``): the service's
+# subscriptions (MAX_SUBSCRIPTIONS_TOTAL, 256) with room for ones that ended while
+# their signals were still queued; past this the counts start over.
+MAX_SHED_PATHS: Final = 1024
 
 _WRITER_LAYOUT: Final = ("messages", "sock", "loop", "fd", "buf", "offset", "fut", "bus")
 # Reading a message's header: four 1-byte fields (endianness, type, flags,
@@ -136,6 +143,12 @@ class WriterGuard:
     max_backlog: int
     shed: int = 0
     peak_backlog: int = 0
+    # Unicast DeviceDiscovered shed, per path they were sent from (a subscription's):
+    # GetStatus SubscriptionsShed. The service forgets a path when its subscription ends.
+    shed_by_path: dict[str, int] = field(default_factory=dict, repr=False)
+    # Called once, from the writer, when the backlog falls to the broadcast's share
+    # of the budget (bus/batches.py waits on it to send what it held); then None.
+    on_drain: Callable[[], None] | None = field(default=None, repr=False)
     _queue: _BudgetQueue | None = field(default=None, repr=False)
     _logged_at: float = field(default=-SHED_LOG_INTERVAL, repr=False)
 
@@ -180,6 +193,13 @@ class _BudgetQueue(deque[tuple[Any, Any, Any]]):
     def popleft(self) -> tuple[Any, Any, Any]:
         item = super().popleft()
         self.nbytes -= len(item[0])
+        guard = self.guard
+        if (
+            guard.on_drain is not None
+            and self.nbytes <= guard.max_backlog * BROADCAST_BACKLOG_SHARE
+        ):
+            on_drain, guard.on_drain = guard.on_drain, None
+            on_drain()
         return item
 
     def clear(self) -> None:
@@ -200,10 +220,16 @@ class _BudgetQueue(deque[tuple[Any, Any, Any]]):
         kept: list[bytes] = []
         dropped = 0
         data = bytes(buf)
+        by_path = self.guard.shed_by_path
         for start, end, sheddable, unicast in split_messages(data):
             size = end - start
             if sheddable and queued + size > (full if unicast else share):
                 dropped += 1
+                path = message_path(data, start) if unicast else None
+                if path is not None:
+                    if path not in by_path and len(by_path) >= MAX_SHED_PATHS:
+                        by_path.clear()
+                    by_path[path] = by_path.get(path, 0) + 1
             else:
                 kept.append(data[start:end])
                 queued += size
@@ -229,19 +255,30 @@ def split_messages(
         header_end = offset + FIELDS_START + fields_length
         header_end += -(header_end - offset) % ALIGN_STRUCT
         end = header_end + body_length
-        member, unicast = _member(data, offset, fields_length, fmt)
+        member, unicast, _path = _header(data, offset, fields_length, fmt)
         sheddable = message_type == MESSAGE_SIGNAL and member in shed_members
         yield offset, end, sheddable, unicast
         offset = end
 
 
-def _member(data: bytes, start: int, fields_length: int, fmt: str) -> tuple[bytes | None, bool]:
+def message_path(data: bytes, start: int) -> str | None:
+    """The PATH header field of the message at ``start`` in ``data``; None if it has none."""
+    fmt = "<" if data[start] == LITTLE_ENDIAN else ">"
+    _body, _serial, fields_length = struct.unpack_from(fmt + "III", data, start + _FIXED_BYTES)
+    path = _header(data, start, fields_length, fmt)[2]
+    return path.decode() if path is not None else None
+
+
+def _header(
+    data: bytes, start: int, fields_length: int, fmt: str
+) -> tuple[bytes | None, bool, bytes | None]:
     """The MEMBER header field of the message at ``start`` (None: none, or a header
-    this cannot read, never shed), and whether it has a DESTINATION."""
+    this cannot read, never shed), whether it has a DESTINATION, and its PATH."""
     u32 = struct.Struct(fmt + "I")
     pos = start + FIELDS_START
     stop = pos + fields_length
     member: bytes | None = None
+    path: bytes | None = None
     destination = False
     while pos < stop:
         # A field is a struct: its code (a byte), then a variant: signature, value.
@@ -259,14 +296,16 @@ def _member(data: bytes, start: int, fields_length: int, fmt: str) -> tuple[byte
                 member = data[pos : pos + length]
             elif code == FIELD_DESTINATION:
                 destination = True
+            elif code == FIELD_PATH:
+                path = data[pos : pos + length]
             pos += length + _NUL
         elif signature == b"g":
             pos += data[pos] + _SIGNATURE_OVERHEAD
         elif signature == b"u":
             pos += -(pos - start) % ALIGN_U32 + u32.size
         else:
-            return None, True
-    return member, destination
+            return None, True, None
+    return member, destination, path
 
 
 def guard_writer(bus: MessageBus, max_backlog: int = MAX_WRITE_BACKLOG) -> WriterGuard | None:

@@ -44,6 +44,17 @@ _LOGGER = logging.getLogger(__name__)
 
 # bleak reports this when it has no RSSI (bluezdbus/scanner.py).
 NO_RSSI = -127
+# AdvertisementData is a NamedTuple of these fields in this order
+# (bleak/backends/scanner.py, since 0.15); built positionally when it still is.
+_POSITIONAL = AdvertisementData._fields == (
+    "local_name",
+    "manufacturer_data",
+    "service_data",
+    "service_uuids",
+    "tx_power",
+    "rssi",
+    "platform_data",
+)
 # bleak < 0.23 took a required ``rssi`` argument in BLEDevice.
 _BLEDEVICE_TAKES_RSSI = "rssi" in inspect.signature(BLEDevice.__init__).parameters
 
@@ -54,23 +65,62 @@ def bluez_props(adv: Advertisement) -> dict[str, Any]:
         "Address": adv.address,
         "AddressType": adv.address_type,
         "Adapter": f"/org/bluez/{adv.adapter}",
-        "Alias": adv.name if adv.name is not None else adv.address.replace(":", "-"),
+        "Alias": _alias(adv),
         "ManufacturerData": dict(adv.manufacturer_data),
         "ServiceData": dict(adv.service_data),
         "UUIDs": list(adv.service_uuids),
     }
-    if adv.name is not None:
-        props["Name"] = adv.name
-    if adv.rssi is not None:
-        props["RSSI"] = adv.rssi
-    if adv.tx_power is not None:
-        props["TxPower"] = adv.tx_power
+    _set_optional(props, adv)
     return props
+
+
+def _alias(adv: Advertisement) -> str:
+    return adv.name if adv.name is not None else adv.address.replace(":", "-")
+
+
+def _set_optional(props: dict[str, Any], adv: Advertisement) -> None:
+    """Name, RSSI and TxPower as BlueZ has them: present only when known."""
+    for key, value in (("Name", adv.name), ("RSSI", adv.rssi), ("TxPower", adv.tx_power)):
+        if value is None:
+            props.pop(key, None)
+        else:
+            props[key] = value
+
+
+def _update_props(props: dict[str, Any], last: Advertisement, adv: Advertisement) -> None:
+    """Bring a device's live ``props`` from ``last`` to ``adv``, as BlueZ's PropertiesChanged.
+
+    A payload dict is replaced, never changed in place, and only when the
+    payload changed: an AdvertisementData already handed out keeps its own.
+    Only what differs is touched (most reports change the RSSI and a payload).
+    """
+    if adv.manufacturer_data is not last.manufacturer_data:
+        props["ManufacturerData"] = dict(adv.manufacturer_data)
+    if adv.service_data is not last.service_data:
+        props["ServiceData"] = dict(adv.service_data)
+    if adv.service_uuids is not last.service_uuids:
+        props["UUIDs"] = list(adv.service_uuids)
+    if adv.rssi != last.rssi:
+        if adv.rssi is None:
+            del props["RSSI"]
+        else:
+            props["RSSI"] = adv.rssi
+    if adv.name != last.name or adv.tx_power != last.tx_power:
+        props["Alias"] = _alias(adv)
+        _set_optional(props, adv)
+    if adv.adapter != last.adapter:
+        props["Adapter"] = f"/org/bluez/{adv.adapter}"
+    if adv.address_type != last.address_type:
+        props["AddressType"] = adv.address_type
 
 
 def to_ble_device(adv: Advertisement) -> BLEDevice:
     """A BLEDevice whose ``details["path"]`` lets ``BleakClient(device)`` connect at once."""
-    details = {"path": adv.path, "props": bluez_props(adv)}
+    return _ble_device(adv, bluez_props(adv))
+
+
+def _ble_device(adv: Advertisement, props: dict[str, Any]) -> BLEDevice:
+    details = {"path": adv.path, "props": props}
     if _BLEDEVICE_TAKES_RSSI:  # pragma: no cover - bleak 0.22
         return BLEDevice(adv.address, adv.name, details, adv.rssi)  # type: ignore[call-arg]
     return BLEDevice(adv.address, adv.name, details)
@@ -78,15 +128,42 @@ def to_ble_device(adv: Advertisement) -> BLEDevice:
 
 def to_advertisement_data(adv: Advertisement) -> AdvertisementData:
     """bleak's AdvertisementData; ``platform_data`` is ``(path, props, record)``."""
-    return AdvertisementData(
+    return _advertisement_data(adv, bluez_props(adv))
+
+
+def _advertisement_data(adv: Advertisement, props: dict[str, Any]) -> AdvertisementData:
+    """The payloads are ``props``' own dicts and list, as bleak's BlueZ backend hands out."""
+    rssi = NO_RSSI if adv.rssi is None else adv.rssi
+    if _POSITIONAL:  # half the cost of keywords, on every report
+        return AdvertisementData(
+            adv.name,
+            props["ManufacturerData"],
+            props["ServiceData"],
+            props["UUIDs"],
+            adv.tx_power,
+            rssi,
+            (adv.path, props, adv),
+        )
+    return AdvertisementData(  # pragma: no cover - a bleak with other fields
         local_name=adv.name,
-        manufacturer_data=dict(adv.manufacturer_data),
-        service_data=dict(adv.service_data),
-        service_uuids=list(adv.service_uuids),
+        manufacturer_data=props["ManufacturerData"],
+        service_data=props["ServiceData"],
+        service_uuids=props["UUIDs"],
         tx_power=adv.tx_power,
-        rssi=NO_RSSI if adv.rssi is None else adv.rssi,
-        platform_data=(adv.path, bluez_props(adv), adv),
+        rssi=rssi,
+        platform_data=(adv.path, props, adv),
     )
+
+
+class _Seen:
+    """A device as the backend keeps it: bleak's BLEDevice, its live props, the last record."""
+
+    __slots__ = ("adv", "device", "props")
+
+    def __init__(self, device: BLEDevice, props: dict[str, Any], adv: Advertisement) -> None:
+        self.device = device
+        self.props = props
+        self.adv = adv
 
 
 class ScannerServiceBackend(BaseBleakScanner):
@@ -124,6 +201,7 @@ class ScannerServiceBackend(BaseBleakScanner):
         self._client_options = dict(client_options or {})
         self._subscription: Subscription | None = None
         self._devices_by_address: dict[str, str] = {}  # address → seen_devices key
+        self._seen: dict[str, _Seen] = {}  # seen_devices key → the device's live state
 
     def register_detection_callback(
         self, callback: AdvertisementDataCallback | None
@@ -143,6 +221,7 @@ class ScannerServiceBackend(BaseBleakScanner):
     async def start(self) -> None:
         self.seen_devices = {}
         self._devices_by_address = {}
+        self._seen = {}
         options = dict(self._client_options)
         user_on_bus_lost = options.pop("on_bus_lost", None)
 
@@ -171,26 +250,38 @@ class ScannerServiceBackend(BaseBleakScanner):
         _LOGGER.warning("D-Bus connection to the scanner service was lost (%s); resetting", error)
         self.seen_devices = {}
         self._devices_by_address = {}
+        self._seen = {}
 
     def _on_event(self, event: Event) -> None:
+        """One record: the objects bleak's callback gets, and nothing more.
+
+        As bleak's BlueZ backend, each device has one props dict, kept up to
+        date (``details["props"]`` and ``platform_data[1]``); a payload dict is
+        copied from the record only when it changed, and the AdvertisementData
+        shares it with props.
+        """
         if isinstance(event, DeviceLost):
             key = self._devices_by_address.pop(event.address, None)
             if key is not None:
                 self.seen_devices.pop(key, None)
+                self._seen.pop(key, None)
             return
         if self._adapter is not None and event.adapter != self._adapter:
             return
-        if not self.is_allowed_uuid(list(event.service_uuids)):
+        if self._service_uuids and not self.is_allowed_uuid(list(event.service_uuids)):
             return
-        adv = to_advertisement_data(event)
         key = event.path or event.address
-        known = self.seen_devices.get(key)
-        if known is not None:
-            device = known[0]
-            device.name = event.name
-            device.details = {"path": event.path, "props": adv.platform_data[1]}
+        seen = self._seen.get(key)
+        if seen is None:
+            props = bluez_props(event)
+            device = _ble_device(event, props)
+            self._seen[key] = _Seen(device, props, event)
+            self._devices_by_address[event.address] = key
         else:
-            device = to_ble_device(event)
+            props, device = seen.props, seen.device
+            _update_props(props, seen.adv, event)
+            seen.adv = event
+            device.name = event.name
+        adv = _advertisement_data(event, props)
         self.seen_devices[key] = (device, adv)
-        self._devices_by_address[event.address] = key
         self.call_detection_callbacks(device, adv)

@@ -193,6 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument(
         "--keep-alive", type=_seconds, metavar="S", help="repeat unchanged devices every S s"
     )
+    watch.add_argument(
+        "--no-batch",
+        action="store_true",
+        help="one signal per report, full records (for a service that cannot batch, the "
+        "client falls back by itself)",
+    )
     watch.add_argument("--count", type=int, metavar="N", help="stop after N events")
     watch.add_argument("--duration", type=_seconds, metavar="S", help="stop after S seconds")
 
@@ -453,7 +459,12 @@ def _failed(exc: ScannerError, connecting: bool = False) -> int:
 
 
 async def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
-    client = ScannerClient(bus_address=args.bus, timeout=args.timeout, service_timeout=args.wait)
+    client = ScannerClient(
+        bus_address=args.bus,
+        timeout=args.timeout,
+        service_timeout=args.wait,
+        batch=not getattr(args, "no_batch", False),
+    )
     quiet_after_loss(asyncio.get_running_loop(), lambda: client.bus_lost is not None)
     try:
         await client.connect()

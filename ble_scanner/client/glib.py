@@ -41,7 +41,16 @@ from ..const import (
     SCANNER_PATH,
     SCANNER_SERVICE,
 )
-from .records import Advertisement, DeliveryLedger, DeviceLost, Event, make_filter
+from .merge import RecordMerger
+from .records import (
+    BATCH_OPTIONS,
+    Advertisement,
+    DeliveryLedger,
+    DeviceLost,
+    Event,
+    make_filter,
+    refuses_batch,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -86,6 +95,7 @@ class GlibSubscription:
         self.callback = callback
         self.path: str | None = None
         self.ledger = DeliveryLedger()
+        self.merger = RecordMerger()  # the full records behind changed-keys items
         self.timers: dict[str, int] = {}
 
     def deliver(self, event: Event) -> None:
@@ -143,6 +153,10 @@ class GlibScannerClient:
             the process with code 1 (its default for bus connections), which
             a supervisor restarts; after ``bus.set_exit_on_disconnect(False)``
             the program lives on, and ``devices()`` raises :class:`BusLost`.
+        batch: subscribe with ``Batch`` and ``ChangedKeysOnly`` (several
+            reports per signal, each only what changed; the same full records
+            reach the callback), falling back to one signal per report with a
+            service that refuses them. ``False``: one signal per report.
     """
 
     def __init__(
@@ -151,6 +165,7 @@ class GlibScannerClient:
         trusted_uids: Iterable[int] | None = None,
         lost_timeout: float = DEFAULT_LOST_TIMEOUT,
         on_bus_lost: Callable[[], None] | None = None,
+        batch: bool = True,
     ) -> None:
         self.bus = dbus.SystemBus() if bus is None else bus
         self.on_bus_lost = on_bus_lost
@@ -159,6 +174,8 @@ class GlibScannerClient:
         self.bus.call_on_disconnection(self._disconnected)
         self.trusted_uids = frozenset((0, os.getuid()) if trusted_uids is None else trusted_uids)
         self.lost_timeout = lost_timeout
+        self.batch = batch
+        self._unbatched: str | None = None  # the service owner that refused the batch options
         self.owner: str | None = None
         self._subscriptions: list[GlibSubscription] = []
         self._by_path: dict[str, GlibSubscription] = {}
@@ -299,6 +316,7 @@ class GlibScannerClient:
             if owner != self.owner or subscription not in self._subscriptions or self.bus_lost:
                 return
             subscription.path = str(path)
+            subscription.merger.clear()  # a new subscription: every device's first item is full
             self._by_path[subscription.path] = subscription
             try:
                 self.bus.call_async(
@@ -318,9 +336,21 @@ class GlibScannerClient:
         def replayed() -> None:
             subscription.expire_later(subscription.ledger.end_resync(), self.lost_timeout)
 
+        options = subscription.filter.to_dbus(subscription=True)
+        batched = self.batch and self._unbatched != owner
+        if batched:
+            options.update(BATCH_OPTIONS)
+
         def failed(error: Exception) -> None:
             if self.bus_lost:
                 return  # said once, in _disconnected
+            name = error.get_dbus_name() if isinstance(error, dbus.DBusException) else ""
+            if batched and refuses_batch(name or "", str(error)) and owner == self.owner:
+                _LOGGER.info("%s does not batch: one signal per report", SCANNER_SERVICE)
+                self._unbatched = owner
+                if subscription in self._subscriptions:
+                    self._subscribe_remote(subscription)
+                return
             _LOGGER.error("subscribing to %s failed: %s", SCANNER_SERVICE, error)
 
         self.bus.call_async(
@@ -329,15 +359,20 @@ class GlibScannerClient:
             SCANNER_INTERFACE,
             "Subscribe",
             "a{sv}",
-            (_dbus_filter(subscription.filter.to_dbus(subscription=True)),),
+            (_dbus_filter(options),),
             subscribed,
             failed,
             timeout=CALL_TIMEOUT,
         )
 
-    def _filter(self, bus: Any, msg: Any) -> None:
-        if msg.get_type() != dbus.lowlevel.MESSAGE_TYPE_SIGNAL:
-            return
+    def _filter(self, bus: Any, msg: Any) -> Any:
+        """Every message passes on: dbus-python takes a filter's None as "handled", which
+        would keep them from the program's own objects and later filters."""
+        if msg.get_type() == dbus.lowlevel.MESSAGE_TYPE_SIGNAL:
+            self._on_signal(msg)
+        return dbus.lowlevel.HANDLER_RESULT_NOT_YET_HANDLED
+
+    def _on_signal(self, msg: Any) -> None:
         if self.owner is None or msg.get_sender() != self.owner:
             return
         subscription = self._by_path.get(msg.get_path())
@@ -345,10 +380,21 @@ class GlibScannerClient:
             return
         member = msg.get_member()
         args = msg.get_args_list(byte_arrays=True)
-        if member == "DeviceDiscovered" and msg.get_signature() == "sa{sv}":
+        signature = msg.get_signature()
+        if member == "DevicesDiscovered" and signature == "a(sa{sv})":
+            merger = subscription.merger
+            for address, values in args[0]:
+                try:
+                    adv = merger.item(str(address), values)
+                except ValueError as exc:
+                    _LOGGER.warning("ignoring a malformed item: %s", exc)
+                    continue
+                subscription.discovered(adv)
+        elif member == "DeviceDiscovered" and signature == "sa{sv}":
             try:
                 subscription.discovered(Advertisement.from_record(args[1]))
             except ValueError as exc:
                 _LOGGER.warning("ignoring a malformed record: %s", exc)
-        elif member == "DeviceLost" and msg.get_signature() == "s":
+        elif member == "DeviceLost" and signature == "s":
+            subscription.merger.lost(str(args[0]))
             subscription.lost(str(args[0]))

@@ -49,11 +49,12 @@ from .calls import client_terms, record_of, variants
 from .errors import (
     BusLostError,
     BusUnreachableError,
+    InvalidFilterError,
     ScannerError,
     ServiceNotRunningError,
     UntrustedServiceError,
 )
-from .records import Advertisement, Event, ScanFilter, make_filter
+from .records import BATCH_OPTIONS, Advertisement, Event, ScanFilter, make_filter, refuses_batch
 from .status import ScannerStatus
 from .subscription import AdvertisementStream, Subscription, Subscriptions
 
@@ -103,6 +104,11 @@ class ScannerClient:
             connection to the bus ends under the client (the bus daemon
             stopped or restarted). Streams raise the same error, calls in
             flight and later fail with it at once; the client is finished.
+        batch: subscribe with ``Batch`` and ``ChangedKeysOnly`` (several
+            reports per signal, each only what changed; the client rebuilds
+            the same full records), falling back to one signal per report
+            with a service that refuses them. ``False``: one signal per
+            report, full records, always.
     """
 
     def __init__(
@@ -115,6 +121,7 @@ class ScannerClient:
         trusted_uids: Iterable[int] | None = None,
         lost_timeout: float = DEFAULT_LOST_TIMEOUT,
         on_bus_lost: BusLostCallback | None = None,
+        batch: bool = True,
     ) -> None:
         if fallback not in (None, "bluez"):
             raise ValueError(f"fallback must be None or 'bluez', not {fallback!r}")
@@ -124,6 +131,8 @@ class ScannerClient:
         self.fallback = fallback
         self.trusted_uids = frozenset((0, os.getuid()) if trusted_uids is None else trusted_uids)
         self.lost_timeout = lost_timeout
+        self.batch = batch
+        self._unbatched: str | None = None  # the service owner that refused the batch options
         self._bus: MessageBus | None = None
         self._owner: str | None = None  # unique name of the checked service owner
         self._error: ScannerError | None = None
@@ -343,9 +352,7 @@ class ScannerClient:
         subscription.ledger.begin_resync()
         self._subscriptions.subscribing()
         try:
-            reply = await self._call_service(
-                "Subscribe", "a{sv}", [variants(subscription.filter.to_dbus(subscription=True))]
-            )
+            reply = await self._subscribe_call(subscription, owner)
             path = reply.body[0]
             if reply.sender != owner or not subscription.active:
                 return  # the owner changed under us; adopting the new one re-subscribes
@@ -356,6 +363,22 @@ class ScannerClient:
         # sent after it is answered, the whole replay has been handled.
         await self._call(SCANNER_SERVICE, SCANNER_PATH, PEER, "Ping", "", [])
         subscription._expire_later(subscription.ledger.end_resync(), self.lost_timeout)
+
+    async def _subscribe_call(self, subscription: Subscription, owner: str | None) -> Message:
+        """Subscribe, batched unless asked not to or this service refused it before."""
+        options = subscription.filter.to_dbus(subscription=True)
+        if not self.batch or self._unbatched == owner:
+            return await self._call_service("Subscribe", "a{sv}", [variants(options)])
+        try:
+            return await self._call_service(
+                "Subscribe", "a{sv}", [variants({**options, **BATCH_OPTIONS})]
+            )
+        except InvalidFilterError as exc:
+            if not refuses_batch(exc.name, exc.text):
+                raise
+            _LOGGER.info("%s does not batch (%s): one signal per report", SCANNER_SERVICE, exc)
+            self._unbatched = owner
+        return await self._call_service("Subscribe", "a{sv}", [variants(options)])
 
     # --- incoming ------------------------------------------------------------------
 

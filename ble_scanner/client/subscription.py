@@ -21,6 +21,7 @@ from dbus_fast import Message
 from ..const import SCANNER_INTERFACE, SUBSCRIPTION_PATH_PREFIX
 from .calls import record_of
 from .errors import ScannerError
+from .merge import RecordMerger
 from .records import Advertisement, DeliveryLedger, DeviceLost, Event, ScanFilter
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ class Subscription:
         self.filter = flt
         self.path: str | None = None  # on the current service; None while it is away
         self.ledger = DeliveryLedger()
+        self.merger = RecordMerger()  # the full records behind changed-keys items
         self._client = client
         self._deliver = deliver
         self._timers: dict[str, asyncio.TimerHandle] = {}
@@ -51,9 +53,10 @@ class Subscription:
         self.on_error: Callable[[ScannerError], None] | None = None
 
     def _discovered(self, adv: Advertisement) -> None:
-        timer = self._timers.pop(adv.address, None)
-        if timer is not None:
-            timer.cancel()
+        if self._timers:  # only after a change of source
+            timer = self._timers.pop(adv.address, None)
+            if timer is not None:
+                timer.cancel()
         if self.ledger.discovered(adv):
             self._deliver(adv)
 
@@ -199,6 +202,7 @@ class Subscriptions:
     def subscribed(self, subscription: Subscription, path: str) -> None:
         """The service gave ``subscription`` its ``path``: deliver what came before the reply."""
         subscription.path = path
+        subscription.merger.clear()  # a new subscription: every device's first item is full
         self._by_path[path] = subscription
         for msg in self._unclaimed.pop(path, ()):
             dispatch(subscription, msg)
@@ -263,7 +267,16 @@ class Subscriptions:
 def dispatch(subscription: Subscription, msg: Message) -> None:
     """A Scanner1 signal to ``subscription``'s path, delivered."""
     member, signature = msg.member, msg.signature
-    if member == "DeviceDiscovered" and signature == "sa{sv}":
+    if member == "DevicesDiscovered" and signature == "a(sa{sv})":
+        merger, discovered = subscription.merger, subscription._discovered
+        for address, raw in msg.body[0]:
+            try:
+                adv = merger.item(address, {key: v.value for key, v in raw.items()})
+            except ValueError as exc:
+                _LOGGER.warning("ignoring a malformed item from the service: %s", exc)
+                continue
+            discovered(adv)
+    elif member == "DeviceDiscovered" and signature == "sa{sv}":
         try:
             adv = record_of(msg.body[1])
         except ValueError as exc:
@@ -271,4 +284,5 @@ def dispatch(subscription: Subscription, msg: Message) -> None:
             return
         subscription._discovered(adv)
     elif member == "DeviceLost" and signature == "s":
+        subscription.merger.lost(msg.body[0])
         subscription._lost(msg.body[0])

@@ -75,6 +75,9 @@ SUBSCRIPTION_KEYS: Final[Mapping[str, str]] = {
     "RssiDelta": "n",
     "KeepAlive": "d",
     "Replay": "b",
+    "Batch": "b",
+    "BatchWindow": "d",
+    "ChangedKeysOnly": "b",
 }
 # A glob with more wildcards than this is no device-name pattern; it bounds the
 # regex work per report ("glob bombs").
@@ -84,6 +87,9 @@ MAX_GLOB_WILDCARDS: Final = 8
 MAX_ECHOED_KEY: Final = 64
 # KeepAlive and MaxAge beyond a day are a mistake, not a wish.
 MAX_SECONDS: Final = 86_400.0
+# A batch window trades latency for fewer signals; past a second a reading is
+# staler than the broadcast's own interval, which costs nothing to get.
+MAX_BATCH_WINDOW: Final = 1.0
 
 
 @dataclass(slots=True, frozen=True)
@@ -150,6 +156,9 @@ class SubscriptionOptions:
     rssi_delta: int | None = None  # None: the service's broadcast default
     keep_alive: float | None = None  # None: the broadcast default; 0: never
     replay: bool = True
+    batch: bool = False  # DevicesDiscovered, one per wake-up, instead of DeviceDiscovered each
+    batch_window: float = 0.0  # seconds a batch gathers after its first item; 0: the wake-up
+    changed_keys_only: bool = False  # items carry only what changed since the last one
 
 
 @dataclass(slots=True, frozen=True)
@@ -249,10 +258,24 @@ def parse_subscription(raw: Mapping[str, VariantLike]) -> tuple[Filter, Subscrip
     keep_alive = extra.get("KeepAlive")
     if keep_alive is not None:
         keep_alive = _seconds("KeepAlive", keep_alive, allow_zero=True)
+    batch = extra.get("Batch", False)
+    window = extra.get("BatchWindow", 0.0)
+    if math.isnan(window) or not 0 <= window <= MAX_BATCH_WINDOW:
+        raise InvalidFilter(
+            "BatchWindow", f"{window!r} is out of range (0..{MAX_BATCH_WINDOW:g} s)"
+        )
+    changed_keys_only = extra.get("ChangedKeysOnly", False)
+    # Batch's companions mean nothing without it; their defaults are accepted alone.
+    for key, set_ in (("BatchWindow", window > 0), ("ChangedKeysOnly", changed_keys_only)):
+        if set_ and not batch:
+            raise InvalidFilter(key, "needs Batch true")
     options = SubscriptionOptions(
         all_reports=extra.get("AllReports", False),
         rssi_delta=rssi_delta,
         keep_alive=keep_alive,
         replay=extra.get("Replay", True),
+        batch=batch,
+        batch_window=window,
+        changed_keys_only=changed_keys_only,
     )
     return flt, options

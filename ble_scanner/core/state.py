@@ -30,7 +30,9 @@ class ServiceStatus:
     ignored: int
     malformed: int
     lost_timeout: float = 0.0
-    shed: int = 0  # DeviceDiscovered dropped because the bus was not keeping up
+    shed: int = 0  # reports not delivered because the bus was not keeping up
+    # Per subscription that shed any (signals or batched items): (path, count).
+    subscriptions_shed: tuple[tuple[str, int], ...] = ()
     load_shedding: int = 0  # loadcap.ShedStep: 0 off .. 4 AllReports refused
     leases: int = 0
     users: int = 0  # Unix users holding subscriptions or leases

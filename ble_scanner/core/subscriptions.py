@@ -13,6 +13,7 @@ from ..const import (
     SUBSCRIPTION_PATH_PREFIX,
 )
 from .access import ROOT
+from .delta import Sent
 from .emission import Listener
 from .filters import SubscriptionOptions
 
@@ -34,8 +35,42 @@ class UnknownSubscription(Exception):
     pass
 
 
+class Batch:
+    """A batched subscription's DevicesDiscovered items not sent yet (bus/batches.py sends
+    them), and for ChangedKeysOnly the record each device's last item left the client with.
+
+    ``sent`` holds an entry per device this subscription was told about and not
+    told lost: it is bounded by the cache, as ``Listener.sent`` is.
+    """
+
+    __slots__ = ("items", "nbytes", "sent", "shed", "window")
+
+    def __init__(self, window: float, changed_keys_only: bool) -> None:
+        self.window = window
+        self.items: list[bytes] = []
+        self.nbytes = 0
+        self.sent: dict[str, Sent] | None = {} if changed_keys_only else None
+        self.shed = 0  # items dropped because the bus did not keep up (bus/batches.py)
+
+    def add(self, item: bytes) -> None:
+        self.items.append(item)
+        self.nbytes += len(item)
+
+    def take(self) -> list[bytes]:
+        """The items gathered so far, in order; the batch is empty after."""
+        items = self.items
+        self.items = []
+        self.nbytes = 0
+        return items
+
+    def forget(self, address: str) -> None:
+        """The device's next item is its full record (it was lost, or an item was shed)."""
+        if self.sent is not None:
+            self.sent.pop(address, None)
+
+
 class Subscription:
-    __slots__ = ("listener", "options", "owner", "path", "uid")
+    __slots__ = ("batch", "listener", "options", "owner", "path", "uid")
 
     def __init__(
         self,
@@ -50,6 +85,9 @@ class Subscription:
         self.uid = uid  # the owner's Unix user, for the per-user limit
         self.listener = listener
         self.options = options
+        self.batch = (
+            Batch(options.batch_window, options.changed_keys_only) if options.batch else None
+        )
 
 
 class SubscriptionRegistry:

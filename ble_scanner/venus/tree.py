@@ -87,6 +87,10 @@ class ScannerTree:
         tree.add_item("/Stats/Subscriptions", 0, kind=int)
         # The load-shedding step as a number (0..4), its meaning as the item's text.
         tree.add_item("/Stats/LoadShedding", 0, kind=int, text_fn=lambda v: ShedStep(int(v)).text)
+        # Reports not delivered because the bus did not keep up (GetStatus Shed), and
+        # per subscription that lost any: "/Subscription/3: 120, ..." ("" if none).
+        tree.add_item("/Stats/Shed", 0, kind=int)
+        tree.add_item("/Stats/SubscriptionsShed", "", kind=str)
         # The dbus-ble-sensors feed (venus/feed.py): its state in words and its datagrams.
         tree.add_item("/BleSensorsFeed/State", FeedStatus().state, kind=str)
         tree.add_item("/BleSensorsFeed/Sent", 0, kind=int)
@@ -128,6 +132,10 @@ class ScannerTree:
         tree["/Stats/Reports"] = status.reports
         tree["/Stats/Subscriptions"] = status.subscriptions
         tree["/Stats/LoadShedding"] = status.load_shedding
+        tree["/Stats/Shed"] = status.shed
+        tree["/Stats/SubscriptionsShed"] = ", ".join(
+            f"{path}: {count}" for path, count in status.subscriptions_shed
+        )
         if self._last_reports is not None:
             then, reports = self._last_reports
             if now > then:

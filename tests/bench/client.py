@@ -3,7 +3,9 @@
 Modes (``listen``):
 
 - ``broadcast``: the service's broadcast ``DeviceDiscovered``;
-- ``subscribe``: a ``Subscribe(filter)`` of its own (unicast signals);
+- ``subscribe``: a ``Subscribe(filter)`` of its own (unicast signals), one
+  ``DeviceDiscovered`` per report or, with ``Batch`` in the filter's options,
+  ``DevicesDiscovered`` items (with ``ChangedKeysOnly``, only what changed);
 - ``relay``: the bare relay's forwarded ``PropertiesChanged``;
 - ``bluez``: the no-daemon design: BlueZ's own signals and a discovery session
   of its own, following Device1 objects and filtering itself with the
@@ -18,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from typing import Any
+from typing import Any, Final
 
 from dbus_fast import BusType, Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
@@ -49,10 +51,17 @@ from tests.bench.common import (
     unstamp,
 )
 
+# Subscribe's batching options (issue 22), typed here so that the bench can ask
+# a service that does not know them yet, and be told InvalidArgs.
+BATCH_KEYS: Final = {"Batch": "b", "BatchWindow": "d", "ChangedKeysOnly": "b"}
+
 
 def variants(spec: dict[str, Any]) -> dict[str, Variant]:
     """A filter written as plain JSON values → the ``a{sv}`` the service takes."""
-    return {key: Variant(SUBSCRIPTION_KEYS[key], value) for key, value in spec.items()}
+    return {
+        key: Variant(BATCH_KEYS.get(key) or SUBSCRIPTION_KEYS[key], value)
+        for key, value in spec.items()
+    }
 
 
 class Client:
@@ -65,6 +74,9 @@ class Client:
         self.signals = 0  # every signal handled
         self.callbacks = 0  # signals that reached the application (after filtering)
         self.addresses: set[str] = set()  # devices heard of in this run
+        # (address, payload) of the fan-out scene's readings heard in this run:
+        # each run's readings are new (simproc.scene), so this counts what arrived.
+        self.readings: set[tuple[str, bytes]] = set()
         # bluez mode
         self.views: dict[str, DeviceView] = {}
         self.filter: Filter | None = None
@@ -154,17 +166,32 @@ class Client:
             raise ValueError(mode)
 
     def on_scanner_signal(self, msg: Message) -> bool:
-        if msg.member != "DeviceDiscovered" or msg.message_type is not MessageType.SIGNAL:
+        if msg.message_type is not MessageType.SIGNAL:
             return False
-        self.signals += 1
+        if msg.member == "DeviceDiscovered":
+            self.signals += 1
+            self.item(msg.body[0], msg.body[1])
+        elif msg.member == "DevicesDiscovered":
+            self.signals += 1
+            for address, record in msg.body[0]:
+                self.item(address, record)
+        return False
+
+    def item(self, address: str, record: dict[str, Variant]) -> None:
+        """One report: a full record, or (``ChangedKeysOnly``) the keys that changed."""
         self.callbacks += 1
-        self.addresses.add(msg.body[0])
-        mfr = msg.body[1].get("ManufacturerData")
-        if mfr is not None:
+        self.addresses.add(address)
+        mfr = record.get("ManufacturerData")
+        if mfr is not None and mfr.value:
             payload = mfr.value.get(BENCH_COMPANY)
             if payload is not None:
                 self.stamped(payload)
-        return False
+            else:
+                self.readings.add((address, next(iter(mfr.value.values()))))
+            return
+        data = record.get("ServiceData")
+        if data is not None and data.value:
+            self.readings.add((address, next(iter(data.value.values()))))
 
     async def try_subscribe(self, filter: dict[str, Any]) -> str:
         """Subscribe; the D-Bus error name if the service refuses, else ""."""
@@ -233,9 +260,14 @@ class Client:
         assert self.filter is not None
         if self.filter.is_everything or self.filter.matches(view):  # type: ignore[arg-type]
             self.callbacks += 1
-            payload = view.content.manufacturer_data.get(BENCH_COMPANY)
+            content = view.content
+            payload = content.manufacturer_data.get(BENCH_COMPANY)
             if payload is not None:
                 self.stamped(payload)
+            else:
+                data = content.manufacturer_data or content.service_data
+                if data:
+                    self.readings.add((view.address, next(iter(data.values()))))
 
     # --- watching a service start ----------------------------------------------------
 
@@ -323,6 +355,7 @@ async def main() -> None:
                 client.signals = client.callbacks = 0
                 client.first = client.last = 0.0
                 client.addresses = set()
+                client.readings = set()
                 reply(ok=True)
             elif name == "count":
                 reply(received=len(client.seen), signals=client.signals)
@@ -332,6 +365,7 @@ async def main() -> None:
                     signals=client.signals,
                     callbacks=client.callbacks,
                     devices=sorted(client.addresses),
+                    readings=len(client.readings),
                     latency=percentiles(client.latencies),
                     first=client.first,
                     last=client.last,

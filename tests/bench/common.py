@@ -7,7 +7,7 @@ import json
 import os
 import struct
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Final
 
 # Reports that carry a timestamp use the company id reserved for tests
@@ -92,3 +92,18 @@ async def commands() -> AsyncIterator[dict[str, Any]]:
 def reply(**fields: Any) -> None:
     sys.stdout.write(json.dumps(fields) + "\n")
     sys.stdout.flush()
+
+
+async def serve(handle: Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]) -> None:
+    """Answer each command with ``handle(name, args)`` until ``quit`` or the end of stdin.
+
+    An exception is replied as ``error``, which fails the orchestrator's scenario.
+    """
+    async for cmd in commands():
+        name = cmd.pop("cmd")
+        if name == "quit":
+            return
+        try:
+            reply(**await handle(name, cmd))
+        except Exception as exc:
+            reply(error=f"{type(exc).__name__}: {exc}")

@@ -9,6 +9,10 @@ where TARGET is a script path or ``-m module``:
   buffer (python-dbus-next#153; ``ble_scanner/bus/writer.py``), and the ingest
   ladder measures that bug, not throughput.
 - ``--profile FILE`` runs the target under cProfile and writes FILE on exit.
+  It counts the process's CPU time (``time.process_time``), not wall time: on
+  a shared machine a ``send()`` that wakes the bus daemon, or any call during
+  which the process was preempted, would otherwise be charged the time other
+  processes ran.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import argparse
 import cProfile
 import runpy
 import sys
+import time
 
 from dbus_fast.aio import MessageBus
 
@@ -58,7 +63,7 @@ def main() -> None:
     if not args.profile:
         run()
         return
-    profiler = cProfile.Profile()
+    profiler = cProfile.Profile(time.process_time)
     try:
         profiler.runcall(run)
     except SystemExit:

@@ -143,9 +143,14 @@ class SimProcess:
         return {"sent": count, "t0": t0, "elapsed": elapsed, "achieved": count / elapsed}
 
     async def scene(
-        self, devices: int, period: float, change_every: int, duration: float
+        self, devices: int, period: float, change_every: int, duration: float, first: int = 0
     ) -> dict[str, Any]:
-        """Every device reports each ``period``; its reading changes every ``change_every``."""
+        """Every device reports each ``period``; its reading changes every ``change_every``.
+
+        Readings start at ``first``: a run's readings differ from every earlier
+        run's, so a program can count the distinct readings it got against
+        ``counts`` (each device's reports) and know that it missed none.
+        """
         rng = random.Random(7)
         sim, advertise = self.sim, self.sim.advertise_report
         base = [-45 - (i % 40) for i in range(devices)]
@@ -162,13 +167,13 @@ class SimProcess:
                 while counts[i] < due:
                     n = counts[i]
                     rssi = base[i] + rng.randint(-3, 3)
-                    advertise(ADAPTER, scene_report(i, n // change_every, rssi))
+                    advertise(ADAPTER, scene_report(i, first + n // change_every, rssi))
                     counts[i] = n + 1
                     reports += 1
                     fed += i % 5 in fed_kinds
             await sim.drain()
             await asyncio.sleep(0.01)
-        return {"reports": reports, "fed": fed, "elapsed": time.monotonic() - t0}
+        return {"reports": reports, "fed": fed, "counts": counts, "elapsed": time.monotonic() - t0}
 
     async def forget(self) -> int:
         """Remove every device (InterfacesRemoved, as RemoveDevice does); how many there were.

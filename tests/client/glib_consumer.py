@@ -1,14 +1,18 @@
 """A velib-style consumer, run by the test under the system python (dbus-python + GLib).
 
 Prints JSON lines: the snapshot, "subscribed", then each event; exits after
-``count`` events or ``timeout`` seconds (exit 3).
+``count`` events or ``timeout`` seconds (exit 3), saying last which Scanner1
+signals reached it. A third argument ``single`` opts out of batching.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
+from typing import Any
 
+import dbus
 from dbus.mainloop.glib import DBusGMainLoop
 from gi.repository import GLib
 
@@ -20,7 +24,17 @@ def main() -> int:
     count, timeout = int(sys.argv[1]), float(sys.argv[2])
     DBusGMainLoop(set_as_default=True)
     loop = GLib.MainLoop()
-    client = GlibScannerClient()
+    signals: Counter[str] = Counter()
+
+    def count_signal(bus: Any, msg: Any) -> Any:
+        if msg.get_interface() == "com.victronenergy.ble.Scanner1":
+            signals[msg.get_member()] += 1
+        return dbus.lowlevel.HANDLER_RESULT_NOT_YET_HANDLED
+
+    # dbus-python takes a filter's None as "handled": this one, like the client's, passes on.
+    bus = dbus.SystemBus()
+    bus.add_message_filter(count_signal)
+    client = GlibScannerClient(bus, batch=sys.argv[3:] != ["single"])
     result = {"code": 3}
 
     def emit(obj: dict[str, object]) -> None:
@@ -41,6 +55,7 @@ def main() -> int:
     emit({"subscribed": True})  # the replay arrives once the loop runs
     GLib.timeout_add(int(timeout * 1000), loop.quit)
     loop.run()
+    emit({"signals": signals})
     client.close()
     return result["code"]
 

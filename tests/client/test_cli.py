@@ -8,6 +8,8 @@ import os
 import signal
 import sys
 
+import pytest
+
 from ble_scanner.client import ScannerClient
 from ble_scanner.main import ScannerApp
 from ble_scanner.testing.simulator import BluezSimulator
@@ -86,11 +88,12 @@ async def test_devices_table_is_readable_and_filterable(
     assert (code, out) == (0, "No devices.\n")
 
 
+@pytest.mark.parametrize("batching", [(), ("--no-batch",)], ids=["batched", "no-batch"])
 async def test_watch_json_prints_one_object_per_line(
-    test_bus: TestBus, scanner: ScannerApp, bluez: BluezSimulator
+    test_bus: TestBus, scanner: ScannerApp, bluez: BluezSimulator, batching: tuple[str, ...]
 ) -> None:
     await scene(bluez, test_bus)
-    proc = await start(test_bus, "watch", "--json", "-c", "0x02E1", "--count", "2")
+    proc = await start(test_bus, "watch", "--json", "-c", "0x02E1", "--count", "2", *batching)
     assert proc.stdout is not None
     first = json.loads(await asyncio.wait_for(proc.stdout.readline(), 20))
     assert first["event"] == "discovered" and first["address"] == VICTRON  # the replay

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
@@ -123,6 +124,25 @@ def test_subscription_options() -> None:
 def test_subscription_defaults_come_from_the_service() -> None:
     _, options = parse_subscription({})
     assert options.rssi_delta is None and options.keep_alive is None and options.replay
+    assert not options.batch and options.batch_window == 0 and not options.changed_keys_only
+
+
+def test_batch_options() -> None:
+    _, options = parse_subscription(
+        {
+            "Batch": Variant("b", True),
+            "BatchWindow": Variant("d", 0.25),
+            "ChangedKeysOnly": Variant("b", True),
+        }
+    )
+    assert options.batch and options.batch_window == 0.25 and options.changed_keys_only
+
+
+def test_batch_companions_at_their_defaults_need_no_batch() -> None:
+    _, options = parse_subscription(
+        {"BatchWindow": Variant("d", 0.0), "ChangedKeysOnly": Variant("b", False)}
+    )
+    assert not options.batch
 
 
 @pytest.mark.parametrize(
@@ -132,6 +152,14 @@ def test_subscription_defaults_come_from_the_service() -> None:
         ({"RssiDelta": Variant("n", -1)}, "RssiDelta"),
         ({"KeepAlive": Variant("d", -1.0)}, "KeepAlive"),
         ({"AllReports": Variant("s", "yes")}, "AllReports"),
+        ({"Batch": Variant("s", "yes")}, "Batch"),
+        ({"Batch": Variant("b", True), "BatchWindow": Variant("d", 1.5)}, "BatchWindow"),
+        ({"Batch": Variant("b", True), "BatchWindow": Variant("d", -0.1)}, "BatchWindow"),
+        ({"Batch": Variant("b", True), "BatchWindow": Variant("d", math.nan)}, "BatchWindow"),
+        ({"Batch": Variant("b", True), "BatchWindow": Variant("u", 1)}, "BatchWindow"),
+        ({"BatchWindow": Variant("d", 0.5)}, "BatchWindow"),
+        ({"Batch": Variant("b", False), "ChangedKeysOnly": Variant("b", True)}, "ChangedKeysOnly"),
+        ({"Batch": Variant("b", True), "ChangedKeysOnly": Variant("n", 1)}, "ChangedKeysOnly"),
     ],
 )
 def test_bad_subscription_options_name_the_key(raw: dict[str, Variant], key: str) -> None:

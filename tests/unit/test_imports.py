@@ -17,9 +17,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "ble_scanner"
 
-# The core's modules the client may import: what a report and a filter are.
+# The core's modules the client may import: what a report, a filter and an item's
+# changed keys are.
 SHARED_DATA_PATH = frozenset(
-    {"ble_scanner.core.identifiers", "ble_scanner.core.record", "ble_scanner.core.filters"}
+    {
+        "ble_scanner.core.identifiers",
+        "ble_scanner.core.record",
+        "ble_scanner.core.filters",
+        "ble_scanner.core.delta",
+    }
 )
 SERVICE_SIDE = (
     "ble_scanner.config",

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from dbus_fast import Message, MessageType
+from dbus_fast import Message, MessageType, Variant
 
 from ble_scanner.bus.marshal import (
     MESSAGE_METHOD_RETURN,
     MESSAGE_SIGNAL,
+    changed_entry,
     header_fields,
     message,
     record_entry,
@@ -22,6 +23,7 @@ from ble_scanner.bus.writer import (
 )
 from ble_scanner.const import RSSI_UNAVAILABLE
 from ble_scanner.core.cache import Device
+from ble_scanner.core.delta import RECORD_KEYS, REMOVED, Changes
 from ble_scanner.core.record import Content
 from ble_scanner.core.sources import Source
 from ble_scanner.service import record_variants
@@ -155,6 +157,54 @@ def test_snapshot_reply_is_what_dbus_fast_marshals(count: int) -> None:
     assert ours == dbus_fast_bytes(expected, 5)
 
 
+# Item key sets that end on each kind of entry: array, string, int16, double, bool, Removed.
+CHANGED: list[tuple[tuple[str, ...], tuple[str, ...]]] = [
+    ((), ()),
+    (("ManufacturerData",), ()),
+    (("ServiceUuids",), ()),
+    (("Name",), ()),
+    (("TxPower",), ()),
+    (("Rssi",), ()),
+    (("ManufacturerData", "LastSeen", "Rssi"), ()),
+    (("ServiceData", "Adapter", "Path", "Interval"), ()),
+    (("AddressType", "FirstSeen", "Restored"), ()),
+    (("LastSeen",), ("Name",)),
+    (("Rssi",), ("Name", "TxPower", "Restored")),
+    ((), ("Interval",)),
+]
+
+
+@pytest.mark.parametrize(("keys", "removed"), CHANGED)
+def test_devices_discovered_is_what_dbus_fast_marshals(
+    keys: tuple[str, ...], removed: tuple[str, ...]
+) -> None:
+    """A full record and a changed-keys item in one DevicesDiscovered, byte for byte."""
+    full = device(CONTENTS[1], -60, interval=1.25)
+    changed = device(CONTENTS[3], -61, "C0:00:00:00:00:02", interval=0.5, restored=True)
+    record = record_variants(changed)
+    assert set(keys) <= set(record) and set(RECORD_KEYS) >= set(record)
+    item = {key: record[key] for key in keys}
+    if removed:
+        item[REMOVED] = Variant("as", list(removed))
+    expected = Message.new_signal(
+        "/Subscription/3",
+        "com.victronenergy.ble.Scanner1",
+        "DevicesDiscovered",
+        "a(sa{sv})",
+        [[[full.address, record_variants(full)], [changed.address, item]]],
+    )
+    expected.destination = ":1.42"
+    fields = header_fields(
+        "a(sa{sv})",
+        path="/Subscription/3",
+        interface="com.victronenergy.ble.Scanner1",
+        member="DevicesDiscovered",
+        destination=":1.42",
+    )
+    body = snapshot_body([record_entry(full), changed_entry(changed, Changes(keys, removed))])
+    assert message(MESSAGE_SIGNAL, 8, fields, body) == dbus_fast_bytes(expected, 8)
+
+
 def test_device_lost_is_what_dbus_fast_marshals() -> None:
     expected = Message.new_signal(
         "/", "com.victronenergy.ble.Scanner1", "DeviceLost", "s", ["C0:11:22:33:44:55"]
@@ -237,4 +287,6 @@ def test_the_budget_sheds_the_broadcast_before_subscriptions() -> None:
     assert kept_bytes <= budget < kept_bytes + len(unicast)
     assert kept_unicast > kept_broadcast
     assert guard.shed == 2 * pairs - kept_broadcast - kept_unicast
+    # The subscription's shed signals are counted for its path; the broadcast's only in all.
+    assert guard.shed_by_path == {"/Subscription/1": pairs - kept_unicast}
     assert queue.nbytes <= budget + len(lost)

@@ -8,18 +8,17 @@ dbus-fast reads every message buffered on its socket in one go), and each
 gathered batch goes out as one signal when the event loop turns: the outbox's
 end-of-iteration flush (bus/outbox.py, scheduled with ``call_soon``) sends it,
 in the same write as the wake-up's other signals, so a lone report goes out
-one loop turn later, with no timer. With ``BatchWindow`` the
-first item starts a timer instead and the batch goes when it fires.
+one loop turn later, with no timer. With ``BatchWindow`` the first item
+starts a timer instead and the batch goes when it fires.
 
 Back-pressure: when our connection's write queue is over its budget
 (bus/writer.py), a batch is not handed to it; it is held, keeps gathering, and
 is sent when the writer has drained to the broadcast's share of the budget
 (``WriterGuard.on_drain``). A held batch grows up to ``HOLD_SHARE`` of the
 write budget, and all held batches together up to ``HOLD_TOTAL_SHARE``; an
-item past either is shed
-and counted on its subscription (``Batch.shed``), and for ChangedKeysOnly the
-device's next item is its full record, so the client's merged record never
-misses a change silently.
+item past either is shed and counted on its subscription (``Batch.shed``),
+and for ChangedKeysOnly the device's next item is its full record, so the
+client's merged record never misses a change silently.
 """
 
 from __future__ import annotations

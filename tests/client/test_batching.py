@@ -37,6 +37,8 @@ BATCH_KEYS = ("Batch", "BatchWindow", "ChangedKeysOnly")
 async def service(test_bus: TestBus, bluez: BluezSimulator) -> AsyncIterator[ScannerApp]:
     app = await start_service(test_bus, ScannerConfig(lost_timeout=LOST_TIMEOUT))
     try:
+        # Until the service scans, the simulated radio reports nothing.
+        await wait_until(lambda: bluez.is_discovering("hci0"), what="discovery armed")
         yield app
     finally:
         await app.stop()

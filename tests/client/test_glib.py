@@ -102,6 +102,8 @@ async def test_glib_consumer_survives_a_service_restart(
     try:
         assert (await read_json(proc))["snapshot"] == {}
         assert await read_json(proc) == {"subscribed": True}
+        # Until the service scans, the simulated radio reports nothing.
+        await wait_until(lambda: bluez.is_discovering("hci0"), what="discovery armed")
         await bluez.advertise("hci0", VICTRON, rssi=-60, manufacturer_data={0x02E1: b"\x01"})
         assert (await read_json(proc))["address"] == VICTRON
         await app.stop()
@@ -117,8 +119,11 @@ async def test_glib_consumer_survives_a_service_restart(
         await stop(app, [proc])
 
 
-async def subscribed(app: ScannerApp, procs: list[asyncio.subprocess.Process]) -> None:
-    """Each consumer's empty snapshot and "subscribed", then the service holding them all.
+async def subscribed(
+    app: ScannerApp, bluez: BluezSimulator, procs: list[asyncio.subprocess.Process]
+) -> None:
+    """Each consumer's empty snapshot and "subscribed", then the service holding them all,
+    scanning (until then the simulated radio reports nothing).
 
     A consumer says "subscribed" once the call is sent; the service has it when it answers.
     """
@@ -129,6 +134,7 @@ async def subscribed(app: ScannerApp, procs: list[asyncio.subprocess.Process]) -
         lambda: app.hub is not None and len(app.hub.subscriptions) == len(procs),
         what="every consumer's subscription in the service",
     )
+    await wait_until(lambda: bluez.is_discovering("hci0"), what="discovery armed")
 
 
 async def stop(app: ScannerApp, procs: list[asyncio.subprocess.Process]) -> None:
@@ -153,7 +159,7 @@ async def test_glib_consumer_batched_gets_what_one_per_report_does(
     app = await start_service(test_bus, ScannerConfig(lost_timeout=1.0))
     procs = [await start_consumer(test_bus, 6), await start_consumer(test_bus, 6, "single")]
     try:
-        await subscribed(app, procs)
+        await subscribed(app, bluez, procs)
         await bluez.advertise("hci0", VICTRON, rssi=-60, manufacturer_data={0x02E1: b"\x01"})
         await bluez.advertise("hci0", VICTRON, rssi=-60, manufacturer_data={0x02E1: b"\x02"})
         await bluez.advertise(
@@ -191,7 +197,7 @@ async def test_glib_consumer_falls_back_when_the_service_refuses_batch(
     app = await start_service(test_bus)
     proc = await start_consumer(test_bus, 1)
     try:
-        await subscribed(app, [proc])  # made again without Batch
+        await subscribed(app, bluez, [proc])  # made again without Batch
         await bluez.advertise("hci0", VICTRON, rssi=-60, manufacturer_data={0x02E1: b"\x01"})
         assert (await read_json(proc))["manufacturer_data"] == {str(0x02E1): "01"}
         assert (await read_json(proc))["signals"] == {"DeviceDiscovered": 1}

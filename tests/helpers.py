@@ -22,6 +22,7 @@ from ble_scanner.const import (
 
 if TYPE_CHECKING:
     from ble_scanner.main import ScannerApp
+    from ble_scanner.testing.simulator import BluezSimulator
 
 T = TypeVar("T")
 
@@ -88,6 +89,14 @@ async def name_owner(bus: MessageBus, name: str = SCANNER_SERVICE) -> str | None
 
 async def has_owner(bus: MessageBus, name: str = SCANNER_SERVICE) -> bool:
     return await name_owner(bus, name) is not None
+
+
+def scanning(sim: BluezSimulator, adapter: str = "hci0") -> bool:
+    """A session on ``adapter`` and its radio reporting: only then is an advertisement
+    heard. A session is there from StartDiscovery's call; ``Discovering`` (and the
+    kernel's reports) follow once the kernel has started, as in BlueZ, and a report
+    in between is heard by nobody (a test that advertised then waited in vain)."""
+    return bool(sim.sessions(adapter)) and sim.is_discovering(adapter)
 
 
 def assert_error(reply: Message, name: str) -> None:

@@ -21,7 +21,7 @@ from ble_scanner.testing.localsettings import LocalSettingsStandIn, ble_sensors_
 from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.testbus import TestBus
 from tests.gx.conftest import GITHUB_USER, NAME, REPO, Gx, build_env, build_package, cmdline
-from tests.helpers import name_owner, wait_until
+from tests.helpers import name_owner, scanning, wait_until
 from tests.venus.test_bundle import imports_of_pruned
 from tests.venus.test_install import snapshot
 
@@ -195,9 +195,7 @@ async def test_install_starts_the_service_from_its_copied_run_script(
     assert (gx.root / "etc/venus" / f"installedVersion-{NAME}").read_text() == f"v{__version__}\n"
     gx.start_svscan()
     await running_from(gx, bus, gx.package)
-    await wait_until(
-        lambda: bool(bluez.sessions("hci0")), timeout=SETTLE, what="its discovery session"
-    )
+    await wait_until(lambda: scanning(bluez, "hci0"), timeout=SETTLE, what="its discovery session")
 
 
 async def test_uninstall_removes_it_and_gives_dbus_ble_sensors_its_scan_back(

@@ -26,7 +26,7 @@ from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.simulator.report import Report
 from ble_scanner.testing.testbus import TestBus, start_test_bus
 from tests import ingest
-from tests.helpers import call, has_owner, wait_until
+from tests.helpers import call, has_owner, scanning, wait_until
 from tests.reliability.conftest import PROCESS_START, output_of, spawn_service
 from tests.reliability.test_process import DAEMONTOOLS, Supervised, svscan_running
 
@@ -116,7 +116,7 @@ async def _scanning_service(
     proc = spawn_service(bus)
     processes.append(proc)
     await wait_until(lambda: has_owner(watcher), timeout=PROCESS_START, what="the service")
-    await wait_until(lambda: bool(sim.sessions(ADAPTER)), timeout=PROCESS_START, what="scanning")
+    await wait_until(lambda: scanning(sim, ADAPTER), timeout=PROCESS_START, what="scanning")
     return proc
 
 
@@ -233,7 +233,7 @@ async def test_stop_with_the_bus_gone_asks_nothing_of_it(
         ingest.config(own_bus.address), bus_address=own_bus.address, use_settings=False
     )
     assert await app.start() == 0
-    await wait_until(lambda: bool(sim.sessions(ADAPTER)), what="scanning")
+    await wait_until(lambda: scanning(sim, ADAPTER), what="scanning")
     own_bus.kill()
     await wait_until(app.lost_the_bus, what="the service to see the bus gone")
     started = time.monotonic()
@@ -281,7 +281,7 @@ async def test_supervised_service_exits_with_its_bus_and_is_back_when_the_bus_is
             lambda: has_owner(watcher), timeout=PROCESS_START, what="the service back on the bus"
         )
         await wait_until(
-            lambda: bool(sim.sessions(ADAPTER)), timeout=PROCESS_START, what="scanning again"
+            lambda: scanning(sim, ADAPTER), timeout=PROCESS_START, what="scanning again"
         )
         new_pid = supervised_on_own_bus.pid()
         assert new_pid is not None and new_pid != pid

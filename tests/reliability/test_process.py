@@ -28,7 +28,7 @@ from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.testbus import TestBus
 from tests import ingest
 from tests.client.test_owner import NOBODY, Impostor, impostor, nobody_bus  # noqa: F401
-from tests.helpers import add_match, as_user, call, has_owner, name_owner, wait_until
+from tests.helpers import add_match, as_user, call, has_owner, name_owner, scanning, wait_until
 from tests.reliability.conftest import PROCESS_START, output_of, spawn_service, status_of, wait_exit
 
 REPO = Path(__file__).resolve().parents[2]
@@ -133,7 +133,7 @@ async def test_sigkill_under_daemontools_clients_recover_alone_within_2_s(
     bluez: BluezSimulator, bus: MessageBus, test_bus: TestBus, supervised: Supervised
 ) -> None:
     await wait_until(lambda: has_owner(bus), timeout=PROCESS_START, what="the supervised service")
-    await wait_until(lambda: bool(bluez.sessions(ADAPTER)), timeout=PROCESS_START, what="scanning")
+    await wait_until(lambda: scanning(bluez, ADAPTER), timeout=PROCESS_START, what="scanning")
     owner_change = OwnerChanges(bus)
     await add_match(bus, OWNER_CHANGED_RULE)
     async with ScannerClient(bus_address=test_bus.address, service_timeout=30) as client:
@@ -152,7 +152,7 @@ async def test_sigkill_under_daemontools_clients_recover_alone_within_2_s(
             what="the client re-subscribed",
         )
         recovered = time.monotonic() - owner_change.times[new_owner]
-        await wait_until(lambda: bool(bluez.sessions(ADAPTER)), what="the new service scanning")
+        await wait_until(lambda: scanning(bluez, ADAPTER), what="the new service scanning")
         # The unchanged device again (replayed or re-heard: not news) and a new one.
         await bluez.advertise(ADAPTER, VICTRON, rssi=-60, manufacturer_data={0x02E1: b"\x10"})
         await bluez.advertise(ADAPTER, NEW, rssi=-60, manufacturer_data={0x02E1: b"\x20"})
@@ -215,7 +215,7 @@ async def test_sigterm_stops_our_session_releases_the_name_and_exits_0_within_2_
         # BlueZ holds the session before its reply reaches the service: SIGTERM in
         # between leaves BlueZ to drop it on disconnect, with no StopDiscovery.
         adapters = (await status_of(bus))["Adapters"].value
-        return bool(bluez.sessions(ADAPTER)) and adapters[ADAPTER]["Session"].value is True
+        return scanning(bluez, ADAPTER) and adapters[ADAPTER]["Session"].value is True
 
     await wait_until(service_knows_its_session, timeout=PROCESS_START, what="scanning")
     stops = bluez.call_count("StopDiscovery", adapter=ADAPTER)

@@ -15,7 +15,7 @@ from dbus_fast.aio import MessageBus
 
 from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.testbus import TestBus
-from tests.helpers import SignalRecorder, has_owner, scanner_call, wait_until
+from tests.helpers import SignalRecorder, has_owner, scanner_call, scanning, wait_until
 from tests.reliability.conftest import PROCESS_START, output_of, spawn_service, wait_exit
 from tests.service.conftest import watch_broadcast
 
@@ -24,10 +24,6 @@ VICTRON = "C0:11:22:33:44:01"
 RUUVI = "C0:11:22:33:44:02"
 # The shortest --state-save-interval the table allows.
 SAVE_INTERVAL = "5"
-# A save ends with two fsyncs, which wait behind whatever else the machine is
-# writing (CI builds the guest images alongside the suite): a saved file is given
-# several save intervals more than a start-up.
-SAVED = 2 * PROCESS_START
 
 
 async def devices(bus: MessageBus) -> dict[str, dict[str, Any]]:
@@ -60,9 +56,7 @@ class Services:
     async def start_hearing_two(self, *args: str) -> subprocess.Popen[str]:
         """A service scanning, and two devices advertised once each."""
         proc = await self.start(*args)
-        await wait_until(
-            lambda: bool(self.bluez.sessions(ADAPTER)), timeout=PROCESS_START, what="scan"
-        )
+        await wait_until(lambda: scanning(self.bluez, ADAPTER), timeout=PROCESS_START, what="scan")
         await advertise_two(self.bluez)
         return proc
 
@@ -89,7 +83,7 @@ async def advertise_two(bluez: BluezSimulator) -> None:
 
 async def sigterm(proc: subprocess.Popen[str]) -> None:
     proc.send_signal(signal.SIGTERM)
-    assert await wait_exit(proc, SAVED) == 0, output_of(proc)  # it saves on the way out
+    assert await wait_exit(proc, PROCESS_START) == 0, output_of(proc)
 
 
 def addresses_in(path: Path) -> set[str]:
@@ -127,7 +121,7 @@ async def test_sigterm_then_start_gives_the_same_snapshot_marked_restored_and_no
     await watch_broadcast(bus)
     broadcast = SignalRecorder(bus, path="/")
     await bluez.start_bluetoothd()
-    await wait_until(lambda: bool(bluez.sessions(ADAPTER)), timeout=PROCESS_START, what="scan")
+    await wait_until(lambda: scanning(bluez, ADAPTER), timeout=PROCESS_START, what="scan")
     await bluez.advertise(
         ADAPTER, VICTRON, rssi=-60, manufacturer_data={0x02E1: b"\x10\x02"}, name="SmartShunt"
     )
@@ -147,7 +141,7 @@ async def test_kill_9_then_start_restores_the_last_periodic_save(services: Servi
     try:
         await wait_until(
             lambda: addresses_in(state) == {VICTRON, RUUVI},
-            timeout=SAVED,
+            timeout=PROCESS_START,
             what="a periodic save with both devices",
         )
     except AssertionError as exc:

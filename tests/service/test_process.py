@@ -22,7 +22,7 @@ from ble_scanner.testing.localsettings import Setting as LocalSetting
 from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.testbus import TestBus
 from ble_scanner.venus.const import BUSITEM_INTERFACE, SETTINGS_PREFIX, SETTINGS_SERVICE
-from tests.helpers import has_owner, wait_until
+from tests.helpers import has_owner, scanning, wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ADDR = "C0:11:22:33:44:01"
@@ -57,7 +57,7 @@ def service_process(test_bus: TestBus) -> Iterator[subprocess.Popen[str]]:
 
 
 async def session_of_process(bluez: BluezSimulator) -> bool:
-    return bool(bluez.sessions("hci0")) and bluez.is_discovering("hci0")
+    return scanning(bluez, "hci0")
 
 
 def busctl(test_bus: TestBus, *args: str) -> str:

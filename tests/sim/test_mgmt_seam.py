@@ -107,6 +107,21 @@ async def start_discovery(msim: BluezSimulator, bus, **filter_entries: Variant) 
     await wait_until(lambda: msim.is_discovering(ADAPTER), what="Discovering")
 
 
+async def test_a_client_is_owed_every_frame_from_its_connect_on(msim, mgmt_path, bus):
+    """As a bound control socket gets the kernel's events: a report made right after
+    the connect, before the simulator's loop has turned to accept it, still arrives
+    (a service that connects, starts discovery and hears at once lost it)."""
+    await start_discovery(msim, bus)
+    late = Client(mgmt_path)
+    try:
+        # No await between the connect and the report: the loop cannot accept first.
+        await msim.advertise(ADAPTER, "C0:11:22:33:44:55", manufacturer_data={0x02E1: b"\x10"})
+        frame = await late.frame()
+        assert frame[:2] == EV_DEVICE_FOUND.to_bytes(2, "little")
+    finally:
+        late.close()
+
+
 # --- exact bytes ---------------------------------------------------------------
 
 

@@ -22,7 +22,7 @@ from ble_scanner.const import SCANNER_INTERFACE, SCANNER_SERVICE
 from ble_scanner.testing.simulator import BluezSimulator
 from ble_scanner.testing.testbus import TestBus
 from tests.conftest import VENUS_DBUS_FAST, VenusPython
-from tests.helpers import assert_ok, call, wait_until
+from tests.helpers import assert_ok, call, scanning, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 ADDR = "C0:11:22:33:44:21"
@@ -261,7 +261,7 @@ async def test_service_from_the_bundle_scans_the_simulator_and_stops_on_sigterm(
         return found  # type: ignore[no-any-return]
 
     async def sessions() -> bool:
-        return bool(bluez.sessions("hci0"))
+        return scanning(bluez, "hci0")
 
     await wait_until(sessions, timeout=15, what="the bundled service's discovery session")
     await bluez.advertise("hci0", ADDR, rssi=-55, name="Bundled")

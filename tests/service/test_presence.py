@@ -14,8 +14,9 @@ from tests.service.conftest import get_devices, watch_broadcast
 
 SMARTSHUNT = "C0:11:22:33:44:01"
 PERIOD = 1.0
-# The radio's 1 s on a busy 2-core machine may stretch a gap a little.
-JITTER = 0.5
+# The radio's 1 s on a busy 2-core machine may stretch a gap (fresh-clone CI
+# learned 1.61 s: the interval is the longest recent gap, so one late timer counts).
+JITTER = 1.0
 
 
 async def test_a_1_s_advertiser_is_lost_in_seconds_while_the_lost_timeout_is_180_s(
@@ -39,7 +40,7 @@ async def test_a_1_s_advertiser_is_lost_in_seconds_while_the_lost_timeout_is_180
     await wait_until(
         learned, timeout=(INTERVAL_HISTORY + 4) * PERIOD * 2, interval=0.2, what="Interval"
     )
-    assert PERIOD - JITTER < interval[0] < PERIOD + JITTER
+    assert PERIOD / 2 < interval[0] < PERIOD + JITTER  # a timer may be late, never early
     bluez.remove_advertiser("hci0", SMARTSHUNT)
     stopped = time.monotonic()
     await signals.wait_for(

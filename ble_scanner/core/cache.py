@@ -157,9 +157,11 @@ class DeviceCache:
                 # restored report is no gap (it spans the restart).
                 device.restored = False
                 device.wire = None
-            elif device.since <= device.heard:
+            elif device.since <= device.heard and self.listening.listens(adapter):
                 device.learner.gap(now - device.heard)
-            # else a source that heard it listened again since its last report:
+            # else a source that heard it listened again since its last report, or
+            # this adapter hears before we know it listens again (BlueZ reports
+            # once its kernel scan runs, before a slow StartDiscovery's reply):
             # the gap spans time nobody listened, and teaches nothing.
             device.heard = now
             device.since = now

@@ -259,8 +259,9 @@ async def test_time_the_service_was_not_listening_loses_no_device_and_teaches_no
     assert lost(broadcast) == []
     after = await learned(bus, SENSORS)
     for address in SENSORS:
-        # A gap across the spell would have made the interval DEAF seconds long.
-        assert after[address] < 1.0, (address, before[address], after[address])
+        # A gap across the spell would have made the interval DEAF seconds long; a
+        # busy machine's late timer may stretch a 0.25 s gap well past 0.25 s.
+        assert after[address] < 3.0, (address, before[address], after[address])
 
 
 async def test_devices_that_go_silent_while_the_service_listens_are_lost_on_time(
@@ -270,7 +271,7 @@ async def test_devices_that_go_silent_while_the_service_listens_are_lost_on_time
     for address in SENSORS:
         bluez.remove_advertiser("hci0", address)
     took = await all_lost(broadcast, PRESENCE + 5.0)
-    assert INTERVAL_SLACK <= took <= PRESENCE + 2.0, took
+    assert INTERVAL_SLACK <= took <= PRESENCE + 4.0, took  # the sweep, a busy machine
     assert listening(service, "hci0")
 
 
@@ -281,7 +282,7 @@ async def test_an_adapter_off_longer_than_the_lost_timeout_loses_its_devices_the
     with caplog.at_level(logging.WARNING, logger="ble_scanner.core.hub"):
         await bluez.set_powered("hci0", False)
         took = await all_lost(broadcast, LOST_TIMEOUT + 10.0)
-    assert LOST_TIMEOUT <= took <= LOST_TIMEOUT + 3.0, took
+    assert LOST_TIMEOUT <= took <= LOST_TIMEOUT + 5.0, took  # the sweep, a busy machine
     lines = [r.getMessage() for r in caplog.records if r.name == "ble_scanner.core.hub"]
     assert lines == ["hci0 has not listened for 15 s (LostTimeout): 3 device(s) it heard are lost"]
     status = await scanner_call(bus, "GetStatus")

@@ -196,6 +196,25 @@ def test_a_pause_loses_nothing_and_teaches_no_interval() -> None:
     assert [d.address for d in hub.sweep()] == [ADDR]
 
 
+def test_a_report_before_the_adapter_is_known_to_listen_again_teaches_no_interval() -> None:
+    """BlueZ starts the kernel's scan before a slow StartDiscovery's reply reaches us:
+    the first reports after a restart come while we still think the adapter deaf."""
+    hub, rec, clock = make(SETTINGS)
+    learn(hub, clock, ("hci0",), INTERVAL_HISTORY + 2)
+    device = hub.cache.get(ADDR)
+    assert device is not None
+    interval = device.interval
+    hub.listening("hci0", False)
+    clock.now += 10.0
+    heard(hub, adapter="hci0", rssi=-50)  # the 10 s gap spans the restart
+    assert device.interval == interval
+    hub.listening("hci0", True)
+    for _ in range(INTERVAL_HISTORY + 2):
+        clock.now += PERIOD
+        heard(hub, adapter="hci0", rssi=-50)
+    assert device.interval == interval
+
+
 def test_silence_while_listening_is_lost_on_time() -> None:
     hub, rec, clock = make(SETTINGS)
     learn(hub, clock, ("hci0",), INTERVAL_HISTORY + 2)

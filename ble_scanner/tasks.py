@@ -11,7 +11,9 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 Step = Callable[[], Awaitable[object] | object]
 
@@ -105,14 +107,15 @@ class TaskSet:
     def __len__(self) -> int:
         return len(self._tasks)
 
-    def spawn(self, work: Awaitable[object], name: str | None = None) -> None:
-        async def run() -> object:
+    def spawn(self, work: Awaitable[T], name: str | None = None) -> asyncio.Task[T]:
+        async def run() -> T:
             return await work
 
         coroutine = work if asyncio.iscoroutine(work) else run()
         task = asyncio.get_running_loop().create_task(coroutine, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._done)
+        return task
 
     def _done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)

@@ -12,10 +12,9 @@ in every ingest, for ``Powered`` and ``Discovering``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, Final
+from collections.abc import Awaitable, Callable
+from typing import Final
 
 from dbus_fast.aio import MessageBus
 
@@ -23,6 +22,7 @@ from ..bus import calls
 from ..bus.calls import BusGoneError, CallError
 from ..const import BLUEZ_ROOT_PATH, BLUEZ_SERVICE, PROPERTIES
 from ..modes import Ingest
+from ..tasks import TaskSet
 from . import mgmt
 from .mgmtchannel import MgmtChannel, describe
 
@@ -72,6 +72,8 @@ class IngestSwitch:
         # Whether our match for every Device1 PropertiesChanged is on the bus.
         self.device_match = False
         self._retry: asyncio.TimerHandle | None = None
+        # The changes of match under way, each waiting for the one before it.
+        self._switches = TaskSet(_LOGGER, "ingest switch")
         self._switch: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -101,8 +103,7 @@ class IngestSwitch:
         self._closing = True
         if self._retry is not None:
             self._retry.cancel()
-        if self._switch is not None:
-            self._switch.cancel()
+        self._switches.cancel()
         self.channel.close()
         self.mgmt_active = False
 
@@ -122,7 +123,7 @@ class IngestSwitch:
         if self.mgmt_active:
             self.channel.close()
             self.mgmt_active = False
-            self._run(self._fall_back())
+            self._run(self._fall_back)
 
     def _open(self) -> str:
         """Open the channel; "" when it reads, else why not."""
@@ -148,7 +149,7 @@ class IngestSwitch:
             self._schedule_retry()
             return
         _LOGGER.info("management ingest again")
-        self._run(self._want_device_match(False))
+        self._run(lambda: self._want_device_match(False))
 
     def _lost(self, reason: str) -> None:
         """The channel failed: D-Bus ingest until it can be opened again."""
@@ -160,19 +161,24 @@ class IngestSwitch:
             reason, MGMT_RETRY_INTERVAL,
         )  # fmt: skip
         self._schedule_retry()
-        self._run(self._fall_back())
+        self._run(self._fall_back)
 
-    def _run(self, step: Coroutine[Any, Any, None]) -> None:
-        """One change of match at a time, in the order asked."""
+    def _run(self, step: Callable[[], Awaitable[None]]) -> None:
+        """One change of match at a time, in the order asked; ``close`` ends them all.
+
+        A step is made only when its turn comes, so a switch cancelled before it
+        starts leaves no coroutine behind. The one before is waited for without
+        taking its outcome (a failure is its own, logged by the task set) and
+        without swallowing our own cancellation.
+        """
         previous = self._switch
 
         async def run() -> None:
-            if previous is not None:
-                with contextlib.suppress(BaseException):
-                    await previous
-            await step
+            if previous is not None and not previous.done():
+                await asyncio.wait([previous])
+            await step()
 
-        self._switch = asyncio.get_running_loop().create_task(run(), name="ingest-switch")
+        self._switch = self._switches.spawn(run(), name="ingest-switch")
 
     async def _fall_back(self) -> None:
         """The Device1 match again, then Device1 state read again (not reported)."""

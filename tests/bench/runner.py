@@ -976,7 +976,7 @@ async def _py_spy(bench: Bench, proc: Proc, duration: float) -> asyncio.subproce
         "-o",
         out,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=open(out + ".log", "w"),  # noqa: SIM115 (the child holds it; py-spy's own words)
     )
 
 

@@ -135,7 +135,7 @@ _keys = st.sampled_from(
 )
 
 
-@settings(max_examples=2000, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(st.dictionaries(_keys, _values, max_size=6), st.lists(_keys, max_size=3))
 def test_fuzzed_properties_never_crash_and_never_half_apply(
     changed: dict[str, object], invalidated: list[str]

@@ -961,23 +961,25 @@ async def _py_spy(bench: Bench, proc: Proc, duration: float) -> asyncio.subproce
     if not bench.py_spy:
         return None
     out = os.path.join(bench.workdir, f"{proc.name}-{proc.pid}.pyspy.txt")
-    return await asyncio.create_subprocess_exec(
-        *bench.py_spy.split(),
-        "record",
-        "--pid",
-        str(proc.pid),
-        "--duration",
-        str(int(duration)),
-        "--rate",
-        "500",
-        "--native",
-        "--format",
-        "raw",
-        "-o",
-        out,
-        stdout=subprocess.DEVNULL,
-        stderr=open(out + ".log", "w"),  # noqa: SIM115 (the child holds it; py-spy's own words)
-    )
+    # py-spy's own words (why it could not sample) go next to its samples.
+    with open(out + ".log", "w") as words:
+        return await asyncio.create_subprocess_exec(
+            *bench.py_spy.split(),
+            "record",
+            "--pid",
+            str(proc.pid),
+            "--duration",
+            str(int(duration)),
+            "--rate",
+            "500",
+            "--native",
+            "--format",
+            "raw",
+            "-o",
+            out,
+            stdout=subprocess.DEVNULL,
+            stderr=words,
+        )
 
 
 def _against(service: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..const import RSSI_UNAVAILABLE
+from .filters import same_verdicts
 from .presence import INTERVAL_SLACK, IntervalLearner, lost_after
 from .record import Content
 from .sources import SMOOTHING, Listening, Source, prefer
@@ -29,7 +30,8 @@ class Device:
 
     ``version`` counts content changes and changes of source, so listeners
     compare one integer to know whether the record is news; ``interest`` caches which
-    subscriptions want this content. ``wire`` is a slot for the
+    subscriptions want this content (kept while filters would say the same:
+    ``filters.same_verdicts``). ``wire`` is a slot for the
     D-Bus adapter's cached encoding of the record (all of it but LastSeen and
     Rssi); it is cleared whenever the content or the identity (address type,
     adapter, path) changes. ``sources``: each adapter that heard the device
@@ -199,12 +201,14 @@ class DeviceCache:
                 device.wire = None
             if rssi is not None:
                 device.rssi = rssi
-        changed = content is not device.content and content != device.content
+        before = device.content
+        changed = content is not before and content != before
         if changed:
             device.content = content
             device.version += 1
             device.wire = None
-            device.interest = None
+            if before is None or not same_verdicts(before, content):
+                device.interest = None  # filtered again at its next consideration
         return device, is_new, changed, followed
 
     def _forget_old_sources(self, device: Device, now: float) -> None:

@@ -148,6 +148,21 @@ class Filter:
 EVERYTHING: Final = Filter()
 
 
+def same_verdicts(a: Content, b: Content) -> bool:
+    """Whether every filter's ``matches_content`` says the same of ``a`` as of ``b``.
+
+    It reads the name and which company ids, service UUIDs and service data
+    UUIDs there are, never a payload: a sensor whose every advertisement is a
+    new reading (a counter, Victron instant readout) keeps its verdicts.
+    """
+    return (
+        a.name == b.name
+        and a.service_uuids == b.service_uuids
+        and a.manufacturer_data.keys() == b.manufacturer_data.keys()
+        and a.service_data.keys() == b.service_data.keys()
+    )
+
+
 @dataclass(slots=True, frozen=True)
 class SubscriptionOptions:
     """How a subscription wants to be told (docs/dbus-api.md, "When DeviceDiscovered is sent")."""

@@ -278,9 +278,10 @@ class Hub:
     def _interest(self, device: Device) -> tuple[Subscription, ...]:
         """The subscriptions whose filter matches this device's content; kept on the device.
 
-        Filtering runs once per content change instead of once per report: most
-        reports repeat what a device said before (Apple devices, sensors between
-        readings), and most subscriptions want few devices.
+        Filtering runs once per change of what filters read (name, company and
+        service ids; ``filters.same_verdicts``) instead of once per report: most
+        reports repeat what a device said before or only a new reading, and most
+        subscriptions want few devices.
         """
         interest = tuple(
             [

@@ -18,6 +18,7 @@ from ble_scanner.core.filters import (
     InvalidFilter,
     parse_snapshot_query,
     parse_subscription,
+    same_verdicts,
 )
 from ble_scanner.core.identifiers import normalize_address, normalize_uuid
 from ble_scanner.core.record import Content
@@ -222,3 +223,41 @@ def test_the_client_and_the_service_agree_on_every_match(
     wire = {k: Variant(sig, value) for k, (sig, value) in client_filter.to_dbus(True).items()}
     service_filter, _ = parse_subscription(wire)
     assert client_filter.matches(adv) == service_filter.matches(cached)
+
+
+@given(
+    keys=client_filters(),
+    heard=heard_devices(),
+    payloads=st.lists(st.binary(max_size=4), min_size=2, max_size=2),
+)
+def test_content_that_differs_only_in_payloads_gets_the_same_verdict(
+    keys: dict[str, Any], heard: tuple[Advertisement, Device], payloads: list[bytes]
+) -> None:
+    """The hub keeps a device's filter verdicts while ``same_verdicts`` holds: a new
+    reading (only payload bytes changed) must never change what a filter says."""
+    _, cached = heard
+    content = cached.content
+    assert content is not None
+    wire = {k: Variant(sig, v) for k, (sig, v) in make_filter(**keys).to_dbus(True).items()}
+    service_filter, _ = parse_subscription(wire)
+    verdicts = []
+    for payload in payloads:
+        cached.content = Content(
+            content.name,
+            content.tx_power,
+            {company: payload for company in content.manufacturer_data},
+            {uuid: payload for uuid in content.service_data},
+            content.service_uuids,
+        )
+        verdicts.append(service_filter.matches_content(cached))
+    assert same_verdicts(content, cached.content)
+    assert verdicts[0] == verdicts[1] == service_filter.matches_content(cached)
+
+
+def test_a_new_company_id_name_or_uuid_is_judged_again() -> None:
+    base = Content("Ruuvi 1234", None, {0x0499: b"\x05"}, {}, ())
+    assert same_verdicts(base, Content("Ruuvi 1234", -4, {0x0499: b"\x06"}, {}, ()))
+    assert not same_verdicts(base, Content("Ruuvi 1234", None, {0x02E1: b"\x05"}, {}, ()))
+    assert not same_verdicts(base, Content("Ruuvi 9", None, {0x0499: b"\x05"}, {}, ()))
+    assert not same_verdicts(base, Content("Ruuvi 1234", None, {0x0499: b"\x05"}, {}, ("x",)))
+    assert not same_verdicts(base, Content("Ruuvi 1234", None, {0x0499: b"\x05"}, {"y": b""}, ()))

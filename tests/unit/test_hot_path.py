@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ble_scanner.core.filters import Filter, SubscriptionOptions
-from ble_scanner.core.record import DeviceView
+from ble_scanner.core.record import Content, DeviceView
 from tests.unit.test_hub import ADDR, heard, make
 
 VICTRON, RUUVI = 0x02E1, 0x0499
@@ -66,3 +66,21 @@ def test_min_rssi_is_judged_on_every_report_not_once_per_content() -> None:
     assert recorder.take() == [("discovered", ADDR, True, [])]
     heard(scanner, rssi=-60, mfr={VICTRON: b"\x10"})
     assert recorder.take() == [("discovered", ADDR, True, [subscription.path])]
+
+
+def test_a_new_reading_is_not_filtered_again_a_new_company_id_is() -> None:
+    scanner, _, _ = make()
+    subscription, _ = scanner.subscribe(
+        ":1.5", Filter(manufacturer_ids=frozenset({VICTRON})), NO_REPLAY
+    )
+    device = heard(scanner, mfr={VICTRON: b"\x10"})
+    assert device is not None and device.interest == (subscription,)
+
+    def cached(mfr: dict[int, bytes]) -> None:
+        content = Content(None, None, mfr, {}, ())
+        scanner.cache.report(ADDR, "public", "hci0", device.path, -60, content, 0.0, 1.0)
+
+    cached({VICTRON: b"\x11"})
+    assert device.interest == (subscription,)  # the verdicts were kept
+    cached({RUUVI: b"\x11"})
+    assert device.interest is None  # filtered again at its next report

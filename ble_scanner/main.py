@@ -230,6 +230,7 @@ class ScannerApp:
             claims=ClaimsDir(self.claims_dir) if self.claims_dir else None,
             ingest=Ingest(self.config.ingest),
             mgmt_socket=self.config.mgmt_socket,
+            wake_up=signals.outbox,
         )
         if self.load_sampler is not None:
             self.load_guard = LoadGuard(hub, self.load_sampler, self.load_policy)

@@ -24,7 +24,7 @@ from ..const import BLUEZ_ROOT_PATH, BLUEZ_SERVICE, PROPERTIES
 from ..modes import Ingest
 from ..tasks import TaskSet
 from . import mgmt
-from .mgmtchannel import MgmtChannel, describe
+from .mgmtchannel import MgmtChannel, WakeUp, describe
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -60,13 +60,15 @@ class IngestSwitch:
         mgmt_socket: str,
         on_event: Callable[[mgmt.Event], None],
         resync: Callable[[], Awaitable[None]],
+        wake_up: WakeUp | None = None,
     ) -> None:
-        """``resync``: read Device1 state again after falling back (reports nothing)."""
+        """``resync``: read Device1 state again after falling back (reports nothing);
+        ``wake_up``: told around each wake-up's frames (mgmtchannel.py)."""
         self.bus = bus
         self.call_timeout = call_timeout
         self.ingest = ingest
         self.resync = resync
-        self.channel = MgmtChannel(on_event, self._lost, mgmt_socket)
+        self.channel = MgmtChannel(on_event, self._lost, mgmt_socket, wake_up)
         # True while reports come from the channel (its socket is open).
         self.mgmt_active = False
         # Whether our match for every Device1 PropertiesChanged is on the bus.

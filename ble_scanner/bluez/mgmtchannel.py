@@ -25,7 +25,7 @@ import logging
 import os
 import socket
 from collections.abc import Callable
-from typing import Final
+from typing import Final, Protocol
 
 from . import mgmt
 
@@ -129,6 +129,14 @@ def open_seam(path: str) -> socket.socket:
     return sock
 
 
+class WakeUp(Protocol):
+    """Told around each wake-up's frames (the outbox: their signals in one write)."""
+
+    def hold(self) -> None: ...
+
+    def release(self) -> None: ...
+
+
 class MgmtChannel:
     """Reads frames as they come and hands each parsed event on."""
 
@@ -137,11 +145,13 @@ class MgmtChannel:
         on_event: Callable[[mgmt.Event], None],
         on_lost: Callable[[str], None],
         seam: str = "",
+        wake_up: WakeUp | None = None,
     ) -> None:
         """``seam``: a Unix socket path to read instead of the kernel ("" reads the kernel)."""
         self.on_event = on_event
         self.on_lost = on_lost
         self.seam = seam
+        self.wake_up = wake_up
         self.sock: socket.socket | None = None
 
     @property
@@ -165,6 +175,17 @@ class MgmtChannel:
         sock = self.sock
         if sock is None:
             return
+        wake_up = self.wake_up
+        if wake_up is None:
+            self._read(sock)
+            return
+        wake_up.hold()
+        try:
+            self._read(sock)
+        finally:
+            wake_up.release()
+
+    def _read(self, sock: socket.socket) -> None:
         on_event = self.on_event
         for _ in range(MAX_PER_WAKE):
             try:

@@ -60,6 +60,7 @@ from .claimsdir import ClaimsDir
 from .discovery import Blocker, Wants
 from .ingest import IngestSwitch, properties_rule
 from .links import Links
+from .mgmtchannel import WakeUp
 from .monitors import is_call_for_monitor_app
 from .reports import RateLimitedLog, Reports, ReportSink
 from .watchdog import DEFAULT_SILENCE_POWER_CYCLE, WatchdogAction
@@ -91,10 +92,12 @@ class Bluez:
         claims: ClaimsDir | None = None,
         ingest: Ingest = Ingest.DBUS,
         mgmt_socket: str = "",
+        wake_up: WakeUp | None = None,
     ) -> None:
         """``sink``: where reports go (the hub); ``report_counts``: each adapter's
         reports so far, for the silence watchdog (none: no watchdog);
-        ``mgmt_socket``: read management frames from this Unix socket, not the kernel."""
+        ``mgmt_socket``: read management frames from this Unix socket, not the kernel;
+        ``wake_up``: told around each wake-up's management frames (the outbox)."""
         self.bus = bus
         self.sink = sink
         self.adapters_wanted = adapters_wanted
@@ -130,7 +133,7 @@ class Bluez:
         self._generation = 0
         self._closing = False
         self.ingest = IngestSwitch(
-            bus, call_timeout, ingest, mgmt_socket, self._on_mgmt_event, self._resync
+            bus, call_timeout, ingest, mgmt_socket, self._on_mgmt_event, self._resync, wake_up
         )  # fmt: skip
 
     # --- life cycle --------------------------------------------------------------

@@ -29,12 +29,15 @@ from . import marshal
 class Outbox:
     """Collects marshalled messages; ``flush`` runs at the end of the loop iteration."""
 
-    __slots__ = ("_loop", "_parts", "_scheduled", "before_flush", "bus")
+    __slots__ = ("_held", "_loop", "_parts", "_scheduled", "before_flush", "bus")
 
     def __init__(self, bus: MessageBus) -> None:
         self.bus = bus
         self._parts: list[bytes] = []
         self._scheduled = False
+        # Between ``hold`` and ``release``: the ingest is handing on one wake-up's
+        # reports, and ``release`` writes what they made.
+        self._held = False
         self._loop: asyncio.AbstractEventLoop | None = None
         # Called at each flush before the write, to send what waits for the end of
         # the wake-up (bus/batches.py): it joins the same write.
@@ -48,20 +51,37 @@ class Outbox:
 
         The first message of a loop iteration is written at once, as dbus-fast
         does, so a lone report costs no latency; the rest of a burst waits for
-        the end of the iteration and goes out in one write.
+        the end of the iteration and goes out in one write. While held, all of
+        them wait for ``release``.
         """
         self._parts.append(marshal.message(message_type, self.bus.next_serial(), fields, body))
         if not self._scheduled:
             self.schedule()
-            self._write()
+            if not self._held:
+                self._write()
 
     def schedule(self) -> None:
         """Flush at the end of this loop iteration (``before_flush`` has something to send)."""
         if not self._scheduled:
             self._scheduled = True
+            if self._held:
+                return  # release() flushes
             if self._loop is None:
                 self._loop = asyncio.get_running_loop()
             self._loop.call_soon(self.flush)
+
+    def hold(self) -> None:
+        """The management channel starts handing on one wake-up's frames: queue
+        what they make until ``release``. The end of the wake-up is then known,
+        and its messages go out in one write without waiting a loop iteration
+        (which, at one report per wake-up, cost a second pass of the loop)."""
+        self._held = True
+
+    def release(self) -> None:
+        """The wake-up's frames are handed on: write what they made, now."""
+        self._held = False
+        if self._scheduled:
+            self.flush()
 
     def flush(self) -> None:
         """Hand everything queued to the socket now (it keeps order with later sends)."""

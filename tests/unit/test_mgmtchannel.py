@@ -79,3 +79,46 @@ def test_a_missing_seam_is_an_error(tmp_path: Path) -> None:
 
 async def _open(channel: MgmtChannel) -> None:
     channel.open()
+
+
+async def test_each_wake_up_s_frames_are_handed_on_between_hold_and_release(
+    tmp_path: Path,
+) -> None:
+    """The outbox is told around each wake-up, so that the signals its frames make go
+    out in one write at its end; a failing handler does not leave it held."""
+    path = str(tmp_path / "mgmt")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    server.bind(path)
+    server.listen(1)
+    told: list[str] = []
+
+    class WakeUp:
+        def hold(self) -> None:
+            told.append("hold")
+
+        def release(self) -> None:
+            told.append("release")
+
+    def on_event(event: mgmt.Event) -> None:
+        told.append("frame")
+        if isinstance(event, mgmt.Malformed):
+            raise RuntimeError("a handler that fails")
+
+    channel = MgmtChannel(on_event, lambda reason: None, seam=path, wake_up=WakeUp())
+    channel.open()
+    peer, _ = server.accept()
+    found = b"\x01\x02\x03\x04\x05\x06" + struct.pack("<BbIH", 1, -50, 0, 0)
+    for data in (frame(0x0012, found), b"\x12", frame(0x0012, found)):
+        peer.send(data)
+    await wait_until(lambda: told.count("frame") == 3 and told[-1] == "release")
+    channel.close()
+    peer.close()
+    server.close()
+    # However the frames fell into wake-ups: each wake-up's frames sit between one
+    # hold and its release, and every hold was released.
+    assert told[0] == "hold"
+    depth = 0
+    for word in told:
+        depth += {"hold": 1, "release": -1, "frame": 0}[word]
+        assert depth in (0, 1) and (word != "frame" or depth == 1)
+    assert depth == 0

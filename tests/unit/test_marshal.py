@@ -8,13 +8,12 @@ from dbus_fast import Message, MessageType, Variant
 from ble_scanner.bus.marshal import (
     MESSAGE_METHOD_RETURN,
     MESSAGE_SIGNAL,
-    changed_entry,
     header_fields,
     message,
-    record_entry,
     snapshot_body,
     string_body,
 )
+from ble_scanner.bus.records import changed_entry, record_entry
 from ble_scanner.bus.writer import (
     BROADCAST_BACKLOG_SHARE,
     WriterGuard,

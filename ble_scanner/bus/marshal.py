@@ -100,7 +100,7 @@ def entry_prefix(key: str, sig: str, alignment: int) -> bytes:
     return bytes(enc.buf)
 
 
-def join_aligned(parts: Iterable[bytes]) -> bytes:
+def _join_aligned(parts: Iterable[bytes]) -> bytes:
     """Marshalled 8-aligned elements back to back, padded to 8 between (not after the last)."""
     out: list[bytes] = []
     size = 0
@@ -118,7 +118,7 @@ def snapshot_body(entries: Iterable[bytes]) -> bytes:
     """``a{sa{sv}}`` from ``records.record_entry`` blocks; also ``a(sa{sv})``
     (DevicesDiscovered) from ``record_entry`` and ``changed_entry`` items: the
     two lay out alike."""
-    body = join_aligned(entries)
+    body = _join_aligned(entries)
     return U32.pack(len(body)) + b"\0\0\0\0" + body
 
 

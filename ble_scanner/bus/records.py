@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Mapping
-from typing import Final
+from typing import Final, NamedTuple
 
 from ..core.cache import Device
 from ..core.delta import REMOVED, Changes
@@ -36,7 +36,6 @@ from .marshal import (
     U32,
     ZEROS,
     entry_prefix,
-    join_aligned,
 )
 
 
@@ -49,43 +48,54 @@ def _string(text: str) -> bytes:
     return U32.pack(len(data)) + data + b"\0"
 
 
-def _string_entry(prefix: bytes, text: str) -> bytes:
-    """A string-valued entry (``prefix`` ends 4-aligned), padded to 8 after its NUL."""
+def _string_entry(prefix: bytes, text: str, padded: bool) -> bytes:
+    """A string-valued entry (``prefix`` ends 4-aligned); ``padded``: to 8 after its NUL."""
     data = text.encode()
     size = len(data)
-    nul_and_padding = ZEROS[: ALIGN_STRUCT - (len(prefix) + U32.size + size) % ALIGN_STRUCT]
+    end = len(prefix) + U32.size + size
+    nul_and_padding = ZEROS[: ALIGN_STRUCT - end % ALIGN_STRUCT] if padded else b"\0"
     return b"".join((prefix, U32.pack(size), data, nul_and_padding))
 
 
-def _array_entry(
-    prefix: bytes, elements: list[bytes], alignment: int, padded: bool = False
-) -> bytes:
-    """An array-valued entry (``prefix`` ends 4-aligned); ``padded``: to 8 after its value.
+class _Array(NamedTuple):
+    """An array-valued entry's constant part."""
+
+    prefix: bytes  # the key and the signature, up to the array's length (4-aligned)
+    head: struct.Struct  # packs the prefix and the array's length, pads to the first element
+    alignment: int  # of each element
+
+
+def _array(key: str, sig: str, alignment: int) -> _Array:
+    prefix = entry_prefix(key, sig, ALIGN_U32)
+    padding = -(len(prefix) + U32.size) % alignment
+    return _Array(prefix, struct.Struct(f"<{len(prefix)}sI{padding}x"), alignment)
+
+
+def _array_entry(array: _Array, elements: list[bytes], padded: bool) -> bytes:
+    """An array-valued entry; ``padded``: to 8 after its value.
 
     Elements are padded to ``alignment`` between each other; the array's
     length counts from its first element to the end of its last. The padding
     before the first element is there even if there is none.
     """
+    prefix, head, alignment = array
     if len(elements) > 1:
         last = elements[-1]
         elements = [e + ZEROS[: -len(e) % alignment] for e in elements[:-1]]
         elements.append(last)
     body = b"".join(elements)  # one element: itself, not a copy
-    start = len(prefix) + U32.size
-    start_padding = -start % alignment
-    end = start + start_padding + len(body)
-    end_padding = -end % ALIGN_STRUCT if padded else 0
-    return b"".join((prefix, U32.pack(len(body)), ZEROS[:start_padding], body, ZEROS[:end_padding]))
+    size = len(body)
+    padding = ZEROS[: -(head.size + size) % ALIGN_STRUCT] if padded else b""
+    return b"".join((head.pack(prefix, size), body, padding))
 
 
 # Entry prefixes: arrays and strings start with a 4-aligned length, which the
 # 8-aligned entry start makes a constant offset.
-_MANUFACTURER_DATA: Final = entry_prefix("ManufacturerData", "a{qay}", ALIGN_U32)
-_SERVICE_DATA: Final = entry_prefix("ServiceData", "a{say}", ALIGN_U32)
-_SERVICE_UUIDS: Final = entry_prefix("ServiceUuids", "as", ALIGN_U32)
+_MANUFACTURER_DATA: Final = _array("ManufacturerData", "a{qay}", ALIGN_STRUCT)
+_SERVICE_DATA: Final = _array("ServiceData", "a{say}", ALIGN_STRUCT)
+_SERVICE_UUIDS: Final = _array("ServiceUuids", "as", ALIGN_U32)
 _NAME: Final = entry_prefix("Name", "s", ALIGN_U32)
 _TX_POWER_PREFIX: Final = entry_prefix("TxPower", "n", ALIGN_INT16)
-_TX_POWER: Final = struct.Struct(f"<{len(_TX_POWER_PREFIX)}sh6x")  # 16 + 2 + padding
 _ADDRESS: Final = entry_prefix("Address", "s", ALIGN_U32)
 _ADDRESS_TYPE: Final = entry_prefix("AddressType", "s", ALIGN_U32)
 _ADAPTER: Final = entry_prefix("Adapter", "s", ALIGN_U32)
@@ -95,33 +105,37 @@ _FIRST_SEEN: Final = struct.Struct(f"<{len(_FIRST_SEEN_PREFIX)}sd")
 _RESTORED_PREFIX: Final = entry_prefix("Restored", "b", ALIGN_U32)
 _RESTORED_VALUE: Final = _RESTORED_PREFIX + U32.pack(1)
 _RESTORED: Final = _padded(_RESTORED_VALUE)
-_INT16: Final = struct.Struct("<h")
+
+
+def _int16_entry(prefix: bytes, padded: bool) -> struct.Struct:
+    """Packs an int16-valued entry from its prefix (which ends 2-aligned) and value."""
+    padding = -(len(prefix) + 2) % ALIGN_STRUCT if padded else 0
+    return struct.Struct(f"<{len(prefix)}sh{padding}x")
+
+
+_TX_POWER: Final = _int16_entry(_TX_POWER_PREFIX, padded=False)
+_TX_POWER_PADDED: Final = _int16_entry(_TX_POWER_PREFIX, padded=True)
 
 # ManufacturerData (a{qay}): each {qay} is a company id, padding to 4, the
 # payload's length and the payload.
 _COMPANY: Final = struct.Struct("<H2xI")
 # The ManufacturerData of most sensors, one company's, up to its payload: the
-# prefix, the array's length, padding to 8 (the first {qay}), the company's head.
-_ONE_COMPANY: Final = struct.Struct(
-    f"<{len(_MANUFACTURER_DATA)}sI{-(len(_MANUFACTURER_DATA) + U32.size) % ALIGN_STRUCT}xH2xI"
-)
+# array's head and the company's.
+_ONE_COMPANY: Final = struct.Struct(_MANUFACTURER_DATA.head.format + _COMPANY.format[1:])
 
 
-def _manufacturer_data_entry(data: Mapping[int, bytes], padded: bool = False) -> bytes:
+def _manufacturer_data_entry(data: Mapping[int, bytes], padded: bool) -> bytes:
     if len(data) == 1:
         ((company, payload),) = data.items()
         size = len(payload)
-        head = _ONE_COMPANY.pack(_MANUFACTURER_DATA, _COMPANY.size + size, company, size)
+        head = _ONE_COMPANY.pack(_MANUFACTURER_DATA.prefix, _COMPANY.size + size, company, size)
         return b"".join((head, payload, ZEROS[: -size % ALIGN_STRUCT] if padded else b""))
     return _array_entry(
-        _MANUFACTURER_DATA,
-        [_COMPANY.pack(k, len(v)) + v for k, v in data.items()],
-        ALIGN_STRUCT,
-        padded,
+        _MANUFACTURER_DATA, [_COMPANY.pack(k, len(v)) + v for k, v in data.items()], padded
     )
 
 
-def _service_data_entry(data: Mapping[str, bytes], padded: bool = False) -> bytes:
+def _service_data_entry(data: Mapping[str, bytes], padded: bool) -> bytes:
     """ServiceData (a{say}): each {say} is a string, padding to 4, the payload's length
     and the payload."""
     elements = []
@@ -132,11 +146,11 @@ def _service_data_entry(data: Mapping[str, bytes], padded: bool = False) -> byte
         elements.append(
             b"".join((U32.pack(size), key, nul_and_padding, U32.pack(len(payload)), payload))
         )
-    return _array_entry(_SERVICE_DATA, elements, ALIGN_STRUCT, padded)
+    return _array_entry(_SERVICE_DATA, elements, padded)
 
 
-def _service_uuids_entry(uuids: tuple[str, ...], padded: bool = False) -> bytes:
-    return _array_entry(_SERVICE_UUIDS, [_string(u) for u in uuids], ALIGN_U32, padded)
+def _service_uuids_entry(uuids: tuple[str, ...], padded: bool) -> bytes:
+    return _array_entry(_SERVICE_UUIDS, [_string(u) for u in uuids], padded)
 
 
 # The empty arrays, as most records carry ServiceData or ServiceUuids.
@@ -161,19 +175,19 @@ def _content_entries(content: Content) -> bytes:
         _service_uuids_entry(uuids, padded=True) if uuids else _NO_SERVICE_UUIDS,
     ]
     if content.name is not None:
-        parts.append(_string_entry(_NAME, content.name))
+        parts.append(_string_entry(_NAME, content.name, padded=True))
     if content.tx_power is not None:
-        parts.append(_TX_POWER.pack(_TX_POWER_PREFIX, content.tx_power))
+        parts.append(_TX_POWER_PADDED.pack(_TX_POWER_PREFIX, content.tx_power))
     return b"".join(parts)
 
 
 def _identity_entries(device: Device) -> bytes:
     """Address to Restored, padded to 8: the block kept on ``Device.identity_wire``."""
     parts = [
-        _string_entry(_ADDRESS, device.address),
-        _string_entry(_ADDRESS_TYPE, device.address_type),
-        _string_entry(_ADAPTER, device.adapter),
-        _string_entry(_PATH_ENTRY, device.path),
+        _string_entry(_ADDRESS, device.address, padded=True),
+        _string_entry(_ADDRESS_TYPE, device.address_type, padded=True),
+        _string_entry(_ADAPTER, device.adapter, padded=True),
+        _string_entry(_PATH_ENTRY, device.path, padded=True),
         _FIRST_SEEN.pack(_FIRST_SEEN_PREFIX, device.first_seen),
     ]
     if device.restored:
@@ -196,18 +210,20 @@ _LAST_SEEN_INTERVAL_RSSI: Final = struct.Struct(
 )
 # Sources (a{sn}): only when two or more adapters hear the device, between
 # Interval and Rssi; padded to 8 like every array entry.
-_SOURCES: Final = entry_prefix("Sources", "a{sn}", ALIGN_U32)
-_RSSI: Final = struct.Struct(f"<{len(_RSSI_PREFIX)}sh")
+_SOURCES: Final = _array("Sources", "a{sn}", ALIGN_STRUCT)
+_RSSI: Final = _int16_entry(_RSSI_PREFIX, padded=False)
+_RSSI_PADDED: Final = _int16_entry(_RSSI_PREFIX, padded=True)
+_INT16: Final = struct.Struct("<h")
 
 
-def _sources_entry(heard_by: dict[str, int], padded: bool = False) -> bytes:
+def _sources_entry(heard_by: dict[str, int], padded: bool) -> bytes:
     """``Sources`` (adapter → latest RSSI): each ``{sn}`` is a string, padding to 2,
     an int16."""
     elements = []
     for adapter, rssi in heard_by.items():
         name = _string(adapter)
         elements.append(name + ZEROS[: -len(name) % ALIGN_INT16] + _INT16.pack(rssi))
-    return _array_entry(_SOURCES, elements, ALIGN_STRUCT, padded)
+    return _array_entry(_SOURCES, elements, padded)
 
 
 def _tail(device: Device) -> bytes:
@@ -215,7 +231,7 @@ def _tail(device: Device) -> bytes:
     parts = [_LAST_SEEN.pack(_LAST_SEEN_PREFIX, device.last_seen)]
     interval = device.learner.interval
     if interval is not None:
-        parts.append(_INTERVAL_PREFIX + struct.pack("<d", interval))
+        parts.append(_INTERVAL.pack(_INTERVAL_PREFIX, interval))
     heard_by = device.heard_by()
     if len(heard_by) > 1:
         parts.append(_sources_entry(heard_by, padded=device.rssi is not None))
@@ -290,46 +306,51 @@ def _content(device: Device) -> Content:
 
 
 # The entries of a changed-keys item: each key's entry from the device's state
-# now, not padded after its value (``join_aligned`` pads between entries).
-_ENTRIES: Final[dict[str, Callable[[Device], bytes]]] = {
-    "ManufacturerData": lambda d: _manufacturer_data_entry(_content(d).manufacturer_data),
-    "ServiceData": lambda d: _service_data_entry(_content(d).service_data),
-    "ServiceUuids": lambda d: _service_uuids_entry(_content(d).service_uuids),
-    "Name": lambda d: _NAME + _string(_content(d).name or ""),
-    "TxPower": lambda d: _TX_POWER_PREFIX + _INT16.pack(_content(d).tx_power or 0),
-    "Address": lambda d: _ADDRESS + _string(d.address),
-    "AddressType": lambda d: _ADDRESS_TYPE + _string(d.address_type),
-    "Adapter": lambda d: _ADAPTER + _string(d.adapter),
-    "Path": lambda d: _PATH_ENTRY + _string(d.path),
-    "FirstSeen": lambda d: _FIRST_SEEN.pack(_FIRST_SEEN_PREFIX, d.first_seen),
-    "Restored": lambda d: _RESTORED_VALUE,
-    "LastSeen": lambda d: _LAST_SEEN.pack(_LAST_SEEN_PREFIX, d.last_seen),
-    "Interval": lambda d: _INTERVAL.pack(_INTERVAL_PREFIX, d.learner.interval or 0.0),
-    "Sources": lambda d: _sources_entry(d.heard_by()),
-    "Rssi": lambda d: _RSSI_PREFIX + _INT16.pack(d.rssi or 0),
+# now, padded to 8 after its value if asked (all but an item's last are).
+_ENTRIES: Final[dict[str, Callable[[Device, Content, bool], bytes]]] = {
+    "ManufacturerData": lambda d, c, p: _manufacturer_data_entry(c.manufacturer_data, p),
+    "ServiceData": lambda d, c, p: _service_data_entry(c.service_data, p),
+    "ServiceUuids": lambda d, c, p: _service_uuids_entry(c.service_uuids, p),
+    "Name": lambda d, c, p: _string_entry(_NAME, c.name or "", p),
+    "TxPower": lambda d, c, p: (_TX_POWER_PADDED if p else _TX_POWER).pack(
+        _TX_POWER_PREFIX, c.tx_power or 0
+    ),
+    "Address": lambda d, c, p: _string_entry(_ADDRESS, d.address, p),
+    "AddressType": lambda d, c, p: _string_entry(_ADDRESS_TYPE, d.address_type, p),
+    "Adapter": lambda d, c, p: _string_entry(_ADAPTER, d.adapter, p),
+    "Path": lambda d, c, p: _string_entry(_PATH_ENTRY, d.path, p),
+    "FirstSeen": lambda d, c, p: _FIRST_SEEN.pack(_FIRST_SEEN_PREFIX, d.first_seen),
+    "Restored": lambda d, c, p: _RESTORED if p else _RESTORED_VALUE,
+    "LastSeen": lambda d, c, p: _LAST_SEEN.pack(_LAST_SEEN_PREFIX, d.last_seen),
+    "Interval": lambda d, c, p: _INTERVAL.pack(_INTERVAL_PREFIX, d.learner.interval or 0.0),
+    "Sources": lambda d, c, p: _sources_entry(d.heard_by(), p),
+    "Rssi": lambda d, c, p: (_RSSI_PADDED if p else _RSSI).pack(_RSSI_PREFIX, d.rssi or 0),
 }
-_REMOVED_PREFIX: Final = entry_prefix(REMOVED, "as", ALIGN_U32)
+_REMOVED: Final = _array(REMOVED, "as", ALIGN_U32)
 
 
 def changed_entry(device: Device, changes: Changes) -> bytes:
     """``(sa{sv})`` of one device carrying only ``changes.keys`` (their values now) and,
     if any key is gone, ``Removed`` (``as``) naming them: a DevicesDiscovered item."""
-    keys = changes.keys
+    keys, removed = changes
+    content = _content(device)
     entries = _ENTRIES
-    if not changes.removed and "LastSeen" in keys:
+    if removed:
+        parts = [entries[key](device, content, True) for key in keys]
+        parts.append(_array_entry(_REMOVED, [_string(k) for k in removed], padded=False))
+        return _item(device.address, b"".join(parts))
+    if "LastSeen" in keys:
         # The usual item (a reading, the time, the RSSI): the entries that change
         # on every report come as one precomputed struct, as in ``record_entry``.
         at = keys.index("LastSeen")
         tail = _TAILS.get(keys[at:])
         if tail is not None:
-            head = b"".join([_padded(entries[key](device)) for key in keys[:at]])
-            return _item(device.address, head + tail(device))
-    parts = [entries[key](device) for key in keys]
-    if changes.removed:
-        parts.append(
-            _array_entry(_REMOVED_PREFIX, [_string(k) for k in changes.removed], ALIGN_U32)
-        )
-    return _item(device.address, join_aligned(parts))
+            parts = [entries[key](device, content, True) for key in keys[:at]]
+            parts.append(tail(device))
+            return _item(device.address, b"".join(parts))
+    parts = [entries[key](device, content, True) for key in keys[:-1]]
+    parts += [entries[key](device, content, False) for key in keys[-1:]]
+    return _item(device.address, b"".join(parts))
 
 
 _TAILS: Final[dict[tuple[str, ...], Callable[[Device], bytes]]] = {

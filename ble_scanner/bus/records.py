@@ -129,15 +129,33 @@ def _manufacturer_data_entry(data: Mapping[int, bytes], padded: bool) -> bytes:
         ((company, payload),) = data.items()
         size = len(payload)
         head = _ONE_COMPANY.pack(_MANUFACTURER_DATA.prefix, _COMPANY.size + size, company, size)
-        return b"".join((head, payload, ZEROS[: -size % ALIGN_STRUCT] if padded else b""))
+        padding = ZEROS[: -(_ONE_COMPANY.size + size) % ALIGN_STRUCT] if padded else b""
+        return b"".join((head, payload, padding))
     return _array_entry(
         _MANUFACTURER_DATA, [_COMPANY.pack(k, len(v)) + v for k, v in data.items()], padded
     )
 
 
+# ServiceData (a{say}): each {say} is a string, padding to 4, the payload's
+# length and the payload. Keys are 128-bit UUIDs, 36 characters
+# (core/identifiers.py normalize_uuid); one such entry, up to its payload, is
+# the array's head and the {say}'s.
+_UUID_SIZE: Final = 36
+_SERVICE_KEY: Final = struct.Struct(f"<I{_UUID_SIZE}s{ALIGN_U32 - _UUID_SIZE % ALIGN_U32}xI")
+_ONE_SERVICE: Final = struct.Struct(_SERVICE_DATA.head.format + _SERVICE_KEY.format[1:])
+
+
 def _service_data_entry(data: Mapping[str, bytes], padded: bool) -> bytes:
-    """ServiceData (a{say}): each {say} is a string, padding to 4, the payload's length
-    and the payload."""
+    if len(data) == 1:
+        ((uuid, payload),) = data.items()
+        key = uuid.encode()
+        if len(key) == _UUID_SIZE:
+            size = len(payload)
+            head = _ONE_SERVICE.pack(
+                _SERVICE_DATA.prefix, _SERVICE_KEY.size + size, _UUID_SIZE, key, size
+            )
+            padding = ZEROS[: -(_ONE_SERVICE.size + size) % ALIGN_STRUCT] if padded else b""
+            return b"".join((head, payload, padding))
     elements = []
     for uuid, payload in data.items():
         key = uuid.encode()

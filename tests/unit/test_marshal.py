@@ -315,7 +315,7 @@ def test_the_budget_sheds_the_broadcast_before_subscriptions() -> None:
 
 # Random records: every shape of content (arrays of 0 to 3 elements, payloads of
 # every length mod 8, any text), identity and tail.
-UUIDS = st.sampled_from([UUID, "0000fcd2" + UUID[8:], "0000feaa" + UUID[8:], "b" * 36])
+UUIDS = st.sampled_from([UUID, "0000fcd2" + UUID[8:], "0000feaa" + UUID[8:], "b" * 36, "fcd2", "é"])
 TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"), max_size=40)
 ADAPTERS = st.sampled_from(["hci0", "hci1", "hci10", "usb-dongle"])
 contents = st.builds(

@@ -167,7 +167,18 @@ def _service_data_entry(data: Mapping[str, bytes], padded: bool) -> bytes:
     return _array_entry(_SERVICE_DATA, elements, padded)
 
 
+# One 128-bit UUID's ServiceUuids: the array's head, the string.
+_ONE_UUID: Final = struct.Struct(_SERVICE_UUIDS.head.format + f"I{_UUID_SIZE}sx")
+_ONE_UUID_PADDING: Final = ZEROS[: -_ONE_UUID.size % ALIGN_STRUCT]
+
+
 def _service_uuids_entry(uuids: tuple[str, ...], padded: bool) -> bytes:
+    if len(uuids) == 1:
+        key = uuids[0].encode()
+        if len(key) == _UUID_SIZE:
+            string_size = U32.size + _UUID_SIZE + 1
+            entry = _ONE_UUID.pack(_SERVICE_UUIDS.prefix, string_size, _UUID_SIZE, key)
+            return entry + _ONE_UUID_PADDING if padded else entry
     return _array_entry(_SERVICE_UUIDS, [_string(u) for u in uuids], padded)
 
 

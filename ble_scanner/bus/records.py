@@ -138,8 +138,9 @@ def _manufacturer_data_entry(data: Mapping[int, bytes], padded: bool) -> bytes:
 
 # ServiceData (a{say}): each {say} is a string, padding to 4, the payload's
 # length and the payload. Keys are 128-bit UUIDs, 36 characters
-# (core/identifiers.py normalize_uuid); one such entry, up to its payload, is
-# the array's head and the {say}'s.
+# (core/identifiers.py normalize_uuid): such a {say} up to its payload is
+# _SERVICE_KEY (the NUL and padding are 4 bytes), and ServiceData of one is
+# _ONE_SERVICE and the payload.
 _UUID_SIZE: Final = 36
 _SERVICE_KEY: Final = struct.Struct(f"<I{_UUID_SIZE}s{ALIGN_U32 - _UUID_SIZE % ALIGN_U32}xI")
 _ONE_SERVICE: Final = struct.Struct(_SERVICE_DATA.head.format + _SERVICE_KEY.format[1:])
@@ -182,7 +183,7 @@ def _service_uuids_entry(uuids: tuple[str, ...], padded: bool) -> bytes:
     return _array_entry(_SERVICE_UUIDS, [_string(u) for u in uuids], padded)
 
 
-# The empty arrays, as most records carry ServiceData or ServiceUuids.
+# The empty arrays: most records carry an empty ServiceData or ServiceUuids.
 _NO_MANUFACTURER_DATA: Final = _manufacturer_data_entry({}, padded=True)
 _NO_SERVICE_DATA: Final = _service_data_entry({}, padded=True)
 _NO_SERVICE_UUIDS: Final = _service_uuids_entry((), padded=True)

@@ -23,13 +23,9 @@ from dbus_fast.aio import MessageBus
 
 from .bus.calls import add_match, name_owner_rule
 from .bus.credentials import CredentialCache, steer_group
-from .bus.marshal import (
-    MESSAGE_METHOD_RETURN,
-    header_fields,
-    record_entry,
-    snapshot_body,
-)
+from .bus.marshal import MESSAGE_METHOD_RETURN, header_fields, snapshot_body
 from .bus.owner import connection_left
+from .bus.records import record_entry
 from .const import (
     DBUS_DAEMON_CALL_TIMEOUT,
     DEFAULT_STEER_GROUP,
@@ -154,7 +150,7 @@ _STANDARD_INTERFACES: Final = """<interface name="org.freedesktop.DBus.Introspec
 def record_variants(device: Device) -> dict[str, Variant]:
     """A cached device's record (docs/dbus-api.md "Scanner1"), as dbus-fast values.
 
-    The service sends records through ``marshal.record_entry``, which encodes
+    The service sends records through ``bus/records.py`` ``record_entry``, which encodes
     this same dict (tests/unit/test_marshal.py holds the two equal).
     """
     content = device.content

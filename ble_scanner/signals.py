@@ -17,8 +17,9 @@ from typing import Final
 from dbus_fast.aio import MessageBus
 
 from .bus.batches import Batches
-from .bus.marshal import MESSAGE_SIGNAL, changed_entry, header_fields, record_entry, string_body
+from .bus.marshal import MESSAGE_SIGNAL, header_fields, string_body
 from .bus.outbox import Outbox
+from .bus.records import changed_entry, record_entry
 from .bus.writer import WriterGuard
 from .const import SCANNER_INTERFACE, SCANNER_PATH
 from .core.cache import Device

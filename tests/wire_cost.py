@@ -24,12 +24,11 @@ from dbus_fast._private.unmarshaller import Unmarshaller
 
 from ble_scanner.bus.marshal import (
     MESSAGE_SIGNAL,
-    changed_entry,
     header_fields,
     message,
-    record_entry,
     snapshot_body,
 )
+from ble_scanner.bus.records import changed_entry, record_entry
 from ble_scanner.core.cache import Device
 from ble_scanner.core.delta import changes, sent_of
 from ble_scanner.core.record import Content

@@ -31,10 +31,11 @@ class Device:
     ``version`` counts content changes and changes of source, so listeners
     compare one integer to know whether the record is news; ``interest`` caches which
     subscriptions want this content (kept while filters would say the same:
-    ``filters.same_verdicts``). ``wire`` is a slot for the
-    D-Bus adapter's cached encoding of the record (all of it but LastSeen and
-    Rssi); it is cleared whenever the content or the identity (address type,
-    adapter, path) changes. ``sources``: each adapter that heard the device
+    ``filters.same_verdicts``). ``content_wire`` and ``identity_wire``
+    are slots for the D-Bus adapter's encoding of the record's content and of
+    its identity (address type, adapter, path, first seen, restored:
+    bus/records.py); each is cleared whenever what it encodes changes.
+    ``sources``: each adapter that heard the device
     within its lost time; ``adapter`` names the one the record follows.
     ``since``: when its silence started to count (monotonic): ``heard``, or
     later if its sources were not listening meanwhile.
@@ -45,8 +46,10 @@ class Device:
         "address",
         "address_type",
         "content",
+        "content_wire",
         "first_seen",
         "heard",
+        "identity_wire",
         "interest",
         "interest_generation",
         "last_seen",
@@ -57,7 +60,6 @@ class Device:
         "since",
         "sources",
         "version",
-        "wire",
     )
 
     def __init__(self, address: str, first_seen: float, heard: float) -> None:
@@ -73,7 +75,8 @@ class Device:
         self.since = heard  # monotonic, for expiry
         self.sources: dict[str, Source] = {}
         self.version = 0
-        self.wire: bytes | None = None
+        self.content_wire: bytes | None = None
+        self.identity_wire: bytes | None = None
         self.learner = IntervalLearner()
         self.restored = False
         # The subscriptions whose filter matches this content (``Hub``'s
@@ -158,7 +161,7 @@ class DeviceCache:
                 # Heard again: no longer restored, and the time since the
                 # restored report is no gap (it spans the restart).
                 device.restored = False
-                device.wire = None
+                device.identity_wire = None
             elif device.since <= device.heard and self.listening.listens(adapter):
                 device.learner.gap(now - device.heard)
             # else a source that heard it listened again since its last report, or
@@ -190,15 +193,15 @@ class DeviceCache:
                 if chosen is not None:
                     device.version += 1  # a change of source is news to every listener
                 device.adapter = adapter
-                device.wire = None
+                device.identity_wire = None
                 followed = True
         if device.address_type != address_type:
             device.address_type = address_type
-            device.wire = None
+            device.identity_wire = None
         if followed:
             if device.path != path:
                 device.path = path
-                device.wire = None
+                device.identity_wire = None
             if rssi is not None:
                 device.rssi = rssi
         before = device.content
@@ -206,7 +209,7 @@ class DeviceCache:
         if changed:
             device.content = content
             device.version += 1
-            device.wire = None
+            device.content_wire = None
             if before is None or not same_verdicts(before, content):
                 device.interest = None  # filtered again at its next consideration
         return device, is_new, changed, followed
@@ -285,7 +288,7 @@ class DeviceCache:
         ]
         for device in added:
             device.restored = True
-            device.wire = None
+            device.identity_wire = None
             if not device.sources and device.adapter:
                 source = device.sources[device.adapter] = Source(device.path, device.heard)
                 source.hear(device.rssi, device.heard)

@@ -10,6 +10,7 @@ setting the keys it carries and deleting those in ``Removed``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Final, NamedTuple, Protocol
 
 from .record import Content
@@ -80,6 +81,8 @@ class Recorded(Protocol):
     def interval(self) -> float | None: ...
     @property
     def rssi(self) -> int | None: ...
+    @property
+    def sources(self) -> Mapping[str, object]: ...
     def heard_by(self) -> dict[str, int]: ...
 
 
@@ -87,7 +90,6 @@ def sent_of(device: Recorded) -> Sent:
     """The record ``device`` has now, for comparing with the next one."""
     content = device.content
     assert content is not None
-    heard_by = device.heard_by()
     return Sent(
         content,
         device.address_type,
@@ -97,7 +99,7 @@ def sent_of(device: Recorded) -> Sent:
         device.restored,
         device.last_seen,
         device.interval,
-        heard_by if len(heard_by) > 1 else None,
+        device.heard_by() if len(device.sources) > 1 else None,
         device.rssi,
     )
 

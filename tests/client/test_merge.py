@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ble_scanner.bus.marshal import changed_entry, record_entry, snapshot_body
+from ble_scanner.bus.marshal import snapshot_body
+from ble_scanner.bus.records import changed_entry, record_entry
 from ble_scanner.client.merge import REMOVED, RecordMerger
 from ble_scanner.client.records import Advertisement, advertisement_of
 from ble_scanner.core.delta import Sent, changes, sent_of

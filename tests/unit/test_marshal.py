@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from dbus_fast import Message, MessageType, Variant
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ble_scanner.bus.marshal import (
     MESSAGE_METHOD_RETURN,
     MESSAGE_SIGNAL,
-    changed_entry,
     header_fields,
     message,
-    record_entry,
     snapshot_body,
     string_body,
 )
+from ble_scanner.bus.records import changed_entry, record_entry
 from ble_scanner.bus.writer import (
     BROADCAST_BACKLOG_SHARE,
     WriterGuard,
@@ -22,7 +25,7 @@ from ble_scanner.bus.writer import (
     split_messages,
 )
 from ble_scanner.const import RSSI_UNAVAILABLE
-from ble_scanner.core.cache import Device
+from ble_scanner.core.cache import Device, DeviceCache
 from ble_scanner.core.delta import RECORD_KEYS, REMOVED, Changes
 from ble_scanner.core.record import Content
 from ble_scanner.core.sources import Source
@@ -59,6 +62,24 @@ def device(
 def dbus_fast_bytes(msg: Message, serial: int) -> bytes:
     msg.serial = serial
     return bytes(msg._marshall(False))
+
+
+DISCOVERED_FIELDS = header_fields(
+    "sa{sv}", path="/", interface="com.victronenergy.ble.Scanner1", member="DeviceDiscovered"
+)
+
+
+def discovered_as_dbus_fast(d: Device) -> bytes:
+    """The broadcast DeviceDiscovered of ``d`` as dbus-fast marshals it."""
+    expected = Message.new_signal(
+        "/", "com.victronenergy.ble.Scanner1", "DeviceDiscovered", "sa{sv}",
+        [d.address, record_variants(d)],
+    )  # fmt: skip
+    return dbus_fast_bytes(expected, 7)
+
+
+def discovered(d: Device) -> bytes:
+    return message(MESSAGE_SIGNAL, 7, DISCOVERED_FIELDS, record_entry(d))
 
 
 @pytest.mark.parametrize("content", CONTENTS)
@@ -290,3 +311,129 @@ def test_the_budget_sheds_the_broadcast_before_subscriptions() -> None:
     # The subscription's shed signals are counted for its path; the broadcast's only in all.
     assert guard.shed_by_path == {"/Subscription/1": pairs - kept_unicast}
     assert queue.nbytes <= budget + len(lost)
+
+
+# Random records: every shape of content (arrays of 0 to 3 elements, payloads of
+# every length mod 8, any text), identity and tail.
+UUIDS = st.sampled_from([UUID, "0000fcd2" + UUID[8:], "0000feaa" + UUID[8:], "b" * 36, "fcd2", "é"])
+TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"), max_size=40)
+ADAPTERS = st.sampled_from(["hci0", "hci1", "hci10", "usb-dongle"])
+contents = st.builds(
+    Content,
+    st.none() | TEXT,
+    st.none() | st.integers(-32768, 32767),
+    st.dictionaries(st.integers(0, 0xFFFF), st.binary(max_size=31), max_size=3),
+    st.dictionaries(UUIDS, st.binary(max_size=27), max_size=3),
+    st.lists(UUIDS, max_size=3, unique=True).map(tuple),
+)
+TIMES = st.floats(0, 2e9, allow_nan=False)
+records = st.fixed_dictionaries(
+    {
+        "content": contents,
+        # BlueZ's addresses are 17 bytes; any other length takes the general path
+        "address": st.sampled_from(["C0:11:22:33:44:55", "D0:00:00:00:01:0F", "x", "é" * 9]),
+        "address_type": st.sampled_from(["public", "random"]),
+        "adapter": ADAPTERS,
+        "path": st.sampled_from(
+            ["/org/bluez/hci0/dev_C0_11_22_33_44_55", "/org/bluez/hci10/d", "/"]
+        ),
+        "first_seen": TIMES,
+        "restored": st.booleans(),
+        "last_seen": TIMES,
+        "interval": st.none() | st.floats(0.001, 1e4),
+        "rssi": st.none() | st.integers(-32768, 32767),
+        "sources": st.dictionaries(ADAPTERS, st.none() | st.integers(-128, 20), max_size=3),
+    }
+)
+
+
+def record_device(state: dict[str, Any]) -> Device:
+    d = device(
+        state["content"],
+        state["rssi"],
+        state["address"],
+        interval=state["interval"],
+        restored=state["restored"],
+    )
+    d.address_type, d.adapter, d.path = state["address_type"], state["adapter"], state["path"]
+    d.first_seen, d.last_seen = state["first_seen"], state["last_seen"]
+    for adapter, reading in state["sources"].items():
+        source = d.sources[adapter] = Source(f"/org/bluez/{adapter}/dev_X", 12.0)
+        source.hear(reading, 12.0)
+    return d
+
+
+@settings(max_examples=500)
+@given(records)
+def test_any_record_is_what_dbus_fast_marshals(state: dict[str, Any]) -> None:
+    d = record_device(state)
+    assert discovered(d) == discovered_as_dbus_fast(d)
+    assert d.content_wire is not None and d.identity_wire is not None
+    assert discovered(d) == discovered_as_dbus_fast(d)  # from the kept blocks
+
+
+@settings(max_examples=300)
+@given(records, st.data())
+def test_any_changed_keys_item_is_what_dbus_fast_marshals(
+    state: dict[str, Any], data: st.DataObject
+) -> None:
+    """Any keys the record has, any it has not named as removed, beside a full record."""
+    d = record_device(state)
+    record = record_variants(d)
+    keys = tuple(k for k in RECORD_KEYS if k in record and data.draw(st.booleans()))
+    removed = tuple(k for k in RECORD_KEYS if k not in record and data.draw(st.booleans()))
+    item = {key: record[key] for key in keys}
+    if removed:
+        item[REMOVED] = Variant("as", list(removed))
+    expected = Message.new_signal(
+        "/Subscription/3", "com.victronenergy.ble.Scanner1", "DevicesDiscovered", "a(sa{sv})",
+        [[[d.address, record], [d.address, item]]],
+    )  # fmt: skip
+    fields = header_fields(
+        "a(sa{sv})", path="/Subscription/3", interface="com.victronenergy.ble.Scanner1",
+        member="DevicesDiscovered",
+    )  # fmt: skip
+    body = snapshot_body([record_entry(d), changed_entry(d, Changes(keys, removed))])
+    assert message(MESSAGE_SIGNAL, 8, fields, body) == dbus_fast_bytes(expected, 8)
+
+
+# One report to the cache: which adapter heard it, the path it gave, its address
+# type, RSSI and content; time moves on by ``later`` s.
+reports = st.fixed_dictionaries(
+    {
+        "adapter": st.sampled_from(["hci0", "hci1"]),
+        "address_type": st.sampled_from(["public", "random"]),
+        "rssi": st.none() | st.integers(-100, -30),
+        "content": st.sampled_from(CONTENTS) | contents,
+        # any adapter's path: a change of either alone is seen
+        "path": st.sampled_from(["/org/bluez/hci0/dev_C0_11_22_33_44_55", "/org/bluez/hci1/d"]),
+        "later": st.sampled_from([0.0, 0.5, 3.0, 100.0]),
+    }
+)
+
+
+@settings(max_examples=300)
+@given(st.booleans(), st.lists(reports, min_size=1, max_size=12))
+def test_the_blocks_kept_on_a_device_follow_every_change_the_cache_makes(
+    restored: bool, sequence: list[dict[str, Any]]
+) -> None:
+    """Through ``DeviceCache`` as the hub uses it, encoding after every report: the
+    kept blocks never outlive a change of content, address type, adapter, path or
+    restored flag (the cache clears them; tests above show fresh blocks are right)."""
+    cache = DeviceCache(lost_timeout=10.0, max_size=10)
+    address = "C0:11:22:33:44:55"
+    now, wall = 50.0, 1_700_000_000.0
+    if restored:
+        d = device(CONTENTS[1], -70, address)
+        d.heard = d.since = now
+        discovered(d)  # blocks kept from before, as restored changes
+        cache.restore([d])
+        assert discovered(d) == discovered_as_dbus_fast(d)
+    for report in sequence:
+        now += report["later"]
+        wall += report["later"]
+        d, *_ = cache.report(
+            address, report["address_type"], report["adapter"], report["path"], report["rssi"],
+            report["content"], wall, now,
+        )  # fmt: skip
+        assert discovered(d) == discovered_as_dbus_fast(d)

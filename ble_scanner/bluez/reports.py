@@ -152,8 +152,7 @@ class Reports:
         ):
             # The same advertisement again (a sensor between readings, a beacon):
             # bluetoothd would change nothing but RSSI, so only RSSI is applied.
-            view.update({"RSSI": mgmt.rssi_value(found)})
-            view.eir = eir
+            view.rssi = mgmt.view_rssi(found)
             self.sink.report(view)
             return
         ad = mgmt.parse_eir(found.eir)
@@ -165,7 +164,8 @@ class Reports:
                 return  # bluetoothd makes no device of a scan response alone
             view = DeviceView(path, adapter_name(path))
         try:
-            view.update(mgmt.device_changes(view, found, ad, duplicate))
+            # view.update(mgmt.device_changes(...)) without re-checking parsed values.
+            mgmt.apply_report(view, found, ad, duplicate)
         except MalformedData as exc:
             self.malformed("device", f"malformed advertisement from {found.address}: {exc}")
             return

@@ -130,6 +130,33 @@ class Content:
 
 EMPTY_CONTENT: Final = Content(None, None, {}, {}, ())
 
+# A frozen dataclass's __init__ sets each field through object.__setattr__: 1.3 µs
+# for Content's five (CPython 3.12), against 0.55 µs through the slots' own
+# setters. Every report that changes content makes one, so the report path uses
+# ``new_content``; the object is the same frozen Content either way.
+_new_object = object.__new__
+_set_name, _set_tx_power, _set_mfr, _set_sd, _set_uuids = (
+    vars(Content)[name].__set__
+    for name in ("name", "tx_power", "manufacturer_data", "service_data", "service_uuids")
+)
+
+
+def new_content(
+    name: str | None,
+    tx_power: int | None,
+    manufacturer_data: Mapping[int, bytes],
+    service_data: Mapping[str, bytes],
+    service_uuids: tuple[str, ...],
+) -> Content:
+    """``Content(name, tx_power, manufacturer_data, service_data, service_uuids)``, cheaper."""
+    content: Content = _new_object(Content)
+    _set_name(content, name)
+    _set_tx_power(content, tx_power)
+    _set_mfr(content, manufacturer_data)
+    _set_sd(content, service_data)
+    _set_uuids(content, service_uuids)
+    return content
+
 
 def _payload(value: Any, what: str) -> bytes:
     data = bytes(value)
@@ -263,5 +290,5 @@ class DeviceView:
             or sd is not content.service_data
             or uuids is not content.service_uuids
         ):
-            self.content = Content(name, tx_power, mfr, sd, uuids)
+            self.content = new_content(name, tx_power, mfr, sd, uuids)
         return not REPORT_PROPERTIES.isdisjoint(changed)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from ble_scanner.bluez import mgmt
@@ -20,7 +20,8 @@ from ble_scanner.bluez.mgmt import (
     parse_eir,
     parse_frame,
 )
-from ble_scanner.core.record import DeviceView, MalformedData
+from ble_scanner.bluez.reports import RateLimitedLog, Reports
+from ble_scanner.core.record import DeviceView, MalformedData, adapter_name
 
 # AA:BB:CC:DD:EE:01, least significant byte first, as the kernel sends it.
 ADDRESS = bytes([0x01, 0xEE, 0xDD, 0xCC, 0xBB, 0xAA])
@@ -317,3 +318,261 @@ def test_round_trip(company: int, payload: bytes, name: str, uuid16: int, data: 
     assert view.content.name == name
     assert view.content.service_data == {uuid: data}
     assert view.content.service_uuids == (uuid,)
+
+
+# --- the report path: parsed values straight onto the view ----------------------------
+#
+# Reports.found applies what parse_eir made with mgmt.apply_report, not by way of
+# the Device1-shaped dict and DeviceView.update that check D-Bus values. These
+# tests hold it to the general path: the same views, reports and malformed counts.
+
+
+def parse_eir_as_before(eir: bytes) -> Advertisement | Malformed:
+    """parse_eir as it was written before it was made fast: the oracle for the new one."""
+    flags = name = tx_power = mfr = sd = None
+    complete, uuids, i, end = False, [], 0, len(eir)
+    while i < end:
+        length = eir[i]
+        if length == 0:
+            break
+        if i + 1 + length > end:
+            return Malformed(f"AD structure of {length} bytes at {i} runs past {end}")
+        kind, data = eir[i + 1], eir[i + 2 : i + 1 + length]
+        i += 1 + length
+        if kind == 0x01:
+            flags = data[0] if data else flags
+        elif kind in (0x08, 0x09):
+            raw = data.split(b"\0", 1)[0]
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                text = raw[: exc.start].decode("utf-8").strip(" \t\n\r\f\v")
+            if text:
+                name, complete = text, kind == 0x09
+        elif kind == 0xFF:
+            if len(data) < 2:
+                return Malformed(f"manufacturer data of {len(data)} bytes")
+            mfr = mfr or {}
+            mfr[int.from_bytes(data[:2], "little")] = data[2:]
+        elif kind in (0x16, 0x20, 0x21):
+            width = {0x16: 2, 0x20: 4, 0x21: 16}[kind]
+            if len(data) < width:
+                return Malformed(f"service data 0x{kind:02X} of {len(data)} bytes")
+            sd = sd or {}
+            sd[uuid_as_before(data[:width])] = data[width:]
+        elif kind in (0x02, 0x03, 0x04, 0x05, 0x06, 0x07):
+            width = {0x02: 2, 0x03: 2, 0x04: 4, 0x05: 4, 0x06: 16, 0x07: 16}[kind]
+            if len(data) % width:
+                return Malformed(f"UUID list 0x{kind:02X} of {len(data)} bytes")
+            uuids.extend(uuid_as_before(data[j : j + width]) for j in range(0, len(data), width))
+        elif kind == 0x0A:
+            if len(data) != 1:
+                return Malformed(f"TX power of {len(data)} bytes")
+            value = int.from_bytes(data, "little", signed=True)
+            tx_power = None if value == 127 else value
+    return Advertisement(flags, name, complete, tx_power, mfr, sd, tuple(uuids))
+
+
+def uuid_as_before(raw: bytes) -> str:
+    if len(raw) != 16:
+        return f"{int.from_bytes(raw, 'little'):08x}-0000-1000-8000-00805f9b34fb"
+    h = raw[::-1].hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+class Sink:
+    """Each report as the hub would read the view at that moment."""
+
+    def __init__(self) -> None:
+        self.reports: list[tuple[object, ...]] = []
+
+    def report(self, view: DeviceView) -> None:
+        self.reports.append(snapshot(view))
+
+    def listening(self, adapter: str, listening: bool) -> None:
+        pass
+
+
+def snapshot(view: DeviceView) -> tuple[object, ...]:
+    """Everything a view holds; mappings as item lists, so that their order counts too."""
+    c = view.content
+    return (
+        view.path,
+        view.adapter,
+        view.address,
+        view.address_type,
+        view.rssi,
+        view.eir,
+        c.name,
+        c.tx_power,
+        list(c.manufacturer_data.items()),
+        list(c.service_data.items()),
+        c.service_uuids,
+    )
+
+
+class GeneralReports(Reports):
+    """Reports.found as it was: parse_eir_as_before, device_changes and DeviceView.update."""
+
+    def found(self, found: Found, duplicate: bool) -> None:
+        path = found.path
+        view = self.views.get(path)
+        eir = (found.eir, duplicate)
+        if (
+            view is not None
+            and view.eir == eir
+            and found.address == view.address
+            and found.address_type == view.address_type
+        ):
+            view.update({"RSSI": mgmt.rssi_value(found)})
+            view.eir = eir
+            self.sink.report(view)
+            return
+        ad = parse_eir_as_before(found.eir)
+        if isinstance(ad, Malformed):
+            self.malformed("frame", f"malformed advertisement from {found.address}: {ad.reason}")
+            return
+        if view is None:
+            if found.scan_response:
+                return
+            view = DeviceView(path, adapter_name(path))
+        try:
+            view.update(device_changes(view, found, ad, duplicate))
+        except MalformedData as exc:
+            self.malformed("device", f"malformed advertisement from {found.address}: {exc}")
+            return
+        view.eir = eir
+        self.views[path] = view
+        self.sink.report(view)
+
+
+# Few keys, so that reports of one device share and replace them.
+COMPANIES = st.sampled_from([0x02E1, 0x0499, 0x004C, 0xFFFF])
+UUID16S = st.sampled_from([0x180F, 0x181A, 0xFCD2])
+UUIDS16 = UUID16S.map(lambda u: u.to_bytes(2, "little"))
+# Service data keys: 16-, 32- and 128-bit, the second 0x180F again in 32 bits.
+uuid_bytes = st.sampled_from([b"\x0f\x18", b"\x0f\x18\x00\x00", b"\x1a\x18", bytes(range(16))])
+names = st.one_of(
+    st.sampled_from(
+        [b"Ruuvi", b"Env 1", b"", b"Bad\xff name", b" Caf\xc3\xa9\x00junk", b"x" * 250]
+    ),
+    st.binary(max_size=12),
+)
+structure = st.one_of(
+    st.tuples(
+        st.just(0xFF),
+        st.tuples(COMPANIES, st.binary(max_size=6)).map(
+            lambda cp: cp[0].to_bytes(2, "little") + cp[1]
+        ),
+    ),
+    st.tuples(uuid_bytes, st.binary(max_size=4)).map(
+        lambda up: ({2: 0x16, 4: 0x20, 16: 0x21}[len(up[0])], up[0] + up[1])
+    ),
+    st.tuples(st.sampled_from([0x08, 0x09]), names),
+    st.tuples(st.just(0x03), st.lists(UUIDS16, max_size=4).map(b"".join)),
+    # Enough 16-bit UUIDs, with the view's, to pass the view's limit of 64.
+    st.tuples(
+        st.just(0x02),
+        st.integers(0, 80).map(
+            lambda n: b"".join((0x2A00 + k).to_bytes(2, "little") for k in range(n))
+        ),
+    ),
+    st.tuples(
+        st.just(0x07), st.lists(st.sampled_from([bytes(range(16))]), max_size=2).map(b"".join)
+    ),
+    st.tuples(st.just(0x0A), st.sampled_from([b"\x7f", b"\x80", b"\xf8", b"\x14"])),
+    st.tuples(st.just(0x01), st.sampled_from([b"\x06", b""])),
+)
+# Too short for its type: Malformed.
+too_short = st.tuples(st.sampled_from([0xFF, 0x16, 0x21, 0x03, 0x0A]), st.binary(max_size=1))
+
+
+@st.composite
+def eirs(draw: st.DrawFn) -> bytes:
+    """An advertisement; about one in five has a structure too short for its type, or one
+    that runs past the end (3 of 0..4: hypothesis draws the bounds far more often)."""
+    structures = draw(st.lists(structure, max_size=6))
+    tail = b""
+    if draw(st.integers(0, 4)) == 3:
+        if draw(st.booleans()):
+            structures.insert(draw(st.integers(0, len(structures))), draw(too_short))
+        else:
+            tail = b"\x05\x09ab"
+    eir = b"".join(bytes([len(data) + 1, kind]) + data[:253] for kind, data in structures)
+    return eir + tail + draw(st.sampled_from([b"", b"\x00\x00"]))  # legacy padding
+
+
+reports_of_devices = st.lists(
+    st.tuples(
+        st.sampled_from([ADDRESS, bytes([0x02, 0xEE, 0xDD, 0xCC, 0xBB, 0xAA])]),
+        st.sampled_from([1, 2]),  # public, random: a device may change its type
+        st.sampled_from([-60, -75, 20, 21, 127, -127, -128]),
+        st.sampled_from([0, mgmt.FLAG_SCAN_RESPONSE, mgmt.FLAG_NOT_CONNECTABLE]),
+        st.booleans(),  # DuplicateData
+        eirs(),
+        st.booleans(),  # the device's previous advertisement again
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+# Without DuplicateData, keys the view holds keep their place when a report names
+# them in another order (bluetoothd merges into what it holds).
+COMPANIES_IN_TURN = [
+    ad(0xFF, b"\xe1\x02\x01") + ad(0xFF, b"\x99\x04\x02"),
+    ad(0xFF, b"\x99\x04\x03") + ad(0xFF, b"\xe1\x02\x04"),
+]
+SERVICES_IN_TURN = [
+    ad(0x16, b"\x0f\x18\x01") + ad(0x16, b"\x1a\x18\x02"),
+    ad(0x16, b"\x1a\x18\x03") + ad(0x16, b"\x0f\x18\x04"),
+]
+
+
+@settings(max_examples=400, deadline=None)
+@given(sequence=reports_of_devices)
+@example([(ADDRESS, 2, -60, 0, False, eir, False) for eir in COMPANIES_IN_TURN])
+@example([(ADDRESS, 2, -60, 0, False, eir, False) for eir in SERVICES_IN_TURN])
+def test_the_report_path_makes_the_views_the_general_path_does(
+    sequence: list[tuple[bytes, int, int, int, bool, bytes, bool]],
+) -> None:
+    fast_sink, general_sink = Sink(), Sink()
+    fast, general = (
+        Reports(fast_sink, RateLimitedLog()),
+        GeneralReports(general_sink, RateLimitedLog()),
+    )
+    last: dict[bytes, bytes] = {}
+    for address, kind, rssi, flags, duplicate, eir, again in sequence:
+        eir = last.get(address, eir) if again else eir
+        last[address] = eir
+        event = parse_frame(frame(0x0012, 0, found_params(eir, kind, rssi, flags, address)))
+        assert isinstance(event, Found)
+        kept = []
+        for reports in (fast, general):
+            before = {p: v.content for p, v in reports.views.items()}
+            reports.found(event, duplicate)
+            # A content object is made again only when the content changed, as before.
+            kept.append({p: v.content is before.get(p) for p, v in reports.views.items()})
+        assert fast_sink.reports == general_sink.reports
+        assert {p: snapshot(v) for p, v in fast.views.items()} == {
+            p: snapshot(v) for p, v in general.views.items()
+        }
+        assert kept[0] == kept[1]
+        assert fast.malformed.counts == general.malformed.counts
+
+
+@settings(max_examples=500, deadline=None)
+@given(eir=eirs())
+def test_parse_eir_reads_as_before(eir: bytes) -> None:
+    assert parse_eir(eir) == parse_eir_as_before(eir)
+    assert parse_eir(eir) == parse_eir_as_before(eir)  # from what it remembered
+
+
+def test_remembered_texts_stay_bounded() -> None:
+    for n in range(3 * mgmt._MEMO_LIMIT):
+        raw = n.to_bytes(6, "little")
+        assert mgmt.address_text(raw) == raw[::-1].hex(":").upper()
+        assert mgmt.uuid_text(raw[:2] + b"\x01\x00") == uuid_as_before(raw[:2] + b"\x01\x00")
+        assert mgmt.device_path(n % 3, "AA:BB:CC:DD:EE:01").startswith(f"/org/bluez/hci{n % 3}/")
+    assert len(mgmt._addresses) <= mgmt._MEMO_LIMIT
+    assert len(mgmt._uuids) <= mgmt._MEMO_LIMIT

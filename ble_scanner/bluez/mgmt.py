@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from ..const import BLUEZ_ROOT_PATH, MAX_PAYLOAD_BYTES, RSSI_MAX, RSSI_MIN, RSSI_UNAVAILABLE
@@ -166,6 +166,10 @@ class Advertisement:
     manufacturer_data: Mapping[int, bytes] | None = None
     service_data: Mapping[str, bytes] | None = None
     uuids: tuple[str, ...] = ()
+    # (start, end, key) of the payload of the advertisement's only manufacturer
+    # or service data structure (key: its company id or service UUID); None when
+    # it has none or several. A sensor's next reading changes only those bytes.
+    varying: tuple[int, int, int | str] | None = field(default=None, compare=False, repr=False)
 
 
 # --- frames ------------------------------------------------------------------------
@@ -333,6 +337,8 @@ def parse_eir(eir: bytes) -> Advertisement | Malformed:
     mfr: dict[int, bytes] | None = None
     sd: dict[str, bytes] | None = None
     uuids: list[str] | None = None
+    varying: tuple[int, int, int | str] | None = None
+    payloads = 0
     i, end = 0, len(eir)
     while i < end:
         length = eir[i]
@@ -348,7 +354,9 @@ def parse_eir(eir: bytes) -> Advertisement | Malformed:
                 return Malformed(f"manufacturer data of {size} bytes")
             if mfr is None:
                 mfr = {}
-            mfr[eir[at] | eir[at + 1] << 8] = eir[at + _COMPANY_ID_BYTES : i]
+            company = eir[at] | eir[at + 1] << 8
+            mfr[company] = eir[at + _COMPANY_ID_BYTES : i]
+            varying, payloads = (at + _COMPANY_ID_BYTES, i, company), payloads + 1
         elif kind == AD_FLAGS:
             if size:
                 flags = eir[at]
@@ -358,7 +366,9 @@ def parse_eir(eir: bytes) -> Advertisement | Malformed:
                 return Malformed(f"service data 0x{kind:02X} of {size} bytes")
             if sd is None:
                 sd = {}
-            sd[uuid_text(eir[at : at + width])] = eir[at + width : i]
+            uuid = uuid_text(eir[at : at + width])
+            sd[uuid] = eir[at + width : i]
+            varying, payloads = (at + width, i, uuid), payloads + 1
         elif kind in (AD_NAME_COMPLETE, AD_NAME_SHORT):
             text = name_text(eir[at:i])
             if text:
@@ -379,7 +389,16 @@ def parse_eir(eir: bytes) -> Advertisement | Malformed:
                 tx_power = value - 256 if value > _INT8_MAX else value
             else:
                 tx_power = None
-    return Advertisement(flags, name, complete, tx_power, mfr, sd, tuple(uuids) if uuids else ())
+    return Advertisement(
+        flags,
+        name,
+        complete,
+        tx_power,
+        mfr,
+        sd,
+        tuple(uuids) if uuids else (),
+        varying if payloads == 1 else None,
+    )
 
 
 # --- onto Device1 ---------------------------------------------------------------------
@@ -397,6 +416,18 @@ def view_rssi(found: Found) -> int | None:
     if rssi is not None and not RSSI_MIN <= rssi <= RSSI_MAX:
         return None if parse_rssi(rssi) > RSSI_MAX else rssi
     return rssi
+
+
+def apply_rssi(view: DeviceView, found: Found) -> None:
+    """The view's advertisement again: ``view.update({"RSSI": rssi_value(found)})``,
+    which changes RSSI alone, for what parse_frame makes (no check needed)."""
+    rssi = found.rssi
+    if rssi is None or RSSI_MIN <= rssi <= RSSI_MAX:
+        view.rssi = rssi
+    else:  # no Found parse_frame makes: update refuses it, or takes it for no reading
+        held = view.eir
+        view.update({"RSSI": rssi_value(found)})
+        view.eir = held
 
 
 def device_changes(
@@ -500,3 +531,34 @@ def apply_report(view: DeviceView, found: Found, ad: Advertisement, duplicate: b
         or uuids is not content.service_uuids
     ):
         view.content = new_content(name, tx_power, mfr, sd, uuids)
+
+
+def apply_reading(view: DeviceView, found: Found) -> bool:
+    """``apply_report`` for a report that is the view's last advertisement (``view.eir``,
+    of the same DuplicateData, address and type: the caller checks) but for the bytes
+    of its one payload (``view.varying``), as a sensor's next reading is; False else.
+
+    Parsing it would find every structure as before, so the view changes in that
+    payload and RSSI only: the payload replaced in its place among what the view
+    holds (with DuplicateData, that payload alone, as ``apply_report`` left it).
+    """
+    held, varying, rssi = view.eir, view.varying, found.rssi
+    if held is None or varying is None:
+        return False
+    if rssi is not None and not RSSI_MIN <= rssi <= RSSI_MAX:
+        return False  # no Found parse_frame makes: apply_report says what is wrong
+    eir, before = found.eir, held[0]
+    start, end, key = varying
+    if len(eir) != len(before) or eir[:start] != before[:start] or eir[end:] != before[end:]:
+        return False
+    payload = eir[start:end]
+    content = view.content
+    mfr, sd = content.manufacturer_data, content.service_data
+    if isinstance(key, int):
+        mfr = {**mfr, key: payload}
+    else:
+        sd = {**sd, key: payload}
+    view.rssi = rssi
+    view.content = new_content(content.name, content.tx_power, mfr, sd, content.service_uuids)
+    view.eir = (eir, held[1])
+    return True

@@ -221,7 +221,7 @@ class DeviceView:
     record can be built from any single PropertiesChanged.
     """
 
-    __slots__ = ("adapter", "address", "address_type", "content", "eir", "path", "rssi")
+    __slots__ = ("adapter", "address", "address_type", "content", "eir", "path", "rssi", "varying")
 
     def __init__(self, path: str, adapter: str) -> None:
         self.path = path
@@ -234,6 +234,9 @@ class DeviceView:
         # view was last built from. A report repeating it changes only RSSI,
         # so it skips the parse and the merge. Any other update forgets it.
         self.eir: tuple[bytes, bool] | None = None
+        # While ``eir`` is set: where in it the one payload that may change
+        # alone is (bluez/mgmt.py ``Advertisement.varying``), if there is one.
+        self.varying: tuple[int, int, int | str] | None = None
 
     def update(self, changed: Mapping[str, Any], invalidated: Iterable[str] = ()) -> bool:
         """Apply one InterfacesAdded / PropertiesChanged; True if it carries a report.

@@ -510,11 +510,31 @@ reports_of_devices = st.lists(
         st.sampled_from([0, mgmt.FLAG_SCAN_RESPONSE, mgmt.FLAG_NOT_CONNECTABLE]),
         st.booleans(),  # DuplicateData
         eirs(),
-        st.booleans(),  # the device's previous advertisement again
+        # The device's previous advertisement again, or with one byte changed (at the
+        # end, most often a payload byte: a sensor's next reading), or a new one.
+        st.one_of(
+            st.none(),
+            st.just(0),
+            st.tuples(st.integers(1, 40), st.integers(0, 255)),
+        ),
+        # No Found parse_frame makes, but one the view must refuse as before.
+        st.sampled_from([None, None, None, None, -128, 21, 127]),
     ),
     min_size=1,
     max_size=12,
 )
+
+
+def next_advertisement(
+    previous: bytes | None, eir: bytes, change: int | tuple[int, int] | None
+) -> bytes:
+    if previous is None or change is None:
+        return eir
+    if change == 0 or not previous:
+        return previous
+    back, value = change  # type: ignore[misc]
+    at = max(len(previous) - back, 0)
+    return previous[:at] + bytes([value]) + previous[at + 1 :]
 
 
 # Without DuplicateData, keys the view holds keep their place when a report names
@@ -529,12 +549,28 @@ SERVICES_IN_TURN = [
 ]
 
 
+# One advertisement, another with another key, then its next reading.
+NEW_READING = {
+    kind: [(ad(kind, first), None), (ad(kind, second), None), (b"", (1, 9))]
+    for kind, first, second in (
+        (0xFF, b"\xe1\x02\x01", b"\x99\x04\x02\x03"),
+        (0x16, b"\x0f\x18\x01", b"\x1a\x18\x02\x03"),
+    )
+}
+
+
 @settings(max_examples=400, deadline=None)
 @given(sequence=reports_of_devices)
-@example([(ADDRESS, 2, -60, 0, False, eir, False) for eir in COMPANIES_IN_TURN])
-@example([(ADDRESS, 2, -60, 0, False, eir, False) for eir in SERVICES_IN_TURN])
+@example([(ADDRESS, 2, -60, 0, False, eir, None, None) for eir in COMPANIES_IN_TURN])
+@example([(ADDRESS, 2, -60, 0, False, eir, None, None) for eir in SERVICES_IN_TURN])
+# A new reading in the last payload: of the one the view holds besides another
+# (without DuplicateData), and of two in one advertisement.
+@example([(ADDRESS, 2, -60, 0, False, eir, c, None) for eir, c in NEW_READING[0xFF]])
+@example([(ADDRESS, 2, -60, 0, False, eir, c, None) for eir, c in NEW_READING[0x16]])
+@example([(ADDRESS, 2, -60, 0, True, COMPANIES_IN_TURN[0], c, None) for c in (None, (1, 7))])
+@example([(ADDRESS, 2, -60, 0, True, SERVICES_IN_TURN[0], c, None) for c in (None, (1, 7))])
 def test_the_report_path_makes_the_views_the_general_path_does(
-    sequence: list[tuple[bytes, int, int, int, bool, bytes, bool]],
+    sequence: list[tuple[bytes, int, int, int, bool, bytes, int | tuple[int, int] | None, int]],
 ) -> None:
     fast_sink, general_sink = Sink(), Sink()
     fast, general = (
@@ -542,17 +578,22 @@ def test_the_report_path_makes_the_views_the_general_path_does(
         GeneralReports(general_sink, RateLimitedLog()),
     )
     last: dict[bytes, bytes] = {}
-    for address, kind, rssi, flags, duplicate, eir, again in sequence:
-        eir = last.get(address, eir) if again else eir
-        last[address] = eir
+    for address, kind, rssi, flags, duplicate, eir, change, odd_rssi in sequence:
+        eir = last[address] = next_advertisement(last.get(address), eir, change)
         event = parse_frame(frame(0x0012, 0, found_params(eir, kind, rssi, flags, address)))
         assert isinstance(event, Found)
-        kept = []
+        if odd_rssi is not None:
+            event.rssi = odd_rssi
+        kept, raised = [], []
         for reports in (fast, general):
             before = {p: v.content for p, v in reports.views.items()}
-            reports.found(event, duplicate)
+            try:
+                reports.found(event, duplicate)
+            except MalformedData as exc:
+                raised.append(str(exc))
             # A content object is made again only when the content changed, as before.
             kept.append({p: v.content is before.get(p) for p, v in reports.views.items()})
+        assert len(raised) in (0, 2)
         assert fast_sink.reports == general_sink.reports
         assert {p: snapshot(v) for p, v in fast.views.items()} == {
             p: snapshot(v) for p, v in general.views.items()

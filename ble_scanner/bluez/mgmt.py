@@ -13,7 +13,12 @@ raises on bad input: a frame or AD structure no kernel sends is a
 Device1 (src/adapter.c ``btd_adapter_device_found``, src/device.c), in the
 form ``record.unwrap_device`` returns, so that ``DeviceView.update`` checks and
 accumulates it exactly as it does the D-Bus path's: a client cannot tell
-which ingest the service used.
+which ingest the service used. That is the definition; the report path
+(``reports.py``) gets the same views cheaper, for every report: ``apply_report``
+puts what ``parse_eir`` made onto the view without the dict and without
+re-checking values the parser bounds, ``apply_reading`` takes a sensor's next
+reading (only its payload bytes changed) without parsing, and ``apply_rssi`` an
+advertisement heard again. tests/unit/test_mgmt.py holds them to the definition.
 """
 
 from __future__ import annotations

@@ -13,19 +13,32 @@ raises on bad input: a frame or AD structure no kernel sends is a
 Device1 (src/adapter.c ``btd_adapter_device_found``, src/device.c), in the
 form ``record.unwrap_device`` returns, so that ``DeviceView.update`` checks and
 accumulates it exactly as it does the D-Bus path's: a client cannot tell
-which ingest the service used.
+which ingest the service used. That is the definition; the report path
+(``reports.py``) gets the same views cheaper, for every report: ``apply_report``
+puts what ``parse_eir`` made onto the view without the dict and without
+re-checking values the parser bounds, ``apply_reading`` takes a sensor's next
+reading (only its payload bytes changed) without parsing, and ``apply_rssi`` an
+advertisement heard again. tests/unit/test_mgmt.py holds them to the definition.
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from ..const import BLUEZ_ROOT_PATH, MAX_PAYLOAD_BYTES, RSSI_MAX, RSSI_MIN, RSSI_UNAVAILABLE
-from ..core.identifiers import BASE_UUID_SUFFIX
-from ..core.record import DeviceView
+from ..core.identifiers import BASE_UUID_SUFFIX, MAX_ECHO
+from ..core.record import (
+    MAX_UUIDS,
+    DeviceView,
+    MalformedData,
+    new_content,
+    normalize_address,
+    parse_name,
+    parse_rssi,
+)
 
 # Event codes (doc/mgmt-api.txt).
 EV_DEVICE_CONNECTED: Final = 0x000B
@@ -82,6 +95,7 @@ _UUID128_BYTES: Final = 16
 _COMPANY_ID_BYTES: Final = 2
 # TxPower 127 is "no value" (src/device.c leaves TxPower unset for it).
 TX_POWER_UNAVAILABLE: Final = 127
+_INT8_MAX: Final = 127  # TX power is a signed byte
 # g_strstrip's whitespace (ASCII only), for names bluetoothd repaired.
 _ASCII_SPACE: Final = " \t\n\r\f\v"
 
@@ -157,43 +171,71 @@ class Advertisement:
     manufacturer_data: Mapping[int, bytes] | None = None
     service_data: Mapping[str, bytes] | None = None
     uuids: tuple[str, ...] = ()
+    # (start, end, key) of the payload of the advertisement's only manufacturer
+    # or service data structure (key: its company id or service UUID); None when
+    # it has none or several. A sensor's next reading changes only those bytes.
+    varying: tuple[int, int, int | str] | None = field(default=None, compare=False, repr=False)
 
 
 # --- frames ------------------------------------------------------------------------
 
 
+# What the channel hears again and again, formatted once: the adapter, address and
+# path text of each device. Bounded: a cache this full starts again (a site with
+# more devices than this, or a flood of new addresses, only formats as before).
+_MEMO_LIMIT: Final = 1024
+_adapter_paths: dict[int, str] = {}
+_addresses: dict[bytes, str] = {}
+_device_paths: dict[tuple[int, str], str] = {}
+
+
 def adapter_path(index: int) -> str:
     """Controller index N is BlueZ's ``/org/bluez/hciN``."""
-    return f"{BLUEZ_ROOT_PATH}/hci{index}"
+    path = _adapter_paths.get(index)
+    if path is None:
+        if len(_adapter_paths) >= _MEMO_LIMIT:
+            _adapter_paths.clear()
+        path = _adapter_paths[index] = f"{BLUEZ_ROOT_PATH}/hci{index}"
+    return path
 
 
 def device_path(index: int, address: str) -> str:
     """The Device1 path as bluetoothd names it (src/device.c ``device_create``)."""
-    return f"{adapter_path(index)}/dev_{address.replace(':', '_')}"
+    key = (index, address)
+    path = _device_paths.get(key)
+    if path is None:
+        if len(_device_paths) >= _MEMO_LIMIT:
+            _device_paths.clear()
+        path = _device_paths[key] = f"{adapter_path(index)}/dev_{address.replace(':', '_')}"
+    return path
 
 
 def address_text(raw: bytes) -> str:
     """Six bytes, least significant first → ``AA:BB:CC:DD:EE:FF``."""
-    return raw[::-1].hex(":").upper()
+    text = _addresses.get(raw)
+    if text is None:
+        if len(_addresses) >= _MEMO_LIMIT:
+            _addresses.clear()
+        text = _addresses[raw] = raw[::-1].hex(":").upper()
+    return text
 
 
 def parse_frame(data: bytes) -> Event:
     """One datagram → an event; never raises."""
-    if len(data) < HEADER.size:
+    size = len(data) - HEADER.size
+    if size < 0:
         return Malformed(f"frame of {len(data)} bytes is shorter than its header")
     code, index, length = HEADER.unpack_from(data)
-    if len(data) - HEADER.size != length:
-        return Malformed(
-            f"event 0x{code:04X} says {length} parameter bytes, carries {len(data) - HEADER.size}"
-        )
-    params = data[HEADER.size :]
+    if size != length:
+        return Malformed(f"event 0x{code:04X} says {length} parameter bytes, carries {size}")
     if code == EV_DEVICE_FOUND:
-        return _found(index, params, None)
+        return _found(index, data, HEADER.size, None)
     if code == EV_ADV_MONITOR_DEVICE_FOUND:
         if length < _MONITOR_HANDLE.size:
             return Malformed(f"Adv Monitor Device Found of {length} bytes")
-        (handle,) = _MONITOR_HANDLE.unpack_from(params)
-        return _found(index, params[_MONITOR_HANDLE.size :], handle)
+        (handle,) = _MONITOR_HANDLE.unpack_from(data, HEADER.size)
+        return _found(index, data, HEADER.size + _MONITOR_HANDLE.size, handle)
+    params = data[HEADER.size :]
     if code == EV_DEVICE_CONNECTED:
         if length < _CONNECTED.size:
             return Malformed(f"Device Connected of {length} bytes")
@@ -215,23 +257,34 @@ def parse_frame(data: bytes) -> Event:
     return Other(code)
 
 
-def _found(index: int, params: bytes, monitor: int | None) -> Found | Malformed:
-    what = "Device Found" if monitor is None else "Adv Monitor Device Found"
-    if len(params) < _FOUND.size:
-        return Malformed(f"{what} of {len(params)} bytes")
-    raw, kind, rssi, flags, eir_length = _FOUND.unpack_from(params)
-    if eir_length != len(params) - _FOUND.size:
-        return Malformed(f"{what} with EIR length {eir_length} in {len(params)} bytes")
+def _found(index: int, data: bytes, offset: int, monitor: int | None) -> Found | Malformed:
+    """The Device Found parameters at ``offset`` of the frame (read in place: one copy, the EIR)."""
+    size = len(data) - offset
+    if size < _FOUND.size:
+        return Malformed(f"{_found_name(monitor)} of {size} bytes")
+    raw, kind, rssi, flags, eir_length = _FOUND.unpack_from(data, offset)
+    if eir_length != size - _FOUND.size:
+        return Malformed(f"{_found_name(monitor)} with EIR length {eir_length} in {size} bytes")
     if eir_length > MAX_EIR_BYTES:
-        return Malformed(f"{what} with {eir_length} bytes of EIR")
+        return Malformed(f"{_found_name(monitor)} with {eir_length} bytes of EIR")
     address_type = _ADDRESS_TYPES.get(kind)
     if address_type is None:
-        return Malformed(f"{what} with address type {kind}")
+        return Malformed(f"{_found_name(monitor)} with address type {kind}")
     # 127 is HCI's "no reading"; BlueZ's Device1 has no value outside -127..20 either.
     reading = rssi if RSSI_MIN <= rssi <= RSSI_MAX else None
     return Found(
-        index, address_text(raw), address_type, reading, flags, params[_FOUND.size :], monitor
+        index,
+        address_text(raw),
+        address_type,
+        reading,
+        flags,
+        data[offset + _FOUND.size :],
+        monitor,
     )
+
+
+def _found_name(monitor: int | None) -> str:
+    return "Device Found" if monitor is None else "Adv Monitor Device Found"
 
 
 # --- AD structures -------------------------------------------------------------------
@@ -239,26 +292,48 @@ def _found(index: int, params: bytes, monitor: int | None) -> Found | Malformed:
 
 def uuid_text(raw: bytes) -> str:
     """A 2-, 4- or 16-byte UUID, least significant byte first → 128-bit text."""
-    if len(raw) != _UUID128_BYTES:
-        return f"{int.from_bytes(raw, 'little'):08x}{BASE_UUID_SUFFIX}"
-    h = raw[::-1].hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    text = _uuids.get(raw)
+    if text is None:
+        if len(raw) != _UUID128_BYTES:
+            text = f"{int.from_bytes(raw, 'little'):08x}{BASE_UUID_SUFFIX}"
+        else:
+            h = raw[::-1].hex()
+            text = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+        _remember(_uuids, raw, text)
+    return text
 
 
 def name_text(raw: bytes) -> str:
     """A name as bluetoothd keeps it (src/eir.c ``name2utf8``): up to a NUL; invalid
     UTF-8 cut at the first bad byte and the ends stripped."""
-    raw = raw.split(b"\0", 1)[0]
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return raw[: exc.start].decode("utf-8").strip(_ASCII_SPACE)
+    text = _names.get(raw)
+    if text is None:
+        cut = raw.split(b"\0", 1)[0]
+        try:
+            text = cut.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            text = cut[: exc.start].decode("utf-8").strip(_ASCII_SPACE)
+        _remember(_names, raw, text)
+    return text
+
+
+# The UUID and name texts of the AD structures heard, as for addresses above.
+_uuids: dict[bytes, str] = {}
+_names: dict[bytes, str] = {}
+
+
+def _remember(memo: dict[bytes, str], raw: bytes, text: str) -> None:
+    if len(memo) >= _MEMO_LIMIT:
+        memo.clear()
+    memo[raw] = text
 
 
 def parse_eir(eir: bytes) -> Advertisement | Malformed:
     """The AD structures of a report; a structure that runs past the end is Malformed.
 
-    A zero length byte ends the data (the padding of a legacy report).
+    A zero length byte ends the data (the padding of a legacy report). Runs for
+    every report whose advertisement changed: each structure is read in place,
+    its data sliced out once, the likeliest types first.
     """
     flags: int | None = None
     name: str | None = None
@@ -266,47 +341,69 @@ def parse_eir(eir: bytes) -> Advertisement | Malformed:
     tx_power: int | None = None
     mfr: dict[int, bytes] | None = None
     sd: dict[str, bytes] | None = None
-    uuids: list[str] = []
+    uuids: list[str] | None = None
+    varying: tuple[int, int, int | str] | None = None
+    payloads = 0
     i, end = 0, len(eir)
     while i < end:
         length = eir[i]
         if length == 0:
             break
-        if i + 1 + length > end:
-            return Malformed(f"AD structure of {length} bytes at {i} runs past {end}")
-        kind, data = eir[i + 1], eir[i + 2 : i + 1 + length]
-        i += 1 + length
-        if kind == AD_FLAGS:
-            if data:
-                flags = data[0]
-        elif kind in (AD_NAME_SHORT, AD_NAME_COMPLETE):
-            text = name_text(data)
-            if text:
-                name, complete = text, kind == AD_NAME_COMPLETE
-        elif kind == AD_MANUFACTURER:
-            if len(data) < _COMPANY_ID_BYTES:
-                return Malformed(f"manufacturer data of {len(data)} bytes")
+        # ``at``: the structure's first data byte; ``i``: the next structure; ``size``: data bytes.
+        at, i, size = i + 2, i + 1 + length, length - 1
+        if i > end:
+            return Malformed(f"AD structure of {length} bytes at {at - 2} runs past {end}")
+        kind = eir[at - 1]
+        if kind == AD_MANUFACTURER:
+            if size < _COMPANY_ID_BYTES:
+                return Malformed(f"manufacturer data of {size} bytes")
             if mfr is None:
                 mfr = {}
-            mfr[int.from_bytes(data[:_COMPANY_ID_BYTES], "little")] = data[_COMPANY_ID_BYTES:]
+            company = eir[at] | eir[at + 1] << 8
+            mfr[company] = eir[at + _COMPANY_ID_BYTES : i]
+            varying, payloads = (at + _COMPANY_ID_BYTES, i, company), payloads + 1
+        elif kind == AD_FLAGS:
+            if size:
+                flags = eir[at]
         elif kind in _SERVICE_DATA:
             width = _SERVICE_DATA[kind]
-            if len(data) < width:
-                return Malformed(f"service data 0x{kind:02X} of {len(data)} bytes")
+            if size < width:
+                return Malformed(f"service data 0x{kind:02X} of {size} bytes")
             if sd is None:
                 sd = {}
-            sd[uuid_text(data[:width])] = data[width:]
+            uuid = uuid_text(eir[at : at + width])
+            sd[uuid] = eir[at + width : i]
+            varying, payloads = (at + width, i, uuid), payloads + 1
+        elif kind in (AD_NAME_COMPLETE, AD_NAME_SHORT):
+            text = name_text(eir[at:i])
+            if text:
+                name, complete = text, kind == AD_NAME_COMPLETE
         elif kind in _UUID_LISTS:
             width = _UUID_LISTS[kind]
-            if len(data) % width:
-                return Malformed(f"UUID list 0x{kind:02X} of {len(data)} bytes")
-            uuids.extend(uuid_text(data[j : j + width]) for j in range(0, len(data), width))
+            if size % width:
+                return Malformed(f"UUID list 0x{kind:02X} of {size} bytes")
+            if uuids is None:
+                uuids = []
+            for j in range(at, i, width):
+                uuids.append(uuid_text(eir[j : j + width]))
         elif kind == AD_TX_POWER:
-            if len(data) != 1:
-                return Malformed(f"TX power of {len(data)} bytes")
-            value = int.from_bytes(data, "little", signed=True)
-            tx_power = None if value == TX_POWER_UNAVAILABLE else value
-    return Advertisement(flags, name, complete, tx_power, mfr, sd, tuple(uuids))
+            if size != 1:
+                return Malformed(f"TX power of {size} bytes")
+            value = eir[at]
+            if value != TX_POWER_UNAVAILABLE:
+                tx_power = value - 256 if value > _INT8_MAX else value
+            else:
+                tx_power = None
+    return Advertisement(
+        flags,
+        name,
+        complete,
+        tx_power,
+        mfr,
+        sd,
+        tuple(uuids) if uuids else (),
+        varying if payloads == 1 else None,
+    )
 
 
 # --- onto Device1 ---------------------------------------------------------------------
@@ -315,6 +412,27 @@ def parse_eir(eir: bytes) -> Advertisement | Malformed:
 def rssi_value(found: Found) -> int:
     """The report's RSSI as Device1 carries it: 127 (no reading) when the controller had none."""
     return found.rssi if found.rssi is not None else RSSI_UNAVAILABLE
+
+
+def view_rssi(found: Found) -> int | None:
+    """The report's RSSI as ``update`` puts ``rssi_value`` on the view: what parse_frame
+    made of it (None, or RSSI_MIN..RSSI_MAX), so nothing to check; MalformedData else."""
+    rssi = found.rssi
+    if rssi is not None and not RSSI_MIN <= rssi <= RSSI_MAX:
+        return None if parse_rssi(rssi) > RSSI_MAX else rssi
+    return rssi
+
+
+def apply_rssi(view: DeviceView, found: Found) -> None:
+    """The view's advertisement again: ``view.update({"RSSI": rssi_value(found)})``,
+    which changes RSSI alone, for what parse_frame makes (no check needed)."""
+    rssi = found.rssi
+    if rssi is None or RSSI_MIN <= rssi <= RSSI_MAX:
+        view.rssi = rssi
+    else:  # no Found parse_frame makes: update refuses it, or takes it for no reading
+        held = view.eir
+        view.update({"RSSI": rssi_value(found)})
+        view.eir = held
 
 
 def device_changes(
@@ -357,3 +475,95 @@ def device_changes(
     if added and not set(added).issubset(content.service_uuids):
         changes["UUIDs"] = (*content.service_uuids, *added)
     return changes
+
+
+def apply_report(view: DeviceView, found: Found, ad: Advertisement, duplicate: bool) -> None:
+    """``view.update(device_changes(view, found, ad, duplicate))``, for what ``parse_frame``
+    and ``parse_eir`` made: the same view, at a fraction of the cost.
+
+    Their values need none of the checks a D-Bus value does (addresses, company
+    ids and UUID texts are made well-formed here, no payload of one AD
+    structure reaches ``MAX_PAYLOAD_BYTES``), so only what they leave unbounded
+    is checked: a name's length, TX power's range and the number of UUIDs. A
+    value equal to the one the view holds was checked when it came. Raises
+    MalformedData as ``update`` does, changing nothing but ``view.eir``, which
+    it clears (as ``update`` does).
+    """
+    view.eir = None
+    content = view.content
+    name, tx_power = content.name, content.tx_power
+    mfr, sd, uuids = content.manufacturer_data, content.service_data, content.service_uuids
+    # In the order ``update`` meets them, so that the first bad value is the one named.
+    rssi = view_rssi(found)
+    # Address and type are checked once per device: they name its path.
+    address, address_type = found.address, found.address_type
+    if address != view.address:
+        address = normalize_address(address)
+    if address_type != view.address_type and address_type not in ("public", "random"):
+        raise MalformedData(f"AddressType {address_type[:MAX_ECHO]!r}")
+    new_name = ad.name
+    if new_name is not None and new_name != name and (ad.name_complete or name is None):
+        name = parse_name(new_name)
+    if ad.tx_power is not None and ad.tx_power != tx_power:
+        tx_power = parse_rssi(ad.tx_power, "TxPower")
+    new_mfr = ad.manufacturer_data
+    if new_mfr:
+        # bluetoothd's per-key merge; with DuplicateData, or the same keys in the
+        # same order as held (a sensor's next reading), the report's own mapping is it.
+        if not (duplicate or not mfr or tuple(new_mfr) == tuple(mfr)):
+            new_mfr = {**mfr, **new_mfr}
+        if new_mfr != mfr:
+            mfr = new_mfr
+    new_sd = ad.service_data
+    if new_sd:
+        if not (duplicate or not sd or tuple(new_sd) == tuple(sd)):
+            new_sd = {**sd, **new_sd}
+        if new_sd != sd:
+            sd = new_sd
+    added = ad.uuids + tuple(ad.service_data) if ad.service_data else ad.uuids
+    for uuid in added:
+        if uuid not in uuids:
+            if len(uuids) + len(added) > MAX_UUIDS:
+                raise MalformedData(f"{len(uuids) + len(added)} UUIDs exceed {MAX_UUIDS}")
+            uuids = tuple(sorted({*uuids, *added}))
+            break
+    view.address, view.address_type, view.rssi = address, address_type, rssi
+    if (
+        name != content.name
+        or tx_power != content.tx_power
+        or mfr is not content.manufacturer_data
+        or sd is not content.service_data
+        or uuids is not content.service_uuids
+    ):
+        view.content = new_content(name, tx_power, mfr, sd, uuids)
+
+
+def apply_reading(view: DeviceView, found: Found) -> bool:
+    """``apply_report`` for a report that is the view's last advertisement (``view.eir``,
+    of the same DuplicateData, address and type: the caller checks) but for the bytes
+    of its one payload (``view.varying``), as a sensor's next reading is; False else.
+
+    Parsing it would find every structure as before, so the view changes in that
+    payload and RSSI only: the payload replaced in its place among what the view
+    holds (with DuplicateData, that payload alone, as ``apply_report`` left it).
+    """
+    held, varying, rssi = view.eir, view.varying, found.rssi
+    if held is None or varying is None:
+        return False
+    if rssi is not None and not RSSI_MIN <= rssi <= RSSI_MAX:
+        return False  # no Found parse_frame makes: apply_report says what is wrong
+    eir, before = found.eir, held[0]
+    start, end, key = varying
+    if len(eir) != len(before) or eir[:start] != before[:start] or eir[end:] != before[end:]:
+        return False
+    payload = eir[start:end]
+    content = view.content
+    mfr, sd = content.manufacturer_data, content.service_data
+    if isinstance(key, int):
+        mfr = {**mfr, key: payload}
+    else:
+        sd = {**sd, key: payload}
+    view.rssi = rssi
+    view.content = new_content(content.name, content.tx_power, mfr, sd, content.service_uuids)
+    view.eir = (eir, held[1])
+    return True

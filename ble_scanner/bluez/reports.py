@@ -146,16 +146,21 @@ class Reports:
         eir = (found.eir, duplicate)
         if (
             view is not None
-            and view.eir == eir
+            and view.eir is not None
+            and view.eir[1] == duplicate
             and found.address == view.address
             and found.address_type == view.address_type
         ):
-            # The same advertisement again (a sensor between readings, a beacon):
-            # bluetoothd would change nothing but RSSI, so only RSSI is applied.
-            view.update({"RSSI": mgmt.rssi_value(found)})
-            view.eir = eir
-            self.sink.report(view)
-            return
+            if view.eir[0] == eir[0]:
+                # The same advertisement again (a sensor between readings, a beacon):
+                # bluetoothd would change nothing but RSSI, so only RSSI is applied.
+                mgmt.apply_rssi(view, found)
+                self.sink.report(view)
+                return
+            if mgmt.apply_reading(view, found):
+                # The same advertisement with a new reading: only that payload changed.
+                self.sink.report(view)
+                return
         ad = mgmt.parse_eir(found.eir)
         if isinstance(ad, mgmt.Malformed):
             self.malformed("frame", f"malformed advertisement from {found.address}: {ad.reason}")
@@ -165,10 +170,11 @@ class Reports:
                 return  # bluetoothd makes no device of a scan response alone
             view = DeviceView(path, adapter_name(path))
         try:
-            view.update(mgmt.device_changes(view, found, ad, duplicate))
+            # view.update(mgmt.device_changes(...)) without re-checking parsed values.
+            mgmt.apply_report(view, found, ad, duplicate)
         except MalformedData as exc:
             self.malformed("device", f"malformed advertisement from {found.address}: {exc}")
             return
-        view.eir = eir
+        view.eir, view.varying = eir, ad.varying
         self.views[path] = view
         self.sink.report(view)

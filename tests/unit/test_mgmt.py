@@ -317,3 +317,132 @@ def test_round_trip(company: int, payload: bytes, name: str, uuid16: int, data: 
     assert view.content.name == name
     assert view.content.service_data == {uuid: data}
     assert view.content.service_uuids == (uuid,)
+
+
+# --- the parser as it was: the oracle for the one made fast ---------------------------
+
+
+def parse_eir_as_before(eir: bytes) -> Advertisement | Malformed:
+    """parse_eir as it was written before it was made fast: the oracle for the new one."""
+    flags = name = tx_power = mfr = sd = None
+    complete, uuids, i, end = False, [], 0, len(eir)
+    while i < end:
+        length = eir[i]
+        if length == 0:
+            break
+        if i + 1 + length > end:
+            return Malformed(f"AD structure of {length} bytes at {i} runs past {end}")
+        kind, data = eir[i + 1], eir[i + 2 : i + 1 + length]
+        i += 1 + length
+        if kind == 0x01:
+            flags = data[0] if data else flags
+        elif kind in (0x08, 0x09):
+            raw = data.split(b"\0", 1)[0]
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                text = raw[: exc.start].decode("utf-8").strip(" \t\n\r\f\v")
+            if text:
+                name, complete = text, kind == 0x09
+        elif kind == 0xFF:
+            if len(data) < 2:
+                return Malformed(f"manufacturer data of {len(data)} bytes")
+            mfr = mfr or {}
+            mfr[int.from_bytes(data[:2], "little")] = data[2:]
+        elif kind in (0x16, 0x20, 0x21):
+            width = {0x16: 2, 0x20: 4, 0x21: 16}[kind]
+            if len(data) < width:
+                return Malformed(f"service data 0x{kind:02X} of {len(data)} bytes")
+            sd = sd or {}
+            sd[uuid_as_before(data[:width])] = data[width:]
+        elif kind in (0x02, 0x03, 0x04, 0x05, 0x06, 0x07):
+            width = {0x02: 2, 0x03: 2, 0x04: 4, 0x05: 4, 0x06: 16, 0x07: 16}[kind]
+            if len(data) % width:
+                return Malformed(f"UUID list 0x{kind:02X} of {len(data)} bytes")
+            uuids.extend(uuid_as_before(data[j : j + width]) for j in range(0, len(data), width))
+        elif kind == 0x0A:
+            if len(data) != 1:
+                return Malformed(f"TX power of {len(data)} bytes")
+            value = int.from_bytes(data, "little", signed=True)
+            tx_power = None if value == 127 else value
+    return Advertisement(flags, name, complete, tx_power, mfr, sd, tuple(uuids))
+
+
+def uuid_as_before(raw: bytes) -> str:
+    if len(raw) != 16:
+        return f"{int.from_bytes(raw, 'little'):08x}-0000-1000-8000-00805f9b34fb"
+    h = raw[::-1].hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+# Few keys, so that reports of one device share and replace them.
+COMPANIES = st.sampled_from([0x02E1, 0x0499, 0x004C, 0xFFFF])
+UUID16S = st.sampled_from([0x180F, 0x181A, 0xFCD2])
+UUIDS16 = UUID16S.map(lambda u: u.to_bytes(2, "little"))
+# Service data keys: 16-, 32- and 128-bit, the second 0x180F again in 32 bits.
+uuid_bytes = st.sampled_from([b"\x0f\x18", b"\x0f\x18\x00\x00", b"\x1a\x18", bytes(range(16))])
+names = st.one_of(
+    st.sampled_from(
+        [b"Ruuvi", b"Env 1", b"", b"Bad\xff name", b" Caf\xc3\xa9\x00junk", b"x" * 250]
+    ),
+    st.binary(max_size=12),
+)
+structure = st.one_of(
+    st.tuples(
+        st.just(0xFF),
+        st.tuples(COMPANIES, st.binary(max_size=6)).map(
+            lambda cp: cp[0].to_bytes(2, "little") + cp[1]
+        ),
+    ),
+    st.tuples(uuid_bytes, st.binary(max_size=4)).map(
+        lambda up: ({2: 0x16, 4: 0x20, 16: 0x21}[len(up[0])], up[0] + up[1])
+    ),
+    st.tuples(st.sampled_from([0x08, 0x09]), names),
+    st.tuples(st.just(0x03), st.lists(UUIDS16, max_size=4).map(b"".join)),
+    # Enough 16-bit UUIDs, with the view's, to pass the view's limit of 64.
+    st.tuples(
+        st.just(0x02),
+        st.integers(0, 80).map(
+            lambda n: b"".join((0x2A00 + k).to_bytes(2, "little") for k in range(n))
+        ),
+    ),
+    st.tuples(
+        st.just(0x07), st.lists(st.sampled_from([bytes(range(16))]), max_size=2).map(b"".join)
+    ),
+    st.tuples(st.just(0x0A), st.sampled_from([b"\x7f", b"\x80", b"\xf8", b"\x14"])),
+    st.tuples(st.just(0x01), st.sampled_from([b"\x06", b""])),
+)
+# Too short for its type: Malformed.
+too_short = st.tuples(st.sampled_from([0xFF, 0x16, 0x21, 0x03, 0x0A]), st.binary(max_size=1))
+
+
+@st.composite
+def eirs(draw: st.DrawFn) -> bytes:
+    """An advertisement; about one in five has a structure too short for its type, or one
+    that runs past the end (3 of 0..4: hypothesis draws the bounds far more often)."""
+    structures = draw(st.lists(structure, max_size=6))
+    tail = b""
+    if draw(st.integers(0, 4)) == 3:
+        if draw(st.booleans()):
+            structures.insert(draw(st.integers(0, len(structures))), draw(too_short))
+        else:
+            tail = b"\x05\x09ab"
+    eir = b"".join(bytes([len(data) + 1, kind]) + data[:253] for kind, data in structures)
+    return eir + tail + draw(st.sampled_from([b"", b"\x00\x00"]))  # legacy padding
+
+
+@settings(max_examples=500, deadline=None)
+@given(eir=eirs())
+def test_parse_eir_reads_as_before(eir: bytes) -> None:
+    assert parse_eir(eir) == parse_eir_as_before(eir)
+    assert parse_eir(eir) == parse_eir_as_before(eir)  # from what it remembered
+
+
+def test_remembered_texts_stay_bounded() -> None:
+    for n in range(3 * mgmt._MEMO_LIMIT):
+        raw = n.to_bytes(6, "little")
+        assert mgmt.address_text(raw) == raw[::-1].hex(":").upper()
+        assert mgmt.uuid_text(raw[:2] + b"\x01\x00") == uuid_as_before(raw[:2] + b"\x01\x00")
+        assert mgmt.device_path(n % 3, "AA:BB:CC:DD:EE:01").startswith(f"/org/bluez/hci{n % 3}/")
+    assert len(mgmt._addresses) <= mgmt._MEMO_LIMIT
+    assert len(mgmt._uuids) <= mgmt._MEMO_LIMIT

@@ -7,8 +7,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ble_scanner.core.record import (
+    Content,
     DeviceView,
     MalformedData,
+    new_content,
     normalize_address,
     normalize_uuid,
 )
@@ -147,3 +149,13 @@ def test_fuzzed_properties_never_crash_and_never_half_apply(
         view.update(changed, invalidated)
     except (MalformedData, TypeError, ValueError, AttributeError):
         assert (view.address, view.address_type, view.rssi, view.content) == before
+
+
+def test_new_content_is_the_frozen_content_the_constructor_makes() -> None:
+    args = ("Ruuvi", -8, {0x0499: b"\x05"}, {"0000180f-0000-1000-8000-00805f9b34fb": b"d"}, ())
+    made = new_content(*args)
+    assert type(made) is Content
+    assert made == Content(*args)
+    assert repr(made) == repr(Content(*args))
+    with pytest.raises(AttributeError):  # dataclasses.FrozenInstanceError
+        made.name = "other"  # type: ignore[misc]

@@ -26,7 +26,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from ..const import BLUEZ_ROOT_PATH, MAX_PAYLOAD_BYTES, RSSI_MAX, RSSI_MIN, RSSI_UNAVAILABLE
 from ..core.identifiers import BASE_UUID_SUFFIX, MAX_ECHO
@@ -34,11 +34,14 @@ from ..core.record import (
     MAX_UUIDS,
     DeviceView,
     MalformedData,
-    new_content,
+    content_with,
     normalize_address,
     parse_name,
     parse_rssi,
 )
+
+_K = TypeVar("_K", int, str)
+_M = TypeVar("_M", int, bytes, tuple[int, str])
 
 # Event codes (doc/mgmt-api.txt).
 EV_DEVICE_CONNECTED: Final = 0x000B
@@ -187,15 +190,23 @@ _MEMO_LIMIT: Final = 1024
 _adapter_paths: dict[int, str] = {}
 _addresses: dict[bytes, str] = {}
 _device_paths: dict[tuple[int, str], str] = {}
+# The UUID and name texts of the AD structures heard, likewise.
+_uuids: dict[bytes, str] = {}
+_names: dict[bytes, str] = {}
+
+
+def _remember(memo: dict[_M, str], key: _M, text: str) -> str:
+    if len(memo) >= _MEMO_LIMIT:
+        memo.clear()
+    memo[key] = text
+    return text
 
 
 def adapter_path(index: int) -> str:
     """Controller index N is BlueZ's ``/org/bluez/hciN``."""
     path = _adapter_paths.get(index)
     if path is None:
-        if len(_adapter_paths) >= _MEMO_LIMIT:
-            _adapter_paths.clear()
-        path = _adapter_paths[index] = f"{BLUEZ_ROOT_PATH}/hci{index}"
+        path = _remember(_adapter_paths, index, f"{BLUEZ_ROOT_PATH}/hci{index}")
     return path
 
 
@@ -204,9 +215,8 @@ def device_path(index: int, address: str) -> str:
     key = (index, address)
     path = _device_paths.get(key)
     if path is None:
-        if len(_device_paths) >= _MEMO_LIMIT:
-            _device_paths.clear()
-        path = _device_paths[key] = f"{adapter_path(index)}/dev_{address.replace(':', '_')}"
+        text = f"{adapter_path(index)}/dev_{address.replace(':', '_')}"
+        path = _remember(_device_paths, key, text)
     return path
 
 
@@ -214,9 +224,7 @@ def address_text(raw: bytes) -> str:
     """Six bytes, least significant first → ``AA:BB:CC:DD:EE:FF``."""
     text = _addresses.get(raw)
     if text is None:
-        if len(_addresses) >= _MEMO_LIMIT:
-            _addresses.clear()
-        text = _addresses[raw] = raw[::-1].hex(":").upper()
+        text = _remember(_addresses, raw, raw[::-1].hex(":").upper())
     return text
 
 
@@ -315,17 +323,6 @@ def name_text(raw: bytes) -> str:
             text = cut[: exc.start].decode("utf-8").strip(_ASCII_SPACE)
         _remember(_names, raw, text)
     return text
-
-
-# The UUID and name texts of the AD structures heard, as for addresses above.
-_uuids: dict[bytes, str] = {}
-_names: dict[bytes, str] = {}
-
-
-def _remember(memo: dict[bytes, str], raw: bytes, text: str) -> None:
-    if len(memo) >= _MEMO_LIMIT:
-        memo.clear()
-    memo[raw] = text
 
 
 def parse_eir(eir: bytes) -> Advertisement | Malformed:
@@ -506,20 +503,10 @@ def apply_report(view: DeviceView, found: Found, ad: Advertisement, duplicate: b
         name = parse_name(new_name)
     if ad.tx_power is not None and ad.tx_power != tx_power:
         tx_power = parse_rssi(ad.tx_power, "TxPower")
-    new_mfr = ad.manufacturer_data
-    if new_mfr:
-        # bluetoothd's per-key merge; with DuplicateData, or the same keys in the
-        # same order as held (a sensor's next reading), the report's own mapping is it.
-        if not (duplicate or not mfr or tuple(new_mfr) == tuple(mfr)):
-            new_mfr = {**mfr, **new_mfr}
-        if new_mfr != mfr:
-            mfr = new_mfr
-    new_sd = ad.service_data
-    if new_sd:
-        if not (duplicate or not sd or tuple(new_sd) == tuple(sd)):
-            new_sd = {**sd, **new_sd}
-        if new_sd != sd:
-            sd = new_sd
+    if ad.manufacturer_data:
+        mfr = _merged(mfr, ad.manufacturer_data, duplicate)
+    if ad.service_data:
+        sd = _merged(sd, ad.service_data, duplicate)
     added = ad.uuids + tuple(ad.service_data) if ad.service_data else ad.uuids
     for uuid in added:
         if uuid not in uuids:
@@ -528,14 +515,19 @@ def apply_report(view: DeviceView, found: Found, ad: Advertisement, duplicate: b
             uuids = tuple(sorted({*uuids, *added}))
             break
     view.address, view.address_type, view.rssi = address, address_type, rssi
-    if (
-        name != content.name
-        or tx_power != content.tx_power
-        or mfr is not content.manufacturer_data
-        or sd is not content.service_data
-        or uuids is not content.service_uuids
-    ):
-        view.content = new_content(name, tx_power, mfr, sd, uuids)
+    view.content = content_with(content, name, tx_power, mfr, sd, uuids)
+
+
+def _merged(
+    held: Mapping[_K, bytes], new: Mapping[_K, bytes], duplicate: bool
+) -> Mapping[_K, bytes]:
+    """What the view holds after a report's payloads: bluetoothd's per-key merge (cleared
+    first with DuplicateData), and what it held when that is equal."""
+    # With DuplicateData, or the keys held in their order (a sensor's next
+    # reading), the report's own mapping (parse_eir's, new) is the merge.
+    if not (duplicate or not held or tuple(new) == tuple(held)):
+        new = {**held, **new}
+    return held if new == held else new
 
 
 def apply_reading(view: DeviceView, found: Found) -> bool:
@@ -564,6 +556,8 @@ def apply_reading(view: DeviceView, found: Found) -> bool:
     else:
         sd = {**sd, key: payload}
     view.rssi = rssi
-    view.content = new_content(content.name, content.tx_power, mfr, sd, content.service_uuids)
+    view.content = content_with(
+        content, content.name, content.tx_power, mfr, sd, content.service_uuids
+    )
     view.eir = (eir, held[1])
     return True

@@ -7,10 +7,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ble_scanner.core.record import (
+    EMPTY_CONTENT,
     Content,
     DeviceView,
     MalformedData,
-    new_content,
+    content_with,
     normalize_address,
     normalize_uuid,
 )
@@ -151,11 +152,13 @@ def test_fuzzed_properties_never_crash_and_never_half_apply(
         assert (view.address, view.address_type, view.rssi, view.content) == before
 
 
-def test_new_content_is_the_frozen_content_the_constructor_makes() -> None:
+def test_content_with_new_values_is_the_frozen_content_the_constructor_makes() -> None:
     args = ("Ruuvi", -8, {0x0499: b"\x05"}, {"0000180f-0000-1000-8000-00805f9b34fb": b"d"}, ())
-    made = new_content(*args)
+    made = content_with(EMPTY_CONTENT, *args)
     assert type(made) is Content
     assert made == Content(*args)
     assert repr(made) == repr(Content(*args))
     with pytest.raises(AttributeError):  # dataclasses.FrozenInstanceError
         made.name = "other"  # type: ignore[misc]
+    assert content_with(made, *args) is made
+    assert content_with(made, "Ruuvi", -8, {0x0499: b"\x05"}, *args[3:]) is not made

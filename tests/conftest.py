@@ -181,3 +181,9 @@ async def scanner(test_bus: TestBus, bluez: BluezSimulator) -> AsyncIterator[Sca
         yield app
     finally:
         await app.stop()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``slow`` (each 10 s or more of a worker) run first, so that
+    pytest-xdist does not start one of them last and wait for it alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

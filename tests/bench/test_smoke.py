@@ -80,6 +80,7 @@ def test_the_groups_cover_every_scenario() -> None:
     assert sorted(covered) == sorted(SCENARIOS)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(SMOKE_TIMEOUT + 30)
 @pytest.mark.parametrize("group", list(GROUPS))
 def test_smoke_run_reports_every_scenario(group: str, tmp_path: Path) -> None:

@@ -61,6 +61,7 @@ def powered_off(recorder: SignalRecorder) -> int:
     )
 
 
+@pytest.mark.slow
 async def test_no_power_cycle_while_another_client_holds_an_le_link(
     bluez: Backend, bus: MessageBus, quick_service: ScannerApp
 ) -> None:

@@ -84,6 +84,9 @@ async def subscribe_all(bus: MessageBus) -> None:
     assert_ok(reply)
 
 
+# Alone: the race it reproduces needs the service to keep up with the burst, and
+# beside the suite's other bursts ten rounds ran past pytest's 120 s (make test).
+@pytest.mark.exclusive
 async def test_unguarded_dbus_fast_writer_dies_of_eagain_under_a_burst(
     test_bus: TestBus, bluez: BluezSimulator, bus: MessageBus, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -138,6 +141,7 @@ async def test_unguarded_dbus_fast_writer_dies_of_eagain_under_a_burst(
         await wait_until(name_released, what="the dead service's name released")
 
 
+@pytest.mark.slow
 async def test_guarded_service_survives_a_burst_on_a_tiny_send_buffer(
     test_bus: TestBus, bluez: BluezSimulator, bus: MessageBus
 ) -> None:

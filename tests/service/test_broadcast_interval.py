@@ -241,6 +241,7 @@ async def test_status_answers_while_the_broadcast_holds(
         await app.stop()
 
 
+@pytest.mark.slow
 async def test_when_the_bus_falls_behind_the_broadcast_is_shed_before_subscribers(
     test_bus: TestBus, bluez: BluezSimulator, bus: MessageBus, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -32,6 +32,9 @@ from ble_scanner.testing.testbus import TestBus
 from tests import ingest
 from tests.helpers import adapter_state, wait_until
 
+# Most scenes wait out a drain or a claim of 10-16 s: run first (conftest.py).
+pytestmark = pytest.mark.slow
+
 ADDR = "C0:11:22:33:44:01"
 HCI0_KEY = "001A7DDA7110"  # the simulator's hci0 is 00:1A:7D:DA:71:10
 HOLDER = Path(__file__).with_name("claim_holder.py")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from dbus_fast.aio import MessageBus
 
 from ble_scanner.core.presence import INTERVAL_FACTOR, INTERVAL_HISTORY, INTERVAL_SLACK
@@ -19,6 +20,7 @@ PERIOD = 1.0
 JITTER = 1.0
 
 
+@pytest.mark.slow
 async def test_a_1_s_advertiser_is_lost_in_seconds_while_the_lost_timeout_is_180_s(
     scanner: ScannerApp, bluez: BluezSimulator, bus: MessageBus
 ) -> None:

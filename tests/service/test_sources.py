@@ -32,6 +32,9 @@ from tests.conftest import start_scanner, wait_scanning
 from tests.helpers import SignalRecorder, call, scanner_call, wait_until
 from tests.service.conftest import get_devices, watch_broadcast
 
+# Each scene waits on the service's timers for 10-20 s: run first (conftest.py).
+pytestmark = pytest.mark.slow
+
 PERIOD = 0.25
 LOST_TIMEOUT = 15.0
 # A device's lost time, with the radio's jitter on a loaded machine.

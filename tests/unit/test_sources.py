@@ -335,6 +335,7 @@ def swaps_per_hour(
     return swaps / (EVENTS / HOUR)
 
 
+@pytest.mark.slow
 def test_measured_the_margin_on_smoothed_rssi_flaps_far_less_than_ha_on_single_readings() -> None:
     """Per-packet RSSI noise is 3-6 dB indoors (docs/behaviour.md "Presence")."""
     ours_4, ours_6 = swaps_per_hour(SWITCH_MARGIN, 4.0), swaps_per_hour(SWITCH_MARGIN, 6.0)

@@ -715,10 +715,18 @@ async def latency_once(bench: Bench, ingest: str) -> dict[str, Any]:
         await warm(bench)
         out: dict[str, Any] = {}
         for rate in plan.latency_rates:
+            # CPU a report, the service's against the relay's: the relay is the least a
+            # process that wakes for each frame and sends a signal for it pays.
+            cpu0 = {"service": cpu_seconds(service.pid), "relay": cpu_seconds(relay.pid)}
             steps = await rate_step(bench, targets, rate, plan.latency_duration)
+            cpu1 = {"service": cpu_seconds(service.pid), "relay": cpu_seconds(relay.pid)}
             figures: dict[str, Any] = {
                 name: {**step["latency_ms"], "lost": step["sent"] - step["received"]}
                 for name, step in steps.items()
+            }
+            sent = max(1, steps["relay"]["sent"])
+            figures["cpu_us_per_report"] = {
+                name: 1e6 * (cpu1[name] - cpu0[name]) / sent for name in cpu0
             }
             figures["p99_ratio"] = _ratio(figures["service"]["p99"], figures["relay"]["p99"])
             if "batch" in figures:
@@ -1284,6 +1292,12 @@ def _median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _cpu(figures: dict[str, Any], name: str) -> str:
+    """``; 95`` — a latency step's CPU a report of ``name``, when the run measured it."""
+    cpu = figures.get("cpu_us_per_report")
+    return f"; {cpu[name]:.0f}" if cpu else ""
+
+
 def _judge_us_per_report(key: str, mode: dict[str, Any]) -> None:
     """The counter scene on management ingest: the service's µs per report against before."""
     if key == "fanout/counter/mgmt" and US_PER_REPORT_BEFORE:
@@ -1510,9 +1524,10 @@ def table(result: dict[str, Any]) -> str:
             sv, rl = r["service"], r["relay"]
             rows.append(
                 (
-                    f"Latency ({key[8:]}) at {rate}/s, p50 / p99 / max ms",
-                    f"{sv['p50']:.2f} / {sv['p99']:.2f} / {sv['max']:.1f}",
-                    f"{rl['p50']:.2f} / {rl['p99']:.2f} / {rl['max']:.1f}",
+                    f"Latency ({key[8:]}) at {rate}/s, p50 / p99 / max ms"
+                    + ("; CPU us a report" if "cpu_us_per_report" in r else ""),
+                    f"{sv['p50']:.2f} / {sv['p99']:.2f} / {sv['max']:.1f}" + _cpu(r, "service"),
+                    f"{rl['p50']:.2f} / {rl['p99']:.2f} / {rl['max']:.1f}" + _cpu(r, "relay"),
                     f"p99 {r['p99_ratio']:.2f}x ({s[key]['goal']})",
                     _yes(r["p99_ratio"] <= LATENCY_RATIO[key[8:]]),
                 )

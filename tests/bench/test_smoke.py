@@ -28,7 +28,9 @@ def check_per_ingest(scenarios: dict[str, Any]) -> None:
     for ingest in INGESTS:
         assert scenarios[f"ingest/{ingest}"]["service_rate"] > 0
         assert scenarios[f"burst/{ingest}"]["service"]["received"] > 0
-        assert scenarios[f"latency/{ingest}"]["200"]["service"]["n"] > 0
+        latency = scenarios[f"latency/{ingest}"]["200"]
+        assert latency["service"]["n"] > 0
+        assert min(latency["cpu_us_per_report"].values()) > 0  # both processes measured
         batch = scenarios[f"burst/{ingest}"]["batch"]
         assert "refused" in batch or batch["service"]["received"] > 0
 

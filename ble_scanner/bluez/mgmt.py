@@ -9,16 +9,17 @@ Connected`` and ``Device Disconnected`` tell where links are. Nothing here
 raises on bad input: a frame or AD structure no kernel sends is a
 :class:`Malformed`, which the caller counts.
 
-``device_changes`` turns a report into what bluetoothd would make of it on
-Device1 (src/adapter.c ``btd_adapter_device_found``, src/device.c), in the
-form ``record.unwrap_device`` returns, so that ``DeviceView.update`` checks and
-accumulates it exactly as it does the D-Bus path's: a client cannot tell
-which ingest the service used. That is the definition; the report path
-(``reports.py``) gets the same views cheaper, for every report: ``apply_report``
-puts what ``parse_eir`` made onto the view without the dict and without
-re-checking values the parser bounds, ``apply_reading`` takes a sensor's next
-reading (only its payload bytes changed) without parsing, and ``apply_rssi`` an
-advertisement heard again. tests/unit/test_mgmt.py holds them to the definition.
+A report changes the device's view (``record.DeviceView``) as bluetoothd's
+report changes Device1 (src/adapter.c ``btd_adapter_device_found``,
+src/device.c) and as ``DeviceView.update`` would take that change from D-Bus:
+a client cannot tell which ingest the service used. The report path
+(``reports.py``) gets there cheaply: ``apply_report`` puts what ``parse_eir``
+made onto the view without re-checking values the parser bounds,
+``apply_reading`` takes a sensor's next reading (only its payload bytes
+changed) without parsing, and ``apply_rssi`` an advertisement heard again.
+tests/unit/test_mgmt.py keeps the definition (``device_changes``: the Device1
+change, for ``DeviceView.update``), and tests/unit/test_report_path.py holds
+the report path to it.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, TypeVar
+from typing import Final, TypeVar
 
 from ..const import BLUEZ_ROOT_PATH, MAX_PAYLOAD_BYTES, RSSI_MAX, RSSI_MIN, RSSI_UNAVAILABLE
 from ..core.identifiers import BASE_UUID_SUFFIX, MAX_ECHO
@@ -432,51 +433,9 @@ def apply_rssi(view: DeviceView, found: Found) -> None:
         view.eir = held
 
 
-def device_changes(
-    view: DeviceView,
-    found: Found,
-    ad: Advertisement,
-    duplicate: bool,
-    service_data_uuids: bool = True,
-) -> dict[str, Any]:
-    """What bluetoothd would change on the report's Device1, as ``unwrap_device`` gives it.
-
-    ``view`` is the device as we hold it (new and empty for an unknown one).
-    bluetoothd keeps manufacturer and service data per key, clearing them
-    first when the discovery filter asks for ``DuplicateData`` (``duplicate``;
-    ``bt_ad_add_*_data``); adds advertised UUIDs, and since 5.72 those of
-    service data (``service_data_uuids``), to UUIDs; takes a complete name
-    always and a short one only while it knows none. Every report sets
-    RSSI, so every report is one (filtered discovery emits RSSI each time).
-    """
-    content = view.content
-    changes: dict[str, Any] = {"RSSI": rssi_value(found)}
-    # Checked once per device, not per report: the view holds them already.
-    if found.address != view.address:
-        changes["Address"] = found.address
-    if found.address_type != view.address_type:
-        changes["AddressType"] = found.address_type
-    if ad.name is not None and (ad.name_complete or content.name is None):
-        changes["Name"] = ad.name
-    if ad.tx_power is not None:
-        changes["TxPower"] = ad.tx_power
-    if ad.manufacturer_data:
-        merged_mfr = {} if duplicate else dict(content.manufacturer_data)
-        merged_mfr.update(ad.manufacturer_data)
-        changes["ManufacturerData"] = merged_mfr
-    if ad.service_data:
-        merged_sd = {} if duplicate else dict(content.service_data)
-        merged_sd.update(ad.service_data)
-        changes["ServiceData"] = merged_sd
-    added = ad.uuids + (tuple(ad.service_data) if ad.service_data and service_data_uuids else ())
-    if added and not set(added).issubset(content.service_uuids):
-        changes["UUIDs"] = (*content.service_uuids, *added)
-    return changes
-
-
 def apply_report(view: DeviceView, found: Found, ad: Advertisement, duplicate: bool) -> None:
-    """``view.update(device_changes(view, found, ad, duplicate))``, for what ``parse_frame``
-    and ``parse_eir`` made: the same view, at a fraction of the cost.
+    """``view.update(device_changes(view, found, ad, duplicate))`` (tests/unit/test_mgmt.py)
+    for what ``parse_frame`` and ``parse_eir`` made: the same view, at a fraction of the cost.
 
     Their values need none of the checks a D-Bus value does (addresses, company
     ids and UUID texts are made well-formed here, no payload of one AD

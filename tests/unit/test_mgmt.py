@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -16,9 +17,9 @@ from ble_scanner.bluez.mgmt import (
     Found,
     Malformed,
     Other,
-    device_changes,
     parse_eir,
     parse_frame,
+    rssi_value,
 )
 from ble_scanner.core.record import DeviceView, MalformedData
 
@@ -319,7 +320,49 @@ def test_round_trip(company: int, payload: bytes, name: str, uuid16: int, data: 
     assert view.content.service_uuids == (uuid,)
 
 
-# --- the parser as it was: the oracle for the one made fast ---------------------------
+# --- the definitions the report path is held to: the Device1 change, the parser as it was
+
+
+def device_changes(
+    view: DeviceView,
+    found: Found,
+    ad: Advertisement,
+    duplicate: bool,
+    service_data_uuids: bool = True,
+) -> dict[str, Any]:
+    """What bluetoothd would change on the report's Device1, as ``unwrap_device`` gives it.
+
+    ``view`` is the device as we hold it (new and empty for an unknown one).
+    bluetoothd keeps manufacturer and service data per key, clearing them
+    first when the discovery filter asks for ``DuplicateData`` (``duplicate``;
+    ``bt_ad_add_*_data``); adds advertised UUIDs, and since 5.72 those of
+    service data (``service_data_uuids``), to UUIDs; takes a complete name
+    always and a short one only while it knows none. Every report sets
+    RSSI, so every report is one (filtered discovery emits RSSI each time).
+    """
+    content = view.content
+    changes: dict[str, Any] = {"RSSI": rssi_value(found)}
+    # Checked once per device, not per report: the view holds them already.
+    if found.address != view.address:
+        changes["Address"] = found.address
+    if found.address_type != view.address_type:
+        changes["AddressType"] = found.address_type
+    if ad.name is not None and (ad.name_complete or content.name is None):
+        changes["Name"] = ad.name
+    if ad.tx_power is not None:
+        changes["TxPower"] = ad.tx_power
+    if ad.manufacturer_data:
+        merged_mfr = {} if duplicate else dict(content.manufacturer_data)
+        merged_mfr.update(ad.manufacturer_data)
+        changes["ManufacturerData"] = merged_mfr
+    if ad.service_data:
+        merged_sd = {} if duplicate else dict(content.service_data)
+        merged_sd.update(ad.service_data)
+        changes["ServiceData"] = merged_sd
+    added = ad.uuids + (tuple(ad.service_data) if ad.service_data and service_data_uuids else ())
+    if added and not set(added).issubset(content.service_uuids):
+        changes["UUIDs"] = (*content.service_uuids, *added)
+    return changes
 
 
 def parse_eir_as_before(eir: bytes) -> Advertisement | Malformed:

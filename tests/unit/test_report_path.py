@@ -1,6 +1,6 @@
 """The report path of management ingest (bluez/reports.py ``Reports.found``) against its
 definition: a report's frame parsed as before, put onto Device1 as bluetoothd would
-(mgmt.device_changes) and checked as a D-Bus value is (DeviceView.update).
+(device_changes, in tests/unit/test_mgmt.py) and checked as a D-Bus value is (DeviceView.update).
 
 Reports.found does less: mgmt.apply_report puts what parse_eir made onto the view
 without the Device1-shaped dict and the D-Bus checks, mgmt.apply_reading takes a
@@ -16,10 +16,18 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from ble_scanner.bluez import mgmt
-from ble_scanner.bluez.mgmt import Found, Malformed, device_changes, parse_frame
+from ble_scanner.bluez.mgmt import Found, Malformed, parse_frame
 from ble_scanner.bluez.reports import RateLimitedLog, Reports
 from ble_scanner.core.record import DeviceView, MalformedData, adapter_name
-from tests.unit.test_mgmt import ADDRESS, ad, eirs, found_params, frame, parse_eir_as_before
+from tests.unit.test_mgmt import (
+    ADDRESS,
+    ad,
+    device_changes,
+    eirs,
+    found_params,
+    frame,
+    parse_eir_as_before,
+)
 
 
 class Sink:
